@@ -1,0 +1,1 @@
+"""The ``exp`` command line: parsing and printing only; the logic lives in ``experiment``."""

@@ -1,0 +1,51 @@
+"""The one exception hierarchy of the library.
+
+Every message says what was wrong, the value received, what was expected and how to fix it.
+The command line turns these into one-line messages with exit code 1.
+"""
+
+from __future__ import annotations
+
+
+class ExperimentError(Exception):
+    """Base class of every error raised on purpose by the library."""
+
+
+class ConfigurationError(ExperimentError, ValueError):
+    """An argument given by the user is invalid (unknown name, wrong type, out of range)."""
+
+
+class DataError(ExperimentError, ValueError):
+    """The data given to train or test cannot be used (empty loader, unsupported type)."""
+
+
+class MonitorError(ConfigurationError):
+    """The monitored metric is not among the keys that are logged."""
+
+
+class NonFiniteLossError(ExperimentError, FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+
+class RunDirectoryError(ExperimentError):
+    """The run directory cannot be used: it is a file, it is read-only, it is not a run."""
+
+
+class DirectoryLockedError(RunDirectoryError):
+    """Another live process holds the lock of the run directory."""
+
+
+class StorageError(ExperimentError, OSError):
+    """Writing a file of the run directory failed; the previous committed state is intact."""
+
+
+class CheckpointError(ExperimentError):
+    """No checkpoint of the run directory can be loaded."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """A checkpoint holds a pickle that would execute code or build arbitrary objects."""
+
+
+class StateMismatchError(CheckpointError):
+    """The saved state does not fit the network, optimizer or schedulers given now."""

@@ -1,0 +1,241 @@
+"""Metric registry and on-device accumulation.
+
+Batch metrics are callables ``(y_pred, y_true) -> tensor`` averaged over the epoch, weighted by batch
+size. Epoch metrics are objects with ``update(y_pred, y_true)``, ``compute()`` and ``reset()``
+(torchmetrics style). Sums stay on the device; they are read only when an epoch ends or something is
+displayed, so the training step never waits for the device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+
+from experiment.errors import ConfigurationError
+
+MetricFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def accuracy(y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
+    """Percentage of samples whose arg-max (or, for one output, positive logit) is the label."""
+    if y_pred.ndim == y_true.ndim + 1 and y_pred.shape[-1] > 1:
+        predicted = y_pred.argmax(dim=-1)
+    else:
+        predicted = (y_pred.reshape(y_true.shape) > 0).to(y_true.dtype)
+    return (predicted == y_true).float().mean() * 100.0
+
+
+class F1:
+    """Macro-averaged F1 score over the classes seen in the epoch, a fraction in [0, 1].
+
+    Example:
+        >>> metric = F1()
+        >>> metric.update(torch.tensor([[2.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 1]))
+        >>> float(metric.compute())
+        1.0
+    """
+
+    def __init__(self) -> None:
+        self.confusion: torch.Tensor | None = None
+
+    def reset(self) -> None:
+        self.confusion = None
+
+    def update(self, y_pred: torch.Tensor, y_true: torch.Tensor) -> None:
+        if y_pred.ndim == y_true.ndim + 1 and y_pred.shape[-1] > 1:
+            classes = y_pred.shape[-1]
+            predicted = y_pred.argmax(dim=-1)
+        else:
+            classes = 2
+            predicted = (y_pred.reshape(y_true.shape) > 0).long()
+        index = y_true.long().reshape(-1) * classes + predicted.reshape(-1)
+        counts = torch.bincount(index, minlength=classes * classes).reshape(classes, classes)
+        self.confusion = counts if self.confusion is None else self.confusion + counts
+
+    def compute(self) -> torch.Tensor:
+        if self.confusion is None:
+            return torch.tensor(float("nan"))
+        confusion = self.confusion.double()
+        true_positive = confusion.diag()
+        predicted = confusion.sum(dim=0)
+        actual = confusion.sum(dim=1)
+        f1 = 2 * true_positive / (predicted + actual).clamp(min=1)
+        present = (predicted + actual) > 0
+        return f1[present].mean().float()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"confusion": None if self.confusion is None else self.confusion.cpu()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.confusion = state["confusion"]
+
+
+class ConcatenatingMetric:
+    """Adapts a callable ``(y_pred, y_true) -> tensor`` to an epoch metric over all predictions."""
+
+    def __init__(self, function: MetricFn) -> None:
+        self.function = function
+        self.reset()
+
+    def reset(self) -> None:
+        self.predictions: list[torch.Tensor] = []
+        self.targets: list[torch.Tensor] = []
+
+    def update(self, y_pred: torch.Tensor, y_true: torch.Tensor) -> None:
+        self.predictions.append(y_pred.detach())
+        self.targets.append(y_true.detach())
+
+    def compute(self) -> torch.Tensor:
+        return self.function(torch.cat(self.predictions), torch.cat(self.targets))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"predictions": [p.cpu() for p in self.predictions], "targets": [t.cpu() for t in self.targets]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.predictions = list(state["predictions"])
+        self.targets = list(state["targets"])
+
+
+BATCH_METRICS: dict[str, tuple[str, MetricFn]] = {
+    "accuracy": ("acc", accuracy),
+    "acc": ("acc", accuracy),
+}
+EPOCH_METRICS: dict[str, tuple[str, Callable[[], Any]]] = {
+    "f1": ("f1", F1),
+    "fscore_macro": ("f1", F1),
+}
+
+
+def resolve_batch_metrics(metrics: Iterable[Any]) -> list[tuple[str, MetricFn]]:
+    """Turn names, callables or ``(name, callable)`` pairs into named batch metrics."""
+    resolved = [_resolve(m, BATCH_METRICS, "batch_metrics", lambda f: f) for m in metrics]
+    _check_unique(resolved, "batch_metrics")
+    return resolved
+
+
+def resolve_epoch_metrics(metrics: Iterable[Any]) -> list[tuple[str, Any]]:
+    """Turn names, metric objects, callables or ``(name, metric)`` pairs into named epoch metrics."""
+    resolved = [_resolve(m, EPOCH_METRICS, "epoch_metrics", _as_epoch_metric) for m in metrics]
+    _check_unique(resolved, "epoch_metrics")
+    return resolved
+
+
+def _as_epoch_metric(value: Any) -> Any:
+    if all(hasattr(value, name) for name in ("update", "compute", "reset")):
+        return value
+    return ConcatenatingMetric(value)
+
+
+def _resolve(metric: Any, registry: dict[str, Any], role: str, wrap: Callable[[Any], Any]) -> Any:
+    if isinstance(metric, str):
+        if metric.lower() not in registry:
+            raise ConfigurationError(
+                f"Unknown {role} name: received {metric!r}; expected one of "
+                f"{sorted(registry)}, a callable (y_pred, y_true) -> tensor, or a (name, metric) pair."
+            )
+        name, factory = registry[metric.lower()]
+        return name, factory() if role == "epoch_metrics" else factory
+    if isinstance(metric, tuple) and len(metric) == 2 and isinstance(metric[0], str):
+        return metric[0], wrap(metric[1])
+    if callable(metric) or hasattr(metric, "update"):
+        name = getattr(metric, "__name__", None) or type(metric).__name__.lower()
+        if name == "<lambda>":
+            raise ConfigurationError(
+                f"A lambda in {role} has no usable name; pass it as a pair, e.g. ('my_metric', fn)."
+            )
+        return name, wrap(metric)
+    raise ConfigurationError(
+        f"{role}: received {metric!r} of type {type(metric).__name__}; expected a metric name, "
+        "a callable (y_pred, y_true) -> tensor or an object with update/compute/reset."
+    )
+
+
+def _check_unique(resolved: list[tuple[str, Any]], role: str) -> None:
+    names = [name for name, _ in resolved]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise ConfigurationError(
+            f"{role} logs the same name more than once: {duplicates}. Name them apart with "
+            "(name, metric) pairs."
+        )
+
+
+class EpochAccumulator:
+    """Running sums of the loss and batch metrics of one epoch (or evaluation), kept on device."""
+
+    def __init__(self, batch_metrics: list[tuple[str, MetricFn]], epoch_metrics: list[tuple[str, Any]]):
+        self.batch_metrics = batch_metrics
+        self.epoch_metrics = epoch_metrics
+        self.reset()
+
+    def reset(self) -> None:
+        self.samples = 0
+        self.sums: torch.Tensor | None = None
+        for _, metric in self.epoch_metrics:
+            metric.reset()
+
+    def update(self, loss: torch.Tensor, y_pred: torch.Tensor, y_true: torch.Tensor, size: int) -> torch.Tensor:
+        """Add one batch; return its values (loss first, then batch metrics) as one device tensor."""
+        with torch.no_grad():
+            values = [loss.detach()] + [fn(y_pred, y_true).detach() for _, fn in self.batch_metrics]
+            batch = torch.stack(values) if len(values) > 1 else values[0].reshape(1)
+            weighted = batch * size
+            self.sums = weighted if self.sums is None else self.sums + weighted
+            self.samples += size
+            for _, metric in self.epoch_metrics:
+                metric.update(y_pred.detach(), y_true)
+        return batch
+
+    def batch_names(self, prefix: str = "") -> list[str]:
+        return [f"{prefix}loss"] + [f"{prefix}{name}" for name, _ in self.batch_metrics]
+
+    def mean_loss(self) -> float:
+        """The epoch's average loss so far (one device-to-host copy)."""
+        return float("nan") if self.sums is None else float(self.sums[0] / self.samples)
+
+    def averages(self, prefix: str = "") -> dict[str, float]:
+        """Read the epoch's averages (one device-to-host copy) and the epoch metrics."""
+        names = self.batch_names(prefix)
+        if self.sums is None:
+            values = [float("nan")] * len(names)
+        else:
+            values = (self.sums / self.samples).tolist()
+        logs = dict(zip(names, values))
+        for name, metric in self.epoch_metrics:
+            logs[f"{prefix}{name}"] = float(metric.compute())
+        return logs
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "samples": self.samples,
+            "sums": None if self.sums is None else self.sums.cpu(),
+            "epoch_metrics": {name: _metric_state(metric) for name, metric in self.epoch_metrics},
+        }
+
+    def load_state_dict(self, state: dict[str, Any], device: torch.device) -> None:
+        self.samples = state["samples"]
+        self.sums = None if state["sums"] is None else state["sums"].to(device)
+        for name, metric in self.epoch_metrics:
+            _load_metric_state(metric, state["epoch_metrics"].get(name), device)
+
+
+def _metric_state(metric: Any) -> Any:
+    if hasattr(metric, "metric_state"):  # torchmetrics keeps its accumulators out of state_dict
+        return {k: v.cpu() if torch.is_tensor(v) else v for k, v in metric.metric_state.items()}
+    if hasattr(metric, "state_dict"):
+        return metric.state_dict()
+    return None
+
+
+def _load_metric_state(metric: Any, state: Any, device: torch.device) -> None:
+    if state is None:
+        return
+    if hasattr(metric, "metric_state"):
+        for key, value in state.items():
+            setattr(metric, key, value.to(device) if torch.is_tensor(value) else value)
+        if hasattr(metric, "_update_count"):
+            metric._update_count = max(1, metric._update_count)
+    elif hasattr(metric, "load_state_dict"):
+        metric.load_state_dict(state)
