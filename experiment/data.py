@@ -6,8 +6,9 @@ run, so their order is part of the saved random state.
 
 Mid-epoch resume: the loader's index sampler is wrapped by :class:`SkippingSampler`, which, when the
 loader starts a pass, pulls the indices of the batches already consumed and drops them (no sample is
-loaded), and computes the first remaining batch's indices at once so that the sampler's random draws
-happen while the epoch-start random state is in place.
+loaded). The pulls happen as the pass starts, while the random state of the pass's start is in place;
+the loop then puts back the random state of the interrupted step. An epoch may span several passes
+(``steps_per_epoch`` larger than the loader), so the loop saves the random state at each pass start.
 """
 
 from __future__ import annotations
@@ -23,8 +24,6 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
 
 from experiment.errors import DataError
-
-_END = object()
 
 
 def make_loader(
@@ -73,26 +72,49 @@ def loader_length(loader: Any) -> int | None:
 
 
 class SkippingSampler:
-    """Wraps a loader's index sampler; the next pass drops its first ``skip`` items (indices only)."""
+    """Wraps a loader's index sampler; a pass started while ``skip`` is set drops its first items.
+
+    Only indices are dropped, so no sample of a consumed batch is loaded. Each pass keeps the
+    ``skip`` in force when the loader asked for it (a DataLoader with workers asks twice per pass).
+    """
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
         self.skip = 0
+        self._latest: _SkippingIterator | None = None
 
     def __len__(self) -> int:
         return len(self.inner)
 
     def __iter__(self) -> Iterator[Any]:
-        # A plain function, not a generator: the random draws of the inner sampler happen when the
-        # loader starts its pass, not when the first batch is requested.
-        indices = iter(self.inner)
-        for _ in itertools.islice(indices, self.skip):
+        self._latest = _SkippingIterator(iter(self.inner), self.skip)
+        return self._latest
+
+    def start(self) -> None:
+        """Drop the skipped items of the latest pass now, so that its random draws happen now."""
+        if self._latest is not None:
+            self._latest.start()
+
+
+class _SkippingIterator:
+    """The inner sampler's iterator, without its first ``skip`` items (dropped at the first pull)."""
+
+    def __init__(self, indices: Iterator[Any], skip: int) -> None:
+        self._indices = indices
+        self._skip = skip
+
+    def start(self) -> None:
+        skip, self._skip = self._skip, 0
+        for _ in itertools.islice(self._indices, skip):
             pass
-        self.skip = 0
-        first = next(indices, _END)
-        if first is _END:
-            return iter(())
-        return itertools.chain((first,), indices)
+
+    def __iter__(self) -> _SkippingIterator:
+        return self
+
+    def __next__(self) -> Any:
+        if self._skip:
+            self.start()
+        return next(self._indices)
 
 
 class BatchSource:
@@ -128,43 +150,66 @@ class BatchSource:
             object.__setattr__(loader, attribute, original)
             self._sampler = None
 
-    def epoch(self, skip: int = 0, on_start: Callable[[], None] | None = None) -> Iterator[Any]:
+    def epoch(self, skip: int = 0, on_start: Callable[[], None] | None = None, *,
+              pass_skip: int | None = None, on_pass: Callable[[int], None] | None = None) -> Iterator[Any]:
         """Yield the remaining batches of one epoch.
 
         Args:
             skip: batches of this epoch already consumed before an interruption.
             on_start: called once the pass holding the first remaining batch has drawn its order,
                 before that batch is loaded (the resume restores the step's random state here).
+            pass_skip: how many of the ``skip`` batches the current pass had produced; the caller
+                has put back the random state of that pass's start. By default the position
+                within a pass that ``skip`` falls on.
+            on_pass: called with the number of batches of the epoch done so far just before each
+                new pass of the loader draws its order (the loop saves the random state there).
         """
         remaining = None if self.steps_per_epoch is None else self.steps_per_epoch - skip
-        started = False
-        while remaining is None or remaining > 0:
-            skip_here = skip if self.pass_length is None else min(skip, self.pass_length)
-            iterator = self._start_pass(skip_here)
-            skip -= skip_here
-            if skip > 0 or (self.pass_length is not None and skip_here == self.pass_length > 0):
-                continue  # this whole pass was consumed before the interruption
-            if not started:
-                started = True
-                if on_start is not None:
-                    on_start()
+        if remaining is not None and remaining <= 0:
+            if on_start is not None:
+                on_start()
+            return
+        done = skip
+        if skip:
+            if pass_skip is None:
+                pass_skip = skip if not self.pass_length else (skip - 1) % self.pass_length + 1
+            # A pass that ended exactly at the interruption was not exhausted yet: its end (and the
+            # random draws some samplers make there) comes after the step's random state is back.
+            iterator = self._start_pass(pass_skip)
+            if on_start is not None:
+                on_start()
+        else:
+            iterator = self._new_pass(on_pass, done)
+        resumed_pass = bool(skip)
+        while True:
             produced = 0
             for batch in iterator:
                 yield batch
                 produced += 1
+                done += 1
                 if remaining is not None:
                     remaining -= 1
                     if remaining == 0:
                         return
-            if remaining is None or produced == 0:
+            if remaining is None or (produced == 0 and not resumed_pass):
                 return
-        if not started and on_start is not None:
-            on_start()
+            resumed_pass = False
+            iterator = self._new_pass(on_pass, done)
+
+    def _new_pass(self, on_pass: Callable[[int], None] | None, done: int) -> Iterator[Any]:
+        if on_pass is not None:
+            on_pass(done)
+        return self._start_pass(0)
 
     def _start_pass(self, skip: int) -> Iterator[Any]:
         if self._sampler is not None:
             self._sampler.skip = skip
-            return iter(self.loader)
+            try:
+                iterator = iter(self.loader)
+            finally:
+                self._sampler.skip = 0
+            self._sampler.start()
+            return iterator
         iterator = iter(self.loader)
         if skip:
             warnings.warn(

@@ -49,3 +49,7 @@ class UnsafeCheckpointError(CheckpointError):
 
 class StateMismatchError(CheckpointError):
     """The saved state does not fit the network, optimizer or schedulers given now."""
+
+
+class MissingExtraError(ExperimentError, ImportError):
+    """A feature needs an optional extra that is not installed (``pip install "experiment[...]"``)."""

@@ -15,6 +15,7 @@ from torch import nn
 from experiment import metadata as meta
 from experiment import tsv
 from experiment.callbacks.base import CallbackList
+from experiment.callbacks.progress import with_progress
 from experiment.checkpointing import Checkpointer, load_newest_state
 from experiment.components import resolve_device, resolve_loss, resolve_optimizer
 from experiment.data import BatchSource, make_loader
@@ -24,6 +25,7 @@ from experiment.loop import InterruptFlag, TrainingInterrupted, TrainingLoop
 from experiment.metrics import resolve_batch_metrics, resolve_epoch_metrics
 from experiment.monitoring import BestTracker, check_mode, missing_monitor_message
 from experiment.recording import EpochRecorder
+from experiment.resume import epochs_from_environment
 from experiment.signals import interrupt_on_signals
 from experiment.state import find_generators, seed_everything
 from experiment.storage import load_tensors
@@ -107,13 +109,16 @@ class Experiment:
         lr_schedulers: Sequence[Any] = (),
         seed: int = 42,
         checkpoint_every: int | None = None,
+        progress: bool | dict[str, Any] = True,
     ) -> list[dict[str, Any]]:
         """Train until ``epochs`` epochs are completed, resuming from what the directory holds.
 
         Args:
             train_data: a DataLoader, a Dataset (batched with ``batch_size``, shuffled) or ``(x, y)``.
             valid_data: the same kinds, evaluated at each epoch end; optional.
-            epochs: the total number of epochs of the run (not the number to add).
+            epochs: the total number of epochs of the run (not the number to add). When
+                ``exp resume`` reruns the script, the target it sets (``EXPERIMENT_EPOCHS``, for
+                this directory only) replaces this value.
             steps_per_epoch: batches per epoch; by default one pass over ``train_data``.
             batch_size: for Datasets and tuples.
             callbacks: Callback instances; stateful ones are saved with each checkpoint.
@@ -121,6 +126,8 @@ class Experiment:
                 monitored metric).
             seed: seeds Python, NumPy and torch when the run starts (not on resume).
             checkpoint_every: also commit a checkpoint every this many training steps.
+            progress: show progress with a ProgressionCallback (a dict: its options) unless one is
+                among ``callbacks``; False shows nothing.
 
         Returns:
             The history: one dict per completed epoch, resumed epochs included.
@@ -132,6 +139,8 @@ class Experiment:
             DirectoryLockedError: another process trains or tests in the directory.
             SystemExit: after SIGTERM (code 143) or SIGINT (code 130), once a checkpoint is committed.
         """
+        # `exp resume --epochs N` sets the target of this directory's run through the environment.
+        epochs = epochs_from_environment(self.directory.path, epochs)
         self._check_train_arguments(epochs, batch_size, checkpoint_every, steps_per_epoch)
         train_loader = make_loader(train_data, batch_size=batch_size, shuffle=True, seed=seed, role="train_data")
         valid_loader = None if valid_data is None else make_loader(
@@ -139,17 +148,18 @@ class Experiment:
         train_source = BatchSource(train_loader, steps_per_epoch, "train_data")
         valid_source = None if valid_loader is None else BatchSource(valid_loader, None, "valid_data")
         monitor = self._check_monitor(valid_source is not None)
-        callback_list = CallbackList(callbacks)
+        callback_list = CallbackList(with_progress(callbacks, progress))
         self.directory.prepare()
         with self.directory.lock(), train_source.installed():
             self.loop.generators = find_generators([train_loader, valid_loader])
-            recorder = EpochRecorder(self.directory, tensorboard=self.tensorboard)
+            recorder = EpochRecorder(self.directory, tensorboard=self.tensorboard, hparams=self.config)
             checkpointer = Checkpointer(
                 self.directory, self.loop, schedulers=lr_schedulers, callbacks=callback_list.callbacks,
                 tracker=BestTracker(monitor, self.monitor_mode), recorder=recorder,
             )
             resumed = checkpointer.restore()
             if not resumed:
+                self.loop.reset()
                 seed_everything(seed)
             settings = {"epochs": epochs, "seed": seed, "monitor_metric": monitor,
                         "monitor_mode": self.monitor_mode, "checkpoint_every": checkpoint_every,
@@ -181,6 +191,9 @@ class Experiment:
             logger.warning("%s: checkpoint committed at %s in %s; run again to resume.",
                            name, where, self.directory.path)
             raise SystemExit(128 + interrupted.signum) from None
+        except KeyboardInterrupt:
+            self._write_status("interrupted", settings, True, "second SIGINT: stopped at once")
+            raise
         except BaseException as error:
             self._write_status("failed", settings, True, f"{type(error).__name__}: {error}")
             raise
@@ -233,7 +246,7 @@ class Experiment:
 
     # -------------------------------------------------------------------------------- testing
     def test(self, test_data: Any, *, checkpoint: str | int = "best", batch_size: int = 32,
-             callbacks: Sequence[Any] = ()) -> dict[str, Any]:
+             callbacks: Sequence[Any] = (), progress: bool | dict[str, Any] = True) -> dict[str, Any]:
         """Evaluate saved weights on ``test_data`` and append a row to test_log.tsv.
 
         Args:
@@ -241,6 +254,7 @@ class Experiment:
             checkpoint: "best", "last", or an epoch number (the best or the last epoch).
             batch_size: for Datasets and tuples.
             callbacks: receive the ``on_test_*`` hooks.
+            progress: as in :meth:`train`.
 
         Returns:
             ``test_loss`` and the ``test_`` metrics. The network keeps the loaded weights.
@@ -255,7 +269,7 @@ class Experiment:
             if problems:
                 raise CheckpointError("The saved weights do not fit the network: " + "; ".join(problems))
             self.network.load_state_dict(weights)
-            callback_list = CallbackList(callbacks)
+            callback_list = CallbackList(with_progress(callbacks, progress))
             callback_list.setup({"steps": source.steps_per_epoch}, self.loop)
             logs = self.loop.evaluate(source, "test", callback_list)
             row = {"time": meta.now_iso(), "checkpoint": str(checkpoint), "epoch": epoch, **logs}

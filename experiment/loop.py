@@ -4,10 +4,11 @@ Hook order, as pseudocode (``commit`` is the checkpoint function the Experiment 
 
     on_train_begin
     for epoch in epochs_completed + 1 .. epochs:        # while not stop_training
-        capture the epoch-start random state; on_epoch_begin   (skipped when resuming mid-epoch)
-        for batch in the epoch's remaining batches:
+        on_epoch_begin                                     (skipped when resuming mid-epoch)
+        for batch in the epoch's remaining batches:   (each pass of the loader: save the random state)
             on_train_batch_begin -> zero_grad, forward, loss -> backward -> on_backward_end
-            -> optimizer.step -> on_train_batch_end
+            -> optimizer.step -> on_train_batch_end   (or train_step(x, y) when set: it does all that
+                                                       from zero_grad to step, without on_backward_end)
             signal received?       -> commit("interrupt"); stop
             every checkpoint_every -> commit("step")
             stop_training?         -> leave the batch loop
@@ -17,9 +18,9 @@ Hook order, as pseudocode (``commit`` is the checkpoint function the Experiment 
     on_train_end
 
 Progress is counted in completed units: ``epochs_completed``, ``steps_in_epoch`` (training steps done
-in the current epoch) and ``global_step``. Resuming mid-epoch restores the epoch-start random state,
-lets the data source redraw the epoch's order and skip the consumed batches, then restores the random
-state of the step (the fast-forward first, the random state last); ``on_epoch_begin`` is not called
+in the current epoch) and ``global_step``. Resuming mid-epoch restores the random state of the start
+of the loader's current pass (the epoch start, unless the epoch spans several passes), lets the data
+source redraw that pass's order and skip its consumed batches, then restores the random state of the step (the fast-forward first, the random state last); ``on_epoch_begin`` is not called
 again for that epoch, since the saved callback states already saw it.
 """
 
@@ -94,10 +95,24 @@ class TrainingLoop:
         self.stop_training = False
         self.history: list[dict[str, Any]] = []
         self.epoch_time = 0.0
+        #: The random state when the loader's current pass began, and ``steps_in_epoch`` then.
         self.epoch_rng: dict[str, Any] | None = None
+        self.pass_step = 0
         self.resume_rng: dict[str, Any] | None = None
         self.generators: list[torch.Generator] = []
         self._clock_start = 0.0
+        #: When set, ``train_step(x, y) -> (loss, y_pred)`` replaces zero_grad, forward, loss,
+        #: backward, on_backward_end and the optimizer step (``y_pred`` may be None without metrics).
+        self.train_step: Callable[[Any, Any], tuple[torch.Tensor, Any]] | None = None
+
+    def reset(self) -> None:
+        """Forget the position, history and random state of an earlier run (a fresh start)."""
+        self.epochs_completed = self.steps_in_epoch = self.global_step = 0
+        self.stop_training = False
+        self.history = []
+        self.epoch_time = 0.0
+        self.epoch_rng = self.resume_rng = None
+        self.pass_step = 0
 
     # ----------------------------------------------------------------------------------- training
     def fit(
@@ -140,7 +155,6 @@ class TrainingLoop:
         skip = self.steps_in_epoch
         on_start = None
         if skip == 0:
-            self.epoch_rng = capture_rng(self.generators)
             self.train_metrics.reset()
             self.epoch_time = 0.0
             self._clock_start = time.perf_counter()
@@ -151,7 +165,8 @@ class TrainingLoop:
             on_start = lambda: restore_rng(resume_rng, self.generators)  # noqa: E731
             self._clock_start = time.perf_counter()
         self.network.train()
-        self._train_batches(train.epoch(skip, on_start), callbacks, commit, checkpoint_every, interrupt)
+        batches = train.epoch(skip, on_start, pass_skip=skip - self.pass_step, on_pass=self._pass_started)
+        self._train_batches(batches, callbacks, commit, checkpoint_every, interrupt)
         if self.steps_in_epoch == 0:
             raise DataError(f"{train.role} yielded no batches in epoch {epoch}; expected at least one.")
         after_train_rng = capture_rng(self.generators)
@@ -173,6 +188,10 @@ class TrainingLoop:
         self.steps_in_epoch = 0
         commit("epoch")
 
+    def _pass_started(self, steps_done: int) -> None:
+        # The pass draws its order from the random state now; a mid-epoch resume redraws it from here.
+        self.epoch_rng, self.pass_step = capture_rng(self.generators), steps_done
+
     def _train_batches(self, batches: Any, callbacks: CallbackList, commit: CommitFn,
                        checkpoint_every: int | None, interrupt: InterruptFlag) -> None:
         begin = callbacks.listeners("on_train_batch_begin")
@@ -180,19 +199,23 @@ class TrainingLoop:
         end = callbacks.listeners("on_train_batch_end")
         with_values = callbacks.needs_batch_values
         names = self.train_metrics.batch_names()
+        custom_step = self.train_step
         for batch in batches:
             batch_number = self.steps_in_epoch + 1
             for method in begin:
                 method(batch_number, {})
             started = time.perf_counter()
             x, y = self._to_device(batch)
-            self.optimizer.zero_grad(set_to_none=True)
-            y_pred = self._forward(x)
-            loss = self.loss_function(y_pred, y)
-            loss.backward()
-            for method in backward_end:
-                method(batch_number)
-            self.optimizer.step()
+            if custom_step is None:
+                self.optimizer.zero_grad(set_to_none=True)
+                y_pred = self._forward(x)
+                loss = self.loss_function(y_pred, y)
+                loss.backward()
+                for method in backward_end:
+                    method(batch_number)
+                self.optimizer.step()
+            else:
+                loss, y_pred = custom_step(x, y)
             size = _batch_size(x, y)
             values = self.train_metrics.update(loss, y_pred, y, size)
             self.steps_in_epoch += 1
@@ -296,6 +319,7 @@ class TrainingLoop:
             "history": [dict(row) for row in self.history],
             "epoch_time": self.elapsed_epoch_time() if self.steps_in_epoch else 0.0,
             "epoch_rng": self.epoch_rng if self.steps_in_epoch else None,
+            "pass_step": self.pass_step if self.steps_in_epoch else 0,
             "rng": rng if rng is not None else capture_rng(self.generators),
             "train_metrics": self.train_metrics.state_dict() if self.steps_in_epoch else None,
         }
@@ -308,6 +332,7 @@ class TrainingLoop:
         self.history = [dict(row) for row in state["history"]]
         self.epoch_time = state["epoch_time"]
         self.epoch_rng = state["epoch_rng"]
+        self.pass_step = state.get("pass_step", 0)
         self.resume_rng = state["rng"]
         if state["train_metrics"] is not None:
             self.train_metrics.load_state_dict(state["train_metrics"], self.device)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import datetime
 import os
 import platform
 import socket
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -26,8 +29,28 @@ def now_iso() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
+#: The command to record instead of this process's own, while a recorded entry point runs
+#: (set by :func:`recording_command`; a ContextVar so that it is scoped, never global state).
+_entry_point_command: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "entry_point_command", default=None
+)
+
+
+@contextlib.contextmanager
+def recording_command(command: dict[str, Any]) -> Iterator[None]:
+    """Make runs created inside the block record ``command`` (``{"argv", "cwd"}``) for ``exp resume``."""
+    token = _entry_point_command.set({"argv": list(command["argv"]), "cwd": str(command["cwd"])})
+    try:
+        yield
+    finally:
+        _entry_point_command.reset(token)
+
+
 def current_command() -> dict[str, Any]:
     """The interpreter, arguments and working directory of this process, for ``exp resume``."""
+    override = _entry_point_command.get()
+    if override is not None:
+        return {"argv": list(override["argv"]), "cwd": override["cwd"]}
     argv = list(getattr(sys, "orig_argv", [sys.executable, *sys.argv]))
     return {"argv": [sys.executable, *argv[1:]], "cwd": os.getcwd()}
 

@@ -18,10 +18,13 @@ from experiment.directory import RunDirectory
 class EpochRecorder:
     """Appends one log.tsv row and one TensorBoard scalar per key at each epoch end."""
 
-    def __init__(self, directory: RunDirectory, *, tensorboard: bool = True) -> None:
+    def __init__(self, directory: RunDirectory, *, tensorboard: bool = True,
+                 hparams: dict[str, Any] | None = None) -> None:
         self.directory = directory
         self.tensorboard = tensorboard
+        self.hparams = dict(hparams or {})
         self._writer: Any = None
+        self._hparams_written = False
 
     def open(self, history: list[dict[str, Any]]) -> None:
         """Repair the derived files to ``history`` (the committed epochs) and open the writer."""
@@ -39,16 +42,45 @@ class EpochRecorder:
         if self._writer is None:
             return
         epoch = int(logs["epoch"])
-        for key, value in logs.items():
-            if key != "epoch" and isinstance(value, numbers.Real) and not isinstance(value, bool):
-                self._writer.add_scalar(key, float(value), epoch)
+        scalars = [key for key, value in logs.items()
+                   if key != "epoch" and isinstance(value, numbers.Real) and not isinstance(value, bool)]
+        for key in scalars:
+            self._writer.add_scalar(key, float(logs[key]), epoch)
+        if self.hparams and not self._hparams_written:
+            self.add_hparams(self.hparams, [key for key in scalars if key not in ("time", "lr")])
+            self._hparams_written = True
         self._writer.flush()
 
-    def add_hparams(self, config: dict[str, Any], metrics: dict[str, float]) -> None:
-        if self._writer is not None and config:
-            self._writer.add_hparams(config, metrics, run_name=".")
+    def add_hparams(self, config: dict[str, Any], metric_tags: list[str]) -> None:
+        """Declare the run's hyperparameters to TensorBoard's HParams tab, in the run's own folder.
+
+        Only the hparams summaries are written (at step 0, which a resume never purges); the metric
+        columns of the tab refer to the scalars already logged under ``metric_tags``. Nested values
+        are flattened to "a.b" keys; values other than numbers, strings and booleans become text.
+        """
+        if self._writer is None or not config:
+            return
+        from torch.utils.tensorboard.summary import hparams
+
+        experiment, session_start, _ = hparams(flat_hparams(config), dict.fromkeys(metric_tags, 0.0))
+        self._writer.file_writer.add_summary(experiment)
+        self._writer.file_writer.add_summary(session_start)
 
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+
+
+def flat_hparams(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``config`` with nested dicts flattened to "a.b" keys and values TensorBoard cannot show as text."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flat_hparams(value, f"{name}."))
+        elif isinstance(value, (bool, int, float, str)):
+            flat[name] = value
+        else:
+            flat[name] = repr(value)
+    return flat

@@ -1,0 +1,26 @@
+"""``exp diff DIR_A DIR_B``: two runs side by side."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from cli.formatting import table
+from experiment.comparison import compare_runs
+
+
+@click.command()
+@click.argument("directory_a", type=click.Path(path_type=Path))
+@click.argument("directory_b", type=click.Path(path_type=Path))
+@click.option("--all", "show_all", is_flag=True, help="Also show the config and settings that are equal.")
+def diff(directory_a: Path, directory_b: Path, show_all: bool) -> None:
+    """Compare two runs: configuration, settings, and final and best metrics side by side.
+
+    Lines whose values differ are marked with "*". Config and settings lines that are equal are
+    hidden unless --all is given; metrics are always shown.
+    """
+    rows = compare_runs(directory_a, directory_b)
+    shown = [row for row in rows if show_all or row.differs or row.section not in ("config", "settings")]
+    lines = [["*" if row.differs else "", row.section, row.key, row.a, row.b] for row in shown]
+    click.echo(table(["", "SECTION", "KEY", str(directory_a), str(directory_b)], lines))

@@ -1,0 +1,75 @@
+"""``exp status DIR``: what a run directory holds and where its training stands."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import click
+
+from cli.formatting import format_age, format_bytes, format_time, format_value, key_values
+from experiment.directory import RunDirectory
+from experiment.inspect import RunPosition, RunSummary, read_position, summarize
+from experiment.recording import flat_hparams
+
+
+@click.command()
+@click.argument("directory", type=click.Path(path_type=Path))
+def status(directory: Path) -> None:
+    """Show the status, progress, best epoch, last checkpoint, size and configuration of a run.
+
+    Status is one of: running (with its pid and host), finished, stopped (early, by a callback),
+    interrupted (by a signal, or killed) and failed (with the error). The position is read from the
+    newest checkpoint; everything else from experiment.json, log.tsv and the files' names.
+    """
+    summary = summarize(directory)
+    position = read_position(directory)
+    lines = [("run", str(summary.path)), ("status", _status(summary))]
+    lines += [("epochs", _epochs(summary, position)), ("steps", _steps(summary, position))]
+    lines += [("best", _best(summary, position)), ("checkpoint", _checkpoint(summary))]
+    lines += [("updated", f"{format_time(summary.updated)} ({format_age(summary.updated)})")]
+    lines += [("size", format_bytes(RunDirectory(directory).size_on_disk()))]
+    if summary.command:
+        argv = shlex.join(summary.command.get("argv", []))
+        lines += [("command", f"{argv}  (in {summary.command.get('cwd')})")]
+    config = flat_hparams(summary.config)
+    lines += [("config", "" if config else "(none)")]
+    click.echo(key_values(lines))
+    if config:
+        click.echo(key_values(list(config.items()), indent="  "))
+
+
+def _status(summary: RunSummary) -> str:
+    return summary.status + (f": {summary.message}" if summary.message else "")
+
+
+def _epochs(summary: RunSummary, position: RunPosition | None) -> str:
+    done = position.epochs_completed if position else summary.epochs_done
+    return f"{done} / {format_value(summary.epochs_planned)}"
+
+
+def _steps(summary: RunSummary, position: RunPosition | None) -> str:
+    per_epoch = summary.steps_per_epoch
+    planned = per_epoch * summary.epochs_planned if per_epoch and summary.epochs_planned else None
+    if position is not None:
+        done = position.global_step
+        within = f" (epoch {position.epochs_completed + 1}: {position.steps_in_epoch} / {format_value(per_epoch)})"
+        return f"{done} / {format_value(planned)}" + (within if position.steps_in_epoch else "")
+    done_estimate = summary.epochs_done * per_epoch if per_epoch else None
+    return f"{format_value(done_estimate)} / {format_value(planned)}"
+
+
+def _best(summary: RunSummary, position: RunPosition | None) -> str:
+    epoch, value = summary.best_epoch, summary.best_value
+    if position is not None and position.best_epoch is not None:
+        epoch, value = position.best_epoch, position.best_value
+    if epoch is None:
+        return "-"
+    return f"epoch {epoch}: {summary.monitor} = {format_value(value)} ({summary.monitor_mode})"
+
+
+def _checkpoint(summary: RunSummary) -> str:
+    if summary.last_checkpoint is None:
+        return "-"
+    when = summary.last_checkpoint_time
+    return f"{format_time(when)} ({format_age(when)}), {summary.last_checkpoint.name}"

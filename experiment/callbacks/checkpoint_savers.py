@@ -1,0 +1,204 @@
+"""The PeriodicSaveCallback family: model weights, optimizer state, LR scheduler state, any file.
+
+Every file written here holds plain data and tensors (``torch.save`` of a ``state_dict``), so
+``torch.load(path, weights_only=True)`` reads it without this library.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+
+from experiment.callbacks.base import HOOKS, Callback, overrides
+from experiment.callbacks.periodic_save import PeriodicSaveCallback
+from experiment.errors import ConfigurationError
+from experiment.storage import load_tensors
+
+
+class ModelCheckpoint(PeriodicSaveCallback):
+    """Save the network's weights (its ``state_dict``) after some epochs.
+
+    Args:
+        *args: ``filename``, see :class:`PeriodicSaveCallback`.
+        restore_best: at the end of training, load the weights of the best saved epoch back into
+            the network. Needs ``save_best_only=True``.
+        **kwargs: the options of :class:`PeriodicSaveCallback`.
+
+    Raises:
+        ConfigurationError: ``restore_best`` without ``save_best_only``.
+
+    Example:
+        >>> best = ModelCheckpoint("runs/a/weights/best-{epoch:03d}.pt", monitor="val_acc", mode="max",
+        ...                        save_best_only=True, keep_only_last_best=True, restore_best=True)
+        >>> exp.train(train, valid, epochs=10, callbacks=[best])
+        >>> net.load_state_dict(torch.load(best.best_filename, weights_only=True))
+    """
+
+    def __init__(self, *args: Any, restore_best: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if restore_best and not self.save_best_only:
+            raise ConfigurationError(
+                "restore_best=True needs save_best_only=True (only best saves are restored); "
+                "received save_best_only=False. Pass save_best_only=True as well."
+            )
+        self.restore_best = restore_best
+
+    def save_file(self, fd: IO[Any], epoch_number: int, logs: dict[str, Any]) -> None:
+        torch.save(self.trainer.network.state_dict(), fd)  # type: ignore[union-attr]
+
+    def on_train_end(self, logs: dict[str, Any]) -> None:
+        super().on_train_end(logs)
+        if not self.restore_best:
+            return
+        if self.best_filename is None:
+            warnings.warn(
+                "ModelCheckpoint(restore_best=True): no best weights were saved, nothing to restore.",
+                stacklevel=2,
+            )
+            return
+        self.trainer.network.load_state_dict(load_tensors(Path(self.best_filename)))  # type: ignore[union-attr]
+        self._log("Restored the weights of epoch %s from %s", self.best_epoch, self.best_filename)
+
+
+class OptimizerCheckpoint(PeriodicSaveCallback):
+    """Save the optimizer's ``state_dict`` after some epochs (options of :class:`PeriodicSaveCallback`).
+
+    Reload it with ``optimizer.load_state_dict(torch.load(path, weights_only=True))``.
+
+    Example:
+        >>> exp.train(train, valid, epochs=10,
+        ...           callbacks=[OptimizerCheckpoint("runs/a/optim-{epoch:02d}.pt", period=5)])
+    """
+
+    def save_file(self, fd: IO[Any], epoch_number: int, logs: dict[str, Any]) -> None:
+        torch.save(self.trainer.optimizer.state_dict(), fd)  # type: ignore[union-attr]
+
+
+class PeriodicSaveLambda(PeriodicSaveCallback):
+    """Call ``func(fd, epoch_number, logs)`` with an open file after some epochs.
+
+    Args:
+        func: writes the file's content to ``fd``.
+        *args: ``filename``, see :class:`PeriodicSaveCallback`.
+        **kwargs: the options of :class:`PeriodicSaveCallback` (``open_mode="w"`` for text).
+
+    Example:
+        >>> note = PeriodicSaveLambda(lambda fd, epoch, logs: fd.write(f"{epoch}\\t{logs['loss']}\\n"),
+        ...                           "runs/a/last.txt", open_mode="w")
+    """
+
+    def __init__(
+        self, func: Callable[[IO[Any], int, dict[str, Any]], Any], *args: Any, **kwargs: Any
+    ) -> None:
+        if not callable(func):
+            raise ConfigurationError(
+                f"func: received {type(func).__name__}; expected a callable (fd, epoch_number, logs)."
+            )
+        super().__init__(*args, **kwargs)
+        self.func = func
+
+    def save_file(self, fd: IO[Any], epoch_number: int, logs: dict[str, Any]) -> None:
+        self.func(fd, epoch_number, logs)
+
+
+_OWN_HOOKS = ("on_train_begin", "on_train_end", "on_epoch_begin", "on_epoch_end")
+
+
+class LRSchedulerCheckpoint(PeriodicSaveCallback):
+    """Drive an LR scheduler callback and save its ``state_dict`` after some epochs.
+
+    The scheduler callback is driven by this one: pass only the LRSchedulerCheckpoint to ``train``,
+    not the scheduler too. Every hook is forwarded to it (at an epoch end, before the save, so the
+    file holds the state after the scheduler stepped), and its state is saved with the run's
+    checkpoints as part of this callback's state.
+
+    Args:
+        lr_scheduler: an LR scheduler callback, or any object with ``state_dict()`` (and optionally
+            ``load_state_dict()`` and the callback hooks).
+        *args: ``filename``, see :class:`PeriodicSaveCallback`.
+        **kwargs: the options of :class:`PeriodicSaveCallback`.
+
+    Raises:
+        ConfigurationError: ``lr_scheduler`` has no ``state_dict()``.
+
+    Example:
+        >>> scheduler = StepLR(step_size=3)
+        >>> exp.train(train, valid, epochs=10,
+        ...           callbacks=[LRSchedulerCheckpoint(scheduler, "runs/a/scheduler.pt")])
+    """
+
+    def __init__(self, lr_scheduler: Any, *args: Any, **kwargs: Any) -> None:
+        if not callable(getattr(lr_scheduler, "state_dict", None)):
+            raise ConfigurationError(
+                f"lr_scheduler: received {type(lr_scheduler).__name__}, which has no state_dict(); "
+                "expected an LR scheduler callback."
+            )
+        super().__init__(*args, **kwargs)
+        self.lr_scheduler = lr_scheduler
+        reads_values = (
+            overrides(lr_scheduler, "on_train_batch_end")
+            if isinstance(lr_scheduler, Callback)
+            else hasattr(lr_scheduler, "on_train_batch_end")
+        )
+        self.needs_batch_values = reads_values and getattr(lr_scheduler, "needs_batch_values", True)
+
+    def save_file(self, fd: IO[Any], epoch_number: int, logs: dict[str, Any]) -> None:
+        torch.save(self.lr_scheduler.state_dict(), fd)
+
+    def set_params(self, params: dict[str, Any]) -> None:
+        super().set_params(params)
+        self._forward("set_params", params)
+
+    def set_trainer(self, trainer: Any) -> None:
+        super().set_trainer(trainer)
+        self._forward("set_trainer", trainer)
+
+    def on_train_begin(self, logs: dict[str, Any]) -> None:
+        self._forward("on_train_begin", logs)
+        super().on_train_begin(logs)
+
+    def on_epoch_begin(self, epoch_number: int, logs: dict[str, Any]) -> None:
+        self._forward("on_epoch_begin", epoch_number, logs)
+        super().on_epoch_begin(epoch_number, logs)
+
+    def on_epoch_end(self, epoch_number: int, logs: dict[str, Any]) -> None:
+        self._forward("on_epoch_end", epoch_number, logs)
+        super().on_epoch_end(epoch_number, logs)
+
+    def on_train_end(self, logs: dict[str, Any]) -> None:
+        self._forward("on_train_end", logs)
+        super().on_train_end(logs)
+
+    def _forward(self, hook: str, *args: Any) -> None:
+        method = getattr(self.lr_scheduler, hook, None)
+        if method is not None:
+            method(*args)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "lr_scheduler": self.lr_scheduler.state_dict()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        loader = getattr(self.lr_scheduler, "load_state_dict", None)
+        if loader is not None:
+            loader(state_dict["lr_scheduler"])
+
+
+def _forwarder(hook: str) -> Callable[..., None]:
+    def forward(self: LRSchedulerCheckpoint, *args: Any) -> None:
+        self._forward(hook, *args)
+
+    forward.__name__ = hook
+    forward.__doc__ = f"Forward ``{hook}`` to the wrapped scheduler callback."
+    return forward
+
+
+# The hooks that PeriodicSaveCallback does not use are pure forwards to the wrapped scheduler.
+for _hook in HOOKS:
+    if _hook not in _OWN_HOOKS:
+        setattr(LRSchedulerCheckpoint, _hook, _forwarder(_hook))
+del _hook

@@ -1,0 +1,205 @@
+"""PeriodicSaveCallback: write a file at epoch ends, every ``period`` epochs or on a new best.
+
+The file name is a format string filled with the epoch number and the epoch's logs, so one run can
+keep several files (``weights.{epoch:02d}-{val_loss:.2f}.ckpt``) or overwrite one. Writes go through
+the library's one atomic writer, so a killed process leaves either the previous file or the new one,
+never half of it.
+
+What the callback remembers (the best value and epoch, the file of the last best, a file waiting to
+be removed) is part of the run's checkpoint. After ``keep_only_last_best`` saves a new best, the
+previous best file is removed only once that epoch is committed (at the next epoch's start, or at
+the start or end of training), so a crash in between never leaves the committed state without its
+best file; and a resumed run redoes an uncommitted epoch's save under the same name, so no file is
+duplicated.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from pathlib import Path
+from typing import IO, Any
+
+from experiment.callbacks.base import Callback
+from experiment.errors import ConfigurationError
+from experiment.monitoring import check_mode, is_improvement, missing_monitor_message, monitored_value
+from experiment.storage import atomic_writer
+
+logger = logging.getLogger(__name__)
+
+
+class PeriodicSaveCallback(Callback):
+    """Base class of the callbacks that write a file after some epochs; subclasses say what to write.
+
+    Args:
+        filename: path of the file, a format string filled with ``epoch`` and the keys of the
+            epoch's logs (``"weights.{epoch:02d}-{val_loss:.2f}.ckpt"``). Missing parent folders
+            are created.
+        monitor: the logged key that decides the best epoch (with ``save_best_only``).
+        mode: ``"min"`` or ``"max"``: whether a lower or a higher ``monitor`` is better.
+        save_best_only: write only when ``monitor`` improves on the best so far (checked every
+            epoch; ``period`` then does not apply).
+        keep_only_last_best: with ``save_best_only``, remove the previous best file when a new best
+            is written under another name.
+        period: without ``save_best_only``, write every ``period`` epochs (epochs ``period``,
+            ``2 * period``, ...).
+        verbose: log a message (``logging`` INFO) at each save and restore.
+        temporary_filename: where an atomic write puts its bytes before the final rename (formatted
+            like ``filename``; same file system). By default a hidden name next to the file.
+        atomic_write: write through a temporary file and an atomic rename (recommended); when
+            false, open the final file directly.
+        open_mode: the mode given to ``open``: ``"wb"`` for binary data, ``"w"`` for text.
+
+    Raises:
+        ConfigurationError: an option is invalid.
+
+    Example:
+        >>> class SaveEpochNumber(PeriodicSaveCallback):
+        ...     def save_file(self, fd, epoch_number, logs):
+        ...         fd.write(f"{epoch_number}\\n")
+        >>> exp.train(train, valid, epochs=5,
+        ...           callbacks=[SaveEpochNumber("runs/a/last-epoch.txt", open_mode="w")])
+    """
+
+    def __init__(
+        self,
+        filename: str | os.PathLike[str],
+        *,
+        monitor: str = "val_loss",
+        mode: str = "min",
+        save_best_only: bool = False,
+        keep_only_last_best: bool = False,
+        period: int = 1,
+        verbose: bool = False,
+        temporary_filename: str | os.PathLike[str] | None = None,
+        atomic_write: bool = True,
+        open_mode: str = "wb",
+    ) -> None:
+        super().__init__()
+        if isinstance(period, bool) or not isinstance(period, int) or period < 1:
+            raise ConfigurationError(f"period: received {period!r}; expected a positive integer.")
+        if keep_only_last_best and not save_best_only:
+            raise ConfigurationError(
+                "keep_only_last_best=True applies only to best saves; received save_best_only=False. "
+                "Pass save_best_only=True as well, or drop keep_only_last_best."
+            )
+        if not any(letter in open_mode for letter in "wax"):
+            raise ConfigurationError(
+                f"open_mode: received {open_mode!r}; expected a write mode of open() such as 'wb' or 'w'."
+            )
+        self.filename = os.fspath(filename)
+        self.temporary_filename = None if temporary_filename is None else os.fspath(temporary_filename)
+        self.monitor = monitor
+        self.mode = check_mode(mode)
+        self.save_best_only = save_best_only
+        self.keep_only_last_best = keep_only_last_best
+        self.period = period
+        self.verbose = verbose
+        self.atomic_write = atomic_write
+        self.open_mode = open_mode
+        self.best_value: float | None = None
+        self.best_epoch: int | None = None
+        self.best_filename: str | None = None
+        self.pending_removal: str | None = None
+
+    # ------------------------------------------------------------------------------ to override
+    def save_file(self, fd: IO[Any], epoch_number: int, logs: dict[str, Any]) -> None:
+        """Write this epoch's content to the open file ``fd``."""
+        raise NotImplementedError(f"{type(self).__name__} must implement save_file(fd, epoch_number, logs).")
+
+    # ------------------------------------------------------------------------------------ hooks
+    def on_train_begin(self, logs: dict[str, Any]) -> None:
+        self._remove_pending()
+
+    def on_epoch_begin(self, epoch_number: int, logs: dict[str, Any]) -> None:
+        self._remove_pending()
+
+    def on_train_end(self, logs: dict[str, Any]) -> None:
+        self._remove_pending()
+
+    def on_epoch_end(self, epoch_number: int, logs: dict[str, Any]) -> None:
+        if self.save_best_only:
+            value = monitored_value(logs, self.monitor, role=f"{type(self).__name__}(monitor=...)")
+            if is_improvement(value, self.best_value, self.mode):
+                self._save_best(epoch_number, logs, value)
+        elif epoch_number % self.period == 0:
+            path = self.format_filename(self.filename, epoch_number, logs)
+            self._write(path, epoch_number, logs)
+            self._log("Epoch %d: saved %s", epoch_number, path)
+
+    def _save_best(self, epoch_number: int, logs: dict[str, Any], value: float) -> None:
+        path = self.format_filename(self.filename, epoch_number, logs)
+        self._write(path, epoch_number, logs)
+        self._log(
+            "Epoch %d: %s improved from %s to %s; saved %s",
+            epoch_number,
+            self.monitor,
+            self.best_value,
+            value,
+            path,
+        )
+        previous = self.best_filename
+        self.best_value, self.best_epoch, self.best_filename = value, epoch_number, path
+        if self.keep_only_last_best and previous is not None and previous != path:
+            # Removed once this epoch is committed: until then the committed best must stay.
+            self.pending_removal = previous
+
+    # ---------------------------------------------------------------------------------- helpers
+    def format_filename(self, template: str, epoch_number: int, logs: dict[str, Any]) -> str:
+        """``template`` filled with ``epoch`` and the logs' keys.
+
+        Raises:
+            ConfigurationError: the template names a key that is not logged.
+        """
+        fields = {**logs, "epoch": epoch_number}
+        try:
+            return template.format_map(fields)
+        except KeyError as error:
+            message = missing_monitor_message(str(error.args[0]), fields, "filename")
+            raise ConfigurationError(f"{message} Received filename={template!r}.") from error
+        except (ValueError, IndexError) as error:
+            raise ConfigurationError(
+                f"filename: received {template!r}, which is not a valid format string ({error}); "
+                "expected named fields such as {epoch:02d} or {val_loss:.2f} (double braces for "
+                "literal ones)."
+            ) from error
+
+    def _write(self, path_text: str, epoch_number: int, logs: dict[str, Any]) -> None:
+        path = Path(path_text)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.atomic_write:
+            with open(path, self.open_mode) as fd:
+                self.save_file(fd, epoch_number, logs)
+            return
+        temporary = None
+        if self.temporary_filename is not None:
+            temporary = Path(self.format_filename(self.temporary_filename, epoch_number, logs))
+        with atomic_writer(path, mode=self.open_mode, temporary_path=temporary) as fd:
+            self.save_file(fd, epoch_number, logs)
+
+    def _remove_pending(self) -> None:
+        if self.pending_removal is not None:
+            Path(self.pending_removal).unlink(missing_ok=True)
+            self._log("Removed the previous best file %s", self.pending_removal)
+            self.pending_removal = None
+
+    def _log(self, message: str, *args: Any) -> None:
+        logger.log(logging.INFO if self.verbose else logging.DEBUG, message, *args)
+
+    # ------------------------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        best = self.best_value
+        return {
+            "best_value": None if best is None else float(best),
+            "best_epoch": self.best_epoch,
+            "best_filename": self.best_filename,
+            "pending_removal": self.pending_removal,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        best = state_dict["best_value"]
+        self.best_value = None if best is None or math.isnan(best) else float(best)
+        self.best_epoch = state_dict["best_epoch"]
+        self.best_filename = state_dict["best_filename"]
+        self.pending_removal = state_dict["pending_removal"]

@@ -1,0 +1,286 @@
+"""ProgressionCallback: the progress display of training and testing, drawn with tqdm.
+
+On a terminal, a bar per phase (an epoch's training steps, its validation, a test) shows the step,
+an ETA and the running loss and metrics, and each epoch ends with one summary line. Anywhere else
+(a file, a pipe, a CI log), only the summary lines are printed, one per epoch and one per test.
+
+The display costs a counter check and a clock read per step. Running values are read from the
+device's accumulators only when the bar is redrawn, at most every ``refresh_interval`` seconds, so
+the callback never asks the loop for per-batch values (``needs_batch_values = False``).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from tqdm import tqdm
+
+from experiment.callbacks.base import Callback
+from experiment.errors import ConfigurationError
+
+_CODES = {"black": 30, "red": 31, "green": 32, "yellow": 33, "blue": 34, "magenta": 35, "cyan": 36,
+          "white": 37}
+ANSI_COLORS = {**{name: f"\x1b[{code}m" for name, code in _CODES.items()},
+               **{f"bright_{name}": f"\x1b[{code + 60}m" for name, code in _CODES.items()}}
+RESET = "\x1b[0m"
+DEFAULT_COLORS = {"text_color": "cyan", "ratio_color": "yellow", "metric_value_color": "green",
+                  "time_color": "magenta", "progress_bar_color": "green"}
+
+
+class _Bar(tqdm):
+    """tqdm without its monitor thread, with the running metrics as the ``{metrics}`` field."""
+
+    monitor_interval = 0
+    metrics = ""
+
+    @property
+    def format_dict(self) -> dict[str, Any]:
+        return {**super().format_dict, "metrics": self.metrics}
+
+
+class ProgressionCallback(Callback):
+    """Shows the progress of training and testing; the default display of :class:`Experiment`.
+
+    ``Experiment.train`` and ``Experiment.test`` add one unless ``progress=False`` or one is among
+    the callbacks already (``progress={...}`` passes these options to the one they add).
+
+    Args:
+        coloring: ANSI colours on a terminal; or a dict setting some of ``text_color``,
+            ``ratio_color``, ``metric_value_color``, ``time_color`` and ``progress_bar_color`` to a
+            colour name (``"green"``, ``"bright_blue"``...) or an ANSI escape sequence (colorama's
+            ``Fore.GREEN`` works). Output that is not a terminal is never coloured.
+        progress_bar: draw a bar in the step line.
+        equal_weights: estimate the ETA from the average time of all the steps of the phase, instead
+            of a moving average that weighs recent steps more.
+        show_on_valid: show the validation steps too.
+        show_every_n_train_steps: ``"all"``, ``"none"`` (only the epoch summary) or an integer n
+            (redraw only at every n-th step). Likewise for the next two.
+        show_every_n_valid_steps: as above, for validation steps.
+        show_every_n_test_steps: as above, for test steps.
+        stream: where to write; ``sys.stdout`` at the time a phase begins by default.
+        refresh_interval: the shortest time in seconds between two redraws of a bar.
+
+    Example:
+        >>> exp.train(train_loader, valid_loader, epochs=5,
+        ...           callbacks=[ProgressionCallback(coloring=False, show_every_n_train_steps=10)])
+    """
+
+    needs_batch_values = False
+
+    def __init__(
+        self,
+        *,
+        coloring: bool | dict[str, str] = True,
+        progress_bar: bool = True,
+        equal_weights: bool = False,
+        show_on_valid: bool = True,
+        show_every_n_train_steps: str | int = "all",
+        show_every_n_valid_steps: str | int = "all",
+        show_every_n_test_steps: str | int = "all",
+        stream: TextIO | None = None,
+        refresh_interval: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self.colors = _palette(coloring)
+        self.progress_bar = progress_bar
+        self.smoothing = 0.0 if equal_weights else 0.3  # tqdm's EMA factor; 0 is the plain average
+        self.show_on_valid = show_on_valid
+        self.every = {"train": _every(show_every_n_train_steps, "show_every_n_train_steps"),
+                      "val": _every(show_every_n_valid_steps, "show_every_n_valid_steps"),
+                      "test": _every(show_every_n_test_steps, "show_every_n_test_steps")}
+        if isinstance(refresh_interval, bool) or not isinstance(refresh_interval, (int, float)) \
+                or not refresh_interval >= 0:
+            raise ConfigurationError(f"refresh_interval: received {refresh_interval!r}; expected "
+                                     "a number of seconds >= 0.")
+        self.stream = stream
+        self.refresh_interval = float(refresh_interval)
+        self._out: TextIO = sys.stdout
+        self._live = False
+        self._bar: _Bar | None = None
+        self._phase = "train"
+        self._every_now = 1
+        self._next_refresh = 0.0
+
+    # ------------------------------------------------------------------------------- training
+    def on_train_begin(self, logs: dict[str, Any]) -> None:
+        self._start_output()
+        trainer = self.trainer
+        if trainer is not None and trainer.steps_in_epoch > 0:  # resumed in the middle of an epoch
+            self._open("train", self.params.get("steps_per_epoch"), trainer.steps_in_epoch,
+                       self._epoch_text(trainer.epochs_completed + 1))
+
+    def on_epoch_begin(self, epoch_number: int, logs: dict[str, Any]) -> None:
+        self._open("train", self.params.get("steps_per_epoch"), 0, self._epoch_text(epoch_number))
+
+    def on_train_batch_end(self, batch_number: int, logs: dict[str, Any]) -> None:
+        if self._bar is not None and batch_number % self._every_now == 0:
+            now = time.perf_counter()
+            if now >= self._next_refresh:
+                self._refresh(batch_number, now)
+
+    def on_valid_begin(self, logs: dict[str, Any]) -> None:
+        self._close()
+        if self.show_on_valid and self.trainer is not None:
+            self._open("val", None, 0, self._epoch_text(self.trainer.epochs_completed + 1) + "Valid ")
+
+    on_valid_batch_end = on_train_batch_end
+    on_test_batch_end = on_train_batch_end
+
+    def on_valid_end(self, logs: dict[str, Any]) -> None:
+        self._close()
+
+    def on_epoch_end(self, epoch_number: int, logs: dict[str, Any]) -> None:
+        self._close()
+        steps = self.trainer.steps_in_epoch if self.trainer is not None else None
+        head = self._epoch_text(epoch_number) + (f"{self._c('text')}Steps: {self._c('ratio')}{steps} "
+                                                 if steps else "")
+        self._write_summary(head, logs)
+
+    def on_train_end(self, logs: dict[str, Any]) -> None:
+        self._close()
+
+    # -------------------------------------------------------------------------------- testing
+    def on_test_begin(self, logs: dict[str, Any]) -> None:
+        self._start_output()
+        self._open("test", self.params.get("steps"), 0, f"{self._c('text')}Test ")
+
+    def on_test_end(self, logs: dict[str, Any]) -> None:
+        self._close()
+        steps = self.params.get("steps")
+        head = f"{self._c('text')}Test " + (f"steps: {self._c('ratio')}{steps} " if steps else "")
+        self._write_summary(head, logs)
+
+    # ------------------------------------------------------------------------------- drawing
+    def _start_output(self) -> None:
+        self._out = self.stream if self.stream is not None else sys.stdout
+        isatty = getattr(self._out, "isatty", None)
+        self._live = bool(isatty()) if callable(isatty) else False
+
+    def _c(self, field: str) -> str:
+        return self.colors[f"{field}_color"] if self._live else ""
+
+    def _epoch_text(self, epoch: int) -> str:
+        epochs = self.params.get("epochs", "?")
+        return f"{self._c('text')}Epoch: {self._c('ratio')}{epoch:>{len(str(epochs))}}/{epochs} "
+
+    def _open(self, phase: str, total: int | None, initial: int, head: str) -> None:
+        self._close()
+        every = self.every[phase]
+        if not self._live or every is None:
+            return
+        self._phase, self._every_now = phase, every
+        text, ratio, time_c, bar_c = (self._c(f) for f in ("text", "ratio", "time", "progress_bar"))
+        reset = RESET if self.colors["text_color"] else ""
+        if total is None:
+            counter = f"{text}Step: {ratio}{{n_fmt}} {time_c}{{elapsed}}"
+        else:
+            bar = f" {bar_c}{{bar}}{reset}" if self.progress_bar else ""
+            counter = (f"{text}Step: {ratio}{{n_fmt}}/{{total_fmt}} {{percentage:5.1f}}%{bar} "
+                       f"{text}ETA: {time_c}{{remaining}}")
+        self._bar = _Bar(total=total, initial=initial, file=self._out, leave=False,
+                         bar_format=f"{head}{counter} {{metrics}}{reset}", mininterval=0, miniters=0,
+                         smoothing=self.smoothing, dynamic_ncols=True)
+        self._next_refresh = time.perf_counter() + self.refresh_interval
+
+    def _refresh(self, batch_number: int, now: float) -> None:
+        bar = self._bar
+        assert bar is not None
+        self._next_refresh = now + self.refresh_interval
+        bar.metrics = self._format_logs(self._running_values())
+        bar.update(batch_number - bar.n)
+
+    def _running_values(self) -> dict[str, float]:
+        """The phase's running loss and batch metrics (one device-to-host copy)."""
+        trainer = self.trainer
+        if trainer is None:
+            return {}
+        accumulator = trainer.train_metrics if self._phase == "train" else trainer.eval_metrics
+        if accumulator.sums is None or not accumulator.samples:
+            return {}
+        prefix = "" if self._phase == "train" else f"{self._phase}_"
+        values = (accumulator.sums / accumulator.samples).tolist()
+        return dict(zip(accumulator.batch_names(prefix), values))
+
+    def _close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def _write_summary(self, head: str, logs: dict[str, Any]) -> None:
+        seconds = logs.get("time")
+        duration = f"{self._c('time')}{seconds:.2f}s " if isinstance(seconds, (int, float)) else ""
+        shown = {k: v for k, v in logs.items() if k not in ("epoch", "time")}
+        reset = RESET if self._live and self.colors["text_color"] else ""
+        self._out.write(f"{head}{duration}{self._format_logs(shown)}{reset}\n")
+        self._out.flush()
+
+    def _format_logs(self, values: dict[str, Any]) -> str:
+        text, value_c = self._c("text"), self._c("metric_value")
+        return " ".join(f"{text}{key}: {value_c}{_format_number(value)}" for key, value in values.items())
+
+
+def with_progress(callbacks: Sequence[Any], progress: bool | dict[str, Any]) -> list[Any]:
+    """``callbacks`` plus a :class:`ProgressionCallback` when ``progress`` asks for one and none is given.
+
+    Raises:
+        ConfigurationError: ``progress`` is neither a bool nor a dict of the callback's options.
+    """
+    callbacks = list(callbacks)
+    if isinstance(progress, dict):
+        options = progress
+    elif isinstance(progress, bool):
+        options = {}
+    else:
+        raise ConfigurationError(f"progress: received {progress!r}; expected True, False or a dict of "
+                                 "ProgressionCallback options.")
+    if progress is False or any(isinstance(cb, ProgressionCallback) for cb in callbacks):
+        return callbacks
+    try:
+        return [*callbacks, ProgressionCallback(**options)]
+    except TypeError as error:
+        raise ConfigurationError(f"progress: received {progress!r}, which ProgressionCallback does not "
+                                 f"accept ({error}).") from None
+
+
+def _format_number(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if value == 0 or 1e-3 <= abs(value) < 1e5:
+        return f"{value:.4f}"
+    return f"{value:.3e}"
+
+
+def _every(value: Any, name: str) -> int | None:
+    if value == "all":
+        return 1
+    if value == "none":
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigurationError(f"{name}: received {value!r}; expected 'all', 'none' or a positive integer.")
+    return value
+
+
+def _palette(coloring: Any) -> dict[str, str]:
+    if isinstance(coloring, bool):
+        chosen = DEFAULT_COLORS if coloring else dict.fromkeys(DEFAULT_COLORS, "")
+        return {field: ANSI_COLORS.get(color, color) for field, color in chosen.items()}
+    if not isinstance(coloring, dict):
+        raise ConfigurationError(f"coloring: received {coloring!r}; expected a bool or a dict of colours.")
+    unknown = sorted(set(coloring) - set(DEFAULT_COLORS))
+    if unknown:
+        raise ConfigurationError(f"coloring: received unknown field(s) {unknown}; expected some of "
+                                 f"{sorted(DEFAULT_COLORS)}.")
+    palette = {}
+    for field in DEFAULT_COLORS:
+        color = coloring.get(field, DEFAULT_COLORS[field])
+        if isinstance(color, str) and color.startswith("\x1b["):
+            palette[field] = color
+        elif isinstance(color, str) and color.lower() in ANSI_COLORS:
+            palette[field] = ANSI_COLORS[color.lower()]
+        else:
+            raise ConfigurationError(f"coloring[{field!r}]: received {color!r}; expected an ANSI escape "
+                                     f"sequence or one of {sorted(ANSI_COLORS)}.")
+    return palette

@@ -1,0 +1,40 @@
+"""TerminateOnNaN: stop training cleanly as soon as a batch loss is NaN or infinite."""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+from experiment.callbacks.base import Callback
+
+logger = logging.getLogger(__name__)
+
+
+class TerminateOnNaN(Callback):
+    """Stops training at the end of the batch whose loss is NaN or infinite.
+
+    Without it, a non-finite loss raises :class:`~experiment.errors.NonFiniteLossError` and nothing
+    of the broken epoch is committed. With it, the loop leaves the epoch after that batch, finishes
+    it (validation, ``on_epoch_end``, commit) and stops; the run's status becomes ``stopped`` and a
+    later ``train()`` call on the directory returns at once.
+
+    The callback reads ``logs["loss"]`` of every batch, so the loop copies the batch values from
+    the device at each step while it is present.
+
+    Example:
+        >>> exp.train(train_loader, valid_loader, epochs=10, callbacks=[TerminateOnNaN()])
+    """
+
+    def on_train_batch_end(self, batch_number: int, logs: dict[str, Any]) -> None:
+        loss = float(logs["loss"])
+        if math.isfinite(loss):
+            return
+        if self.trainer is not None:
+            self.trainer.stop_training = True
+            step = self.trainer.global_step
+        else:
+            step = None
+        logger.warning(
+            "Batch %d (global step %s): the loss is %s; stopping training.", batch_number, step, loss
+        )

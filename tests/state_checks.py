@@ -1,0 +1,92 @@
+"""Comparisons of what two run directories hold, shared by the resume, storage and signal tests.
+
+A run that was interrupted and resumed must end with the same committed state as one that was not:
+the same network, optimizer, schedulers, callbacks, best-epoch tracker, loop position, history and
+random state. Only wall-clock times and the count of commits may differ.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+#: Keys whose values legitimately differ between an interrupted and an uninterrupted run.
+VOLATILE_KEYS = frozenset({"time", "epoch_time", "serial"})
+
+
+def state_files(run_dir: Path) -> list[Path]:
+    """The full-state checkpoints of ``run_dir``, oldest first."""
+    return sorted((run_dir / "checkpoints").glob("state-*.pt"))
+
+
+def newest_state(run_dir: Path) -> dict[str, Any]:
+    """The newest state checkpoint, loaded the way a user would (weights_only)."""
+    paths = state_files(run_dir)
+    assert paths, f"{run_dir} holds no state checkpoint"
+    return torch.load(paths[-1], map_location="cpu", weights_only=True)
+
+
+def assert_same_tree(a: Any, b: Any, where: str = "state") -> None:
+    """Recursively equal; tensors bit for bit (dtype included); volatile keys skipped."""
+    if isinstance(a, dict):
+        assert isinstance(b, dict), f"{where}: dict vs {type(b).__name__}"
+        keys_a, keys_b = set(a) - VOLATILE_KEYS, set(b) - VOLATILE_KEYS
+        assert keys_a == keys_b, f"{where}: keys {sorted(map(str, keys_a ^ keys_b))} differ"
+        for key in keys_a:
+            assert_same_tree(a[key], b[key], f"{where}[{key!r}]")
+    elif isinstance(a, (list, tuple)):
+        assert isinstance(b, (list, tuple)) and len(a) == len(b), f"{where}: {a!r} != {b!r}"
+        for index, (item_a, item_b) in enumerate(zip(a, b)):
+            assert_same_tree(item_a, item_b, f"{where}[{index}]")
+    elif isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype, f"{where}: {a!r} != {b!r}"
+        assert torch.equal(a, b), f"{where}: tensors differ"
+    elif isinstance(a, float) and math.isnan(a):
+        assert isinstance(b, float) and math.isnan(b), f"{where}: nan != {b!r}"
+    else:
+        assert a == b, f"{where}: {a!r} != {b!r}"
+
+
+def read_log(run_dir: Path, name: str = "log.tsv") -> pd.DataFrame:
+    return pd.read_csv(run_dir / name, sep="\t")
+
+
+def assert_same_log(dir_a: Path, dir_b: Path) -> None:
+    """log.tsv equal in every column but time (same columns, same order, same values)."""
+    log_a, log_b = read_log(dir_a), read_log(dir_b)
+    assert list(log_a.columns) == list(log_b.columns)
+    log_a, log_b = log_a.drop(columns="time"), log_b.drop(columns="time")
+    assert log_a.equals(log_b), f"\n{log_a}\n!=\n{log_b}"
+
+
+def assert_same_best(dir_a: Path, dir_b: Path) -> None:
+    """The same best-weights files, holding the same tensors."""
+    best_a = sorted(p.name for p in (dir_a / "checkpoints").glob("best-*.pt"))
+    best_b = sorted(p.name for p in (dir_b / "checkpoints").glob("best-*.pt"))
+    assert best_a == best_b
+    for name in best_a:
+        assert_same_tree(
+            torch.load(dir_a / "checkpoints" / name, weights_only=True),
+            torch.load(dir_b / "checkpoints" / name, weights_only=True),
+            name,
+        )
+
+
+def assert_same_run(dir_a: Path, dir_b: Path) -> None:
+    """Same final committed state (random state included), same log, same best weights."""
+    assert_same_tree(newest_state(dir_a), newest_state(dir_b))
+    assert_same_log(dir_a, dir_b)
+    assert_same_best(dir_a, dir_b)
+
+
+def snapshot_files(run_dir: Path, *, ignore: tuple[str, ...] = ()) -> dict[str, tuple[bytes, int]]:
+    """Bytes and modification time (ns) of every file below ``run_dir`` but those named in ``ignore``."""
+    return {
+        str(path.relative_to(run_dir)): (path.read_bytes(), path.stat().st_mtime_ns)
+        for path in sorted(run_dir.rglob("*"))
+        if path.is_file() and path.name not in ignore
+    }
