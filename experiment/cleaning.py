@@ -63,7 +63,7 @@ def clean_run(directory: str | os.PathLike[str], *, keep: str = "both", dry_run:
             doomed = list(states)
         else:
             newest_good = states.index(found[1]) if found else len(states)
-            doomed = states[newest_good + 1:]  # older than the state that resumes (newer ones stay)
+            doomed = states[newest_good + 1 :]  # older than the state that resumes (newer ones stay)
         kept_best = best_epoch if keep in ("both", "best") else None
         doomed += [path for epoch, path in sorted(bests.items()) if epoch != kept_best]
         doomed += temporary_files(run)

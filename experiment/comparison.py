@@ -29,7 +29,9 @@ class ComparisonRow:
         return self.a != self.b
 
 
-def compare_runs(directory_a: str | os.PathLike[str], directory_b: str | os.PathLike[str]) -> list[ComparisonRow]:
+def compare_runs(
+    directory_a: str | os.PathLike[str], directory_b: str | os.PathLike[str]
+) -> list[ComparisonRow]:
     """Compare two runs without loading any checkpoint.
 
     Sections: "run" (status, epochs, monitored metric), "config" (the ``config`` given to

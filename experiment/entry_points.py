@@ -62,7 +62,9 @@ def load_entry_point(spec: str) -> Callable[..., Any]:
     return target
 
 
-def entry_point_command(spec: str, directory: str | os.PathLike[str], args: Sequence[str] = ()) -> dict[str, Any]:
+def entry_point_command(
+    spec: str, directory: str | os.PathLike[str], args: Sequence[str] = ()
+) -> dict[str, Any]:
     """The command recorded for a run started through ``spec``: ``python -m cli run SPEC DIR -- ARGS``."""
     argv = [sys.executable, "-m", "cli", "run", spec, str(directory)]
     if args:

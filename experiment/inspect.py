@@ -76,21 +76,32 @@ def summarize(directory: str | os.PathLike[str]) -> RunSummary:
     monitor, mode = settings.get("monitor_metric"), settings.get("monitor_mode")
     states = run.state_paths()
     bests = run.best_paths()
-    tail = read_log_tail(run.log_path, monitor=monitor, mode=mode,
-                         best_epoch=max(bests) if bests else None)
+    tail = read_log_tail(run.log_path, monitor=monitor, mode=mode, best_epoch=max(bests) if bests else None)
     status, message = effective_status(run, metadata)
     checkpoint_time = _mtime(states[0]) if states else None
     return RunSummary(
-        path=run.path, status=status, message=message, pid=metadata.get("pid"),
-        host=metadata.get("host"), created=metadata.get("created"),
-        updated=max(_mtime(run.metadata_path) or 0.0, _mtime(run.log_path) or 0.0,
-                    _mtime(run.checkpoints_dir) or 0.0),
-        epochs_done=_epoch_of(tail.last_row), epochs_planned=settings.get("epochs"),
-        steps_per_epoch=settings.get("steps_per_epoch"), monitor=monitor, monitor_mode=mode,
-        best_epoch=_epoch_of(tail.best_row) or None, best_value=_monitored(tail, monitor),
-        last_row=tail.last_row, best_row=tail.best_row,
-        last_checkpoint=states[0] if states else None, last_checkpoint_time=checkpoint_time,
-        config=dict(metadata.get("config") or {}), settings=dict(settings),
+        path=run.path,
+        status=status,
+        message=message,
+        pid=metadata.get("pid"),
+        host=metadata.get("host"),
+        created=metadata.get("created"),
+        updated=max(
+            _mtime(run.metadata_path) or 0.0, _mtime(run.log_path) or 0.0, _mtime(run.checkpoints_dir) or 0.0
+        ),
+        epochs_done=_epoch_of(tail.last_row),
+        epochs_planned=settings.get("epochs"),
+        steps_per_epoch=settings.get("steps_per_epoch"),
+        monitor=monitor,
+        monitor_mode=mode,
+        best_epoch=_epoch_of(tail.best_row) or None,
+        best_value=_monitored(tail, monitor),
+        last_row=tail.last_row,
+        best_row=tail.best_row,
+        last_checkpoint=states[0] if states else None,
+        last_checkpoint_time=checkpoint_time,
+        config=dict(metadata.get("config") or {}),
+        settings=dict(settings),
         command=metadata.get("command"),
     )
 
@@ -150,8 +161,14 @@ def read_position(directory: str | os.PathLike[str]) -> RunPosition | None:
         return None
     tree, path = found
     loop, best = tree["loop"], tree["best"]
-    return RunPosition(path, loop["epochs_completed"], loop["steps_in_epoch"], loop["global_step"],
-                       best["epoch"], best["value"])
+    return RunPosition(
+        path,
+        loop["epochs_completed"],
+        loop["steps_in_epoch"],
+        loop["global_step"],
+        best["epoch"],
+        best["value"],
+    )
 
 
 def _mtime(path: Path) -> float | None:

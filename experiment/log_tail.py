@@ -50,8 +50,9 @@ def lines_backwards(path: Path, *, block_size: int = BLOCK_SIZE) -> Iterator[str
         yield rest.decode("utf-8", errors="replace")
 
 
-def read_log_tail(path: Path, *, monitor: str | None = None, mode: str | None = None,
-                  best_epoch: int | None = None) -> LogTail:
+def read_log_tail(
+    path: Path, *, monitor: str | None = None, mode: str | None = None, best_epoch: int | None = None
+) -> LogTail:
     """The last row and the best row of a log written by :mod:`experiment.tsv`.
 
     Args:
@@ -77,7 +78,7 @@ def read_log_tail(path: Path, *, monitor: str | None = None, mode: str | None = 
             break
         if len(values) != len(header):
             continue
-        row = dict(zip(header, values))
+        row = dict(zip(header, values, strict=True))
         rows += 1
         last = last or row
         if best_epoch is not None:

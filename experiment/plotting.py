@@ -40,8 +40,12 @@ def metric_names(logs: pd.DataFrame) -> list[str]:
     return [name for name in names if name != "lr"] + [name for name in names if name == "lr"]
 
 
-def plot_learning_curves(directories: Sequence[str | os.PathLike[str]], output_path: str | os.PathLike[str],
-                         *, metrics: Sequence[str] = ()) -> Path:
+def plot_learning_curves(
+    directories: Sequence[str | os.PathLike[str]],
+    output_path: str | os.PathLike[str],
+    *,
+    metrics: Sequence[str] = (),
+) -> Path:
     """Draw the learning curves of ``directories`` into an image file (PNG, or by its suffix).
 
     Args:
@@ -86,8 +90,14 @@ def _draw_panel(axes: Any, metric: str, logs: dict[Path, pd.DataFrame], labels: 
         color = f"C{color_index % 10}"
         for column, style, kind in ((metric, "-", "train"), (f"val_{metric}", "--", "val")):
             if column in frame.columns:
-                axes.plot(frame["epoch"], frame[column], style, color=color, marker=".",
-                          label=f"{labels[directory]} {kind}")
+                axes.plot(
+                    frame["epoch"],
+                    frame[column],
+                    style,
+                    color=color,
+                    marker=".",
+                    label=f"{labels[directory]} {kind}",
+                )
     axes.set_title(metric)
     axes.set_xlabel("epoch")
     axes.xaxis.set_major_locator(_integer_locator())
@@ -112,7 +122,7 @@ def _labels(directories: list[Path]) -> dict[Path, str]:
     """Short, distinct names: the folder names, or the whole paths where two folder names collide."""
     names = [d.name or str(d) for d in directories]
     if len(set(names)) == len(names):
-        return dict(zip(directories, names))
+        return dict(zip(directories, names, strict=True))
     return {d: str(d) for d in directories}
 
 

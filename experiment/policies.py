@@ -24,6 +24,9 @@ class _Space:
     """A lazy, re-iterable sequence of ``steps`` values going from ``start`` to ``end``."""
 
     kind = "space"
+    start: float
+    end: float
+    steps: int
 
     def __init__(self, start: float, end: float, steps: int) -> None:
         for name, value in (("start", start), ("end", end)):
@@ -111,7 +114,7 @@ def cosinespace(start: float, end: float, steps: int) -> CosineSpace:
     return CosineSpace(start, end, steps)
 
 
-def _as_space(name: str, values: Any) -> Sequence[float]:
+def _as_space(name: str, values: Any) -> _Space | tuple[float, ...]:
     if isinstance(values, _Space):
         return values
     if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
@@ -215,8 +218,11 @@ def _pyplot() -> Any:
 
 
 def _check_pair(name: str, value: Any) -> tuple[float, float]:
-    if (not isinstance(value, (tuple, list)) or len(value) != 2
-            or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in value)):
+    if (
+        not isinstance(value, (tuple, list))
+        or len(value) != 2
+        or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in value)
+    ):
         raise ConfigurationError(f"{name} received {value!r}; expected a pair of numbers (start, end).")
     return float(value[0]), float(value[1])
 
@@ -227,8 +233,9 @@ def _check_count(name: str, value: Any, minimum: int = 1) -> int:
     return int(value)
 
 
-def sgdr_phases(base_cycle_length: int, cycles: int, lr: tuple[float, float] = (1.0, 0.1),
-                cycle_mult: int = 2) -> list[Phase]:
+def sgdr_phases(
+    base_cycle_length: int, cycles: int, lr: tuple[float, float] = (1.0, 0.1), cycle_mult: int = 2
+) -> list[Phase]:
     """Stochastic gradient descent with warm restarts: cosine cycles that grow ``cycle_mult`` times.
 
     The schedule lasts ``sum(base_cycle_length * cycle_mult ** i for i in range(cycles))`` steps.
@@ -250,8 +257,13 @@ def sgdr_phases(base_cycle_length: int, cycles: int, lr: tuple[float, float] = (
     return [Phase(lr=cosinespace(start, end, base * mult**cycle)) for cycle in range(count)]
 
 
-def one_cycle_phases(steps: int, lr: tuple[float, float] = (0.1, 1), momentum: tuple[float, float] = (0.95, 0.85),
-                     finetune_lr: float = 0.01, finetune_fraction: float = 0.1) -> list[Phase]:
+def one_cycle_phases(
+    steps: int,
+    lr: tuple[float, float] = (0.1, 1),
+    momentum: tuple[float, float] = (0.95, 0.85),
+    finetune_lr: float = 0.01,
+    finetune_fraction: float = 0.1,
+) -> list[Phase]:
     """The one-cycle policy: lr up and momentum down, back again, then a short fine-tuning descent.
 
     The first ``1 - finetune_fraction`` of the steps form a triangle, half rising from ``lr[0]`` to
@@ -269,13 +281,18 @@ def one_cycle_phases(steps: int, lr: tuple[float, float] = (0.1, 1), momentum: t
     total = _check_count("one_cycle_phases: steps", steps)
     low_lr, high_lr = _check_pair("one_cycle_phases: lr", lr)
     high_momentum, low_momentum = _check_pair("one_cycle_phases: momentum", momentum)
-    if isinstance(finetune_fraction, bool) or not isinstance(finetune_fraction, numbers.Real) \
-            or not 0 <= finetune_fraction < 1:
+    if (
+        isinstance(finetune_fraction, bool)
+        or not isinstance(finetune_fraction, numbers.Real)
+        or not 0 <= finetune_fraction < 1
+    ):
         raise ConfigurationError(
             f"one_cycle_phases: finetune_fraction received {finetune_fraction!r}; expected a number in [0, 1)."
         )
     if isinstance(finetune_lr, bool) or not isinstance(finetune_lr, numbers.Real):
-        raise ConfigurationError(f"one_cycle_phases: finetune_lr received {finetune_lr!r}; expected a number.")
+        raise ConfigurationError(
+            f"one_cycle_phases: finetune_lr received {finetune_lr!r}; expected a number."
+        )
     finetune = min(round(total * finetune_fraction), total - 1)
     cycle = total - finetune
     up, down = cycle // 2, cycle - cycle // 2

@@ -105,7 +105,7 @@ def _recorded_command(run: RunDirectory, metadata: dict[str, Any]) -> tuple[list
     argv, cwd = command.get("argv"), command.get("cwd")
     if not argv or not isinstance(argv, list) or not cwd:
         raise RunDirectoryError(
-            f"{run.metadata_path} records no command (\"command\": {{\"argv\": [...], \"cwd\": ...}}); "
+            f'{run.metadata_path} records no command ("command": {{"argv": [...], "cwd": ...}}); '
             "run the training script yourself, or start runs with `exp run MODULE:FUNCTION DIR`."
         )
     if not Path(argv[0]).exists():
@@ -121,8 +121,7 @@ def _recorded_command(run: RunDirectory, metadata: dict[str, Any]) -> tuple[list
     return [str(word) for word in argv], Path(cwd)
 
 
-def _target_epochs(status: str, done: int, planned: int | None, epochs: int | None,
-                   path: Path) -> int | None:
+def _target_epochs(status: str, done: int, planned: int | None, epochs: int | None, path: Path) -> int | None:
     if status == "stopped":
         raise ConfigurationError(
             f"{path} was stopped early by a callback at epoch {done}; resuming would not train "

@@ -168,8 +168,14 @@ class Child:
     """A training child process and what it printed (READY, then ``STEP n`` after each step)."""
 
     def __init__(self, script: Path, run_dir: Path, config: Config, *, fsync_delay: float = 0.0) -> None:
-        command = [sys.executable, str(script), str(run_dir), *config.arguments(),
-                   "--fsync-delay", str(fsync_delay)]
+        command = [
+            sys.executable,
+            str(script),
+            str(run_dir),
+            *config.arguments(),
+            "--fsync-delay",
+            str(fsync_delay),
+        ]
         # The child's stderr is appended to <run_dir>.stderr, next to the run directory.
         with open(run_dir.parent / f"{run_dir.name}.stderr", "ab") as stderr:
             self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr)
@@ -277,7 +283,9 @@ def run_uninterrupted(script: Path, run_dir: Path, config: Config) -> float:
     return time.monotonic() - started
 
 
-def kill_plan(rng: random.Random, kills: int, *, write_share: float, max_steps_ahead: int) -> Iterator[Kill | None]:
+def kill_plan(
+    rng: random.Random, kills: int, *, write_share: float, max_steps_ahead: int
+) -> Iterator[Kill | None]:
     """``kills`` random kills (a share of them aimed at writes), then None (run to the end) forever.
 
     A kill with 0 steps ahead lands within 0.3 s of READY (while the run is restored); any other
@@ -292,8 +300,9 @@ def kill_plan(rng: random.Random, kills: int, *, write_share: float, max_steps_a
         yield None
 
 
-def train_with_kills(script: Path, run_dir: Path, config: Config, plan: Iterator[Kill | None], *,
-                     fsync_delay: float = 0.02) -> RunReport:
+def train_with_kills(
+    script: Path, run_dir: Path, config: Config, plan: Iterator[Kill | None], *, fsync_delay: float = 0.02
+) -> RunReport:
     """Start, kill per ``plan``, and restart the child until it finishes its run on its own."""
     report = RunReport()
     started = time.monotonic()
@@ -304,8 +313,11 @@ def train_with_kills(script: Path, run_dir: Path, config: Config, plan: Iterator
             report.launches += 1
             child.wait_for(lambda: child.ready, READY_TIMEOUT)
             steps = 0 if kill is None else kill.steps_ahead
-            if (kill is None or not child.wait_for(lambda: child.steps_seen >= steps, RUN_TIMEOUT)
-                    or child.exited_within(kill.delay)):
+            if (
+                kill is None
+                or not child.wait_for(lambda s=steps: child.steps_seen >= s, RUN_TIMEOUT)
+                or child.exited_within(kill.delay)
+            ):
                 child.wait_for(lambda: False, RUN_TIMEOUT)
                 child.finish()
                 break
@@ -376,11 +388,24 @@ def tree_differences(expected: Any, actual: Any, path: str = "") -> list[str]:
     if isinstance(expected, (list, tuple)) and isinstance(actual, (list, tuple)):
         if len(expected) != len(actual):
             return [f"{path}: length {len(expected)} != {len(actual)}"]
-        return [d for i, (a, b) in enumerate(zip(expected, actual)) for d in tree_differences(a, b, f"{path}/{i}")]
+        return [
+            d
+            for i, (a, b) in enumerate(zip(expected, actual, strict=True))
+            for d in tree_differences(a, b, f"{path}/{i}")
+        ]
     if isinstance(expected, torch.Tensor) and isinstance(actual, torch.Tensor):
-        same = expected.dtype == actual.dtype and expected.shape == actual.shape and torch.equal(expected, actual)
+        same = (
+            expected.dtype == actual.dtype
+            and expected.shape == actual.shape
+            and torch.equal(expected, actual)
+        )
         return [] if same else [f"{path}: tensors differ"]
-    if isinstance(expected, float) and isinstance(actual, float) and math.isnan(expected) and math.isnan(actual):
+    if (
+        isinstance(expected, float)
+        and isinstance(actual, float)
+        and math.isnan(expected)
+        and math.isnan(actual)
+    ):
         return []
     if type(expected) is not type(actual) or expected != actual:
         return [f"{path}: {expected!r} != {actual!r}"]
@@ -390,7 +415,7 @@ def tree_differences(expected: Any, actual: Any, path: str = "") -> list[str]:
 def _log_without_time(path: Path) -> list[list[str]]:
     rows = [line.split("\t") for line in path.read_text(encoding="utf-8").splitlines()]
     column = rows[0].index("time")
-    return [row[:column] + row[column + 1:] for row in rows]
+    return [row[:column] + row[column + 1 :] for row in rows]
 
 
 def _compare_log(expected: Path, actual: Path) -> list[str]:
@@ -406,7 +431,9 @@ def read_scalars(tensorboard_dir: Path) -> dict[str, list[tuple[int, float]]]:
 
     accumulator = EventAccumulator(str(tensorboard_dir), size_guidance={SCALARS: 0})
     accumulator.Reload()
-    return {tag: [(e.step, e.value) for e in accumulator.Scalars(tag)] for tag in accumulator.Tags()["scalars"]}
+    return {
+        tag: [(e.step, e.value) for e in accumulator.Scalars(tag)] for tag in accumulator.Tags()["scalars"]
+    }
 
 
 def _compare_tensorboard(expected_dir: Path, actual_dir: Path, epochs: int) -> list[str]:
@@ -428,8 +455,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--kills", type=int, default=50, help="SIGKILLs to make in all (default 50)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the kill plan (default 0)")
-    parser.add_argument("--workdir", type=Path, default=None, help="where runs go (default: a temporary folder)")
-    parser.add_argument("--kills-per-run", type=int, default=6, help="kills before a run may finish (default 6)")
+    parser.add_argument(
+        "--workdir", type=Path, default=None, help="where runs go (default: a temporary folder)"
+    )
+    parser.add_argument(
+        "--kills-per-run", type=int, default=6, help="kills before a run may finish (default 6)"
+    )
     parser.add_argument("--write-share", type=float, default=0.4, help="share of kills aimed at writes (0.4)")
     parser.add_argument("--keep", action="store_true", help="keep the run directories that ended identical")
     args = parser.parse_args(argv)
@@ -437,8 +468,11 @@ def main(argv: list[str] | None = None) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     rng = random.Random(args.seed)
     script = write_training_script(workdir)
-    configs = [Config(checkpoint_every=4), Config(checkpoint_every=None, loader_generator=True),
-               Config(checkpoint_every=7, loader_generator=True)]
+    configs = [
+        Config(checkpoint_every=4),
+        Config(checkpoint_every=None, loader_generator=True),
+        Config(checkpoint_every=7, loader_generator=True),
+    ]
     references = []
     for index, config in enumerate(configs):
         references.append(workdir / f"reference-{index}")
@@ -456,24 +490,35 @@ def main(argv: list[str] | None = None) -> int:
         plan = kill_plan(rng, budget, write_share=args.write_share, max_steps_ahead=STEPS_PER_EPOCH)
         report = train_with_kills(script, run_dir, config, plan)
         problems = compare_runs(references[index], run_dir, config.epochs)
-        totals.update(kills=report.kills, during_write=report.kills_during_write, resumes=report.resumes,
-                      startup=report.kills_before_first_step, runs=1, identical=not problems,
-                      leftover=report.leftover_temporaries)
+        totals.update(
+            kills=report.kills,
+            during_write=report.kills_during_write,
+            resumes=report.resumes,
+            startup=report.kills_before_first_step,
+            runs=1,
+            identical=not problems,
+            leftover=report.leftover_temporaries,
+        )
         kinds.update(report.write_kinds)
-        print(f"run {round_number:3d} config {index}: {report.kills} kills ({report.kills_during_write} "
-              f"mid-write, at steps {report.kill_steps}), {report.resumes} resumes, "
-              f"{report.seconds:.1f} s, {'identical' if not problems else 'DIFFERENT'}", flush=True)
+        print(
+            f"run {round_number:3d} config {index}: {report.kills} kills ({report.kills_during_write} "
+            f"mid-write, at steps {report.kill_steps}), {report.resumes} resumes, "
+            f"{report.seconds:.1f} s, {'identical' if not problems else 'DIFFERENT'}",
+            flush=True,
+        )
         for problem in problems[:10]:
             print(f"    {problem}", flush=True)
         if not problems and not args.keep:
             shutil.rmtree(run_dir)
         round_number += 1
-    print(f"\nkills made: {totals['kills']}\n"
-          f"  during checkpoint writes: {totals['during_write']} {dict(kinds)}\n"
-          f"  before a launch's first step (start-up, restore): {totals['startup']}\n"
-          f"resumes: {totals['resumes']}\n"
-          f"runs ended identical: {totals['identical']} of {totals['runs']}\n"
-          f"temporary files left behind by killed writers: {totals['leftover']}")
+    print(
+        f"\nkills made: {totals['kills']}\n"
+        f"  during checkpoint writes: {totals['during_write']} {dict(kinds)}\n"
+        f"  before a launch's first step (start-up, restore): {totals['startup']}\n"
+        f"resumes: {totals['resumes']}\n"
+        f"runs ended identical: {totals['identical']} of {totals['runs']}\n"
+        f"temporary files left behind by killed writers: {totals['leftover']}"
+    )
     return 0 if totals["identical"] == totals["runs"] else 1
 
 

@@ -17,7 +17,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 #: point (``exp run tinytrain:main DIR -- --epochs N``). With BLOCK_AT_STEP=k in its environment, it
 #: prints READY once step k's batch is done (so the checkpoint of an earlier step is committed) and
 #: waits on stdin until it is killed; the resumed process, started without that variable, does not.
-TRAINING_MODULE = '''
+TRAINING_MODULE = """
 import argparse
 import os
 import sys
@@ -64,7 +64,7 @@ def main(directory, *args):
 
 if __name__ == "__main__":
     main(Path(sys.argv[1]), *sys.argv[2:])
-'''
+"""
 
 
 def write_training_module(folder: Path) -> Path:
@@ -75,8 +75,11 @@ def write_training_module(folder: Path) -> Path:
 
 def subprocess_env(**extra: str) -> dict[str, str]:
     """The environment of a child process, with the repository importable and ``extra`` added."""
-    env = {k: v for k, v in os.environ.items() if k not in ("BLOCK_AT_STEP", "EXPERIMENT_EPOCHS",
-                                                         "EXPERIMENT_RESUME_DIR")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("BLOCK_AT_STEP", "EXPERIMENT_EPOCHS", "EXPERIMENT_RESUME_DIR")
+    }
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), extra.pop("PYTHONPATH", "")]))
     env.update(extra)
     return env
@@ -84,8 +87,14 @@ def subprocess_env(**extra: str) -> dict[str, str]:
 
 def start_and_kill(argv: list[str], *, cwd: Path, block_at: int, **env: str) -> int:
     """Start ``argv``, wait until it reports step ``block_at`` done, SIGKILL it; return its exit code."""
-    process = subprocess.Popen(argv, cwd=cwd, env=subprocess_env(BLOCK_AT_STEP=str(block_at), **env),
-                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        argv,
+        cwd=cwd,
+        env=subprocess_env(BLOCK_AT_STEP=str(block_at), **env),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert process.stdout is not None
     for line in process.stdout:
         if line.strip() == "READY":
@@ -100,10 +109,19 @@ def exp_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "cli", *args]
 
 
-def write_fake_run(directory: Path, *, epochs_done: int = 3, epochs: int = 5, status: str = "finished",
-                   monitor: str = "val_loss", mode: str = "min", values: list[float] | None = None,
-                   config: dict[str, Any] | None = None, command: dict[str, Any] | None = None,
-                   message: str | None = None) -> Path:
+def write_fake_run(
+    directory: Path,
+    *,
+    epochs_done: int = 3,
+    epochs: int = 5,
+    status: str = "finished",
+    monitor: str = "val_loss",
+    mode: str = "min",
+    values: list[float] | None = None,
+    config: dict[str, Any] | None = None,
+    command: dict[str, Any] | None = None,
+    message: str | None = None,
+) -> Path:
     """A run directory as the library writes it (experiment.json, log.tsv, best file), no checkpoint.
 
     ``values`` are the monitored values by epoch (default: decreasing losses); val_loss derives
@@ -111,17 +129,38 @@ def write_fake_run(directory: Path, *, epochs_done: int = 3, epochs: int = 5, st
     """
     directory.mkdir(parents=True, exist_ok=True)
     values = values if values is not None else [1.0 / (epoch + 1) for epoch in range(epochs_done)]
-    rows = [{"epoch": epoch + 1, "time": 0.5, "lr": 0.1, "loss": value + 0.1, "acc": 50.0 + epoch,
-             "val_loss": value, "val_acc": 40.0 + epoch} for epoch, value in enumerate(values)]
-    for row, value in zip(rows, values):
+    rows = [
+        {
+            "epoch": epoch + 1,
+            "time": 0.5,
+            "lr": 0.1,
+            "loss": value + 0.1,
+            "acc": 50.0 + epoch,
+            "val_loss": value,
+            "val_acc": 40.0 + epoch,
+        }
+        for epoch, value in enumerate(values)
+    ]
+    for row, value in zip(rows, values, strict=True):
         row[monitor] = value
     metadata = {
-        "format_version": 1, "created": "2026-01-01T00:00:00+00:00", "updated": "2026-01-01T00:00:00+00:00",
+        "format_version": 1,
+        "created": "2026-01-01T00:00:00+00:00",
+        "updated": "2026-01-01T00:00:00+00:00",
         "command": command or {"argv": [sys.executable, "-c", "pass"], "cwd": str(directory.parent)},
         "config": config if config is not None else {"lr": 0.1},
-        "settings": {"epochs": epochs, "seed": 42, "monitor_metric": monitor, "monitor_mode": mode,
-                     "checkpoint_every": None, "steps_per_epoch": 4},
-        "status": status, "message": message, "pid": 12345, "host": "fakehost",
+        "settings": {
+            "epochs": epochs,
+            "seed": 42,
+            "monitor_metric": monitor,
+            "monitor_mode": mode,
+            "checkpoint_every": None,
+            "steps_per_epoch": 4,
+        },
+        "status": status,
+        "message": message,
+        "pid": 12345,
+        "host": "fakehost",
     }
     (directory / "experiment.json").write_text(json.dumps(metadata, indent=2))
     if rows:

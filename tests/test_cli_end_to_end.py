@@ -28,18 +28,30 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The training module and an uninterrupted reference run (3 epochs), shared by the tests."""
     folder = tmp_path_factory.mktemp("e2e")
     write_training_module(folder)
-    subprocess.run([sys.executable, "tinytrain.py", "reference"], cwd=folder, env=subprocess_env(),
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "tinytrain.py", "reference"],
+        cwd=folder,
+        env=subprocess_env(),
+        check=True,
+        capture_output=True,
+    )
     return folder
 
 
 def _exp(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(exp_command(*args), cwd=folder, env=subprocess_env(PYTHONPATH=str(folder)),
-                          capture_output=True, text=True)
+    return subprocess.run(
+        exp_command(*args),
+        cwd=folder,
+        env=subprocess_env(PYTHONPATH=str(folder)),
+        capture_output=True,
+        text=True,
+    )
 
 
 def test_cli_end_to_end_script_killed_then_resumed_matches_uninterrupted(workdir: Path) -> None:
-    code = start_and_kill([sys.executable, "tinytrain.py", "script-run"], cwd=workdir, block_at=KILL_AFTER_STEP)
+    code = start_and_kill(
+        [sys.executable, "tinytrain.py", "script-run"], cwd=workdir, block_at=KILL_AFTER_STEP
+    )
     assert code == -signal.SIGKILL
     status = _exp(workdir, "status", "script-run")
     assert "interrupted" in status.stdout and "6 / 12 (epoch 2: 2 / 4)" in status.stdout
@@ -54,15 +66,20 @@ def test_cli_end_to_end_script_killed_then_resumed_matches_uninterrupted(workdir
 
 
 def test_cli_end_to_end_entry_point_killed_then_resumed_matches_uninterrupted(workdir: Path) -> None:
-    code = start_and_kill(exp_command("run", "tinytrain:main", "entry-run", "--", "--epochs", "3"),
-                          cwd=workdir, block_at=KILL_AFTER_STEP, PYTHONPATH=str(workdir))
+    code = start_and_kill(
+        exp_command("run", "tinytrain:main", "entry-run", "--", "--epochs", "3"),
+        cwd=workdir,
+        block_at=KILL_AFTER_STEP,
+        PYTHONPATH=str(workdir),
+    )
     assert code == -signal.SIGKILL
     recorded = json.loads((workdir / "entry-run" / "experiment.json").read_text())["command"]
-    assert recorded == {"argv": [sys.executable, "-m", "cli", "run", "tinytrain:main", "entry-run", "--",
-                                 "--epochs", "3"], "cwd": str(workdir)}
+    assert recorded == {
+        "argv": [sys.executable, "-m", "cli", "run", "tinytrain:main", "entry-run", "--", "--epochs", "3"],
+        "cwd": str(workdir),
+    }
 
     resumed = _exp(workdir, "resume", "entry-run")
 
     assert resumed.returncode == 0, resumed.stderr
     assert_same_run(workdir / "reference", workdir / "entry-run")
-

@@ -99,8 +99,10 @@ def test_cli_resume_refuses_a_directory_that_is_not_a_run(tmp_path):
     result = _invoke("resume", str(tmp_path))
 
     assert result.exit_code == 1
-    assert result.output == f"Error: {tmp_path} is not a run directory: it has no experiment.json. " \
+    assert (
+        result.output == f"Error: {tmp_path} is not a run directory: it has no experiment.json. "
         "Pass the directory an Experiment was created with.\n"
+    )
 
 
 def test_cli_resume_refuses_a_run_locked_by_a_live_process(tmp_path):
@@ -117,8 +119,14 @@ def test_cli_resume_refuses_a_run_locked_by_a_live_process(tmp_path):
     ("command", "message"),
     [
         ({}, "records no command"),
-        ({"argv": ["/no/such/python", "train.py"], "cwd": "/"}, "The recorded interpreter /no/such/python no longer exists"),
-        ({"argv": [sys.executable, "train.py"], "cwd": "/no/such/folder"}, "The recorded working directory /no/such/folder no longer exists"),
+        (
+            {"argv": ["/no/such/python", "train.py"], "cwd": "/"},
+            "The recorded interpreter /no/such/python no longer exists",
+        ),
+        (
+            {"argv": [sys.executable, "train.py"], "cwd": "/no/such/folder"},
+            "The recorded working directory /no/such/folder no longer exists",
+        ),
     ],
 )
 def test_cli_resume_refuses_a_command_that_cannot_run(tmp_path, command, message):

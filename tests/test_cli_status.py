@@ -27,14 +27,19 @@ def _invoke(*args: str) -> object:
 def _field(output: str, name: str) -> str:
     for line in output.splitlines():
         if line.startswith(name + " "):
-            return line[len(name):].strip()
+            return line[len(name) :].strip()
     raise AssertionError(f"no {name!r} line in:\n{output}")
 
 
 # ------------------------------------------------------------------------------------- status
 def test_cli_status_shows_a_run_that_failed_mid_epoch(tmp_path):
-    train_run(tmp_path / "run", epochs=3, interrupt_at=9, checkpoint_every=4,
-              experiment_options={"config": {"lr": 0.1, "model": {"hidden": 16}}})
+    train_run(
+        tmp_path / "run",
+        epochs=3,
+        interrupt_at=9,
+        checkpoint_every=4,
+        experiment_options={"config": {"lr": 0.1, "model": {"hidden": 16}}},
+    )
 
     result = _invoke("status", str(tmp_path / "run"))
 
@@ -73,8 +78,9 @@ def test_cli_status_reports_a_killed_run_as_interrupted(tmp_path):
 
     result = _invoke("status", str(run_dir))
 
-    assert _field(result.output, "status") == ("interrupted: the process (pid 12345 on host fakehost) "
-                                               "ended without a clean exit (killed or crashed)")
+    assert _field(result.output, "status") == (
+        "interrupted: the process (pid 12345 on host fakehost) ended without a clean exit (killed or crashed)"
+    )
 
 
 def test_cli_status_refuses_a_directory_that_is_not_a_run(tmp_path):
@@ -100,8 +106,15 @@ def runs_root(tmp_path: Path) -> Path:
     root = tmp_path / "runs"
     write_fake_run(root / "a", values=[0.9, 0.5, 0.7], epochs=5, status="interrupted")
     write_fake_run(root / "group" / "b", values=[0.8, 0.3], epochs=2)
-    write_fake_run(root / "group" / "c", values=[10.0, 30.0, 20.0], monitor="val_acc", mode="max",
-                   epochs=3, status="failed", message="RuntimeError: boom")
+    write_fake_run(
+        root / "group" / "c",
+        values=[10.0, 30.0, 20.0],
+        monitor="val_acc",
+        mode="max",
+        epochs=3,
+        status="failed",
+        message="RuntimeError: boom",
+    )
     for offset, name in enumerate(("a", "group/b", "group/c")):
         os.utime(root / name / "log.tsv", (1_000_000 + offset, 1_000_000 + offset))
         for other in ("experiment.json", "checkpoints"):
@@ -125,8 +138,10 @@ def test_cli_ls_shows_one_line_per_run(runs_root):
     assert lines[1][4:6] == ["(epoch", "2)"]
 
 
-@pytest.mark.parametrize(("column", "order"), [("run", "a b c"), ("best", "c b a"), ("updated", "c b a"),
-                                                ("status", "c b a"), ("epochs", "a c b")])
+@pytest.mark.parametrize(
+    ("column", "order"),
+    [("run", "a b c"), ("best", "c b a"), ("updated", "c b a"), ("status", "c b a"), ("epochs", "a c b")],
+)
 def test_cli_ls_sorts_by_a_column(runs_root, column, order):
     result = _invoke("ls", str(runs_root), "--sort", column)
 

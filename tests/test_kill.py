@@ -53,7 +53,9 @@ def test_kill_at_random_moments_resumes_bit_identical(harness, tmp_path):
     report = kill_stress.train_with_kills(script, tmp_path / "run", STEP_CHECKPOINTS, plan)
     assert report.kills == 3
     assert report.resumes == 3
-    assert kill_stress.compare_runs(reference(STEP_CHECKPOINTS), tmp_path / "run", STEP_CHECKPOINTS.epochs) == []
+    assert (
+        kill_stress.compare_runs(reference(STEP_CHECKPOINTS), tmp_path / "run", STEP_CHECKPOINTS.epochs) == []
+    )
 
 
 def test_kill_during_checkpoint_writes_resumes_bit_identical(harness, tmp_path):
@@ -64,7 +66,9 @@ def test_kill_during_checkpoint_writes_resumes_bit_identical(harness, tmp_path):
     assert report.kills_during_write >= 1
     # A writer killed before its os.replace leaves its temporary file behind, and nothing else.
     assert report.leftover_temporaries == report.kills_during_write
-    assert kill_stress.compare_runs(reference(STEP_CHECKPOINTS), tmp_path / "run", STEP_CHECKPOINTS.epochs) == []
+    assert (
+        kill_stress.compare_runs(reference(STEP_CHECKPOINTS), tmp_path / "run", STEP_CHECKPOINTS.epochs) == []
+    )
 
 
 def test_kill_without_step_checkpoints_resumes_from_epoch_end(harness, tmp_path):
@@ -72,7 +76,10 @@ def test_kill_without_step_checkpoints_resumes_from_epoch_end(harness, tmp_path)
     plan = kill_stress.kill_plan(random.Random(3), 2, write_share=0.0, max_steps_ahead=AHEAD)
     report = kill_stress.train_with_kills(script, tmp_path / "run", EPOCH_CHECKPOINTS, plan)
     assert report.kills == 2
-    assert kill_stress.compare_runs(reference(EPOCH_CHECKPOINTS), tmp_path / "run", EPOCH_CHECKPOINTS.epochs) == []
+    assert (
+        kill_stress.compare_runs(reference(EPOCH_CHECKPOINTS), tmp_path / "run", EPOCH_CHECKPOINTS.epochs)
+        == []
+    )
 
 
 def test_kill_comparison_detects_a_different_run(harness):

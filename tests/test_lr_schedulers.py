@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 from types import SimpleNamespace
 
 import pytest
@@ -19,29 +20,59 @@ EPOCHS, STEPS = 3, 6  # conftest's training data: 96 samples in batches of 16
 
 #: id -> (callback factory, torch factory on an optimizer, steps per batch?)
 CASES = {
-    "LambdaLR": (lambda: wrappers.LambdaLR(lambda epoch: 0.5**epoch),
-                 lambda opt: torch_schedulers.LambdaLR(opt, lambda epoch: 0.5**epoch), False),
-    "MultiplicativeLR": (lambda: wrappers.MultiplicativeLR(lr_lambda=lambda epoch: 0.7),
-                         lambda opt: torch_schedulers.MultiplicativeLR(opt, lambda epoch: 0.7), False),
-    "StepLR": (lambda: wrappers.StepLR(step_size=2, gamma=0.5),
-               lambda opt: torch_schedulers.StepLR(opt, 2, 0.5), False),
-    "MultiStepLR": (lambda: wrappers.MultiStepLR(milestones=[1, 2], gamma=0.3),
-                    lambda opt: torch_schedulers.MultiStepLR(opt, [1, 2], 0.3), False),
-    "ExponentialLR": (lambda: wrappers.ExponentialLR(0.8),
-                      lambda opt: torch_schedulers.ExponentialLR(opt, 0.8), False),
-    "CosineAnnealingLR": (lambda: wrappers.CosineAnnealingLR(T_max=3, eta_min=0.01),
-                          lambda opt: torch_schedulers.CosineAnnealingLR(opt, 3, 0.01), False),
+    "LambdaLR": (
+        lambda: wrappers.LambdaLR(lambda epoch: 0.5**epoch),
+        lambda opt: torch_schedulers.LambdaLR(opt, lambda epoch: 0.5**epoch),
+        False,
+    ),
+    "MultiplicativeLR": (
+        lambda: wrappers.MultiplicativeLR(lr_lambda=lambda epoch: 0.7),
+        lambda opt: torch_schedulers.MultiplicativeLR(opt, lambda epoch: 0.7),
+        False,
+    ),
+    "StepLR": (
+        lambda: wrappers.StepLR(step_size=2, gamma=0.5),
+        lambda opt: torch_schedulers.StepLR(opt, 2, 0.5),
+        False,
+    ),
+    "MultiStepLR": (
+        lambda: wrappers.MultiStepLR(milestones=[1, 2], gamma=0.3),
+        lambda opt: torch_schedulers.MultiStepLR(opt, [1, 2], 0.3),
+        False,
+    ),
+    "ExponentialLR": (
+        lambda: wrappers.ExponentialLR(0.8),
+        lambda opt: torch_schedulers.ExponentialLR(opt, 0.8),
+        False,
+    ),
+    "CosineAnnealingLR": (
+        lambda: wrappers.CosineAnnealingLR(T_max=3, eta_min=0.01),
+        lambda opt: torch_schedulers.CosineAnnealingLR(opt, 3, 0.01),
+        False,
+    ),
     "ReduceLROnPlateau": (
         # An improvement of 10 is impossible: every epoch is a bad one, and the lr halves.
         lambda: wrappers.ReduceLROnPlateau(patience=0, factor=0.5, threshold=10, threshold_mode="abs"),
-        lambda opt: torch_schedulers.ReduceLROnPlateau(opt, patience=0, factor=0.5, threshold=10,
-                                                       threshold_mode="abs"), False),
-    "CyclicLR": (lambda: wrappers.CyclicLR(base_lr=0.01, max_lr=0.2, step_size_up=4),
-                 lambda opt: torch_schedulers.CyclicLR(opt, 0.01, 0.2, step_size_up=4), True),
-    "OneCycleLR": (lambda: wrappers.OneCycleLR(max_lr=0.3),
-                   lambda opt: torch_schedulers.OneCycleLR(opt, 0.3, epochs=EPOCHS, steps_per_epoch=STEPS), True),
-    "CosineAnnealingWarmRestarts": (lambda: wrappers.CosineAnnealingWarmRestarts(T_0=1, T_mult=2, eta_min=0.001),
-                                    lambda opt: torch_schedulers.CosineAnnealingWarmRestarts(opt, 1, 2, 0.001), True),
+        lambda opt: torch_schedulers.ReduceLROnPlateau(
+            opt, patience=0, factor=0.5, threshold=10, threshold_mode="abs"
+        ),
+        False,
+    ),
+    "CyclicLR": (
+        lambda: wrappers.CyclicLR(base_lr=0.01, max_lr=0.2, step_size_up=4),
+        lambda opt: torch_schedulers.CyclicLR(opt, 0.01, 0.2, step_size_up=4),
+        True,
+    ),
+    "OneCycleLR": (
+        lambda: wrappers.OneCycleLR(max_lr=0.3),
+        lambda opt: torch_schedulers.OneCycleLR(opt, 0.3, epochs=EPOCHS, steps_per_epoch=STEPS),
+        True,
+    ),
+    "CosineAnnealingWarmRestarts": (
+        lambda: wrappers.CosineAnnealingWarmRestarts(T_0=1, T_mult=2, eta_min=0.001),
+        lambda opt: torch_schedulers.CosineAnnealingWarmRestarts(opt, 1, 2, 0.001),
+        True,
+    ),
 }
 NAMES = list(CASES)
 
@@ -106,7 +137,11 @@ def _assert_plain(value, where="state"):
 def test_lr_scheduler_resume_matches_uninterrupted(run_dirs, name):
     make_callback = CASES[name][0]
     straight, resumed = run_dirs
-    options = {"epochs": EPOCHS, "callbacks": lambda: [make_callback()], "experiment_options": {"tensorboard": False}}
+    options = {
+        "epochs": EPOCHS,
+        "callbacks": lambda: [make_callback()],
+        "experiment_options": {"tensorboard": False},
+    }
     expected = train_run(straight, **options)
     for step in (5, 11):  # resumed from step 4 (in epoch 1), then from step 10 (in epoch 2)
         train_run(resumed, interrupt_at=step, checkpoint_every=2, **options)
@@ -124,8 +159,12 @@ def _saved_callbacks(directory):
 @pytest.mark.parametrize("name", NAMES)
 def test_lr_scheduler_logged_lr_matches_torch_scheduler(tmp_path, name):
     make_callback, make_torch, per_batch = CASES[name]
-    exp = train_run(tmp_path, epochs=EPOCHS, callbacks=lambda: [make_callback()],
-                    experiment_options={"tensorboard": False})
+    exp = train_run(
+        tmp_path,
+        epochs=EPOCHS,
+        callbacks=lambda: [make_callback()],
+        experiment_options={"tensorboard": False},
+    )
     expected = _reference_epoch_end_lrs(make_torch, per_batch)
     assert list(exp.logs["lr"]) == pytest.approx(expected, rel=1e-12)
 
@@ -136,9 +175,11 @@ def test_lr_scheduler_steps_per_batch_or_per_epoch(name):
     optimizer = _optimizer()
     callback = make_callback()
     lrs = _train_fake(callback, optimizer, _attached(callback, optimizer), EPOCHS)
-    epochs = [lrs[start:start + STEPS] for start in range(0, len(lrs), STEPS)]
+    epochs = [lrs[start : start + STEPS] for start in range(0, len(lrs), STEPS)]
     if per_batch:
-        assert all(a != b for a, b in zip(lrs, lrs[1:])), "a per-batch scheduler must move at every step"
+        assert all(a != b for a, b in itertools.pairwise(lrs)), (
+            "a per-batch scheduler must move at every step"
+        )
     else:
         assert all(len(set(epoch)) == 1 for epoch in epochs), "an epoch scheduler moved within an epoch"
         assert len({epoch[0] for epoch in epochs}) > 1, "the schedule never moved"
@@ -211,7 +252,9 @@ def test_lr_scheduler_reduce_on_plateau_missing_monitor_lists_keys():
     optimizer = _optimizer()
     callback = wrappers.ReduceLROnPlateau(monitor="val_acc")
     _attached(callback, optimizer)
-    with pytest.raises(MonitorError, match=r"received 'val_acc', which is not among the logged keys \['loss', 'lr'\]"):
+    with pytest.raises(
+        MonitorError, match=r"received 'val_acc', which is not among the logged keys \['loss', 'lr'\]"
+    ):
         callback.on_epoch_end(1, {"epoch": 1, "loss": 0.3, "lr": 0.1})
 
 
@@ -223,7 +266,10 @@ def test_lr_scheduler_given_an_optimizer_raises():
 
 
 def test_lr_scheduler_wrong_arguments_raise_at_construction():
-    with pytest.raises(ConfigurationError, match=r"StepLR: the arguments \(\), \{'step_sizes': 2\} do not fit torch's StepLR: .*Expected StepLR\(step_size: 'int', gamma"):
+    with pytest.raises(
+        ConfigurationError,
+        match=r"StepLR: the arguments \(\), \{'step_sizes': 2\} do not fit torch's StepLR: .*Expected StepLR\(step_size: 'int', gamma",
+    ):
         wrappers.StepLR(step_sizes=2)
     with pytest.raises(ConfigurationError, match=r"OneCycleLR: .*max_lr"):
         wrappers.OneCycleLR()
@@ -250,3 +296,8 @@ def test_lr_scheduler_one_cycle_without_known_length_raises():
     callback.set_trainer(SimpleNamespace(optimizer=_optimizer()))
     with pytest.raises(ConfigurationError, match="needs the number of training steps per epoch"):
         callback.on_train_begin({})
+
+
+def test_lr_scheduler_without_trainer_raises():
+    with pytest.raises(ExperimentError, match=r"StepLR has no trainer: pass it to Experiment.train"):
+        wrappers.StepLR(step_size=1).on_train_begin({})

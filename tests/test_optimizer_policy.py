@@ -19,7 +19,7 @@ from conftest import assert_same_training_state, train_run
 from experiment.callbacks.optimizer_policy import OptimizerPolicy
 from experiment.checkpointing import load_newest_state
 from experiment.directory import RunDirectory
-from experiment.errors import ConfigurationError, MissingExtraError
+from experiment.errors import ConfigurationError, ExperimentError, MissingExtraError
 from experiment.policies import Phase, cosinespace, linspace, one_cycle_phases
 
 
@@ -65,8 +65,9 @@ def test_optimizer_policy_sets_betas0_of_adam():
 
 
 def test_optimizer_policy_sets_every_parameter_group():
-    optimizer = torch.optim.SGD([{"params": _parameters()}, {"params": _parameters(), "lr": 5.0}],
-                                lr=1.0, momentum=0.1)
+    optimizer = torch.optim.SGD(
+        [{"params": _parameters()}, {"params": _parameters(), "lr": 5.0}], lr=1.0, momentum=0.1
+    )
     policy = _attached(OptimizerPolicy(PHASES), optimizer)
     policy.on_train_batch_begin(1, {})
     assert [(g["lr"], g["momentum"]) for g in optimizer.param_groups] == [(0.1, 0.9), (0.1, 0.9)]
@@ -74,7 +75,9 @@ def test_optimizer_policy_sets_every_parameter_group():
 
 def test_optimizer_policy_momentum_on_optimizer_without_it_raises():
     optimizer = torch.optim.Adagrad(_parameters(), lr=1.0)
-    with pytest.raises(ConfigurationError, match=r"parameter group 0 of Adagrad has neither 'momentum' nor 'betas'"):
+    with pytest.raises(
+        ConfigurationError, match=r"parameter group 0 of Adagrad has neither 'momentum' nor 'betas'"
+    ):
         _attached(OptimizerPolicy(PHASES), optimizer)
 
 
@@ -189,5 +192,12 @@ def test_optimizer_policy_resume_matches_uninterrupted(run_dirs):
     assert saved[0] == saved[1] == {"OptimizerPolicy": {"step": EPOCHS_STEPS}}
     # The logged lr is the one set for each epoch's last step.
     policy = _policy()[0]
-    assert list(actual.logs["lr"]) == pytest.approx([policy.value_at(s)["lr"] for s in (5, 11, 17)], rel=1e-12)
+    assert list(actual.logs["lr"]) == pytest.approx(
+        [policy.value_at(s)["lr"] for s in (5, 11, 17)], rel=1e-12
+    )
     assert actual.optimizer.param_groups[0]["momentum"] == policy.value_at(17)["momentum"]
+
+
+def test_optimizer_policy_without_trainer_raises():
+    with pytest.raises(ExperimentError, match=r"OptimizerPolicy has no trainer"):
+        OptimizerPolicy(PHASES).on_train_batch_begin(1, {})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import sys
 
@@ -34,7 +35,7 @@ def test_cosinespace_values_follow_half_a_cosine():
     expected = [0.2 + 0.8 * (1 + math.cos(math.pi * i / 8)) / 2 for i in range(9)]
     assert values == pytest.approx(expected, abs=1e-15)
     assert values[0] == 1.0 and values[-1] == 0.2
-    assert all(a > b for a, b in zip(values, values[1:]))
+    assert all(a > b for a, b in itertools.pairwise(values))
 
 
 @pytest.mark.parametrize("make", [linspace, cosinespace])
@@ -132,27 +133,32 @@ def test_sgdr_phases_lengths_grow_by_cycle_mult():
         assert values == list(cosinespace(0.5, 0.05, len(phase)))
 
 
-@pytest.mark.parametrize(("kwargs", "match"), [
-    ({"base_cycle_length": 0, "cycles": 2}, "base_cycle_length received 0"),
-    ({"base_cycle_length": 3, "cycles": 1.5}, "cycles received 1.5"),
-    ({"base_cycle_length": 3, "cycles": 2, "lr": 0.1}, r"lr received 0.1; expected a pair"),
-    ({"base_cycle_length": 3, "cycles": 2, "cycle_mult": 0}, "cycle_mult received 0"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"base_cycle_length": 0, "cycles": 2}, "base_cycle_length received 0"),
+        ({"base_cycle_length": 3, "cycles": 1.5}, "cycles received 1.5"),
+        ({"base_cycle_length": 3, "cycles": 2, "lr": 0.1}, r"lr received 0.1; expected a pair"),
+        ({"base_cycle_length": 3, "cycles": 2, "cycle_mult": 0}, "cycle_mult received 0"),
+    ],
+)
 def test_sgdr_phases_invalid_arguments_raise(kwargs, match):
     with pytest.raises(ConfigurationError, match=match):
         sgdr_phases(**kwargs)
 
 
 def test_one_cycle_phases_shape():
-    phases = one_cycle_phases(100, lr=(0.1, 1.0), momentum=(0.95, 0.85), finetune_lr=0.01, finetune_fraction=0.1)
+    phases = one_cycle_phases(
+        100, lr=(0.1, 1.0), momentum=(0.95, 0.85), finetune_lr=0.01, finetune_fraction=0.1
+    )
     assert [len(p) for p in phases] == [45, 45, 10]
     steps = [step for phase in phases for step in phase]
     lrs = [s["lr"] for s in steps]
     momenta = [s["momentum"] for s in steps]
     assert lrs[0] == 0.1 and max(lrs) == lrs[44] == 1.0 and lrs[89] == 0.1 and lrs[-1] == 0.01
     assert momenta[0] == 0.95 and min(momenta) == momenta[44] == 0.85 and momenta[-1] == 0.95
-    assert all(a <= b for a, b in zip(lrs[:45], lrs[1:45]))
-    assert all(a >= b for a, b in zip(lrs[45:], lrs[46:]))
+    assert all(a <= b for a, b in itertools.pairwise(lrs[:45]))
+    assert all(a >= b for a, b in itertools.pairwise(lrs[45:]))
 
 
 @pytest.mark.parametrize("fraction", [0.0, 0.1, 0.29, 0.5, 0.99])
@@ -163,14 +169,20 @@ def test_one_cycle_phases_lengths_add_up(fraction):
         assert all(len(p) > 0 for p in phases)
 
 
-@pytest.mark.parametrize(("kwargs", "match"), [
-    ({"steps": 0}, "steps received 0"),
-    ({"steps": 10, "finetune_fraction": 1.0}, r"finetune_fraction received 1.0; expected a number in \[0, 1\)"),
-    ({"steps": 10, "finetune_fraction": -0.1}, "finetune_fraction received -0.1"),
-    ({"steps": 10, "lr": (0.1,)}, "lr received"),
-    ({"steps": 10, "momentum": "high"}, "momentum received 'high'"),
-    ({"steps": 10, "finetune_lr": None}, "finetune_lr received None"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"steps": 0}, "steps received 0"),
+        (
+            {"steps": 10, "finetune_fraction": 1.0},
+            r"finetune_fraction received 1.0; expected a number in \[0, 1\)",
+        ),
+        ({"steps": 10, "finetune_fraction": -0.1}, "finetune_fraction received -0.1"),
+        ({"steps": 10, "lr": (0.1,)}, "lr received"),
+        ({"steps": 10, "momentum": "high"}, "momentum received 'high'"),
+        ({"steps": 10, "finetune_lr": None}, "finetune_lr received None"),
+    ],
+)
 def test_one_cycle_phases_invalid_arguments_raise(kwargs, match):
     with pytest.raises(ConfigurationError, match=match):
         one_cycle_phases(**kwargs)

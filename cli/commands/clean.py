@@ -12,9 +12,14 @@ from experiment.cleaning import KEEP_CHOICES, clean_run
 
 @click.command()
 @click.argument("directory", type=click.Path(path_type=Path))
-@click.option("--keep", type=click.Choice(KEEP_CHOICES), default="both", show_default=True,
-              help="both: what resuming needs and the best weights; last: what resuming needs; "
-              "best: the best weights only, for a finished run (it can no longer be resumed).")
+@click.option(
+    "--keep",
+    type=click.Choice(KEEP_CHOICES),
+    default="both",
+    show_default=True,
+    help="both: what resuming needs and the best weights; last: what resuming needs; "
+    "best: the best weights only, for a finished run (it can no longer be resumed).",
+)
 @click.option("--dry-run", is_flag=True, help="List what would be removed; remove nothing.")
 def clean(directory: Path, keep: str, dry_run: bool) -> None:
     """Remove the files of a run that --keep does not need, and report the bytes freed.
@@ -27,5 +32,7 @@ def clean(directory: Path, keep: str, dry_run: bool) -> None:
     verb = "Would remove" if dry_run else "Removed"
     for path in report.removed:
         click.echo(f"{verb} {path}")
-    click.echo(f"{'Would free' if dry_run else 'Freed'} {format_bytes(report.bytes_freed)} "
-               f"({report.bytes_freed} bytes) in {len(report.removed)} file(s).")
+    click.echo(
+        f"{'Would free' if dry_run else 'Freed'} {format_bytes(report.bytes_freed)} "
+        f"({report.bytes_freed} bytes) in {len(report.removed)} file(s)."
+    )

@@ -17,9 +17,15 @@ COLUMNS = ("run", "status", "epochs", "best", "updated")
 
 @click.command()
 @click.argument("root", default=".", type=click.Path(path_type=Path, exists=True, file_okay=False))
-@click.option("--sort", "sort_by", type=click.Choice(COLUMNS), default="run", show_default=True,
-              help="Order of the lines: best groups the runs by monitored metric, best first (by "
-              "its mode); updated puts the most recent first, epochs the most advanced first.")
+@click.option(
+    "--sort",
+    "sort_by",
+    type=click.Choice(COLUMNS),
+    default="run",
+    show_default=True,
+    help="Order of the lines: best groups the runs by monitored metric, best first (by "
+    "its mode); updated puts the most recent first, epochs the most advanced first.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of run summaries instead.")
 def ls(root: Path, sort_by: str, as_json: bool) -> None:
     """List the run directories below ROOT (default: the current directory).
@@ -39,8 +45,9 @@ def ls(root: Path, sort_by: str, as_json: bool) -> None:
     if not found:
         click.echo(f"No run directory below {root}.", err=True)
         return
-    rows: list[list[Any]] = [[_name(s.path, root), s.status, _epochs(s), _best(s), format_age(s.updated)]
-                             for s in runs]
+    rows: list[list[Any]] = [
+        [_name(s.path, root), s.status, _epochs(s), _best(s), format_age(s.updated)] for s in runs
+    ]
     rows += [[_name(path, root), "unreadable", "-", error, "-"] for path, error in broken]
     click.echo(table([c.upper() for c in COLUMNS], rows))
 
@@ -64,11 +71,17 @@ def _best(summary: RunSummary) -> str:
 
 def _sort_key(column: str) -> Any:
     if column == "best":
+
         def best(s: RunSummary) -> tuple[bool, str, float]:
             if s.best_value is None or math.isnan(s.best_value):
                 return (True, "", 0.0)
             return (False, s.monitor or "", -s.best_value if s.monitor_mode == "max" else s.best_value)
+
         return best
-    keys = {"run": lambda s: str(s.path), "status": lambda s: (s.status, str(s.path)),
-            "epochs": lambda s: (-s.epochs_done, str(s.path)), "updated": lambda s: -s.updated}
+    keys = {
+        "run": lambda s: str(s.path),
+        "status": lambda s: (s.status, str(s.path)),
+        "epochs": lambda s: (-s.epochs_done, str(s.path)),
+        "updated": lambda s: -s.updated,
+    }
     return keys[column]

@@ -9,11 +9,21 @@ import click
 
 @click.command()
 @click.argument("directories", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False),
-              default=Path("learning_curves.png"), show_default=True,
-              help="The image to write; its suffix picks the format (png, pdf, svg).")
-@click.option("--metric", "metrics", multiple=True, metavar="NAME",
-              help="A metric to show (repeat for several; default: all). 'loss' shows loss and val_loss.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=Path("learning_curves.png"),
+    show_default=True,
+    help="The image to write; its suffix picks the format (png, pdf, svg).",
+)
+@click.option(
+    "--metric",
+    "metrics",
+    multiple=True,
+    metavar="NAME",
+    help="A metric to show (repeat for several; default: all). 'loss' shows loss and val_loss.",
+)
 def plot(directories: tuple[Path, ...], output: Path, metrics: tuple[str, ...]) -> None:
     """Plot the learning curves of one or several runs.
 

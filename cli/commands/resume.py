@@ -13,8 +13,12 @@ from experiment.resume import plan_resume
 @click.command()
 @click.argument("directory", type=click.Path(path_type=Path))
 @click.option("--dry-run", is_flag=True, help="Print the command and exit without running it.")
-@click.option("--epochs", type=click.IntRange(min=1), metavar="N",
-              help="New total number of epochs (needed to extend a finished run).")
+@click.option(
+    "--epochs",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="New total number of epochs (needed to extend a finished run).",
+)
 def resume(directory: Path, dry_run: bool, epochs: int | None) -> None:
     """Resume the run in DIRECTORY by running again the command that started it.
 

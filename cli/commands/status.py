@@ -53,7 +53,9 @@ def _steps(summary: RunSummary, position: RunPosition | None) -> str:
     planned = per_epoch * summary.epochs_planned if per_epoch and summary.epochs_planned else None
     if position is not None:
         done = position.global_step
-        within = f" (epoch {position.epochs_completed + 1}: {position.steps_in_epoch} / {format_value(per_epoch)})"
+        within = (
+            f" (epoch {position.epochs_completed + 1}: {position.steps_in_epoch} / {format_value(per_epoch)})"
+        )
         return f"{done} / {format_value(planned)}" + (within if position.steps_in_epoch else "")
     done_estimate = summary.epochs_done * per_epoch if per_epoch else None
     return f"{format_value(done_estimate)} / {format_value(planned)}"

@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import inspect
 from collections import Counter, OrderedDict
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch.optim import lr_scheduler
@@ -21,6 +21,9 @@ from torch.optim import lr_scheduler
 from experiment.callbacks.base import Callback
 from experiment.errors import ConfigurationError, ExperimentError
 from experiment.monitoring import monitored_value
+
+if TYPE_CHECKING:
+    from experiment.loop import TrainingLoop
 
 
 class LRSchedulerCallback(Callback):
@@ -52,15 +55,23 @@ class LRSchedulerCallback(Callback):
         return self.args, dict(self.kwargs)
 
     def on_train_begin(self, logs: dict[str, Any]) -> None:
-        optimizer = self.trainer.optimizer
+        optimizer = self._trainer().optimizer
         restored_settings = [_settings(group) for group in optimizer.param_groups]
         args, kwargs = self._arguments()
         self.scheduler = self.scheduler_class(optimizer, *args, **kwargs)
         if self._loaded_state is not None:
             self.scheduler.load_state_dict(_for_torch(self._loaded_state, self.scheduler))
-            for group, settings in zip(optimizer.param_groups, restored_settings):
+            for group, settings in zip(optimizer.param_groups, restored_settings, strict=True):
                 group.update(settings)
             self._loaded_state = None
+
+    def _trainer(self) -> TrainingLoop:
+        if self.trainer is None:
+            raise ExperimentError(
+                f"{type(self).__name__} has no trainer: pass it to Experiment.train(callbacks=[...]), "
+                "which attaches it before calling its hooks."
+            )
+        return self.trainer
 
     def _built(self) -> Any:
         if self.scheduler is None:
@@ -193,7 +204,7 @@ class CosineAnnealingWarmRestarts(_BatchScheduler):
     scheduler_class = lr_scheduler.CosineAnnealingWarmRestarts
 
     def on_train_batch_end(self, batch_number: int, logs: dict[str, Any]) -> None:
-        trainer = self.trainer
+        trainer = self._trainer()
         steps_per_epoch = _training_param(self, "steps_per_epoch")
         self._built().step(trainer.epochs_completed + trainer.steps_in_epoch / steps_per_epoch)
 
@@ -216,8 +227,9 @@ def _check_arguments(scheduler_class: type[Any], args: tuple[Any, ...], kwargs: 
         _bound(scheduler_class, args, kwargs)
     except TypeError as error:
         full = inspect.signature(scheduler_class)
-        signature = full.replace(parameters=list(full.parameters.values())[1:],
-                                 return_annotation=inspect.Signature.empty)
+        signature = full.replace(
+            parameters=list(full.parameters.values())[1:], return_annotation=inspect.Signature.empty
+        )
         raise ConfigurationError(
             f"{name}: the arguments {args!r}, {kwargs!r} do not fit torch's {name}: {error}. "
             f"Expected {name}{signature}."

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from experiment.callbacks.base import Callback
-from experiment.errors import ConfigurationError
+from experiment.errors import ConfigurationError, ExperimentError
 from experiment.policies import Phase, plot_values
 
 
@@ -67,12 +67,13 @@ class OptimizerPolicy(Callback):
     # -------------------------------------------------------------------------------------- hooks
     def on_train_begin(self, logs: dict[str, Any]) -> None:
         if any("momentum" in phase.params for phase in self.phases):
-            for index, group in enumerate(self.trainer.optimizer.param_groups):
-                _momentum_key(group, index, self.trainer.optimizer)
+            optimizer = self._optimizer()
+            for index, group in enumerate(optimizer.param_groups):
+                _momentum_key(group, index, optimizer)
 
     def on_train_batch_begin(self, batch_number: int, logs: dict[str, Any]) -> None:
         values = self.value_at(self.current_step)
-        optimizer = self.trainer.optimizer
+        optimizer = self._optimizer()
         for index, group in enumerate(optimizer.param_groups):
             if "lr" in values:
                 _assign(group, "lr", values["lr"])
@@ -81,6 +82,14 @@ class OptimizerPolicy(Callback):
 
     def on_train_batch_end(self, batch_number: int, logs: dict[str, Any]) -> None:
         self.current_step += 1
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        if self.trainer is None:
+            raise ExperimentError(
+                "OptimizerPolicy has no trainer: pass it to Experiment.train(callbacks=[...]), which "
+                "attaches it before calling its hooks."
+            )
+        return self.trainer.optimizer
 
     # -------------------------------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:

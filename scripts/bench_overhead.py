@@ -1,0 +1,205 @@
+"""Overhead of Experiment.train against a plain PyTorch loop: the per-step time ratio.
+
+Both train the same MLP (64-128-10 with dropout, SGD with momentum) on scikit-learn's digits
+(1,797 x 64) in batches of 32 from a shuffling DataLoader, on CPU with a fixed number of threads:
+
+- plain: zero_grad, forward, loss, backward, step; the epoch's loss summed with ``loss.item()`` (and
+  the correct predictions counted, for the accuracy variant); ``torch.save`` of the model and
+  optimizer state dicts at each epoch end.
+- Experiment: ``Experiment.train`` in a fresh run directory with the same network, optimizer and loss
+  (no metrics, or ``batch_metrics=["accuracy"]``), with its defaults otherwise: a durable checkpoint
+  commit (fsync) at each epoch end, log.tsv and TensorBoard scalars.
+
+A repetition times the whole call (all epochs, start-up and saves included) and divides by the
+number of steps. The variants alternate within each repetition, in an order that flips every
+repetition, so that slow drifts of the machine hit all of them alike; the medians are compared.
+
+Usage::
+
+    python scripts/bench_overhead.py [--epochs 5] [--repeats 15] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import platform
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from sklearn.datasets import load_digits
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from experiment import Callback, Experiment
+
+BATCH_SIZE = 32
+
+
+def digits() -> TensorDataset:
+    data = load_digits()
+    return TensorDataset(
+        torch.tensor(data.data, dtype=torch.float32) / 16.0, torch.tensor(data.target, dtype=torch.long)
+    )
+
+
+def build(seed: int = 0) -> tuple[nn.Module, torch.optim.Optimizer]:
+    torch.manual_seed(seed)
+    network = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Dropout(0.2), nn.Linear(128, 10))
+    return network, torch.optim.SGD(network.parameters(), lr=0.1, momentum=0.9)
+
+
+class Timing:
+    """Wall time spent in the training steps (epoch start to the end of its last batch), and steps."""
+
+    def __init__(self) -> None:
+        self.step_seconds = 0.0
+        self.steps = 0
+
+
+def plain_loop(dataset: TensorDataset, epochs: int, workdir: Path, timing: Timing, *, accuracy: bool) -> None:
+    """A typical hand-written loop."""
+    network, optimizer = build()
+    loss_function = nn.CrossEntropyLoss()
+    loader = DataLoader(dataset, batch_size=BATCH_SIZE, shuffle=True)
+    for epoch in range(epochs):
+        started = time.perf_counter()
+        network.train()
+        running_loss, correct, seen = 0.0, 0, 0
+        for x, y in loader:
+            optimizer.zero_grad(set_to_none=True)
+            y_pred = network(x)
+            loss = loss_function(y_pred, y)
+            loss.backward()
+            optimizer.step()
+            running_loss += loss.item() * len(y)
+            if accuracy:
+                correct += int((y_pred.argmax(dim=1) == y).sum())
+            seen += len(y)
+            timing.steps += 1
+        timing.step_seconds += time.perf_counter() - started
+        torch.save(
+            {
+                "epoch": epoch,
+                "model": network.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "loss": running_loss / seen,
+                "acc": 100.0 * correct / seen,
+            },
+            workdir / "plain.pt",
+        )
+
+
+class EpochClock(Callback):
+    """Times each epoch's training steps from on_epoch_begin to on_epoch_end (no per-step hook)."""
+
+    def __init__(self, timing: Timing) -> None:
+        super().__init__()
+        self.timing = timing
+        self.started = 0.0
+
+    def on_epoch_begin(self, epoch_number: int, logs: dict[str, Any]) -> None:
+        self.started = time.perf_counter()
+
+    def on_epoch_end(self, epoch_number: int, logs: dict[str, Any]) -> None:
+        self.timing.step_seconds += time.perf_counter() - self.started
+        self.timing.steps = self.trainer.global_step if self.trainer is not None else 0
+
+
+def experiment_train(
+    dataset: TensorDataset, epochs: int, workdir: Path, timing: Timing, *, accuracy: bool
+) -> None:
+    """Experiment.train in a fresh run directory, with its defaults (progress display included)."""
+    network, optimizer = build()
+    run_dir = workdir / "run"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    exp = Experiment(
+        run_dir,
+        network,
+        optimizer=optimizer,
+        loss_function="cross_entropy",
+        batch_metrics=["accuracy"] if accuracy else [],
+    )
+    loader = DataLoader(dataset, batch_size=BATCH_SIZE, shuffle=True)
+    exp.train(loader, epochs=epochs, callbacks=[EpochClock(timing)])
+
+
+VARIANTS = {"loss only": False, "with accuracy": True}
+SIDES = {"plain": plain_loop, "experiment": experiment_train}
+MEASURES = ("steps", "total", "cpu")
+
+
+def measure(epochs: int, repeats: int, workdir: Path) -> dict[tuple[str, str, str], list[float]]:
+    """Per-step seconds of every (variant, side, measure), ``repeats`` times, alternating the runs.
+
+    Measures: ``steps`` (wall time of the training steps alone), ``total`` (wall time of the whole
+    call: start-up, steps, epoch-end saves or commits), ``cpu`` (CPU time of the whole call).
+    """
+    dataset = digits()
+    runs = [(variant, side) for variant in VARIANTS for side in SIDES]
+    times: dict[tuple[str, str, str], list[float]] = {(v, s, m): [] for v, s in runs for m in MEASURES}
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):  # the epoch summaries
+        for variant, side in runs:  # warm-up: lazy imports, allocator, page cache
+            SIDES[side](dataset, 1, workdir, Timing(), accuracy=VARIANTS[variant])
+        for repeat in range(repeats):
+            for variant, side in runs if repeat % 2 == 0 else runs[::-1]:
+                timing = Timing()
+                wall, cpu = time.perf_counter(), time.process_time()
+                SIDES[side](dataset, epochs, workdir, timing, accuracy=VARIANTS[variant])
+                wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+                for name, seconds in zip(MEASURES, (timing.step_seconds, wall, cpu), strict=True):
+                    times[variant, side, name].append(seconds / timing.steps)
+    return times
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=5, help="epochs per repetition (default 5)")
+    parser.add_argument("--repeats", type=int, default=15, help="repetitions per variant (default 15)")
+    parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default 1)")
+    parser.add_argument(
+        "--workdir", type=Path, default=None, help="where to write (default: a temporary folder)"
+    )
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench-overhead-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    load_before = os.getloadavg()[0]
+    times = measure(args.epochs, args.repeats, workdir)
+    steps = -(-1797 // BATCH_SIZE) * args.epochs
+    print(
+        f"torch {torch.__version__}, {platform.machine()}, {os.cpu_count()} CPUs (load average "
+        f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after), {args.threads} torch thread(s); "
+        f"{args.epochs} epochs = {steps} steps of batch {BATCH_SIZE} per repetition, "
+        f"{args.repeats} repetitions; medians of the time per step"
+    )
+    labels = {"steps": "training steps (wall)", "total": "whole run (wall)", "cpu": "whole run (CPU)"}
+    for variant in VARIANTS:
+        print(f"{variant}:")
+        for name in MEASURES:
+            plain = statistics.median(times[variant, "plain", name])
+            exp = statistics.median(times[variant, "experiment", name])
+            print(
+                f"  {labels[name]:22s} plain {plain * 1e6:7.1f} us  Experiment {exp * 1e6:7.1f} us  "
+                f"ratio {exp / plain:.3f}"
+            )
+        per_epoch = {}
+        for side in SIDES:
+            pairs = zip(times[variant, side, "total"], times[variant, side, "steps"], strict=True)
+            per_epoch[side] = statistics.median((t - s) * steps / args.epochs for t, s in pairs)
+        print(
+            f"  outside the steps, per epoch (start-up, saves, commits): plain {per_epoch['plain'] * 1e3:.1f} ms, "
+            f"Experiment {per_epoch['experiment'] * 1e3:.1f} ms"
+        )
+    if args.workdir is None:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

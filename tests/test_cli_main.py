@@ -1,0 +1,33 @@
+"""The `exp` group: help on every command, version, exit codes of bad usage."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from cli.main import cli
+from experiment import __version__
+
+COMMANDS = ["resume", "run", "status", "ls", "logs", "plot", "diff", "clean"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_cli_every_command_has_help(command):
+    result = CliRunner().invoke(cli, [command, "--help"])
+
+    assert result.exit_code == 0
+    assert result.output.startswith(f"Usage: cli {command} ")
+    assert len(result.output.splitlines()) > 4
+
+
+def test_cli_group_lists_every_command_and_its_version():
+    listing = CliRunner().invoke(cli, ["--help"])
+    version = CliRunner().invoke(cli, ["--version"])
+
+    assert all(f"  {command} " in listing.output for command in COMMANDS)
+    assert version.output == f"exp, version {__version__}\n"
+
+
+def test_cli_unknown_command_or_option_is_bad_usage():
+    assert CliRunner().invoke(cli, ["frobnicate"]).exit_code == 2
+    assert CliRunner().invoke(cli, ["status", "--colour"]).exit_code == 2
