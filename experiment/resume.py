@@ -16,7 +16,6 @@ runs its command; read it first (``exp resume --dry-run``).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import os
@@ -24,7 +23,6 @@ import shlex
 import signal
 import subprocess
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -65,8 +63,9 @@ class ResumePlan:
         SIGTERM received meanwhile is passed on to the run (it commits a checkpoint and exits);
         Ctrl-C reaches the run directly from the terminal, so it is not passed on a second time.
         """
-        process = subprocess.Popen(self.argv, cwd=self.cwd, env={**os.environ, **self.environment})
-        with _passing_signals_to(process):
+        with _SignalForwarder() as forwarder:
+            process = subprocess.Popen(self.argv, cwd=self.cwd, env={**os.environ, **self.environment})
+            forwarder.attach(process)
             code = process.wait()
         return 128 - code if code < 0 else code
 
@@ -140,20 +139,34 @@ def _target_epochs(status: str, done: int, planned: int | None, epochs: int | No
     return epochs if epochs is not None else planned
 
 
-@contextlib.contextmanager
-def _passing_signals_to(process: subprocess.Popen[Any]) -> Iterator[None]:
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {
-        # A Python-level handler, not SIG_IGN: ignoring would be inherited by later children.
-        signal.SIGINT: signal.signal(signal.SIGINT, lambda signum, frame: None),
-        signal.SIGTERM: signal.signal(signal.SIGTERM, lambda signum, frame: process.send_signal(signum)),
-    }
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
+class _SignalForwarder:
+    """Passes SIGTERM on to the child process (even one received before the child started)."""
+
+    def __init__(self) -> None:
+        self._process: subprocess.Popen[Any] | None = None
+        self._pending: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _SignalForwarder:
+        if threading.current_thread() is threading.main_thread():
+            # A Python-level handler for SIGINT, not SIG_IGN: an ignored SIGINT would be inherited.
+            self._previous[signal.SIGINT] = signal.signal(signal.SIGINT, lambda signum, frame: None)
+            self._previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._forward)
+        return self
+
+    def attach(self, process: subprocess.Popen[Any]) -> None:
+        self._process = process
+        if self._pending is not None:
+            process.send_signal(self._pending)
+
+    def _forward(self, signum: int, frame: Any) -> None:
+        if self._process is None:
+            self._pending = signum
+        else:
+            self._process.send_signal(signum)
+
+    def __exit__(self, *exc_info: Any) -> None:
+        for signum, handler in self._previous.items():
             signal.signal(signum, handler)
 
 

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from cli_support import exp_command, start_and_kill, subprocess_env, write_training_module
+from cli_support import exp_command, start_and_kill, subprocess_env, write_fake_run, write_training_module
 from state_checks import assert_same_run
 
 pytestmark = pytest.mark.slow
@@ -83,3 +83,39 @@ def test_cli_end_to_end_entry_point_killed_then_resumed_matches_uninterrupted(wo
 
     assert resumed.returncode == 0, resumed.stderr
     assert_same_run(workdir / "reference", workdir / "entry-run")
+
+
+#: A stand-in for a training process: reports that it started, commits on SIGTERM, exits with 143.
+SIGTERM_CHILD = """
+import signal, sys
+def stop(signum, frame):
+    open("terminated", "w").write("checkpoint committed")
+    sys.exit(143)
+signal.signal(signal.SIGTERM, stop)
+print("READY", flush=True)
+signal.pause()
+"""
+
+
+def test_cli_end_to_end_resume_passes_sigterm_on_and_returns_the_exit_code(tmp_path: Path) -> None:
+    run_dir = write_fake_run(
+        tmp_path / "run",
+        status="interrupted",
+        command={"argv": [sys.executable, "-c", SIGTERM_CHILD], "cwd": str(tmp_path)},
+    )
+    process = subprocess.Popen(
+        exp_command("resume", str(run_dir)),
+        cwd=tmp_path,
+        env=subprocess_env(),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    for line in process.stdout:
+        if line.strip() == "READY":
+            break
+
+    process.send_signal(signal.SIGTERM)  # to exp only, as a scheduler's kill would
+
+    assert process.wait() == 143
+    assert (tmp_path / "terminated").read_text() == "checkpoint committed"

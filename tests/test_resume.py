@@ -132,6 +132,7 @@ class AugmentedDataset(Dataset):
 DATA: dict[str, Callable[[], Any]] = {
     "dataset": lambda: TensorDataset(*make_data()),
     "numpy_tuple": lambda: tuple(part.numpy() for part in make_data()),
+    "loader": lambda: DataLoader(TensorDataset(*make_data()), batch_size=16, shuffle=True),
     "loader_with_generator": lambda: DataLoader(
         TensorDataset(*make_data()), batch_size=16, shuffle=True, generator=torch.Generator().manual_seed(7)
     ),
@@ -173,9 +174,10 @@ def test_resume_with_augmentation_differs_from_another_seed(tmp_path):
 @pytest.mark.parametrize(
     ("kind", "steps_per_epoch", "checkpoint_every"),
     [
-        ("dataset", 4, 3),  # shorter than a pass: each epoch starts a new pass
-        ("dataset", 10, 3),  # runs over into a second pass
-        ("dataset", 13, 3),  # and into a third
+        ("loader", 4, 3),  # shorter than a pass: each epoch starts a new pass
+        ("loader", 10, 3),  # runs over into a second pass, whose order the dropout draws before it shape
+        ("loader", 13, 3),  # and into a third
+        ("dataset", 10, 3),  # the order drawn from the run's own generator
         ("dataset", 12, 6),  # step checkpoints exactly at pass ends
         ("loader_with_generator", 12, 6),  # whose sampler draws from the loader's generator at a pass end
         ("loader_with_generator", 10, 3),
@@ -186,7 +188,7 @@ def test_resume_with_steps_per_epoch_matches_uninterrupted(run_dirs, kind, steps
     options = {"steps_per_epoch": steps_per_epoch, "checkpoint_every": checkpoint_every}
     expected = train_on(straight, DATA[kind], **options)
     total = 3 * steps_per_epoch
-    for step in (2, total // 2, total // 2 + 1, total - 1):
+    for step in (2, steps_per_epoch + 9, 2 * steps_per_epoch + 1, total - 1):
         train_on(resumed, DATA[kind], interrupt_at=step, **options)
     actual = train_on(resumed, DATA[kind], **options)
     assert actual.loop.global_step == total

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from time import time as real_time
 from types import SimpleNamespace
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 import torch
 from conftest import Interrupt, assert_same_training_state, train_run
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.summary.writer import event_file_writer
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
@@ -23,9 +25,16 @@ from experiment.callbacks.tensorboard_logger import (
 
 
 @pytest.fixture
-def writers():
-    """Make SummaryWriters on demand and close them all at the end of the test."""
+def writers(monkeypatch):
+    """Make SummaryWriters on demand and close them all at the end of the test.
+
+    TensorBoard reads the event files of a directory in the order of their names, which start with
+    the creation time in seconds; the clock of the file writer jumps ahead at each writer so that
+    writers made within one second (as restarts of a script never are) still sort in order.
+    """
     made: list[SummaryWriter] = []
+    clock = SimpleNamespace(time=lambda: real_time() + 1000 * len(made))
+    monkeypatch.setattr(event_file_writer, "time", clock)
 
     def make(log_dir: Path) -> SummaryWriter:
         made.append(SummaryWriter(str(log_dir)))
