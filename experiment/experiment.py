@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -20,7 +21,7 @@ from experiment.checkpointing import Checkpointer, load_newest_state
 from experiment.components import resolve_device, resolve_loss, resolve_optimizer
 from experiment.data import BatchSource, make_loader
 from experiment.directory import RunDirectory
-from experiment.errors import CheckpointError, ConfigurationError, MonitorError
+from experiment.errors import CheckpointError, ConfigurationError, MonitorError, StorageError
 from experiment.loop import InterruptFlag, TrainingInterrupted, TrainingLoop
 from experiment.metrics import resolve_batch_metrics, resolve_epoch_metrics
 from experiment.monitoring import BestTracker, check_mode, missing_monitor_message
@@ -195,7 +196,8 @@ class Experiment:
             self._write_status("interrupted", settings, True, "second SIGINT: stopped at once")
             raise
         except BaseException as error:
-            self._write_status("failed", settings, True, f"{type(error).__name__}: {error}")
+            with contextlib.suppress(StorageError):  # a full disk must not hide the original error
+                self._write_status("failed", settings, True, f"{type(error).__name__}: {error}")
             raise
         finally:
             recorder.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -156,7 +157,10 @@ def read_position(directory: str | os.PathLike[str]) -> RunPosition | None:
     Raises:
         CheckpointError: checkpoints exist and none of them loads.
     """
-    found = load_newest_state(RunDirectory(directory))
+    with warnings.catch_warnings():
+        # A checkpoint pruned by a live run between listing and loading is skipped: no news.
+        warnings.simplefilter("ignore")
+        found = load_newest_state(RunDirectory(directory))
     if found is None:
         return None
     tree, path = found

@@ -168,6 +168,8 @@ class EpochAccumulator:
     def __init__(self, batch_metrics: list[tuple[str, MetricFn]], epoch_metrics: list[tuple[str, Any]]):
         self.batch_metrics = batch_metrics
         self.epoch_metrics = epoch_metrics
+        self._weight_size = 0
+        self._weight = torch.tensor(0.0)
         self.reset()
 
     def reset(self) -> None:
@@ -178,14 +180,25 @@ class EpochAccumulator:
 
     def update(self, loss: torch.Tensor, y_pred: torch.Tensor, y_true: torch.Tensor, size: int) -> torch.Tensor:
         """Add one batch; return its values (loss first, then batch metrics) as one device tensor."""
-        with torch.no_grad():
-            values = [loss.detach()] + [fn(y_pred, y_true).detach() for _, fn in self.batch_metrics]
-            batch = torch.stack(values) if len(values) > 1 else values[0].reshape(1)
-            weighted = batch * size
-            self.sums = weighted if self.sums is None else self.sums + weighted
-            self.samples += size
-            for _, metric in self.epoch_metrics:
-                metric.update(y_pred.detach(), y_true)
+        # This runs at every step: a few tensor operations and no allocation it can avoid (a
+        # Python int factor costs more than a cached 0-dim tensor, which gives the same products).
+        loss = loss.detach()
+        if self.batch_metrics or self.epoch_metrics:
+            with torch.no_grad():
+                values = [loss] + [fn(y_pred, y_true).detach() for _, fn in self.batch_metrics]
+                batch = torch.stack(values) if len(values) > 1 else loss.reshape(1)
+                for _, metric in self.epoch_metrics:
+                    metric.update(y_pred.detach(), y_true)
+        else:
+            batch = loss.reshape(1)
+        if size != self._weight_size:
+            self._weight_size, self._weight = size, torch.tensor(float(size))
+        weighted = batch.mul(self._weight)
+        if self.sums is None:
+            self.sums = weighted
+        else:
+            self.sums.add_(weighted)  # sums is never shared: state_dict and load_state_dict copy
+        self.samples += size
         return batch
 
     def batch_names(self, prefix: str = "") -> list[str]:
@@ -210,13 +223,13 @@ class EpochAccumulator:
     def state_dict(self) -> dict[str, Any]:
         return {
             "samples": self.samples,
-            "sums": None if self.sums is None else self.sums.cpu(),
+            "sums": None if self.sums is None else self.sums.to("cpu", copy=True),
             "epoch_metrics": {name: _metric_state(metric) for name, metric in self.epoch_metrics},
         }
 
     def load_state_dict(self, state: dict[str, Any], device: torch.device) -> None:
         self.samples = state["samples"]
-        self.sums = None if state["sums"] is None else state["sums"].to(device)
+        self.sums = None if state["sums"] is None else state["sums"].to(device, copy=True)
         for name, metric in self.epoch_metrics:
             _load_metric_state(metric, state["epoch_metrics"].get(name), device)
 

@@ -9,10 +9,14 @@ committed history: log.tsv is rewritten if it differs, and TensorBoard is reopen
 from __future__ import annotations
 
 import numbers
+import re
+import time
+from pathlib import Path
 from typing import Any
 
 from experiment import tsv
 from experiment.directory import RunDirectory
+from experiment.storage import fsync_dir
 
 
 class EpochRecorder:
@@ -34,6 +38,8 @@ class EpochRecorder:
         from torch.utils.tensorboard import SummaryWriter
 
         purge_step = len(history) + 1 if self.directory.tensorboard_dir.exists() else None
+        if purge_step is not None:
+            order_event_files(self.directory.tensorboard_dir)
         self._writer = SummaryWriter(str(self.directory.tensorboard_dir), purge_step=purge_step)
 
     def record(self, logs: dict[str, Any]) -> None:
@@ -84,3 +90,28 @@ def flat_hparams(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[name] = repr(value)
     return flat
+
+
+def order_event_files(tensorboard_dir: Path) -> None:
+    """Rename the event files dated this second or later, so that a writer opened now sorts last.
+
+    Readers take a run's event files in the order of their names, which begin with the second their
+    writer was opened. A file from the same second (another pid, a uid with more digits) or from a
+    clock that ran ahead would sort after the new file, and its stale events would be read after the
+    new file's purge. Renamed files keep their order; each rename is atomic.
+    """
+    now = int(time.time())
+    prefix = f"events.out.tfevents.{now - 1:010d}.~"
+    names = sorted(path.name for path in tensorboard_dir.iterdir() if "tfevents" in path.name)
+    late = [name for name in names if _opened_second(name) >= now]
+    rank = sum(name.startswith(prefix) for name in names)
+    for name in late:
+        (tensorboard_dir / name).rename(tensorboard_dir / f"{prefix}{rank:06d}.{name}")
+        rank += 1
+    if late:
+        fsync_dir(tensorboard_dir)
+
+
+def _opened_second(name: str) -> int:
+    match = re.match(r"events\.out\.tfevents\.(\d+)\.", name)
+    return int(match.group(1)) if match else 0

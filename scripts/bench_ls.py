@@ -2,8 +2,9 @@
 
 Most directories are written directly (experiment.json, a log.tsv of 20 to 2,000 epochs with the
 columns a classifier logs, and a best-weights file named after the best epoch), as the library
-lays them out; a few are real runs trained here. Prints the time of the listing itself, the time of
-the whole command, and the time of a bare `import experiment` that the command pays first.
+lays them out; a few are real runs trained here. Prints the time of the listing itself (and, for comparison, of
+reading every log whole with pandas), the time of the whole command, and the time of a bare
+`import experiment` that the command pays first.
 
 Usage: python scripts/bench_ls.py [--runs 200] [--repeats 5] [--keep DIR]
 """
@@ -20,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import pandas as pd
 import torch
 from click.testing import CliRunner
 from torch import nn
@@ -144,6 +146,11 @@ def main() -> None:
         timed(
             lambda: runner.invoke(cli, ["ls", str(root), "--json"], catch_exceptions=False), options.repeats
         ),
+    )
+    logs = sorted(root.rglob("log.tsv"))
+    report(
+        "for comparison: pandas reads every whole log.tsv",
+        timed(lambda: [pd.read_csv(path, sep="\t") for path in logs], options.repeats),
     )
     report(
         "python -m cli ls ROOT (a new process)",

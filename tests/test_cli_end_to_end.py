@@ -117,5 +117,6 @@ def test_cli_end_to_end_resume_passes_sigterm_on_and_returns_the_exit_code(tmp_p
 
     process.send_signal(signal.SIGTERM)  # to exp only, as a scheduler's kill would
 
-    assert process.wait() == 143
+    process.communicate()
+    assert process.returncode == 143
     assert (tmp_path / "terminated").read_text() == "checkpoint committed"

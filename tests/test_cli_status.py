@@ -83,6 +83,20 @@ def test_cli_status_reports_a_killed_run_as_interrupted(tmp_path):
     )
 
 
+def test_cli_status_reports_an_unreadable_checkpoint_and_the_rest(tmp_path):
+    train_run(tmp_path / "run", epochs=1)
+    for path in RunDirectory(tmp_path / "run").state_paths():
+        path.write_bytes(b"garbage")
+
+    result = _invoke("status", str(tmp_path / "run"))
+
+    assert result.exit_code == 0, result.output
+    assert _field(result.output, "checkpoint").startswith(
+        f"No checkpoint of {tmp_path / 'run'} can be loaded"
+    )
+    assert _field(result.output, "epochs") == "1 / 1"  # from log.tsv
+
+
 def test_cli_status_refuses_a_directory_that_is_not_a_run(tmp_path):
     result = _invoke("status", str(tmp_path))
 

@@ -49,11 +49,13 @@ def run_ids(client, experiment_name: str) -> list[str]:
 
 def make_loggers(tracking_uri: str, name: str, made: list[MLFlowLogger], **options: Any):
     """A callbacks factory: a fresh logger per attempt, its config logged before train (as a script would)."""
+
     def factory() -> list[Any]:
         logger = MLFlowLogger(experiment_name=name, tracking_uri=tracking_uri, **options)
         logger.log_config_params(CONFIG)
         made.append(logger)
         return [logger]
+
     return factory
 
 
@@ -66,7 +68,7 @@ def test_mlflow_logger_logs_params_epoch_metrics_and_test_metrics(tmp_path, trac
     assert run.info.status == "FINISHED"
     logs = exp.logs
     for key in ("loss", "acc", "f1", "val_loss", "val_acc", "lr"):
-        assert history(client, logger.run_id, key) == list(zip([1, 2, 3], logs[key])), key
+        assert history(client, logger.run_id, key) == list(zip([1, 2, 3], logs[key], strict=True)), key
     assert history(client, logger.run_id, "batch_loss") == []
     logger.log_metric("custom", 2.5, step=7)
     test_logs = exp.test(make_data(40, seed=3), callbacks=[logger], progress=False)
@@ -77,12 +79,21 @@ def test_mlflow_logger_logs_params_epoch_metrics_and_test_metrics(tmp_path, trac
 
 def test_mlflow_logger_resume_mid_epoch_continues_the_same_run_once_per_step(tmp_path, tracking_uri, client):
     straight: list[MLFlowLogger] = []
-    train_run(tmp_path / "straight", epochs=3, checkpoint_every=4,
-              callbacks=make_loggers(tracking_uri, "straight", straight, batch_granularity=True))
+    train_run(
+        tmp_path / "straight",
+        epochs=3,
+        checkpoint_every=4,
+        callbacks=make_loggers(tracking_uri, "straight", straight, batch_granularity=True),
+    )
     resumed: list[MLFlowLogger] = []
     for step in (9, 15, None):  # commits at steps 8 and 12, both in the middle of an epoch
-        train_run(tmp_path / "resumed", epochs=3, checkpoint_every=4, interrupt_at=step,
-                  callbacks=make_loggers(tracking_uri, "resumed", resumed, batch_granularity=True))
+        train_run(
+            tmp_path / "resumed",
+            epochs=3,
+            checkpoint_every=4,
+            interrupt_at=step,
+            callbacks=make_loggers(tracking_uri, "resumed", resumed, batch_granularity=True),
+        )
     assert len({logger.run_id for logger in resumed}) == 1
     assert run_ids(client, "resumed") == [resumed[0].run_id]
     expected_id, actual_id = straight[0].run_id, resumed[0].run_id

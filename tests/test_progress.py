@@ -77,8 +77,12 @@ def test_progress_terminal_draws_bars_then_a_summary_per_epoch(tmp_path):
 def test_progress_terminal_resumed_mid_epoch_starts_at_the_saved_step(tmp_path):
     train_run(tmp_path / "run", epochs=2, interrupt_at=9, checkpoint_every=4, progress=False)
     stream = FakeTerminal()
-    train_run(tmp_path / "run", epochs=2, checkpoint_every=4,
-              progress={"stream": stream, "refresh_interval": 0, "coloring": False})
+    train_run(
+        tmp_path / "run",
+        epochs=2,
+        checkpoint_every=4,
+        progress={"stream": stream, "refresh_interval": 0, "coloring": False},
+    )
     shown = frames(stream.getvalue())
     assert shown[0].startswith("Epoch: 2/2 Step: 2/6")  # step 8 was committed: epoch 2, step 2
     assert "\x1b" not in stream.getvalue()
@@ -86,8 +90,16 @@ def test_progress_terminal_resumed_mid_epoch_starts_at_the_saved_step(tmp_path):
 
 def test_progress_show_every_n_steps_limits_redraws(tmp_path):
     stream = FakeTerminal()
-    train_run(tmp_path / "run", epochs=1, progress={
-        "stream": stream, "refresh_interval": 0, "show_every_n_train_steps": 4, "show_on_valid": False})
+    train_run(
+        tmp_path / "run",
+        epochs=1,
+        progress={
+            "stream": stream,
+            "refresh_interval": 0,
+            "show_every_n_train_steps": 4,
+            "show_on_valid": False,
+        },
+    )
     steps = [m.group(1) for f in frames(stream.getvalue()) if (m := re.search(r"Step: (\d)/6", f))]
     assert steps == ["0", "4"]
     assert "Valid" not in stream.getvalue()
@@ -95,8 +107,11 @@ def test_progress_show_every_n_steps_limits_redraws(tmp_path):
 
 def test_progress_show_none_keeps_only_the_summary(tmp_path):
     stream = FakeTerminal()
-    train_run(tmp_path / "run", epochs=1, progress={
-        "stream": stream, "show_every_n_train_steps": "none", "show_every_n_valid_steps": "none"})
+    train_run(
+        tmp_path / "run",
+        epochs=1,
+        progress={"stream": stream, "show_every_n_train_steps": "none", "show_every_n_valid_steps": "none"},
+    )
     assert [f.split(" Steps:")[0] for f in frames(stream.getvalue())] == ["Epoch: 1/1"]
 
 
@@ -106,8 +121,9 @@ def eta_after_a_slowdown(monkeypatch, *, equal_weights: bool) -> int:
     monkeypatch.setattr(tqdm.std, "time", lambda: clock.now)
     monkeypatch.setattr(progress_module, "time", SimpleNamespace(perf_counter=lambda: clock.now))
     stream = FakeTerminal()
-    callback = ProgressionCallback(stream=stream, refresh_interval=0, equal_weights=equal_weights,
-                                   coloring=False)
+    callback = ProgressionCallback(
+        stream=stream, refresh_interval=0, equal_weights=equal_weights, coloring=False
+    )
     trainer = SimpleNamespace(steps_in_epoch=0, epochs_completed=0, train_metrics=EpochAccumulator([], []))
     callback.set_trainer(trainer)  # type: ignore[arg-type]
     callback.set_params({"epochs": 1, "steps_per_epoch": 20})
@@ -131,14 +147,17 @@ def test_progress_coloring_accepts_names_and_escape_sequences():
     assert set(ProgressionCallback(coloring=False).colors.values()) == {""}
 
 
-@pytest.mark.parametrize(("options", "message"), [
-    ({"coloring": {"bar_color": "red"}}, "unknown field"),
-    ({"coloring": {"text_color": "rainbow"}}, "expected an ANSI escape sequence"),
-    ({"coloring": "red"}, "expected a bool or a dict"),
-    ({"show_every_n_train_steps": 0}, "show_every_n_train_steps: received 0"),
-    ({"show_every_n_test_steps": "some"}, "show_every_n_test_steps: received 'some'"),
-    ({"refresh_interval": -1}, "refresh_interval: received -1"),
-])
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"coloring": {"bar_color": "red"}}, "unknown field"),
+        ({"coloring": {"text_color": "rainbow"}}, "expected an ANSI escape sequence"),
+        ({"coloring": "red"}, "expected a bool or a dict"),
+        ({"show_every_n_train_steps": 0}, "show_every_n_train_steps: received 0"),
+        ({"show_every_n_test_steps": "some"}, "show_every_n_test_steps: received 'some'"),
+        ({"refresh_interval": -1}, "refresh_interval: received -1"),
+    ],
+)
 def test_progress_rejects_invalid_options(options, message):
     with pytest.raises(ConfigurationError, match=message):
         ProgressionCallback(**options)

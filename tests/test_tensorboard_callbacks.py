@@ -49,8 +49,10 @@ def read_scalars(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
     """Every scalar tag of ``log_dir`` as (step, value) pairs, restart markers applied."""
     accumulator = EventAccumulator(str(log_dir), size_guidance={"scalars": 0})
     accumulator.Reload()
-    return {tag: [(event.step, event.value) for event in accumulator.Scalars(tag)]
-            for tag in accumulator.Tags()["scalars"]}
+    return {
+        tag: [(event.step, event.value) for event in accumulator.Scalars(tag)]
+        for tag in accumulator.Tags()["scalars"]
+    }
 
 
 class CrashAtEpochEnd(Callback):
@@ -71,8 +73,12 @@ def fake_trainer(network: nn.Module) -> SimpleNamespace:
 
 def test_tensorboard_logger_writes_numeric_epoch_logs(tmp_path, writers):
     logger = TensorBoardLogger(writers(tmp_path / "tb"))
-    logger.on_epoch_end(1, {"epoch": 1, "time": 0.5, "loss": 0.75, "val_loss": 0.5, "flag": True, "name": "x"})
-    logger.on_epoch_end(2, {"epoch": 2, "time": 0.25, "loss": 0.5, "val_loss": 0.25, "flag": False, "name": "y"})
+    logger.on_epoch_end(
+        1, {"epoch": 1, "time": 0.5, "loss": 0.75, "val_loss": 0.5, "flag": True, "name": "x"}
+    )
+    logger.on_epoch_end(
+        2, {"epoch": 2, "time": 0.25, "loss": 0.5, "val_loss": 0.25, "flag": False, "name": "y"}
+    )
     scalars = read_scalars(tmp_path / "tb")
     assert set(scalars) == {"time", "loss", "val_loss"}
     assert scalars["loss"] == [(1, 0.75), (2, 0.5)]
@@ -91,7 +97,7 @@ def test_tensorboard_logger_matches_the_run_log(tmp_path, writers):
     logs = exp.logs
     for key in ("loss", "acc", "f1", "val_loss", "val_acc", "val_f1", "lr"):
         assert [step for step, _ in scalars[key]] == [1, 2, 3]
-        for (_, value), expected in zip(scalars[key], logs[key]):
+        for (_, value), expected in zip(scalars[key], logs[key], strict=True):
             assert value == pytest.approx(expected, rel=1e-6)
 
 
@@ -100,8 +106,11 @@ def test_tensorboard_logger_resume_drops_scalars_of_an_uncommitted_epoch(tmp_pat
     train_run(straight / "run", epochs=3, callbacks=lambda: [TensorBoardLogger(writers(straight / "tb"))])
     resumed = tmp_path / "resumed"
     for crash in ([CrashAtEpochEnd(2)], []):  # epoch 2 is written, then the process dies before its commit
-        train_run(resumed / "run", epochs=3,
-                  callbacks=lambda c=crash: [TensorBoardLogger(writers(resumed / "tb")), *c])
+        train_run(
+            resumed / "run",
+            epochs=3,
+            callbacks=lambda c=crash: [TensorBoardLogger(writers(resumed / "tb")), *c],
+        )
     expected, actual = read_scalars(straight / "tb"), read_scalars(resumed / "tb")
     assert set(actual) == set(expected)
     for tag in expected:
@@ -112,8 +121,14 @@ def test_tensorboard_logger_resume_drops_scalars_of_an_uncommitted_epoch(tmp_pat
 
 def test_tensorboard_logger_without_purge_keeps_the_stale_epoch(tmp_path, writers):
     for crash in ([CrashAtEpochEnd(2)], []):
-        train_run(tmp_path / "run", epochs=3, callbacks=lambda c=crash: [
-            TensorBoardLogger(writers(tmp_path / "tb"), purge_on_resume=False), *c])
+        train_run(
+            tmp_path / "run",
+            epochs=3,
+            callbacks=lambda c=crash: [
+                TensorBoardLogger(writers(tmp_path / "tb"), purge_on_resume=False),
+                *c,
+            ],
+        )
     assert [step for step, _ in read_scalars(tmp_path / "tb")["loss"]] == [1, 2, 2, 3]
 
 
@@ -132,9 +147,13 @@ def test_gradient_tracker_writes_statistics_of_the_epoch(tmp_path, writers):
     scalars = read_scalars(tmp_path / "tb")
     assert set(scalars) == {f"gradients/weight/{name}" for name in GRADIENT_STATISTICS}
     norms = torch.stack([g.norm() for g in grads])
-    expected = {"norm_mean": norms.mean(), "norm_std": norms.std(unbiased=False),
-                "abs_mean": torch.stack([g.abs().mean() for g in grads]).mean(),
-                "min": torch.stack(grads).min(), "max": torch.stack(grads).max()}
+    expected = {
+        "norm_mean": norms.mean(),
+        "norm_std": norms.std(unbiased=False),
+        "abs_mean": torch.stack([g.abs().mean() for g in grads]).mean(),
+        "min": torch.stack(grads).min(),
+        "max": torch.stack(grads).max(),
+    }
     for name, value in expected.items():
         assert scalars[f"gradients/weight/{name}"] == [(1, pytest.approx(float(value), rel=1e-5))]
 
@@ -197,11 +216,20 @@ def test_gradient_tracker_refuses_saved_statistics_of_other_parameters(tmp_path,
 
 def test_gradient_tracker_resume_mid_epoch_matches_uninterrupted(tmp_path, writers):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    expected_run = train_run(straight / "run", epochs=3, checkpoint_every=4,
-                             callbacks=lambda: [TensorBoardGradientTracker(writers(straight / "tb"))])
+    expected_run = train_run(
+        straight / "run",
+        epochs=3,
+        checkpoint_every=4,
+        callbacks=lambda: [TensorBoardGradientTracker(writers(straight / "tb"))],
+    )
     for step in (9, 15, None):  # committed at steps 8 and 12: both mid-epoch (6 steps per epoch)
-        actual_run = train_run(resumed / "run", epochs=3, checkpoint_every=4, interrupt_at=step,
-                               callbacks=lambda: [TensorBoardGradientTracker(writers(resumed / "tb"))])
+        actual_run = train_run(
+            resumed / "run",
+            epochs=3,
+            checkpoint_every=4,
+            interrupt_at=step,
+            callbacks=lambda: [TensorBoardGradientTracker(writers(resumed / "tb"))],
+        )
     assert_same_training_state(expected_run, actual_run)
     expected, actual = read_scalars(straight / "tb"), read_scalars(resumed / "tb")
     assert len(expected) == 2 * len(GRADIENT_STATISTICS)  # two weight matrices, biases skipped

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import click
 
-from cli.formatting import format_age, format_bytes, format_time, format_value, key_values
+from cli.formatting import format_age, format_bytes, format_time, format_value, key_values, one_line
 from experiment.directory import RunDirectory
+from experiment.errors import CheckpointError
 from experiment.inspect import RunPosition, RunSummary, read_position, summarize
 from experiment.recording import flat_hparams
 
@@ -20,13 +21,17 @@ def status(directory: Path) -> None:
 
     Status is one of: running (with its pid and host), finished, stopped (early, by a callback),
     interrupted (by a signal, or killed) and failed (with the error). The position is read from the
-    newest checkpoint; everything else from experiment.json, log.tsv and the files' names.
+    newest checkpoint that loads (an unreadable one is reported, not fatal); everything else from
+    experiment.json, log.tsv and the files' names.
     """
     summary = summarize(directory)
-    position = read_position(directory)
+    try:
+        position, unreadable = read_position(directory), None
+    except CheckpointError as error:
+        position, unreadable = None, one_line(str(error))
     lines = [("run", str(summary.path)), ("status", _status(summary))]
     lines += [("epochs", _epochs(summary, position)), ("steps", _steps(summary, position))]
-    lines += [("best", _best(summary, position)), ("checkpoint", _checkpoint(summary))]
+    lines += [("best", _best(summary, position)), ("checkpoint", unreadable or _checkpoint(summary))]
     lines += [("updated", f"{format_time(summary.updated)} ({format_age(summary.updated)})")]
     lines += [("size", format_bytes(RunDirectory(directory).size_on_disk()))]
     if summary.command:

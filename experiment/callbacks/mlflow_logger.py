@@ -35,7 +35,7 @@ def _client_class() -> Any:
         from mlflow.tracking import MlflowClient
     except ImportError as error:
         raise MissingExtraError(
-            'MLFlowLogger needs mlflow, which is not installed. Install the extra: '
+            "MLFlowLogger needs mlflow, which is not installed. Install the extra: "
             'pip install "experiment[mlflow]".'
         ) from error
     return MlflowClient
@@ -67,8 +67,13 @@ class MLFlowLogger(Callback):
         >>> mlflow_logger.run_id  # the same after any number of resumes
     """
 
-    def __init__(self, *, experiment_name: str | None = None, tracking_uri: str | None = None,
-                 batch_granularity: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        experiment_name: str | None = None,
+        tracking_uri: str | None = None,
+        batch_granularity: bool = False,
+    ) -> None:
         super().__init__()
         self._client_class = _client_class()
         self.experiment_name = experiment_name
@@ -191,7 +196,7 @@ class MLFlowLogger(Callback):
 
         metrics = [Metric(key, value, stamp, step) for key, value, step, stamp in records]
         for start in range(0, len(metrics), MAX_METRICS_PER_CALL):
-            self._client.log_batch(self.run_id, metrics=metrics[start:start + MAX_METRICS_PER_CALL])
+            self._client.log_batch(self.run_id, metrics=metrics[start : start + MAX_METRICS_PER_CALL])
 
     # ---------------------------------------------------------------------------- the state
     def state_dict(self) -> dict[str, Any]:
@@ -204,8 +209,11 @@ class MLFlowLogger(Callback):
 
 
 def _numeric(logs: dict[str, Any], skip: tuple[str, ...]) -> list[tuple[str, float]]:
-    return [(key, float(value)) for key, value in logs.items()
-            if key not in skip and isinstance(value, numbers.Real) and not isinstance(value, bool)]
+    return [
+        (key, float(value))
+        for key, value in logs.items()
+        if key not in skip and isinstance(value, numbers.Real) and not isinstance(value, bool)
+    ]
 
 
 def _flatten(config: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:

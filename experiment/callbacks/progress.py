@@ -21,13 +21,28 @@ from tqdm import tqdm
 from experiment.callbacks.base import Callback
 from experiment.errors import ConfigurationError
 
-_CODES = {"black": 30, "red": 31, "green": 32, "yellow": 33, "blue": 34, "magenta": 35, "cyan": 36,
-          "white": 37}
-ANSI_COLORS = {**{name: f"\x1b[{code}m" for name, code in _CODES.items()},
-               **{f"bright_{name}": f"\x1b[{code + 60}m" for name, code in _CODES.items()}}
+_CODES = {
+    "black": 30,
+    "red": 31,
+    "green": 32,
+    "yellow": 33,
+    "blue": 34,
+    "magenta": 35,
+    "cyan": 36,
+    "white": 37,
+}
+ANSI_COLORS = {
+    **{name: f"\x1b[{code}m" for name, code in _CODES.items()},
+    **{f"bright_{name}": f"\x1b[{code + 60}m" for name, code in _CODES.items()},
+}
 RESET = "\x1b[0m"
-DEFAULT_COLORS = {"text_color": "cyan", "ratio_color": "yellow", "metric_value_color": "green",
-                  "time_color": "magenta", "progress_bar_color": "green"}
+DEFAULT_COLORS = {
+    "text_color": "cyan",
+    "ratio_color": "yellow",
+    "metric_value_color": "green",
+    "time_color": "magenta",
+    "progress_bar_color": "green",
+}
 
 
 class _Bar(tqdm):
@@ -88,13 +103,19 @@ class ProgressionCallback(Callback):
         self.progress_bar = progress_bar
         self.smoothing = 0.0 if equal_weights else 0.3  # tqdm's EMA factor; 0 is the plain average
         self.show_on_valid = show_on_valid
-        self.every = {"train": _every(show_every_n_train_steps, "show_every_n_train_steps"),
-                      "val": _every(show_every_n_valid_steps, "show_every_n_valid_steps"),
-                      "test": _every(show_every_n_test_steps, "show_every_n_test_steps")}
-        if isinstance(refresh_interval, bool) or not isinstance(refresh_interval, (int, float)) \
-                or not refresh_interval >= 0:
-            raise ConfigurationError(f"refresh_interval: received {refresh_interval!r}; expected "
-                                     "a number of seconds >= 0.")
+        self.every = {
+            "train": _every(show_every_n_train_steps, "show_every_n_train_steps"),
+            "val": _every(show_every_n_valid_steps, "show_every_n_valid_steps"),
+            "test": _every(show_every_n_test_steps, "show_every_n_test_steps"),
+        }
+        if (
+            isinstance(refresh_interval, bool)
+            or not isinstance(refresh_interval, (int, float))
+            or not refresh_interval >= 0
+        ):
+            raise ConfigurationError(
+                f"refresh_interval: received {refresh_interval!r}; expected a number of seconds >= 0."
+            )
         self.stream = stream
         self.refresh_interval = float(refresh_interval)
         self._out: TextIO = sys.stdout
@@ -109,8 +130,12 @@ class ProgressionCallback(Callback):
         self._start_output()
         trainer = self.trainer
         if trainer is not None and trainer.steps_in_epoch > 0:  # resumed in the middle of an epoch
-            self._open("train", self.params.get("steps_per_epoch"), trainer.steps_in_epoch,
-                       self._epoch_text(trainer.epochs_completed + 1))
+            self._open(
+                "train",
+                self.params.get("steps_per_epoch"),
+                trainer.steps_in_epoch,
+                self._epoch_text(trainer.epochs_completed + 1),
+            )
 
     def on_epoch_begin(self, epoch_number: int, logs: dict[str, Any]) -> None:
         self._open("train", self.params.get("steps_per_epoch"), 0, self._epoch_text(epoch_number))
@@ -135,8 +160,9 @@ class ProgressionCallback(Callback):
     def on_epoch_end(self, epoch_number: int, logs: dict[str, Any]) -> None:
         self._close()
         steps = self.trainer.steps_in_epoch if self.trainer is not None else None
-        head = self._epoch_text(epoch_number) + (f"{self._c('text')}Steps: {self._c('ratio')}{steps} "
-                                                 if steps else "")
+        head = self._epoch_text(epoch_number) + (
+            f"{self._c('text')}Steps: {self._c('ratio')}{steps} " if steps else ""
+        )
         self._write_summary(head, logs)
 
     def on_train_end(self, logs: dict[str, Any]) -> None:
@@ -178,11 +204,21 @@ class ProgressionCallback(Callback):
             counter = f"{text}Step: {ratio}{{n_fmt}} {time_c}{{elapsed}}"
         else:
             bar = f" {bar_c}{{bar}}{reset}" if self.progress_bar else ""
-            counter = (f"{text}Step: {ratio}{{n_fmt}}/{{total_fmt}} {{percentage:5.1f}}%{bar} "
-                       f"{text}ETA: {time_c}{{remaining}}")
-        self._bar = _Bar(total=total, initial=initial, file=self._out, leave=False,
-                         bar_format=f"{head}{counter} {{metrics}}{reset}", mininterval=0, miniters=0,
-                         smoothing=self.smoothing, dynamic_ncols=True)
+            counter = (
+                f"{text}Step: {ratio}{{n_fmt}}/{{total_fmt}} {{percentage:5.1f}}%{bar} "
+                f"{text}ETA: {time_c}{{remaining}}"
+            )
+        self._bar = _Bar(
+            total=total,
+            initial=initial,
+            file=self._out,
+            leave=False,
+            bar_format=f"{head}{counter} {{metrics}}{reset}",
+            mininterval=0,
+            miniters=0,
+            smoothing=self.smoothing,
+            dynamic_ncols=True,
+        )
         self._next_refresh = time.perf_counter() + self.refresh_interval
 
     def _refresh(self, batch_number: int, now: float) -> None:
@@ -202,7 +238,7 @@ class ProgressionCallback(Callback):
             return {}
         prefix = "" if self._phase == "train" else f"{self._phase}_"
         values = (accumulator.sums / accumulator.samples).tolist()
-        return dict(zip(accumulator.batch_names(prefix), values))
+        return dict(zip(accumulator.batch_names(prefix), values, strict=True))
 
     def _close(self) -> None:
         if self._bar is not None:
@@ -234,15 +270,17 @@ def with_progress(callbacks: Sequence[Any], progress: bool | dict[str, Any]) -> 
     elif isinstance(progress, bool):
         options = {}
     else:
-        raise ConfigurationError(f"progress: received {progress!r}; expected True, False or a dict of "
-                                 "ProgressionCallback options.")
+        raise ConfigurationError(
+            f"progress: received {progress!r}; expected True, False or a dict of ProgressionCallback options."
+        )
     if progress is False or any(isinstance(cb, ProgressionCallback) for cb in callbacks):
         return callbacks
     try:
         return [*callbacks, ProgressionCallback(**options)]
     except TypeError as error:
-        raise ConfigurationError(f"progress: received {progress!r}, which ProgressionCallback does not "
-                                 f"accept ({error}).") from None
+        raise ConfigurationError(
+            f"progress: received {progress!r}, which ProgressionCallback does not accept ({error})."
+        ) from None
 
 
 def _format_number(value: Any) -> str:
@@ -271,8 +309,9 @@ def _palette(coloring: Any) -> dict[str, str]:
         raise ConfigurationError(f"coloring: received {coloring!r}; expected a bool or a dict of colours.")
     unknown = sorted(set(coloring) - set(DEFAULT_COLORS))
     if unknown:
-        raise ConfigurationError(f"coloring: received unknown field(s) {unknown}; expected some of "
-                                 f"{sorted(DEFAULT_COLORS)}.")
+        raise ConfigurationError(
+            f"coloring: received unknown field(s) {unknown}; expected some of {sorted(DEFAULT_COLORS)}."
+        )
     palette = {}
     for field in DEFAULT_COLORS:
         color = coloring.get(field, DEFAULT_COLORS[field])
@@ -281,6 +320,8 @@ def _palette(coloring: Any) -> dict[str, str]:
         elif isinstance(color, str) and color.lower() in ANSI_COLORS:
             palette[field] = ANSI_COLORS[color.lower()]
         else:
-            raise ConfigurationError(f"coloring[{field!r}]: received {color!r}; expected an ANSI escape "
-                                     f"sequence or one of {sorted(ANSI_COLORS)}.")
+            raise ConfigurationError(
+                f"coloring[{field!r}]: received {color!r}; expected an ANSI escape "
+                f"sequence or one of {sorted(ANSI_COLORS)}."
+            )
     return palette

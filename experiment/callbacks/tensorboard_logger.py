@@ -123,8 +123,11 @@ class TensorBoardGradientTracker(Callback):
         self.stats: dict[str, torch.Tensor] | None = None
 
     def on_train_begin(self, logs: dict[str, Any]) -> None:
-        named = [(n, p) for n, p in self.trainer.network.named_parameters()  # type: ignore[union-attr]
-                 if p.requires_grad and (self.keep_bias or "bias" not in n.rsplit(".", 1)[-1])]
+        named = [
+            (n, p)
+            for n, p in self.trainer.network.named_parameters()  # type: ignore[union-attr]
+            if p.requires_grad and (self.keep_bias or "bias" not in n.rsplit(".", 1)[-1])
+        ]
         names = [n for n, _ in named]
         if self.stats is not None and names != self.names:
             raise ConfigurationError(
@@ -136,8 +139,9 @@ class TensorBoardGradientTracker(Callback):
         if self._parameters:
             device = self._parameters[0].device
             # built once: a tensor made from host numbers at every step would wait for the device
-            self._sizes = torch.tensor([p.numel() for p in self._parameters], dtype=torch.float32,
-                                       device=device)
+            self._sizes = torch.tensor(
+                [p.numel() for p in self._parameters], dtype=torch.float32, device=device
+            )
             if self.stats is not None:
                 self.stats = {key: value.to(device) for key, value in self.stats.items()}
         if self.purge_on_resume and _is_resumed(self.trainer):
@@ -157,12 +161,18 @@ class TensorBoardGradientTracker(Callback):
             maxs = torch.stack([g.max() for g in grads]).float()
             self._accumulate(norms, abs_sums / self._sizes, mins, maxs)
 
-    def _accumulate(self, norms: torch.Tensor, abs_means: torch.Tensor, mins: torch.Tensor,
-                    maxs: torch.Tensor) -> None:
+    def _accumulate(
+        self, norms: torch.Tensor, abs_means: torch.Tensor, mins: torch.Tensor, maxs: torch.Tensor
+    ) -> None:
         self.count += 1
         if self.stats is None:
-            self.stats = {"norm_mean": norms, "norm_m2": torch.zeros_like(norms), "abs_sum": abs_means,
-                          "min": mins, "max": maxs}
+            self.stats = {
+                "norm_mean": norms,
+                "norm_m2": torch.zeros_like(norms),
+                "abs_sum": abs_means,
+                "min": mins,
+                "max": maxs,
+            }
             return
         stats = self.stats
         delta = norms - stats["norm_mean"]  # Welford's update: stable without float64
@@ -176,10 +186,17 @@ class TensorBoardGradientTracker(Callback):
         if self.stats is None:
             return
         stats = self.stats
-        table = torch.stack([stats["norm_mean"], (stats["norm_m2"] / self.count).sqrt(),
-                             stats["abs_sum"] / self.count, stats["min"], stats["max"]]).tolist()
-        for statistic, values in zip(GRADIENT_STATISTICS, table):
-            for name, value in zip(self.names, values):
+        table = torch.stack(
+            [
+                stats["norm_mean"],
+                (stats["norm_m2"] / self.count).sqrt(),
+                stats["abs_sum"] / self.count,
+                stats["min"],
+                stats["max"],
+            ]
+        ).tolist()
+        for statistic, values in zip(GRADIENT_STATISTICS, table, strict=True):
+            for name, value in zip(self.names, values, strict=True):
                 self.writer.add_scalar(f"gradients/{name}/{statistic}", value, epoch_number)
         self.writer.flush()
         self.count, self.stats = 0, None
