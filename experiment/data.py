@@ -150,8 +150,14 @@ class BatchSource:
             object.__setattr__(loader, attribute, original)
             self._sampler = None
 
-    def epoch(self, skip: int = 0, on_start: Callable[[], None] | None = None, *,
-              pass_skip: int | None = None, on_pass: Callable[[int], None] | None = None) -> Iterator[Any]:
+    def epoch(
+        self,
+        skip: int = 0,
+        on_start: Callable[[], None] | None = None,
+        *,
+        pass_skip: int | None = None,
+        on_pass: Callable[[int], None] | None = None,
+    ) -> Iterator[Any]:
         """Yield the remaining batches of one epoch.
 
         Args:

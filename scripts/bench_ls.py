@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -111,7 +112,7 @@ def command_time(argv: list[str], repeats: int) -> list[float]:
 
 
 def report(name: str, times: list[float]) -> None:
-    print(f"{name:<46} median {statistics.median(times) * 1000:8.1f} ms   min {min(times) * 1000:8.1f} ms")
+    print(f"{name:<50} median {statistics.median(times) * 1000:8.1f} ms   min {min(times) * 1000:8.1f} ms")
 
 
 def main() -> None:
@@ -121,44 +122,46 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, help="build the directories here and keep them")
     options = parser.parse_args()
     root = options.keep or Path(tempfile.mkdtemp(prefix="bench_ls_"))
+    try:
+        measure(root, options.runs, options.repeats)
+    finally:
+        if options.keep is None:
+            shutil.rmtree(root)
+
+
+def measure(root: Path, runs: int, repeats: int) -> None:
     rng = random.Random(0)
     real = 3
-    epochs = [
-        fake_run(root / f"sweep-{i // 20:02d}" / f"run-{i:03d}", rng) for i in range(options.runs - real)
-    ]
+    epochs = [fake_run(root / f"sweep-{i // 20:02d}" / f"run-{i:03d}", rng) for i in range(runs - real)]
     for i in range(real):
         real_run(root / "real" / f"run-{i}", seed=i)
     log_bytes = sum(p.stat().st_size for p in root.rglob("log.tsv"))
-    print(
-        f"{options.runs} runs under {root}: {sum(epochs)} epochs logged, log.tsv files {log_bytes / 1e6:.1f} MB"
-    )
+    print(f"{runs} runs under {root}: {sum(epochs)} epochs logged, log.tsv files {log_bytes / 1e6:.1f} MB")
 
     summaries = summarize_all(root)
-    assert len(summaries) == options.runs, len(summaries)
+    assert len(summaries) == runs, len(summaries)
     runner = CliRunner()
-    report("summarize_all (in-process)", timed(lambda: summarize_all(root), options.repeats))
+    report("summarize_all (in-process)", timed(lambda: summarize_all(root), repeats))
     report(
         "exp ls, rendered (in-process, CliRunner)",
-        timed(lambda: runner.invoke(cli, ["ls", str(root)], catch_exceptions=False), options.repeats),
+        timed(lambda: runner.invoke(cli, ["ls", str(root)], catch_exceptions=False), repeats),
     )
     report(
         "exp ls --json (in-process, CliRunner)",
-        timed(
-            lambda: runner.invoke(cli, ["ls", str(root), "--json"], catch_exceptions=False), options.repeats
-        ),
+        timed(lambda: runner.invoke(cli, ["ls", str(root), "--json"], catch_exceptions=False), repeats),
     )
     logs = sorted(root.rglob("log.tsv"))
     report(
         "for comparison: pandas reads every whole log.tsv",
-        timed(lambda: [pd.read_csv(path, sep="\t") for path in logs], options.repeats),
+        timed(lambda: [pd.read_csv(path, sep="\t") for path in logs], repeats),
     )
     report(
         "python -m cli ls ROOT (a new process)",
-        command_time([sys.executable, "-m", "cli", "ls", str(root)], options.repeats),
+        command_time([sys.executable, "-m", "cli", "ls", str(root)], repeats),
     )
     report(
         "python -c 'import experiment' (start-up alone)",
-        command_time([sys.executable, "-c", "import experiment"], options.repeats),
+        command_time([sys.executable, "-c", "import experiment"], repeats),
     )
 
 

@@ -8,11 +8,26 @@ random state. Only wall-clock times and the count of commits may differ.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pytest
 import torch
+
+
+@pytest.fixture(autouse=True)
+def single_thread() -> Iterator[None]:
+    """Run torch on one thread: the tiny models gain nothing from more, and lose much on a busy machine.
+
+    Import it into a test module to make it apply there (``from state_checks import single_thread``).
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 
 #: Keys whose values legitimately differ between an interrupted and an uninterrupted run.
 VOLATILE_KEYS = frozenset({"time", "epoch_time", "serial"})
@@ -40,7 +55,7 @@ def assert_same_tree(a: Any, b: Any, where: str = "state") -> None:
             assert_same_tree(a[key], b[key], f"{where}[{key!r}]")
     elif isinstance(a, (list, tuple)):
         assert isinstance(b, (list, tuple)) and len(a) == len(b), f"{where}: {a!r} != {b!r}"
-        for index, (item_a, item_b) in enumerate(zip(a, b)):
+        for index, (item_a, item_b) in enumerate(zip(a, b, strict=True)):
             assert_same_tree(item_a, item_b, f"{where}[{index}]")
     elif isinstance(a, torch.Tensor):
         assert isinstance(b, torch.Tensor) and a.dtype == b.dtype, f"{where}: {a!r} != {b!r}"

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 import torch
+from state_checks import single_thread  # noqa: F401 (autouse fixture)
 from torch.utils.data import BatchSampler, DataLoader, Dataset, IterableDataset, SequentialSampler
 
 from experiment.data import BatchSource, SkippingSampler
@@ -62,7 +63,9 @@ def test_data_skip_across_passes_yields_the_tail():
     pass_starts: list[tuple[int, torch.Tensor]] = []
     with source.installed():
         loader.generator.manual_seed(0)
-        full = as_lists(list(source.epoch(on_pass=lambda done: pass_starts.append((done, loader.generator.get_state())))))
+        full = as_lists(
+            list(source.epoch(on_pass=lambda done: pass_starts.append((done, loader.generator.get_state()))))
+        )
         assert [done for done, _ in pass_starts] == [0, 8, 16]
         loader.generator.set_state(pass_starts[1][1])
         dataset.loaded.clear()

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import torch
 from conftest import make_data, make_experiment, make_network, train_run
-from state_checks import newest_state, snapshot_files
+from state_checks import newest_state, single_thread, snapshot_files  # noqa: F401 (autouse fixture)
 from torch import nn
 from torch.utils.data import DataLoader, IterableDataset, TensorDataset
 
@@ -54,8 +54,12 @@ def test_errors_network_mismatch_lists_keys_and_changes_nothing(finished_run):
     torch.manual_seed(0)
     network = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
     weights = {key: value.clone() for key, value in network.state_dict().items()}
-    exp = Experiment(finished_run, network, optimizer=torch.optim.SGD(network.parameters(), lr=0.1, momentum=0.9),
-                     loss_function="cross_entropy")
+    exp = Experiment(
+        finished_run,
+        network,
+        optimizer=torch.optim.SGD(network.parameters(), lr=0.1, momentum=0.9),
+        loss_function="cross_entropy",
+    )
     before = snapshot_files(finished_run, ignore=LOCK_FILES)
     with pytest.raises(StateMismatchError, match=r"does not fit the objects given now") as raised:
         train_with(exp, lr_schedulers=[torch.optim.lr_scheduler.StepLR(exp.optimizer, 1)])
@@ -74,15 +78,23 @@ def test_errors_network_mismatch_lists_keys_and_changes_nothing(finished_run):
     [
         (lambda params: torch.optim.Adam(params, lr=0.01), r"the optimizer is Adam now but was SGD"),
         (
-            lambda params: torch.optim.SGD([{"params": params[:2]}, {"params": params[2:]}], lr=0.1, momentum=0.9),
+            lambda params: torch.optim.SGD(
+                [{"params": params[:2]}, {"params": params[2:]}], lr=0.1, momentum=0.9
+            ),
             r"the optimizer has 2 parameter group\(s\) now but 1 in the checkpoint",
         ),
     ],
 )
 def test_errors_optimizer_mismatch_changes_nothing(finished_run, optimizer, expected):
     network = make_network()
-    exp = Experiment(finished_run, network, optimizer=optimizer(list(network.parameters())),
-                     loss_function="cross_entropy", batch_metrics=["accuracy"], epoch_metrics=["f1"])
+    exp = Experiment(
+        finished_run,
+        network,
+        optimizer=optimizer(list(network.parameters())),
+        loss_function="cross_entropy",
+        batch_metrics=["accuracy"],
+        epoch_metrics=["f1"],
+    )
     before = snapshot_files(finished_run, ignore=LOCK_FILES)
     with pytest.raises(StateMismatchError, match=expected):
         train_with(exp, lr_schedulers=[torch.optim.lr_scheduler.StepLR(exp.optimizer, 1)])
@@ -105,7 +117,9 @@ def test_errors_scheduler_mismatch_changes_nothing(finished_run):
         ("val_acc", False, "['acc', 'f1', 'loss', 'lr']"),
     ],
 )
-def test_errors_monitor_metric_not_logged_is_raised_before_writing(tmp_path, monitor, with_validation, listed):
+def test_errors_monitor_metric_not_logged_is_raised_before_writing(
+    tmp_path, monitor, with_validation, listed
+):
     run_dir = tmp_path / "run"
     exp = make_experiment(run_dir, monitor_metric=monitor, monitor_mode="max")
     message = rf"monitor_metric: received '{monitor}', which is not among the logged keys {listed}"
@@ -137,7 +151,9 @@ def test_errors_nan_loss_raises_and_keeps_last_commit(tmp_path, checkpoint_every
         return value * float("nan") if state["poisoned"] else value
 
     exp = make_experiment(tmp_path, loss_function=loss)
-    with pytest.raises(NonFiniteLossError, match=r"The training loss became nan in epoch 2 .*last checkpoint is intact"):
+    with pytest.raises(
+        NonFiniteLossError, match=r"The training loss became nan in epoch 2 .*last checkpoint is intact"
+    ):
         train_with(exp, callbacks=[Poison(state, 5)], checkpoint_every=checkpoint_every)
     tree, _ = load_newest_state(RunDirectory(tmp_path))
     assert tree["loop"]["global_step"] == committed_step
@@ -188,7 +204,9 @@ def test_errors_directory_path_that_is_a_file(tmp_path):
 def test_errors_directory_below_a_file_cannot_be_created(tmp_path):
     (tmp_path / "file").write_text("")
     exp = make_experiment(tmp_path / "file" / "run")
-    with pytest.raises(RunDirectoryError, match=r"Cannot create the run directory .*file/run: Not a directory"):
+    with pytest.raises(
+        RunDirectoryError, match=r"Cannot create the run directory .*file/run: Not a directory"
+    ):
         train_with(exp)
 
 
@@ -206,8 +224,10 @@ def test_errors_read_only_directory(finished_run):
     make_read_only(finished_run)
     try:
         if os.access(finished_run, os.W_OK):
-            pytest.skip("running as root (or with CAP_DAC_OVERRIDE): chmod does not make a directory "
-                        "read-only; test_errors_read_only_directory_for_another_user covers it")
+            pytest.skip(
+                "running as root (or with CAP_DAC_OVERRIDE): chmod does not make a directory "
+                "read-only; test_errors_read_only_directory_for_another_user covers it"
+            )
         with pytest.raises(RunDirectoryError, match=r"The run directory .*run is read-only"):
             train_with(make_experiment(finished_run), epochs=3)
         assert newest_state(finished_run)["loop"]["epochs_completed"] == 2
@@ -215,8 +235,10 @@ def test_errors_read_only_directory(finished_run):
         make_writable(finished_run)
 
 
-@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0,
-                    reason="needs root to train as another user; test_errors_read_only_directory covers it")
+@pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() != 0,
+    reason="needs root to train as another user; test_errors_read_only_directory covers it",
+)
 def test_errors_read_only_directory_for_another_user():
     """As root, chmod does not stop writes: train in a forked child that drops to user 'nobody'."""
     with tempfile.TemporaryDirectory(dir="/tmp") as parent:
@@ -282,8 +304,14 @@ def test_errors_bad_train_arguments_are_raised_before_writing(tmp_path, options,
     ("options", "expected"),
     [
         ({"optimizer": "sgdd"}, r"Unknown optimizer: received 'sgdd'; expected one of \[.*'sgd'"),
-        ({"loss_function": "crossentropy"}, r"Unknown loss_function: received 'crossentropy'; expected one of \[.*'cross_entropy'"),
-        ({"batch_metrics": ["acuracy"]}, r"Unknown .* name: received 'acuracy'; expected one of \[.*'accuracy'"),
+        (
+            {"loss_function": "crossentropy"},
+            r"Unknown loss_function: received 'crossentropy'; expected one of \[.*'cross_entropy'",
+        ),
+        (
+            {"batch_metrics": ["acuracy"]},
+            r"Unknown .* name: received 'acuracy'; expected one of \[.*'accuracy'",
+        ),
         ({"epoch_metrics": ["f2"]}, r"Unknown .* name: received 'f2'; expected one of \[.*'f1'"),
         ({"monitor_mode": "maximum"}, r"monitor_mode: received 'maximum'; expected 'min' or 'max'"),
         ({"device": "gpu:7"}, r"device: received 'gpu:7'; expected a torch device"),

@@ -7,6 +7,7 @@ checkpoint of that step is committed.
 
 from __future__ import annotations
 
+import contextlib
 import random
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import Interrupt, InterruptAt, assert_same_training_state, make_data, make_experiment, train_run
-from state_checks import assert_same_run, snapshot_files
+from state_checks import assert_same_run, single_thread, snapshot_files  # noqa: F401 (autouse fixture)
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from experiment import Callback, Experiment
@@ -96,7 +97,9 @@ def test_resume_interrupted_at_epoch_boundaries_matches_uninterrupted(run_dirs, 
 
 SCHEDULERS = {
     "step_lr": lambda opt: [torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)],
-    "plateau": lambda opt: [torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=0, threshold=0.2)],
+    "plateau": lambda opt: [
+        torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=0, threshold=0.2)
+    ],
 }
 
 
@@ -140,15 +143,19 @@ DATA: dict[str, Callable[[], Any]] = {
 }
 
 
-def train_on(run_dir: Path, data: Callable[[], Any], *, interrupt_at: int | None = None,
-             epochs: int = 3, **options: Any) -> Experiment:
+def train_on(
+    run_dir: Path,
+    data: Callable[[], Any],
+    *,
+    interrupt_at: int | None = None,
+    epochs: int = 3,
+    **options: Any,
+) -> Experiment:
     """Like conftest.train_run, with the training data built by ``data``."""
     exp = make_experiment(run_dir)
     extra = [InterruptAt(interrupt_at)] if interrupt_at is not None else []
-    try:
+    with contextlib.suppress(Interrupt):
         exp.train(data(), make_data(48, seed=2), epochs=epochs, batch_size=16, callbacks=extra, **options)
-    except Interrupt:
-        pass
     return exp
 
 

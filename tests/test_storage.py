@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import torch
 from conftest import train_run
-from state_checks import assert_same_run, newest_state, snapshot_files, state_files
+from state_checks import assert_same_run, newest_state, single_thread, snapshot_files, state_files  # noqa: F401 (autouse fixture)
 
 from experiment import Callback, CheckpointError, StorageError, UnsafeCheckpointError
 from experiment.checkpointing import load_newest_state
@@ -48,7 +48,11 @@ def test_storage_save_and_load_round_trip_plain_data(tmp_path):
     save_tensors(tmp_path / "tree.pt", tree)
     loaded = load_tensors(tmp_path / "tree.pt")
     assert torch.equal(loaded["weights"], tree["weights"])
-    assert {k: v for k, v in loaded.items() if k != "weights"} == {"step": 3, "names": ["a", "b"], "none": None}
+    assert {k: v for k, v in loaded.items() if k != "weights"} == {
+        "step": 3,
+        "names": ["a", "b"],
+        "none": None,
+    }
 
 
 class FailWritesFrom(Callback):
@@ -80,19 +84,24 @@ class FailWritesFrom(Callback):
     ],
 )
 @pytest.mark.parametrize("checkpoint_every", [None, 4])
-def test_storage_full_disk_during_commit_keeps_previous_checkpoint(run_dirs, monkeypatch, failing, only,
-                                                                   checkpoint_every):
+def test_storage_full_disk_during_commit_keeps_previous_checkpoint(
+    run_dirs, monkeypatch, failing, only, checkpoint_every
+):
     straight, resumed = run_dirs
     train_run(straight, checkpoint_every=checkpoint_every)
     with pytest.raises(StorageError, match=r"No space left on device") as raised:
-        train_run(resumed, checkpoint_every=checkpoint_every,
-                  callbacks=lambda: [FailWritesFrom(monkeypatch, failing, 2, only)])
+        train_run(
+            resumed,
+            checkpoint_every=checkpoint_every,
+            callbacks=lambda: [FailWritesFrom(monkeypatch, failing, 2, only)],
+        )
     monkeypatch.undo()
     # The error names the write that failed at the commit, not a later status update.
     assert "experiment.json" not in str(raised.value)
     if only:
-        assert re.search(r"Could not write .*state-\d+\.pt.*previous version of the file is intact",
-                         str(raised.value))
+        assert re.search(
+            r"Could not write .*state-\d+\.pt.*previous version of the file is intact", str(raised.value)
+        )
     assert temporary_files(resumed) == []
     tree, _ = load_newest_state(RunDirectory(resumed))
     assert tree["loop"]["epochs_completed"] == 1
@@ -136,7 +145,9 @@ def test_storage_all_checkpoints_damaged_is_an_error_not_a_fresh_start(tmp_path)
     for path in state_files(tmp_path):
         truncate(path)
     before = snapshot_files(tmp_path, ignore=LOCK_FILES)
-    with pytest.raises(CheckpointError, match=r"No checkpoint of .* can be loaded: state-\d+\.pt: .*truncated"):
+    with pytest.raises(
+        CheckpointError, match=r"No checkpoint of .* can be loaded: state-\d+\.pt: .*truncated"
+    ):
         train_run(tmp_path, checkpoint_every=2)
     assert snapshot_files(tmp_path, ignore=LOCK_FILES) == before
 
@@ -166,7 +177,9 @@ def test_storage_checkpoint_that_would_run_code_is_refused(tmp_path, writer):
     train_run(run_dir, epochs=2)
     latest = state_files(run_dir)[-1]
     writer(latest, {"format": 1, "model": RunsCommand(f"touch {marker}")})
-    with pytest.raises(UnsafeCheckpointError, match=r"would call (posix|os)\.system. Nothing from it was executed"):
+    with pytest.raises(
+        UnsafeCheckpointError, match=r"would call (posix|os)\.system. Nothing from it was executed"
+    ):
         train_run(run_dir, epochs=3)
     assert not marker.exists()
     with pytest.raises(UnsafeCheckpointError):

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from conftest import Interrupt, train_run
-from state_checks import assert_same_run, read_log
+from state_checks import assert_same_run, read_log, single_thread  # noqa: F401 (autouse fixture)
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from experiment import checkpointing
@@ -56,7 +56,11 @@ def crash_before_state_commit_of_epoch(monkeypatch: pytest.MonkeyPatch, epoch: i
     real_save = checkpointing.save_tensors
 
     def save_or_crash(path: Path, obj: Any) -> None:
-        if path.name.startswith("state-") and obj["reason"] == "epoch" and obj["loop"]["epochs_completed"] == epoch:
+        if (
+            path.name.startswith("state-")
+            and obj["reason"] == "epoch"
+            and obj["loop"]["epochs_completed"] == epoch
+        ):
             raise Interrupt(f"crash before the commit of epoch {epoch}")
         real_save(path, obj)
 
@@ -64,7 +68,9 @@ def crash_before_state_commit_of_epoch(monkeypatch: pytest.MonkeyPatch, epoch: i
 
 
 @pytest.mark.parametrize("checkpoint_every", [None, 2])
-def test_tensorboard_epoch_recorded_but_not_committed_is_not_duplicated(run_dirs, monkeypatch, checkpoint_every):
+def test_tensorboard_epoch_recorded_but_not_committed_is_not_duplicated(
+    run_dirs, monkeypatch, checkpoint_every
+):
     straight, resumed = run_dirs
     train_run(straight, checkpoint_every=checkpoint_every)
     crash_before_state_commit_of_epoch(monkeypatch, 2)
