@@ -223,7 +223,7 @@ class TrainingLoop:
             if end:
                 logs = {"batch": batch_number, "size": size, "time": time.perf_counter() - started}
                 if with_values:
-                    logs.update(zip(names, values.tolist()))
+                    logs.update(zip(names, values.reshape(-1).tolist()))
                 for method in end:
                     method(batch_number, logs)
             if interrupt.signum is not None:
@@ -283,7 +283,7 @@ class TrainingLoop:
                     values = self.eval_metrics.update(self.loss_function(y_pred, y), y_pred, y, size)
                     if end:
                         logs = {"batch": batch_number, "size": size, "time": time.perf_counter() - batch_started}
-                        logs.update(zip(names, values.tolist()))
+                        logs.update(zip(names, values.reshape(-1).tolist()))
                         for method in end:
                             method(batch_number, logs)
                     if interrupt is not None and interrupt.signum is not None:

@@ -179,25 +179,26 @@ class EpochAccumulator:
             metric.reset()
 
     def update(self, loss: torch.Tensor, y_pred: torch.Tensor, y_true: torch.Tensor, size: int) -> torch.Tensor:
-        """Add one batch; return its values (loss first, then batch metrics) as one device tensor."""
-        # This runs at every step: a few tensor operations and no allocation it can avoid (a
-        # Python int factor costs more than a cached 0-dim tensor, which gives the same products).
+        """Add one batch; return its values on the device: the loss alone as a 0-dim tensor when
+        there are no batch metrics, else a 1-dim tensor (loss first, then the batch metrics)."""
+        # This runs at every step, so it keeps to a few tensor operations: a cached 0-dim factor
+        # costs less than a Python int and gives the same products; the sum is updated in place.
         loss = loss.detach()
         if self.batch_metrics or self.epoch_metrics:
             with torch.no_grad():
                 values = [loss] + [fn(y_pred, y_true).detach() for _, fn in self.batch_metrics]
-                batch = torch.stack(values) if len(values) > 1 else loss.reshape(1)
+                batch = torch.stack(values) if len(values) > 1 else loss
                 for _, metric in self.epoch_metrics:
                     metric.update(y_pred.detach(), y_true)
         else:
-            batch = loss.reshape(1)
+            batch = loss
         if size != self._weight_size:
             self._weight_size, self._weight = size, torch.tensor(float(size))
         weighted = batch.mul(self._weight)
         if self.sums is None:
-            self.sums = weighted
+            self.sums = weighted.reshape(-1)
         else:
-            self.sums.add_(weighted)  # sums is never shared: state_dict and load_state_dict copy
+            self.sums.add_(weighted)  # never shared: state_dict and load_state_dict copy it
         self.samples += size
         return batch
 

@@ -210,6 +210,20 @@ class Child:
                 return condition()
         return True
 
+    def wait_ready(self) -> None:
+        """Wait until the child has printed READY (its imports and set-up are done)."""
+        if not self.wait_for(lambda: self.ready, READY_TIMEOUT):
+            raise RuntimeError("the training child exited before it got ready; see its .stderr file")
+
+    def wait_steps(self, steps: int) -> bool:
+        """Wait until the child has reported ``steps`` steps; False if it ended first."""
+        return self.wait_for(lambda: self.steps_seen >= steps, RUN_TIMEOUT)
+
+    def wait_exit(self) -> None:
+        """Wait for a child that was not killed to end; it must succeed."""
+        self.wait_for(lambda: False, RUN_TIMEOUT)
+        self.finish()
+
     def drain(self) -> None:
         """Read what the child has printed so far without waiting."""
         while self._selector.select(timeout=0) and self._read():
@@ -233,12 +247,13 @@ class Child:
         self.process.wait()
 
     def finish(self) -> None:
-        """Wait for a child that was not killed; it must succeed."""
+        """Reap a child that was not killed; it must have succeeded."""
         code = self.process.wait(timeout=RUN_TIMEOUT)
         if code != 0:
             raise RuntimeError(f"the training child failed with exit code {code}; see its .stderr file")
 
     def exited_within(self, seconds: float) -> bool:
+        """Whether the child ends within ``seconds`` (the planned delay of a kill)."""
         try:
             self.process.wait(timeout=max(seconds, 0.0))
         except subprocess.TimeoutExpired:
@@ -276,26 +291,32 @@ def kill_at_write(child: Child, checkpoints_dir: Path) -> Path | None:
 def run_uninterrupted(script: Path, run_dir: Path, config: Config) -> float:
     """Train ``run_dir`` to the end in one child; return the seconds from READY to exit."""
     with Child(script, run_dir, config) as child:
-        child.wait_for(lambda: child.ready, READY_TIMEOUT)
+        child.wait_ready()
         started = time.monotonic()
-        child.wait_for(lambda: False, RUN_TIMEOUT)
-        child.finish()
+        child.wait_exit()
     return time.monotonic() - started
 
 
 def kill_plan(
-    rng: random.Random, kills: int, *, write_share: float, max_steps_ahead: int
+    rng: random.Random,
+    kills: int,
+    *,
+    write_share: float,
+    max_steps_ahead: int,
+    startup_share: float = 0.0,
 ) -> Iterator[Kill | None]:
-    """``kills`` random kills (a share of them aimed at writes), then None (run to the end) forever.
+    """``kills`` random kills, then None (run to the end) forever.
 
-    A kill with 0 steps ahead lands within 0.3 s of READY (while the run is restored); any other
-    within a few milliseconds of the step it waits for.
+    A share of the kills waits for no step and lands within 0.3 s of READY (while the run directory
+    is locked, checked and restored); the others land a few milliseconds after a random number of
+    steps (1 to ``max_steps_ahead``). ``write_share`` of all of them wait for a checkpoint write.
     """
     for _ in range(kills):
         kind = "write" if rng.random() < write_share else "time"
-        steps_ahead = rng.randint(0, max_steps_ahead)
-        delay = rng.uniform(0.0, 0.3 if steps_ahead == 0 else 0.005)
-        yield Kill(kind, steps_ahead, delay)
+        if rng.random() < startup_share:
+            yield Kill(kind, 0, rng.uniform(0.0, 0.3))
+        else:
+            yield Kill(kind, rng.randint(1, max_steps_ahead), rng.uniform(0.0, 0.005))
     while True:
         yield None
 
@@ -311,21 +332,15 @@ def train_with_kills(
         delay = fsync_delay if kill is not None and kill.kind == "write" else 0.0
         with Child(script, run_dir, config, fsync_delay=delay) as child:
             report.launches += 1
-            child.wait_for(lambda: child.ready, READY_TIMEOUT)
-            steps = 0 if kill is None else kill.steps_ahead
-            if (
-                kill is None
-                or not child.wait_for(lambda s=steps: child.steps_seen >= s, RUN_TIMEOUT)
-                or child.exited_within(kill.delay)
-            ):
-                child.wait_for(lambda: False, RUN_TIMEOUT)
-                child.finish()
+            child.wait_ready()
+            if kill is None or not child.wait_steps(kill.steps_ahead) or child.exited_within(kill.delay):
+                child.wait_exit()
                 break
             target = None
             if kill.kind == "write":
                 target = kill_at_write(child, checkpoints_dir)
                 if target is None:
-                    child.finish()
+                    child.wait_exit()
                     break
             else:
                 child.kill()
@@ -462,6 +477,9 @@ def main(argv: list[str] | None = None) -> int:
         "--kills-per-run", type=int, default=6, help="kills before a run may finish (default 6)"
     )
     parser.add_argument("--write-share", type=float, default=0.4, help="share of kills aimed at writes (0.4)")
+    parser.add_argument(
+        "--startup-share", type=float, default=0.1, help="share of kills in the first 0.3 s of a launch (0.1)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the run directories that ended identical")
     args = parser.parse_args(argv)
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="kill-stress-"))
@@ -487,7 +505,13 @@ def main(argv: list[str] | None = None) -> int:
         config, run_dir = configs[index], workdir / f"run-{round_number:03d}"
         shutil.rmtree(run_dir, ignore_errors=True)
         budget = min(args.kills_per_run, args.kills - totals["kills"])
-        plan = kill_plan(rng, budget, write_share=args.write_share, max_steps_ahead=STEPS_PER_EPOCH)
+        plan = kill_plan(
+            rng,
+            budget,
+            write_share=args.write_share,
+            max_steps_ahead=STEPS_PER_EPOCH,
+            startup_share=args.startup_share,
+        )
         report = train_with_kills(script, run_dir, config, plan)
         problems = compare_runs(references[index], run_dir, config.epochs)
         totals.update(

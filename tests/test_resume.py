@@ -203,6 +203,7 @@ def test_resume_with_steps_per_epoch_matches_uninterrupted(run_dirs, kind, steps
     assert_same_run(straight, resumed)
 
 
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")  # Python >= 3.12
 def test_resume_with_loader_workers_matches_uninterrupted(run_dirs):
     """A DataLoader with worker processes asks its sampler for a pass twice: the skip must hold."""
     straight, resumed = run_dirs
