@@ -14,7 +14,6 @@ import os
 import re
 from pathlib import Path
 
-from experiment.checkpointing import load_newest_state
 from experiment.directory import RunDirectory
 from experiment.errors import ConfigurationError
 from experiment.inspect import effective_status
@@ -54,6 +53,8 @@ def clean_run(directory: str | os.PathLike[str], *, keep: str = "both", dry_run:
     run = RunDirectory(directory)
     metadata = run.read_metadata()
     with run.lock():
+        from experiment.checkpointing import load_newest_state  # heavy: torch
+
         found = load_newest_state(run)
         states = run.state_paths()
         bests = run.best_paths()

@@ -7,9 +7,8 @@ import logging
 import os
 import signal
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import torch
 from torch import nn
 
@@ -22,6 +21,7 @@ from experiment.components import resolve_device, resolve_loss, resolve_optimize
 from experiment.data import BatchSource, make_loader
 from experiment.directory import RunDirectory
 from experiment.errors import CheckpointError, ConfigurationError, MonitorError, StorageError
+from experiment.logs import load_logs
 from experiment.loop import InterruptFlag, TrainingInterrupted, TrainingLoop
 from experiment.metrics import resolve_batch_metrics, resolve_epoch_metrics
 from experiment.monitoring import BestTracker, check_mode, missing_monitor_message
@@ -31,6 +31,9 @@ from experiment.signals import interrupt_on_signals
 from experiment.state import find_generators, seed_everything
 from experiment.storage import load_tensors
 from experiment.validation import model_mismatches
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 logger = logging.getLogger(__name__)
 
@@ -304,10 +307,3 @@ class Experiment:
         """The epoch log (log.tsv) as a DataFrame, one row per completed epoch."""
         return load_logs(self.directory.path)
 
-
-def load_logs(directory: str | os.PathLike[str]) -> pd.DataFrame:
-    """Read a run directory's epoch log as a DataFrame (empty when no epoch is complete)."""
-    path = RunDirectory(directory).log_path
-    if not path.exists():
-        return pd.DataFrame()
-    return pd.read_csv(path, sep="\t")

@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from experiment.checkpointing import load_newest_state
 from experiment.directory import RunDirectory
 from experiment.errors import RunDirectoryError
 from experiment.lock import describe_holder
@@ -160,6 +159,8 @@ def read_position(directory: str | os.PathLike[str]) -> RunPosition | None:
     with warnings.catch_warnings():
         # A checkpoint pruned by a live run between listing and loading is skipped: no news.
         warnings.simplefilter("ignore")
+        from experiment.checkpointing import load_newest_state  # heavy: torch
+
         found = load_newest_state(RunDirectory(directory))
     if found is None:
         return None

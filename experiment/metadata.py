@@ -12,7 +12,6 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-import torch
 
 FORMAT_VERSION = 1
 
@@ -60,7 +59,7 @@ def new_metadata(config: dict[str, Any] | None, settings: dict[str, Any]) -> dic
     return {
         "format_version": FORMAT_VERSION,
         "library_version": library_version(),
-        "torch_version": torch.__version__,
+        "torch_version": _torch_version(),
         "python_version": platform.python_version(),
         "created": now_iso(),
         "updated": now_iso(),
@@ -79,3 +78,9 @@ def with_status(metadata: dict[str, Any], status: str, message: str | None = Non
     assert status in STATUSES, status
     return {**metadata, "status": status, "message": message, "updated": now_iso(),
             "pid": os.getpid(), "host": socket.gethostname()}
+
+
+def _torch_version() -> str:
+    import torch
+
+    return torch.__version__

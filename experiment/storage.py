@@ -20,8 +20,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-import torch
-
 from experiment.errors import CheckpointError, StorageError, UnsafeCheckpointError
 
 
@@ -99,6 +97,8 @@ def append_text(path: Path, text: str) -> None:
 
 def save_tensors(path: Path, obj: Any) -> None:
     """Serialize plain data and tensors with ``torch.save`` and write them atomically."""
+    import torch  # imported here so that reading run directories (exp ls) stays light
+
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     atomic_write_bytes(path, buffer.getvalue())
@@ -111,6 +111,8 @@ def load_tensors(path: Path) -> Any:
         UnsafeCheckpointError: the file holds a pickle that refers to arbitrary callables.
         CheckpointError: the file is missing, truncated, damaged or not a torch file.
     """
+    import torch
+
     try:
         _verify_checksums(path)
         with warnings.catch_warnings():

@@ -6,10 +6,9 @@ import sys
 from pathlib import Path
 
 import click
-import pandas as pd
 
 from experiment.directory import RunDirectory
-from experiment.experiment import load_logs
+from experiment.logs import load_logs
 
 
 @click.command()
@@ -21,6 +20,8 @@ def logs(directory: Path, tail: int | None, as_csv: bool, as_json: bool) -> None
     """Print the epoch log (log.tsv) of the run in DIRECTORY, one row per completed epoch."""
     if as_csv and as_json:
         raise click.UsageError("--csv and --json are exclusive; choose one.")
+    import pandas as pd
+
     RunDirectory(directory).read_metadata()  # a clear error for a directory that is not a run
     frame = load_logs(directory)
     if tail is not None:
