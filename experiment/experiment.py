@@ -151,8 +151,8 @@ class Experiment:
             valid_data, batch_size=batch_size, shuffle=False, seed=seed, role="valid_data")
         train_source = BatchSource(train_loader, steps_per_epoch, "train_data")
         valid_source = None if valid_loader is None else BatchSource(valid_loader, None, "valid_data")
-        monitor = self._check_monitor(valid_source is not None)
         callback_list = CallbackList(with_progress(callbacks, progress))
+        monitor = self._check_monitor(valid_source is not None, callback_list.callbacks)
         self.directory.prepare()
         with self.directory.lock(), train_source.installed():
             self.loop.generators = find_generators([train_loader, valid_loader])
@@ -226,7 +226,7 @@ class Experiment:
                 "'cross_entropy' or a callable (y_pred, y_true) -> tensor)."
             )
 
-    def _check_monitor(self, has_validation: bool) -> str:
+    def _check_monitor(self, has_validation: bool, callbacks: Sequence[Any]) -> str:
         names = self.loop.train_metrics.batch_names() + [n for n, _ in self.loop.train_metrics.epoch_metrics]
         known = {"loss", "lr", *names}
         if has_validation:
@@ -234,6 +234,8 @@ class Experiment:
         monitor = self.monitor_metric
         if monitor == "val_loss" and not has_validation:
             return "loss"  # the default monitor falls back to the training loss without validation
+        if any(getattr(cb, "adds_epoch_logs", False) for cb in callbacks):
+            return monitor  # known only at the first epoch end, where BestTracker checks it
         if monitor not in known:
             raise MonitorError(missing_monitor_message(monitor, known, "monitor_metric"))
         return monitor

@@ -61,6 +61,8 @@ def train_model(
     config: dict[str, Any] | None = None,
     tensorboard: bool = True,
     progress: bool | dict[str, Any] = True,
+    monitor_metric: str = "loss",
+    monitor_mode: str = "min",
     **policies: Any,
 ) -> list[dict[str, Any]]:
     """Train ``network`` for ``n_epochs`` epochs in ``directory``; a rerun resumes where it stopped.
@@ -90,6 +92,9 @@ def train_model(
         config: hyperparameters to record in experiment.json.
         tensorboard: whether to write TensorBoard scalars.
         progress: show progress (a dict: ProgressionCallback options); False shows nothing.
+        monitor_metric: the logged key that picks the best epoch, e.g. a ``validate`` metric
+            (``"val_accuracy"``); checked at the first epoch end.
+        monitor_mode: "min" or "max".
         **policies: policies by name: value policies (their values reach ``train_step`` as keyword
             arguments and are logged), plain values (taken as ``Constant``), or other
             :class:`~experiment.value_policies.Policy` objects such as an early stop.
@@ -124,6 +129,8 @@ def train_model(
         device=device,
         config=config,
         tensorboard=tensorboard,
+        monitor_metric=monitor_metric,
+        monitor_mode=monitor_mode,
     )
     runner = PolicyRunner(named, validate=validate)
     if train_step is not None:

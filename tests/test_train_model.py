@@ -249,6 +249,28 @@ def test_train_model_validate_metrics_are_logged(tmp_path):
     assert [e.value for e in events.Scalars("val_accuracy")] == pytest.approx(logs["val_accuracy"].tolist())
 
 
+def test_train_model_monitors_a_validate_metric(tmp_path):
+    network = make_network()
+    xv, yv = make_data(48, seed=2)
+
+    def validate() -> dict[str, Any]:
+        return {"accuracy": float((network(xv).argmax(1) == yv).float().mean())}
+
+    run(tmp_path, n_epochs=4, network=network, validate=validate,
+        monitor_metric="val_accuracy", monitor_mode="max")
+    logs = load_logs(tmp_path)
+    best_epoch = int(logs.loc[logs["val_accuracy"].idxmax(), "epoch"])
+    assert sorted((tmp_path / "checkpoints").glob("best-epoch*.pt"))[-1].name == f"best-epoch{best_epoch:04d}.pt"
+
+
+def test_train_model_unknown_monitor_fails_at_the_first_epoch_end(tmp_path):
+    from experiment.errors import MonitorError
+
+    with pytest.raises(MonitorError, match=r"'val_acc'.*\['loss', 'lr', 'val_accuracy'\]"):
+        run(tmp_path, n_epochs=2, validate=lambda: {"accuracy": 0.5}, monitor_metric="val_acc")
+    assert not list((tmp_path / "checkpoints").glob("state-*.pt"))
+
+
 @pytest.mark.parametrize(
     ("validate", "match"),
     [(lambda: [0.5], "returned list; expected a dict"), (lambda: {"name": "x"}, "'name': 'x' of type str")],

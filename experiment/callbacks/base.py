@@ -66,6 +66,11 @@ class Callback:
     #: does, the loop never copies per-batch values from the device.
     needs_batch_values = True
 
+    #: Whether the callback adds keys to the epoch logs (in ``on_valid_end`` or ``on_epoch_end``).
+    #: A ``monitor_metric`` that no other source logs is then checked at the first epoch end
+    #: instead of before training starts.
+    adds_epoch_logs = False
+
     def __init__(self) -> None:
         self.params: dict[str, Any] = {}
         self.trainer: TrainingLoop | None = None

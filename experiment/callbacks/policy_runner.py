@@ -53,6 +53,8 @@ class PolicyRunner(Callback):
         >>> exp.train(train, epochs=3, callbacks=[runner])
     """
 
+    adds_epoch_logs = True  # the metrics returned by validate()
+
     def __init__(
         self, policies: Mapping[str, Any], *, validate: Callable[[], Mapping[str, Any]] | None = None
     ) -> None:
