@@ -70,6 +70,8 @@ def clean_run(directory: str | os.PathLike[str], *, keep: str = "both", dry_run:
         doomed += temporary_files(run)
         freed = sum(_size(path) for path in doomed)
         if not dry_run:
+            if keep == "best":  # written first: a crash halfway must not leave a run that looks resumable
+                run.write_metadata({**metadata, "resumable": False})
             for path in doomed:
                 path.unlink(missing_ok=True)
     return CleanReport(doomed, freed, dry_run)

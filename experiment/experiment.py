@@ -20,7 +20,13 @@ from experiment.checkpointing import Checkpointer, load_newest_state
 from experiment.components import resolve_device, resolve_loss, resolve_optimizer
 from experiment.data import BatchSource, make_loader
 from experiment.directory import RunDirectory
-from experiment.errors import CheckpointError, ConfigurationError, MonitorError, StorageError
+from experiment.errors import (
+    CheckpointError,
+    ConfigurationError,
+    MonitorError,
+    RunDirectoryError,
+    StorageError,
+)
 from experiment.logs import load_logs
 from experiment.loop import InterruptFlag, TrainingInterrupted, TrainingLoop
 from experiment.metrics import resolve_batch_metrics, resolve_epoch_metrics
@@ -155,6 +161,7 @@ class Experiment:
         monitor = self._check_monitor(valid_source is not None, callback_list.callbacks)
         self.directory.prepare()
         with self.directory.lock(), train_source.installed():
+            self._check_resumable()
             self.loop.generators = find_generators([train_loader, valid_loader])
             recorder = EpochRecorder(self.directory, tensorboard=self.tensorboard, hparams=self.config)
             checkpointer = Checkpointer(
@@ -226,6 +233,14 @@ class Experiment:
                 "'cross_entropy' or a callable (y_pred, y_true) -> tensor)."
             )
 
+    def _check_resumable(self) -> None:
+        if self.directory.is_run() and self.directory.read_metadata().get("resumable") is False:
+            raise RunDirectoryError(
+                f"{self.directory.path} was cleaned to its best weights (exp clean --keep best): its "
+                "training state is gone, so it can be tested but not resumed or extended. Train in a "
+                "new directory."
+            )
+
     def _check_monitor(self, has_validation: bool, callbacks: Sequence[Any]) -> str:
         names = self.loop.train_metrics.batch_names() + [n for n, _ in self.loop.train_metrics.epoch_metrics]
         known = {"loss", "lr", *names}
@@ -285,6 +300,9 @@ class Experiment:
 
     def _weights_for(self, checkpoint: str | int) -> tuple[int, dict[str, torch.Tensor]]:
         found = load_newest_state(self.directory)
+        bests = self.directory.best_paths()
+        if found is None and checkpoint in ("best", max(bests, default=None)) and bests:
+            return max(bests), load_tensors(bests[max(bests)])  # a run cleaned to its best weights
         if found is None:
             raise CheckpointError(
                 f"{self.directory.path} holds no checkpoint yet; train first (test loads saved weights)."

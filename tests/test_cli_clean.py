@@ -70,6 +70,23 @@ def test_cli_clean_keep_best_leaves_only_the_best_weights_of_a_finished_run(tmp_
     assert all(torch.equal(kept[key], value) for key, value in best_weights.items())
 
 
+def test_cli_clean_keep_best_run_can_be_tested_but_not_trained_again(tmp_path):
+    import pytest
+    from conftest import make_data, make_experiment
+
+    from experiment.errors import RunDirectoryError
+
+    train_run(tmp_path / "run", epochs=3, checkpoint_every=4)
+    assert _invoke("clean", str(tmp_path / "run"), "--keep", "best").exit_code == 0
+    log_before = (tmp_path / "run" / "log.tsv").read_bytes()
+
+    exp = make_experiment(tmp_path / "run")
+    assert "test_loss" in exp.test(make_data(48, seed=2), progress=False)
+    with pytest.raises(RunDirectoryError, match="cleaned to its best weights.*not resumed"):
+        exp.train(make_data(), epochs=4, progress=False)
+    assert (tmp_path / "run" / "log.tsv").read_bytes() == log_before
+
+
 def test_cli_clean_keep_best_refuses_a_run_that_may_be_resumed(tmp_path):
     _interrupted_run(tmp_path / "run")
 
