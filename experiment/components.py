@@ -10,7 +10,7 @@ from torch import nn
 
 from experiment.errors import ConfigurationError
 
-OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
+OPTIMIZERS: dict[str, Any] = {  # name -> optimizer class taking the parameters
     "sgd": torch.optim.SGD,
     "adam": torch.optim.Adam,
     "adamw": torch.optim.AdamW,

@@ -87,6 +87,9 @@ class SkippingSampler:
         return len(self.inner)
 
     def __iter__(self) -> Iterator[Any]:
+        if not self.skip:  # the usual pass: the inner iterator itself, no Python call per batch
+            self._latest = None
+            return iter(self.inner)
         self._latest = _SkippingIterator(iter(self.inner), self.skip)
         return self._latest
 

@@ -160,8 +160,10 @@ class TrainingLoop:
             self._clock_start = time.perf_counter()
             callbacks.call("on_epoch_begin", epoch, {})
         else:
+            assert self.epoch_rng is not None and self.resume_rng is not None, "mid-epoch resume without its random state"
             restore_rng(self.epoch_rng, self.generators)
-            resume_rng, self.resume_rng = self.resume_rng, None
+            resume_rng: dict[str, Any] = self.resume_rng
+            self.resume_rng = None
             on_start = lambda: restore_rng(resume_rng, self.generators)  # noqa: E731
             self._clock_start = time.perf_counter()
         self.network.train()

@@ -49,10 +49,10 @@ def find_generators(loaders: Iterable[Any]) -> list[torch.Generator]:
 def capture_rng(generators: Iterable[torch.Generator] = ()) -> dict[str, Any]:
     """Snapshot every random generator the training can draw from."""
     version, mt_state, gauss = random.getstate()
-    np_kind, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state(legacy=True)
+    np_kind, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state(legacy=True)  # type: ignore[misc]
     return {
         "python": [version, list(mt_state), gauss],
-        "numpy": [np_kind, torch.from_numpy(np_keys.astype(np.int64)), np_pos, np_has_gauss, np_gauss],
+        "numpy": [np_kind, torch.from_numpy(np.asarray(np_keys, dtype=np.int64)), np_pos, np_has_gauss, np_gauss],
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "generators": [generator.get_state() for generator in generators],
