@@ -107,7 +107,9 @@ class Checkpointer:
         if reason == "epoch":
             logs = self.loop.history[-1]
             if self.tracker.update(logs):
-                save_tensors(self.directory.best_path(logs["epoch"]), self.loop.network.state_dict())
+                # Same folder as the state file below, whose folder fsync makes both renames durable.
+                best_path = self.directory.best_path(logs["epoch"])
+                save_tensors(best_path, self.loop.network.state_dict(), sync_dir=False)
             self.recorder.record(logs)
         self.serial += 1
         save_tensors(self.directory.state_path(self.serial), self.tree(reason, rng))

@@ -171,11 +171,11 @@ class TrainingLoop:
         self._train_batches(batches, callbacks, commit, checkpoint_every, interrupt)
         if self.steps_in_epoch == 0:
             raise DataError(f"{train.role} yielded no batches in epoch {epoch}; expected at least one.")
-        after_train_rng = capture_rng(self.generators)
         logs: dict[str, Any] = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"]}
         logs.update(self.train_metrics.averages())
         self._check_finite(logs["loss"], epoch)
         if valid is not None:
+            after_train_rng = capture_rng(self.generators)  # what an interrupt during validation saves
             try:
                 logs.update(self.evaluate(valid, "val", callbacks, interrupt))
             except TrainingInterrupted:
@@ -300,6 +300,10 @@ class TrainingLoop:
 
     # ------------------------------------------------------------------------------------ helpers
     def _to_device(self, batch: Any) -> tuple[Any, Any]:
+        if type(batch) in (tuple, list) and len(batch) == 2 and self.device.type == "cpu":
+            x, y = batch
+            if type(x) is torch.Tensor and type(y) is torch.Tensor and not (x.is_cuda or y.is_cuda):
+                return x, y  # the common case on CPU, without the cost of two no-op .to() calls
         if not isinstance(batch, (tuple, list)) or len(batch) != 2:
             raise DataError(
                 f"Each batch must be a pair (x, y); received {type(batch).__name__}"
@@ -354,6 +358,8 @@ def _move(value: Any, device: torch.device) -> Any:
 
 
 def _batch_size(x: Any, y: Any) -> int:
+    if type(y) is torch.Tensor and y.ndim > 0:
+        return y.shape[0]
     for value in (y, x):
         while isinstance(value, (tuple, list)) and value:
             value = value[0]

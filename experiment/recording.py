@@ -44,7 +44,8 @@ class EpochRecorder:
 
     def record(self, logs: dict[str, Any]) -> None:
         """Write an epoch's row and scalars and flush them (before the epoch is committed)."""
-        tsv.append_row(self.directory.log_path, logs)
+        # Not fsynced: after a crash, open() rebuilds log.tsv from the committed history.
+        tsv.append_row(self.directory.log_path, logs, durable=False)
         if self._writer is None:
             return
         epoch = int(logs["epoch"])

@@ -51,7 +51,7 @@ def capture_rng(generators: Iterable[torch.Generator] = ()) -> dict[str, Any]:
     version, mt_state, gauss = random.getstate()
     np_kind, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state(legacy=True)  # type: ignore[misc]
     return {
-        "python": [version, list(mt_state), gauss],
+        "python": [version, torch.tensor(mt_state, dtype=torch.int64), gauss],
         "numpy": [np_kind, torch.from_numpy(np.asarray(np_keys, dtype=np.int64)), np_pos, np_has_gauss, np_gauss],
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -62,7 +62,7 @@ def capture_rng(generators: Iterable[torch.Generator] = ()) -> dict[str, Any]:
 def restore_rng(snapshot: dict[str, Any], generators: Iterable[torch.Generator] = ()) -> None:
     """Put every generator back in the state captured by :func:`capture_rng`."""
     version, mt_state, gauss = snapshot["python"]
-    random.setstate((version, tuple(mt_state), gauss))
+    random.setstate((version, tuple(mt_state.tolist()), gauss))
     np_kind, np_keys, np_pos, np_has_gauss, np_gauss = snapshot["numpy"]
     keys = np_keys.numpy().astype(np.uint32)
     np.random.set_state((np_kind, keys, np_pos, np_has_gauss, np_gauss))

@@ -34,7 +34,7 @@ def fsync_dir(dir_path: Path) -> None:
 
 @contextlib.contextmanager
 def atomic_writer(
-    path: Path, *, mode: str = "wb", temporary_path: Path | None = None
+    path: Path, *, mode: str = "wb", temporary_path: Path | None = None, sync_dir: bool = True
 ) -> Iterator[IO[Any]]:
     """Open a file whose content replaces ``path`` only if the block completes.
 
@@ -43,6 +43,8 @@ def atomic_writer(
         mode: ``"wb"`` or ``"w"`` (any write mode of ``open``).
         temporary_path: where to write before the replace; by default a fresh name in the
             destination's folder (it must be on the same file system).
+        sync_dir: fsync the folder after the replace. Only a caller that writes another file of
+            the same folder with ``sync_dir=True`` right after may skip it: that fsync covers both.
 
     Raises:
         StorageError: when the write, the fsync or the replace fails; the destination is intact.
@@ -58,7 +60,8 @@ def atomic_writer(
             file.flush()
             os.fsync(file.fileno())
         os.replace(tmp_path, path)
-        fsync_dir(path.parent)
+        if sync_dir:
+            fsync_dir(path.parent)
     except BaseException as error:
         with contextlib.suppress(OSError):
             tmp_path.unlink()
@@ -70,9 +73,9 @@ def atomic_writer(
         raise
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` atomically and durably."""
-    with atomic_writer(path) as file:
+def atomic_write_bytes(path: Path, data: bytes, *, sync_dir: bool = True) -> None:
+    """Replace ``path`` with ``data`` atomically and durably (see :func:`atomic_writer`)."""
+    with atomic_writer(path, sync_dir=sync_dir) as file:
         file.write(data)
 
 
@@ -81,13 +84,15 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def append_text(path: Path, text: str) -> None:
-    """Append ``text`` to ``path`` and fsync it (an O(1) durable append)."""
+def append_text(path: Path, text: str, *, durable: bool = True) -> None:
+    """Append ``text`` to ``path`` in O(1), fsynced unless ``durable`` is False (for files that are
+    rebuilt from a checkpoint after a crash, such as log.tsv)."""
     try:
         with open(path, "a", encoding="utf-8") as file:
             file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
+            if durable:
+                file.flush()
+                os.fsync(file.fileno())
     except OSError as error:
         raise StorageError(
             f"Could not append to {path}: {error.strerror or error}. Free some space or fix the "
@@ -95,13 +100,13 @@ def append_text(path: Path, text: str) -> None:
         ) from error
 
 
-def save_tensors(path: Path, obj: Any) -> None:
+def save_tensors(path: Path, obj: Any, *, sync_dir: bool = True) -> None:
     """Serialize plain data and tensors with ``torch.save`` and write them atomically."""
     import torch  # imported here so that reading run directories (exp ls) stays light
 
     buffer = io.BytesIO()
     torch.save(obj, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+    atomic_write_bytes(path, buffer.getvalue(), sync_dir=sync_dir)
 
 
 def load_tensors(path: Path) -> Any:

@@ -61,11 +61,14 @@ def read_rows(path: Path) -> list[dict[str, str]]:
     return rows
 
 
-def append_row(path: Path, row: dict[str, Any]) -> None:
-    """Append ``row`` in O(1); rewrite the file atomically only when a column is new."""
+def append_row(path: Path, row: dict[str, Any], *, durable: bool = True) -> None:
+    """Append ``row`` in O(1); rewrite the file atomically only when a column is new.
+
+    ``durable=False`` skips the fsync of the append, for a log that a resume rebuilds.
+    """
     header = read_header(path)
     if header is not None and set(row) <= set(header):
-        append_text(path, "\t".join(format_value(row.get(c)) for c in header) + "\n")
+        append_text(path, "\t".join(format_value(row.get(c)) for c in header) + "\n", durable=durable)
         return
     rows = [*read_rows(path), row]
     atomic_write_text(path, render(rows))

@@ -55,14 +55,14 @@ def crash_before_state_commit_of_epoch(monkeypatch: pytest.MonkeyPatch, epoch: i
     """Make the state commit at the end of ``epoch`` crash, after its row and scalars were written."""
     real_save = checkpointing.save_tensors
 
-    def save_or_crash(path: Path, obj: Any) -> None:
+    def save_or_crash(path: Path, obj: Any, **options: Any) -> None:
         if (
             path.name.startswith("state-")
             and obj["reason"] == "epoch"
             and obj["loop"]["epochs_completed"] == epoch
         ):
             raise Interrupt(f"crash before the commit of epoch {epoch}")
-        real_save(path, obj)
+        real_save(path, obj, **options)
 
     monkeypatch.setattr(checkpointing, "save_tensors", save_or_crash)
 
