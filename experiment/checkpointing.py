@@ -197,4 +197,3 @@ class Checkpointer:
         loop.load_state_dict(tree["loop"])
         self.serial = tree["serial"]
         self._previous_best = self.tracker.epoch
-

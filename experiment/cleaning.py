@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 from pathlib import Path
 
 from experiment.directory import RunDirectory
@@ -19,7 +18,6 @@ from experiment.errors import ConfigurationError
 from experiment.inspect import effective_status
 
 KEEP_CHOICES = ("both", "last", "best")
-_TEMPORARY = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp$")
 
 
 @dataclasses.dataclass
@@ -67,7 +65,7 @@ def clean_run(directory: str | os.PathLike[str], *, keep: str = "both", dry_run:
             doomed = states[newest_good + 1 :]  # older than the state that resumes (newer ones stay)
         kept_best = best_epoch if keep in ("both", "best") else None
         doomed += [path for epoch, path in sorted(bests.items()) if epoch != kept_best]
-        doomed += temporary_files(run)
+        doomed += run.temporary_files()
         freed = sum(_size(path) for path in doomed)
         if not dry_run:
             if keep == "best":  # written first: a crash halfway must not leave a run that looks resumable
@@ -75,15 +73,6 @@ def clean_run(directory: str | os.PathLike[str], *, keep: str = "both", dry_run:
             for path in doomed:
                 path.unlink(missing_ok=True)
     return CleanReport(doomed, freed, dry_run)
-
-
-def temporary_files(run: RunDirectory) -> list[Path]:
-    """Leftovers of atomic writes interrupted by a crash, in the run folder and its checkpoints."""
-    found = []
-    for folder in (run.path, run.checkpoints_dir):
-        if folder.is_dir():
-            found += sorted(p for p in folder.iterdir() if p.is_file() and _TEMPORARY.match(p.name))
-    return found
 
 
 def _check_keep_best(run: RunDirectory, status: str, best_epoch: int | None, bests: dict[int, Path]) -> None:

@@ -26,9 +26,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
 from experiment.errors import DataError
 
 
-def make_loader(
-    data: Any, *, batch_size: int, shuffle: bool, seed: int, role: str
-) -> DataLoader | Any:
+def make_loader(data: Any, *, batch_size: int, shuffle: bool, seed: int, role: str) -> DataLoader | Any:
     """Return something that yields batches for ``data``.
 
     Raises:

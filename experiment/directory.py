@@ -27,6 +27,8 @@ from experiment.storage import atomic_write_text
 
 _STATE = re.compile(r"^state-(\d+)\.pt$")
 _BEST = re.compile(r"^best-epoch(\d+)\.pt$")
+#: Temporary files of experiment.storage.atomic_writer: ".NAME.XXXXXXXX.tmp".
+_TEMPORARY = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp$")
 
 
 class RunDirectory:
@@ -131,6 +133,14 @@ class RunDirectory:
             match = pattern.match(path.name)
             if match:
                 found.append((int(match.group(1)), path))
+        return found
+
+    def temporary_files(self) -> list[Path]:
+        """Leftovers of atomic writes cut short by a crash, in the run folder and its checkpoints."""
+        found: list[Path] = []
+        for folder in (self.path, self.checkpoints_dir):
+            if folder.is_dir():
+                found += sorted(p for p in folder.iterdir() if p.is_file() and _TEMPORARY.match(p.name))
         return found
 
     def size_on_disk(self) -> int:

@@ -152,9 +152,14 @@ class Experiment:
         # `exp resume --epochs N` sets the target of this directory's run through the environment.
         epochs = epochs_from_environment(self.directory.path, epochs)
         self._check_train_arguments(epochs, batch_size, checkpoint_every, steps_per_epoch)
-        train_loader = make_loader(train_data, batch_size=batch_size, shuffle=True, seed=seed, role="train_data")
-        valid_loader = None if valid_data is None else make_loader(
-            valid_data, batch_size=batch_size, shuffle=False, seed=seed, role="valid_data")
+        train_loader = make_loader(
+            train_data, batch_size=batch_size, shuffle=True, seed=seed, role="train_data"
+        )
+        valid_loader = (
+            None
+            if valid_data is None
+            else make_loader(valid_data, batch_size=batch_size, shuffle=False, seed=seed, role="valid_data")
+        )
         train_source = BatchSource(train_loader, steps_per_epoch, "train_data")
         valid_source = None if valid_loader is None else BatchSource(valid_loader, None, "valid_data")
         callback_list = CallbackList(with_progress(callbacks, progress))
@@ -162,45 +167,84 @@ class Experiment:
         self.directory.prepare()
         with self.directory.lock(), train_source.installed():
             self._check_resumable()
+            for leftover in self.directory.temporary_files():  # of writes a crash cut short
+                leftover.unlink(missing_ok=True)
             self.loop.generators = find_generators([train_loader, valid_loader])
             recorder = EpochRecorder(self.directory, tensorboard=self.tensorboard, hparams=self.config)
             checkpointer = Checkpointer(
-                self.directory, self.loop, schedulers=lr_schedulers, callbacks=callback_list.callbacks,
-                tracker=BestTracker(monitor, self.monitor_mode), recorder=recorder,
+                self.directory,
+                self.loop,
+                schedulers=lr_schedulers,
+                callbacks=callback_list.callbacks,
+                tracker=BestTracker(monitor, self.monitor_mode),
+                recorder=recorder,
             )
             resumed = checkpointer.restore()
             if not resumed:
                 self.loop.reset()
                 seed_everything(seed)
-            settings = {"epochs": epochs, "seed": seed, "monitor_metric": monitor,
-                        "monitor_mode": self.monitor_mode, "checkpoint_every": checkpoint_every,
-                        "steps_per_epoch": train_source.steps_per_epoch}
+            settings = {
+                "epochs": epochs,
+                "seed": seed,
+                "monitor_metric": monitor,
+                "monitor_mode": self.monitor_mode,
+                "checkpoint_every": checkpoint_every,
+                "steps_per_epoch": train_source.steps_per_epoch,
+            }
             if self.loop.stop_training or self.loop.epochs_completed >= epochs:
                 self._write_status("stopped" if self.loop.stop_training else "finished", settings, resumed)
                 return self.loop.history
-            return self._fit(train_source, valid_source, epochs, callback_list, lr_schedulers,
-                             monitor, checkpointer, recorder, checkpoint_every, settings, resumed)
+            return self._fit(
+                train_source,
+                valid_source,
+                epochs,
+                callback_list,
+                lr_schedulers,
+                monitor,
+                checkpointer,
+                recorder,
+                checkpoint_every,
+                settings,
+                resumed,
+            )
 
-    def _fit(self, train_source: BatchSource, valid_source: BatchSource | None, epochs: int,
-             callbacks: CallbackList, schedulers: Sequence[Any], monitor: str,
-             checkpointer: Checkpointer, recorder: EpochRecorder, checkpoint_every: int | None,
-             settings: dict[str, Any], resumed: bool) -> list[dict[str, Any]]:
+    def _fit(
+        self,
+        train_source: BatchSource,
+        valid_source: BatchSource | None,
+        epochs: int,
+        callbacks: CallbackList,
+        schedulers: Sequence[Any],
+        monitor: str,
+        checkpointer: Checkpointer,
+        recorder: EpochRecorder,
+        checkpoint_every: int | None,
+        settings: dict[str, Any],
+        resumed: bool,
+    ) -> list[dict[str, Any]]:
         self._write_status("running", settings, resumed)
         flag = InterruptFlag()
         try:
             recorder.open(self.loop.history)
             with interrupt_on_signals(flag):
                 history = self.loop.fit(
-                    train_source, valid_source, epochs=epochs, callbacks=callbacks,
-                    schedulers=schedulers, monitor=monitor, commit=checkpointer.commit,
-                    checkpoint_every=checkpoint_every, interrupt=flag,
+                    train_source,
+                    valid_source,
+                    epochs=epochs,
+                    callbacks=callbacks,
+                    schedulers=schedulers,
+                    monitor=monitor,
+                    commit=checkpointer.commit,
+                    checkpoint_every=checkpoint_every,
+                    interrupt=flag,
                 )
         except TrainingInterrupted as interrupted:
             name = signal.Signals(interrupted.signum).name
             where = f"epoch {self.loop.epochs_completed + 1}, step {self.loop.steps_in_epoch}"
             self._write_status("interrupted", settings, True, f"{name} at {where}")
-            logger.warning("%s: checkpoint committed at %s in %s; run again to resume.",
-                           name, where, self.directory.path)
+            logger.warning(
+                "%s: checkpoint committed at %s in %s; run again to resume.", name, where, self.directory.path
+            )
             raise SystemExit(128 + interrupted.signum) from None
         except KeyboardInterrupt:
             self._write_status("interrupted", settings, True, "second SIGINT: stopped at once")
@@ -215,11 +259,15 @@ class Experiment:
         self._write_status(status, settings, True)
         return history
 
-    def _check_train_arguments(self, epochs: Any, batch_size: Any, checkpoint_every: Any,
-                               steps_per_epoch: Any) -> None:
-        for name, value, allow_none in (("epochs", epochs, False), ("batch_size", batch_size, False),
-                                        ("checkpoint_every", checkpoint_every, True),
-                                        ("steps_per_epoch", steps_per_epoch, True)):
+    def _check_train_arguments(
+        self, epochs: Any, batch_size: Any, checkpoint_every: Any, steps_per_epoch: Any
+    ) -> None:
+        for name, value, allow_none in (
+            ("epochs", epochs, False),
+            ("batch_size", batch_size, False),
+            ("checkpoint_every", checkpoint_every, True),
+            ("steps_per_epoch", steps_per_epoch, True),
+        ):
             if value is None and allow_none:
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -255,8 +303,9 @@ class Experiment:
             raise MonitorError(missing_monitor_message(monitor, known, "monitor_metric"))
         return monitor
 
-    def _write_status(self, status: str, settings: dict[str, Any], resumed: bool,
-                      message: str | None = None) -> None:
+    def _write_status(
+        self, status: str, settings: dict[str, Any], resumed: bool, message: str | None = None
+    ) -> None:
         if self.directory.is_run():
             current = self.directory.read_metadata()
             current["settings"] = {**current.get("settings", {}), **settings}
@@ -267,8 +316,15 @@ class Experiment:
         self.directory.write_metadata(meta.with_status(current, status, message))
 
     # -------------------------------------------------------------------------------- testing
-    def test(self, test_data: Any, *, checkpoint: str | int = "best", batch_size: int = 32,
-             callbacks: Sequence[Any] = (), progress: bool | dict[str, Any] = True) -> dict[str, Any]:
+    def test(
+        self,
+        test_data: Any,
+        *,
+        checkpoint: str | int = "best",
+        batch_size: int = 32,
+        callbacks: Sequence[Any] = (),
+        progress: bool | dict[str, Any] = True,
+    ) -> dict[str, Any]:
         """Evaluate saved weights on ``test_data`` and append a row to test_log.tsv.
 
         Args:
@@ -326,4 +382,3 @@ class Experiment:
     def logs(self) -> pd.DataFrame:
         """The epoch log (log.tsv) as a DataFrame, one row per completed epoch."""
         return load_logs(self.directory.path)
-

@@ -160,7 +160,9 @@ class TrainingLoop:
             self._clock_start = time.perf_counter()
             callbacks.call("on_epoch_begin", epoch, {})
         else:
-            assert self.epoch_rng is not None and self.resume_rng is not None, "mid-epoch resume without its random state"
+            assert self.epoch_rng is not None and self.resume_rng is not None, (
+                "mid-epoch resume without its random state"
+            )
             restore_rng(self.epoch_rng, self.generators)
             resume_rng: dict[str, Any] = self.resume_rng
             self.resume_rng = None
@@ -194,8 +196,14 @@ class TrainingLoop:
         # The pass draws its order from the random state now; a mid-epoch resume redraws it from here.
         self.epoch_rng, self.pass_step = capture_rng(self.generators), steps_done
 
-    def _train_batches(self, batches: Any, callbacks: CallbackList, commit: CommitFn,
-                       checkpoint_every: int | None, interrupt: InterruptFlag) -> None:
+    def _train_batches(
+        self,
+        batches: Any,
+        callbacks: CallbackList,
+        commit: CommitFn,
+        checkpoint_every: int | None,
+        interrupt: InterruptFlag,
+    ) -> None:
         begin = callbacks.listeners("on_train_batch_begin")
         backward_end = callbacks.listeners("on_backward_end")
         end = callbacks.listeners("on_train_batch_end")
@@ -262,8 +270,13 @@ class TrainingLoop:
         return self.epoch_time
 
     # --------------------------------------------------------------------------------- evaluation
-    def evaluate(self, source: BatchSource, prefix: str, callbacks: CallbackList,
-                 interrupt: InterruptFlag | None = None) -> dict[str, Any]:
+    def evaluate(
+        self,
+        source: BatchSource,
+        prefix: str,
+        callbacks: CallbackList,
+        interrupt: InterruptFlag | None = None,
+    ) -> dict[str, Any]:
         """Run the network over ``source`` without gradients; return ``{prefix}_loss`` and metrics."""
         begin = callbacks.listeners(f"on_{prefix_hook(prefix)}_batch_begin")
         end = callbacks.listeners(f"on_{prefix_hook(prefix)}_batch_end")
@@ -284,7 +297,11 @@ class TrainingLoop:
                     size = _batch_size(x, y)
                     values = self.eval_metrics.update(self.loss_function(y_pred, y), y_pred, y, size)
                     if end:
-                        logs = {"batch": batch_number, "size": size, "time": time.perf_counter() - batch_started}
+                        logs = {
+                            "batch": batch_number,
+                            "size": size,
+                            "time": time.perf_counter() - batch_started,
+                        }
                         logs.update(zip(names, values.reshape(-1).tolist()))
                         for method in end:
                             method(batch_number, logs)

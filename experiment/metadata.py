@@ -12,7 +12,6 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-
 FORMAT_VERSION = 1
 
 STATUSES = ("running", "finished", "stopped", "interrupted", "failed")
@@ -76,8 +75,14 @@ def new_metadata(config: dict[str, Any] | None, settings: dict[str, Any]) -> dic
 def with_status(metadata: dict[str, Any], status: str, message: str | None = None) -> dict[str, Any]:
     """A copy of ``metadata`` with a new status, the writer's pid and host, and the time."""
     assert status in STATUSES, status
-    return {**metadata, "status": status, "message": message, "updated": now_iso(),
-            "pid": os.getpid(), "host": socket.gethostname()}
+    return {
+        **metadata,
+        "status": status,
+        "message": message,
+        "updated": now_iso(),
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+    }
 
 
 def _torch_version() -> str:

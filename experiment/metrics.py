@@ -91,7 +91,10 @@ class ConcatenatingMetric:
         return self.function(torch.cat(self.predictions), torch.cat(self.targets))
 
     def state_dict(self) -> dict[str, Any]:
-        return {"predictions": [p.cpu() for p in self.predictions], "targets": [t.cpu() for t in self.targets]}
+        return {
+            "predictions": [p.cpu() for p in self.predictions],
+            "targets": [t.cpu() for t in self.targets],
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.predictions = list(state["predictions"])
@@ -178,7 +181,9 @@ class EpochAccumulator:
         for _, metric in self.epoch_metrics:
             metric.reset()
 
-    def update(self, loss: torch.Tensor, y_pred: torch.Tensor, y_true: torch.Tensor, size: int) -> torch.Tensor:
+    def update(
+        self, loss: torch.Tensor, y_pred: torch.Tensor, y_true: torch.Tensor, size: int
+    ) -> torch.Tensor:
         """Add one batch; return its values on the device: the loss alone as a 0-dim tensor when
         there are no batch metrics, else a 1-dim tensor (loss first, then the batch metrics)."""
         # This runs at every step, so it keeps to a few tensor operations: a cached 0-dim factor
@@ -212,10 +217,7 @@ class EpochAccumulator:
     def averages(self, prefix: str = "") -> dict[str, float]:
         """Read the epoch's averages (one device-to-host copy) and the epoch metrics."""
         names = self.batch_names(prefix)
-        if self.sums is None:
-            values = [float("nan")] * len(names)
-        else:
-            values = (self.sums / self.samples).tolist()
+        values = [float("nan")] * len(names) if self.sums is None else (self.sums / self.samples).tolist()
         logs = dict(zip(names, values))
         for name, metric in self.epoch_metrics:
             logs[f"{prefix}{name}"] = float(metric.compute())

@@ -22,8 +22,9 @@ from experiment.storage import fsync_dir
 class EpochRecorder:
     """Appends one log.tsv row and one TensorBoard scalar per key at each epoch end."""
 
-    def __init__(self, directory: RunDirectory, *, tensorboard: bool = True,
-                 hparams: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, directory: RunDirectory, *, tensorboard: bool = True, hparams: dict[str, Any] | None = None
+    ) -> None:
         self.directory = directory
         self.tensorboard = tensorboard
         self.hparams = dict(hparams or {})
@@ -49,8 +50,11 @@ class EpochRecorder:
         if self._writer is None:
             return
         epoch = int(logs["epoch"])
-        scalars = [key for key, value in logs.items()
-                   if key != "epoch" and isinstance(value, numbers.Real) and not isinstance(value, bool)]
+        scalars = [
+            key
+            for key, value in logs.items()
+            if key != "epoch" and isinstance(value, numbers.Real) and not isinstance(value, bool)
+        ]
         for key in scalars:
             self._writer.add_scalar(key, float(logs[key]), epoch)
         if self.hparams and not self._hparams_written:

@@ -141,9 +141,7 @@ def load_tensors(path: Path) -> Any:
     except FileNotFoundError as error:
         raise CheckpointError(f"{path} does not exist.") from error
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as error:
-        raise CheckpointError(
-            f"{path} is truncated or corrupt: {_first_line(str(error))}"
-        ) from error
+        raise CheckpointError(f"{path} is truncated or corrupt: {_first_line(str(error))}") from error
 
 
 #: The modules a pickle of plain data and tensors written by torch.save refers to.

@@ -33,7 +33,9 @@ def optimizer_mismatches(saved: dict[str, Any], optimizer: torch.optim.Optimizer
     saved_groups = saved.get("param_groups", [])
     groups = optimizer.param_groups
     if len(saved_groups) != len(groups):
-        return [f"the optimizer has {len(groups)} parameter group(s) now but {len(saved_groups)} in the checkpoint"]
+        return [
+            f"the optimizer has {len(groups)} parameter group(s) now but {len(saved_groups)} in the checkpoint"
+        ]
     problems = []
     params = [p for group in groups for p in group["params"]]
     for index, (old, new) in enumerate(zip(saved_groups, groups)):
@@ -60,8 +62,9 @@ def optimizer_mismatches(saved: dict[str, Any], optimizer: torch.optim.Optimizer
     return problems
 
 
-def mismatches(tree: dict[str, Any], network: nn.Module, optimizer: torch.optim.Optimizer,
-               schedulers: Sequence[Any]) -> list[str]:
+def mismatches(
+    tree: dict[str, Any], network: nn.Module, optimizer: torch.optim.Optimizer, schedulers: Sequence[Any]
+) -> list[str]:
     """Every way a saved state tree does not fit the objects given now."""
     classes = tree["classes"]
     problems = model_mismatches(tree["model"], network)

@@ -44,9 +44,14 @@ def main() -> None:
     network = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Dropout(0.2), nn.Linear(128, 10))
     optimizer = torch.optim.SGD(network.parameters(), lr=0.1, momentum=0.9)
     exp = Experiment(
-        args.run_dir, network, optimizer=optimizer, loss_function="cross_entropy",
-        batch_metrics=["accuracy"], epoch_metrics=["f1"],
-        monitor_metric="val_acc", monitor_mode="max",
+        args.run_dir,
+        network,
+        optimizer=optimizer,
+        loss_function="cross_entropy",
+        batch_metrics=["accuracy"],
+        epoch_metrics=["f1"],
+        monitor_metric="val_acc",
+        monitor_mode="max",
         config={"hidden": 128, "dropout": 0.2, "lr": 0.1, "momentum": 0.9, "batch_size": 32},
     )
     exp.train(

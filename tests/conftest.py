@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -70,10 +71,8 @@ def train_run(
     loader = DataLoader(TensorDataset(x, y), batch_size=16, shuffle=True)
     extra = [InterruptAt(interrupt_at)] if interrupt_at is not None else []
     options = {"epochs": epochs, "lr_schedulers": schedulers(exp.optimizer), **train_options}
-    try:
+    with contextlib.suppress(Interrupt):
         exp.train(loader, (xv, yv), callbacks=[*callbacks(), *extra], **options)
-    except Interrupt:
-        pass
     return exp
 
 
@@ -88,6 +87,15 @@ def assert_same_training_state(a: Experiment, b: Experiment) -> None:
             assert torch.equal(torch.as_tensor(tensor), torch.as_tensor(state_b["state"][index][name])), name
     logs_a, logs_b = a.logs.drop(columns="time"), b.logs.drop(columns="time")
     assert logs_a.equals(logs_b), f"\n{logs_a}\n!=\n{logs_b}"
+
+
+@pytest.fixture(autouse=True)
+def single_thread() -> Iterator[None]:
+    """Run torch on one thread: the tiny models gain nothing from more, and lose much on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture

@@ -8,26 +8,11 @@ random state. Only wall-clock times and the count of commits may differ.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import pytest
 import torch
-
-
-@pytest.fixture(autouse=True)
-def single_thread() -> Iterator[None]:
-    """Run torch on one thread: the tiny models gain nothing from more, and lose much on a busy machine.
-
-    Import it into a test module to make it apply there (``from state_checks import single_thread``).
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 #: Keys whose values legitimately differ between an interrupted and an uninterrupted run.
 VOLATILE_KEYS = frozenset({"time", "epoch_time", "serial"})

@@ -6,7 +6,6 @@ from typing import Any
 
 import pytest
 import torch
-from state_checks import single_thread  # noqa: F401 (autouse fixture)
 from torch.utils.data import BatchSampler, DataLoader, Dataset, IterableDataset, SequentialSampler
 
 from experiment.data import BatchSource, SkippingSampler

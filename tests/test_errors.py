@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import torch
 from conftest import make_data, make_experiment, make_network, train_run
-from state_checks import newest_state, single_thread, snapshot_files  # noqa: F401 (autouse fixture)
+from state_checks import newest_state, snapshot_files
 from torch import nn
 from torch.utils.data import DataLoader, IterableDataset, TensorDataset
 

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 from conftest import make_data, make_experiment, train_run
-from state_checks import single_thread  # noqa: F401 (autouse fixture)
 
 from experiment import DirectoryLockedError
 from experiment.directory import RunDirectory

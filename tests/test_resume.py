@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import Interrupt, InterruptAt, assert_same_training_state, make_data, make_experiment, train_run
-from state_checks import assert_same_run, single_thread, snapshot_files  # noqa: F401 (autouse fixture)
+from state_checks import assert_same_run, snapshot_files
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from experiment import Callback, Experiment

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from conftest import train_run
-from state_checks import assert_same_run, single_thread, state_files  # noqa: F401 (autouse fixture)
+from state_checks import assert_same_run, state_files
 
 from experiment import Callback
 from experiment.checkpointing import load_newest_state

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import train_run
-from state_checks import assert_same_run, newest_state, single_thread, snapshot_files, state_files  # noqa: F401 (autouse fixture)
+from conftest import assert_same_training_state, train_run
+from state_checks import assert_same_run, newest_state, snapshot_files, state_files
 
 from experiment import Callback, CheckpointError, StorageError, UnsafeCheckpointError
 from experiment.checkpointing import load_newest_state
@@ -205,3 +205,22 @@ def test_storage_checkpoints_load_with_plain_torch(tmp_path):
     best = tmp_path / "checkpoints" / f"best-epoch{tree['best']['epoch']:04d}.pt"
     weights = torch.load(best, weights_only=True)
     assert set(weights) == set(tree["model"])
+
+
+def test_storage_leftover_temporary_files_are_removed_when_training_resumes(run_dirs):
+    straight, resumed = run_dirs
+    train_run(resumed, epochs=3, interrupt_at=7, checkpoint_every=2)
+    leftovers = [
+        resumed / "checkpoints" / ".state-000009.pt.0badc0de.tmp",  # what a kill during a write leaves
+        resumed / ".experiment.json.12345678.tmp",
+    ]
+    for path in leftovers:
+        path.write_bytes(b"partial")
+    mine = resumed / "checkpoints" / "notes.tmp"  # not named like the library's temporary files
+    mine.write_text("kept")
+
+    actual = train_run(resumed, epochs=3, checkpoint_every=2)
+
+    assert not any(path.exists() for path in leftovers)
+    assert mine.read_text() == "kept"
+    assert_same_training_state(train_run(straight, epochs=3, checkpoint_every=2), actual)

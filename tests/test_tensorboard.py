@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from conftest import Interrupt, train_run
-from state_checks import assert_same_run, read_log, single_thread  # noqa: F401 (autouse fixture)
+from state_checks import assert_same_run, read_log
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from experiment import checkpointing

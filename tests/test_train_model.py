@@ -256,11 +256,19 @@ def test_train_model_monitors_a_validate_metric(tmp_path):
     def validate() -> dict[str, Any]:
         return {"accuracy": float((network(xv).argmax(1) == yv).float().mean())}
 
-    run(tmp_path, n_epochs=4, network=network, validate=validate,
-        monitor_metric="val_accuracy", monitor_mode="max")
+    run(
+        tmp_path,
+        n_epochs=4,
+        network=network,
+        validate=validate,
+        monitor_metric="val_accuracy",
+        monitor_mode="max",
+    )
     logs = load_logs(tmp_path)
     best_epoch = int(logs.loc[logs["val_accuracy"].idxmax(), "epoch"])
-    assert sorted((tmp_path / "checkpoints").glob("best-epoch*.pt"))[-1].name == f"best-epoch{best_epoch:04d}.pt"
+    assert (
+        sorted((tmp_path / "checkpoints").glob("best-epoch*.pt"))[-1].name == f"best-epoch{best_epoch:04d}.pt"
+    )
 
 
 def test_train_model_unknown_monitor_fails_at_the_first_epoch_end(tmp_path):
