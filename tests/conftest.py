@@ -33,6 +33,19 @@ class InterruptAt(Callback):
             raise Interrupt(f"interrupted at step {self.global_step}")
 
 
+class CrashAtEpochEnd(Callback):
+    """Raises Interrupt in on_epoch_end of ``epoch``: after the epoch's files were written by the
+    callbacks before it, before the epoch is committed."""
+
+    def __init__(self, epoch: int) -> None:
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch_number: int, logs: dict[str, Any]) -> None:
+        if epoch_number == self.epoch:
+            raise Interrupt(f"crash at the end of epoch {epoch_number}")
+
+
 def make_data(samples: int = 96, features: int = 6, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn(samples, features, generator=generator)

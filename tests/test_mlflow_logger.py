@@ -6,9 +6,9 @@ import sys
 from typing import Any
 
 import pytest
-from conftest import Interrupt, make_data, train_run
+from conftest import CrashAtEpochEnd, make_data, train_run
 
-from experiment import Callback, ConfigurationError
+from experiment import ConfigurationError
 from experiment.callbacks.mlflow_logger import MLFlowLogger
 from experiment.errors import MissingExtraError
 
@@ -26,16 +26,6 @@ def tracking_uri(tmp_path_factory):
 @pytest.fixture
 def client(tracking_uri):
     return mlflow_tracking.MlflowClient(tracking_uri=tracking_uri)
-
-
-class CrashAtEpochEnd(Callback):
-    def __init__(self, epoch: int) -> None:
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_end(self, epoch_number: int, logs: dict[str, Any]) -> None:
-        if epoch_number == self.epoch:
-            raise Interrupt(f"crash at the end of epoch {epoch_number}")
 
 
 def history(client, run_id: str, key: str) -> list[tuple[int, float]]:

@@ -9,7 +9,7 @@ from typing import IO, Any
 
 import pytest
 import torch
-from conftest import Interrupt, assert_same_training_state, train_run
+from conftest import CrashAtEpochEnd, assert_same_training_state, train_run
 from torch import nn
 
 from experiment import Callback
@@ -307,16 +307,6 @@ def test_lr_scheduler_checkpoint_needs_state_dict(tmp_path):
 
 
 # ------------------------------------------------------------------------ resume with real training
-class CrashAtEpochEnd(Callback):
-    """Raises after the savers wrote an epoch's files, before the epoch is committed."""
-
-    def __init__(self, epoch: int) -> None:
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_end(self, epoch_number: int, logs: dict[str, Any]) -> None:
-        if epoch_number == self.epoch:
-            raise Interrupt(f"crash at the end of epoch {epoch_number}")
 
 
 def savers(run_dir: Path) -> list[Any]:

@@ -6,17 +6,16 @@ import math
 from pathlib import Path
 from time import time as real_time
 from types import SimpleNamespace
-from typing import Any
 
 import pytest
 import torch
-from conftest import Interrupt, assert_same_training_state, train_run
+from conftest import CrashAtEpochEnd, assert_same_training_state, train_run
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.summary.writer import event_file_writer
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
-from experiment import Callback, ConfigurationError
+from experiment import ConfigurationError
 from experiment.callbacks.tensorboard_logger import (
     GRADIENT_STATISTICS,
     TensorBoardGradientTracker,
@@ -53,18 +52,6 @@ def read_scalars(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
         tag: [(event.step, event.value) for event in accumulator.Scalars(tag)]
         for tag in accumulator.Tags()["scalars"]
     }
-
-
-class CrashAtEpochEnd(Callback):
-    """Raises Interrupt in on_epoch_end of ``epoch``: after earlier callbacks, before the commit."""
-
-    def __init__(self, epoch: int) -> None:
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_end(self, epoch_number: int, logs: dict[str, Any]) -> None:
-        if epoch_number == self.epoch:
-            raise Interrupt(f"crash at the end of epoch {epoch_number}")
 
 
 def fake_trainer(network: nn.Module) -> SimpleNamespace:
