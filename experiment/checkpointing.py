@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from experiment.directory import RunDirectory
-from experiment.errors import CheckpointError, StateMismatchError, UnsafeCheckpointError
+from experiment.errors import CheckpointError, ConfigurationError, StateMismatchError, UnsafeCheckpointError
 from experiment.loop import TrainingLoop
 from experiment.monitoring import BestTracker
 from experiment.recording import EpochRecorder
@@ -197,3 +197,34 @@ class Checkpointer:
         loop.load_state_dict(tree["loop"])
         self.serial = tree["serial"]
         self._previous_best = self.tracker.epoch
+
+
+def saved_weights(directory: RunDirectory, checkpoint: str | int) -> tuple[int, dict[str, Any]]:
+    """The epoch and network weights that ``checkpoint`` names: "best", "last", or an epoch number
+    (the best or the last epoch).
+
+    Raises:
+        CheckpointError: no checkpoint yet, or no epoch is complete.
+        ConfigurationError: an epoch whose weights are not kept.
+    """
+    found = load_newest_state(directory)
+    bests = directory.best_paths()
+    if found is None and checkpoint in ("best", max(bests, default=None)) and bests:
+        return max(bests), load_tensors(bests[max(bests)])  # a run cleaned to its best weights
+    if found is None:
+        raise CheckpointError(
+            f"{directory.path} holds no checkpoint yet; train first (test loads saved weights)."
+        )
+    tree, _ = found
+    best_epoch = tree["best"]["epoch"]
+    last_epoch = tree["loop"]["epochs_completed"]
+    if checkpoint == "best" or (checkpoint == best_epoch and checkpoint != last_epoch):
+        if best_epoch is None:
+            raise CheckpointError(f"{directory.path} has no best epoch yet: no epoch is complete.")
+        return best_epoch, load_tensors(directory.best_path(best_epoch))
+    if checkpoint == "last" or checkpoint == last_epoch:
+        return last_epoch, tree["model"]
+    raise ConfigurationError(
+        f"checkpoint: received {checkpoint!r}; expected 'best', 'last', or an epoch whose weights "
+        f"are kept: the best epoch ({best_epoch}) or the last one ({last_epoch})."
+    )

@@ -9,14 +9,13 @@ import signal
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-import torch
 from torch import nn
 
 from experiment import metadata as meta
 from experiment import tsv
 from experiment.callbacks.base import CallbackList
 from experiment.callbacks.progress import with_progress
-from experiment.checkpointing import Checkpointer, load_newest_state
+from experiment.checkpointing import Checkpointer, saved_weights
 from experiment.components import resolve_device, resolve_loss, resolve_optimizer
 from experiment.data import BatchSource, make_loader
 from experiment.directory import RunDirectory
@@ -35,7 +34,6 @@ from experiment.recording import EpochRecorder
 from experiment.resume import epochs_from_environment
 from experiment.signals import interrupt_on_signals
 from experiment.state import find_generators, seed_everything
-from experiment.storage import load_tensors
 from experiment.validation import model_mismatches
 
 if TYPE_CHECKING:
@@ -342,7 +340,7 @@ class Experiment:
         loader = make_loader(test_data, batch_size=batch_size, shuffle=False, seed=0, role="test_data")
         source = BatchSource(loader, None, "test_data")
         with self.directory.lock():
-            epoch, weights = self._weights_for(checkpoint)
+            epoch, weights = saved_weights(self.directory, checkpoint)
             problems = model_mismatches(weights, self.network)
             if problems:
                 raise CheckpointError("The saved weights do not fit the network: " + "; ".join(problems))
@@ -353,29 +351,6 @@ class Experiment:
             row = {"time": meta.now_iso(), "checkpoint": str(checkpoint), "epoch": epoch, **logs}
             tsv.append_row(self.directory.test_log_path, row)
         return logs
-
-    def _weights_for(self, checkpoint: str | int) -> tuple[int, dict[str, torch.Tensor]]:
-        found = load_newest_state(self.directory)
-        bests = self.directory.best_paths()
-        if found is None and checkpoint in ("best", max(bests, default=None)) and bests:
-            return max(bests), load_tensors(bests[max(bests)])  # a run cleaned to its best weights
-        if found is None:
-            raise CheckpointError(
-                f"{self.directory.path} holds no checkpoint yet; train first (test loads saved weights)."
-            )
-        tree, _ = found
-        best_epoch = tree["best"]["epoch"]
-        last_epoch = tree["loop"]["epochs_completed"]
-        if checkpoint == "best" or (checkpoint == best_epoch and checkpoint != last_epoch):
-            if best_epoch is None:
-                raise CheckpointError(f"{self.directory.path} has no best epoch yet: no epoch is complete.")
-            return best_epoch, load_tensors(self.directory.best_path(best_epoch))
-        if checkpoint == "last" or checkpoint == last_epoch:
-            return last_epoch, tree["model"]
-        raise ConfigurationError(
-            f"checkpoint: received {checkpoint!r}; expected 'best', 'last', or an epoch whose weights "
-            f"are kept: the best epoch ({best_epoch}) or the last one ({last_epoch})."
-        )
 
     # ---------------------------------------------------------------------------------- logs
     @property

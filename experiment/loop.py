@@ -20,8 +20,9 @@ Hook order, as pseudocode (``commit`` is the checkpoint function the Experiment 
 Progress is counted in completed units: ``epochs_completed``, ``steps_in_epoch`` (training steps done
 in the current epoch) and ``global_step``. Resuming mid-epoch restores the random state of the start
 of the loader's current pass (the epoch start, unless the epoch spans several passes), lets the data
-source redraw that pass's order and skip its consumed batches, then restores the random state of the step (the fast-forward first, the random state last); ``on_epoch_begin`` is not called
-again for that epoch, since the saved callback states already saw it.
+source redraw that pass's order and skip its consumed batches, then restores the random state of
+the step (the fast-forward first, the random state last); ``on_epoch_begin`` is not called again
+for that epoch, since the saved callback states already saw it.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from experiment.batches import batch_size, forward, split_batch
 from experiment.callbacks.base import CallbackList
 from experiment.data import BatchSource
 from experiment.errors import DataError, NonFiniteLossError
@@ -215,10 +217,10 @@ class TrainingLoop:
             for method in begin:
                 method(batch_number, {})
             started = time.perf_counter()
-            x, y = self._to_device(batch)
+            x, y = split_batch(batch, self.device)
             if custom_step is None:
                 self.optimizer.zero_grad(set_to_none=True)
-                y_pred = self._forward(x)
+                y_pred = forward(self.network, x)
                 loss = self.loss_function(y_pred, y)
                 loss.backward()
                 for method in backward_end:
@@ -226,7 +228,7 @@ class TrainingLoop:
                 self.optimizer.step()
             else:
                 loss, y_pred = custom_step(x, y)
-            size = _batch_size(x, y)
+            size = batch_size(x, y)
             values = self.train_metrics.update(loss, y_pred, y, size)
             self.steps_in_epoch += 1
             self.global_step += 1
@@ -292,9 +294,9 @@ class TrainingLoop:
                     for method in begin:
                         method(batch_number, {})
                     batch_started = time.perf_counter()
-                    x, y = self._to_device(batch)
-                    y_pred = self._forward(x)
-                    size = _batch_size(x, y)
+                    x, y = split_batch(batch, self.device)
+                    y_pred = forward(self.network, x)
+                    size = batch_size(x, y)
                     values = self.eval_metrics.update(self.loss_function(y_pred, y), y_pred, y, size)
                     if end:
                         logs = {
@@ -316,22 +318,6 @@ class TrainingLoop:
         return logs
 
     # ------------------------------------------------------------------------------------ helpers
-    def _to_device(self, batch: Any) -> tuple[Any, Any]:
-        if type(batch) in (tuple, list) and len(batch) == 2 and self.device.type == "cpu":
-            x, y = batch
-            if type(x) is torch.Tensor and type(y) is torch.Tensor and not (x.is_cuda or y.is_cuda):
-                return x, y  # the common case on CPU, without the cost of two no-op .to() calls
-        if not isinstance(batch, (tuple, list)) or len(batch) != 2:
-            raise DataError(
-                f"Each batch must be a pair (x, y); received {type(batch).__name__}"
-                f"{' of length ' + str(len(batch)) if isinstance(batch, (tuple, list)) else ''}. "
-                "Make the dataset return (input, target) pairs."
-            )
-        return _move(batch[0], self.device), _move(batch[1], self.device)
-
-    def _forward(self, x: Any) -> Any:
-        return self.network(*x) if isinstance(x, (tuple, list)) else self.network(x)
-
     def state_dict(self, rng: dict[str, Any] | None = None) -> dict[str, Any]:
         """The loop's position, history, running sums and random state (now, or ``rng``)."""
         return {
@@ -364,22 +350,3 @@ class TrainingLoop:
 def prefix_hook(prefix: str) -> str:
     """Hook family for a log prefix: ``val`` -> ``valid``, ``test`` -> ``test``."""
     return "valid" if prefix == "val" else prefix
-
-
-def _move(value: Any, device: torch.device) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.to(device, non_blocking=True)
-    if isinstance(value, (tuple, list)):
-        return type(value)(_move(v, device) for v in value)
-    return value
-
-
-def _batch_size(x: Any, y: Any) -> int:
-    if type(y) is torch.Tensor and y.ndim > 0:
-        return y.shape[0]
-    for value in (y, x):
-        while isinstance(value, (tuple, list)) and value:
-            value = value[0]
-        if isinstance(value, torch.Tensor) and value.ndim > 0:
-            return len(value)
-    return 1
