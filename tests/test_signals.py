@@ -157,6 +157,7 @@ class SendSignal(Callback):
 
 @pytest.mark.parametrize("checkpoint_every", [None, 4])
 def test_signals_sigterm_in_process_exits_143_and_resumes_identical(run_dirs, checkpoint_every):
+    before = signal.getsignal(signal.SIGTERM)  # whatever the test runner inherited
     straight, resumed = run_dirs
     train_run(straight, checkpoint_every=checkpoint_every)
     with pytest.raises(SystemExit) as exited:
@@ -166,17 +167,18 @@ def test_signals_sigterm_in_process_exits_143_and_resumes_identical(run_dirs, ch
     assert exited.value.code == 143
     assert json.loads((resumed / "experiment.json").read_text())["status"] == "interrupted"
     assert load_newest_state(RunDirectory(resumed))[0]["loop"]["global_step"] == 9
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    assert signal.getsignal(signal.SIGTERM) is before
     train_run(resumed, checkpoint_every=checkpoint_every)
     assert_same_run(straight, resumed)
 
 
 def test_signals_second_sigint_in_training_stops_at_once(run_dirs):
+    before = signal.getsignal(signal.SIGINT)  # default_int_handler, or SIG_IGN in a background job
     straight, resumed = run_dirs
     train_run(straight, checkpoint_every=4)
     with pytest.raises(KeyboardInterrupt):
         train_run(resumed, checkpoint_every=4, callbacks=lambda: [SendSignal(10, signal.SIGINT, times=2)])
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is before
     tree, _ = load_newest_state(RunDirectory(resumed))
     assert tree["loop"]["global_step"] == 8  # no commit after the second Ctrl-C
     train_run(resumed, checkpoint_every=4)
@@ -184,6 +186,7 @@ def test_signals_second_sigint_in_training_stops_at_once(run_dirs):
 
 
 def test_signals_second_sigint_raises_keyboard_interrupt_from_the_handler():
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     flag = InterruptFlag()
     with interrupt_on_signals(flag):
         handler = signal.getsignal(signal.SIGINT)
@@ -192,5 +195,5 @@ def test_signals_second_sigint_raises_keyboard_interrupt_from_the_handler():
         assert flag.signum == signal.SIGINT
         with pytest.raises(KeyboardInterrupt):
             handler(signal.SIGINT, None)
-        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored at once
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+        assert signal.getsignal(signal.SIGINT) is before[0]  # restored at once
+    assert signal.getsignal(signal.SIGTERM) is before[1]
