@@ -68,10 +68,6 @@ class DirectoryLock:
     def release(self) -> None:
         self._lock.release()
 
-    @property
-    def is_held(self) -> bool:
-        return self._lock.is_locked
-
 
 def read_holder(holder_path: Path) -> dict[str, Any] | None:
     """The pid and host last written by a lock holder, or None."""

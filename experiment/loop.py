@@ -91,16 +91,7 @@ class TrainingLoop:
         self.device = device
         self.train_metrics = EpochAccumulator(batch_metrics, epoch_metrics)
         self.eval_metrics = EpochAccumulator(batch_metrics, copy.deepcopy(epoch_metrics))
-        self.epochs_completed = 0
-        self.steps_in_epoch = 0
-        self.global_step = 0
-        self.stop_training = False
-        self.history: list[dict[str, Any]] = []
-        self.epoch_time = 0.0
-        #: The random state when the loader's current pass began, and ``steps_in_epoch`` then.
-        self.epoch_rng: dict[str, Any] | None = None
-        self.pass_step = 0
-        self.resume_rng: dict[str, Any] | None = None
+        self.reset()
         self.generators: list[torch.Generator] = []
         self._clock_start = 0.0
         #: When set, ``train_step(x, y) -> (loss, y_pred)`` replaces zero_grad, forward, loss,
@@ -111,10 +102,13 @@ class TrainingLoop:
         """Forget the position, history and random state of an earlier run (a fresh start)."""
         self.epochs_completed = self.steps_in_epoch = self.global_step = 0
         self.stop_training = False
-        self.history = []
+        self.history: list[dict[str, Any]] = []
         self.epoch_time = 0.0
-        self.epoch_rng = self.resume_rng = None
+        #: The random state when the loader's current pass began, and ``steps_in_epoch`` then.
+        self.epoch_rng: dict[str, Any] | None = None
         self.pass_step = 0
+        #: The random state of the committed step, put back when training resumes.
+        self.resume_rng: dict[str, Any] | None = None
 
     # ----------------------------------------------------------------------------------- training
     def fit(

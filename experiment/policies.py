@@ -17,8 +17,6 @@ from typing import Any
 
 from experiment.errors import ConfigurationError, MissingExtraError
 
-PARAMETERS = ("lr", "momentum")
-
 
 class _Space:
     """A lazy, re-iterable sequence of ``steps`` values going from ``start`` to ``end``."""
