@@ -12,9 +12,9 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS: dict[str, tuple[str, ...]] = {
-    "experiment.experiment": ("Experiment",),
-    "experiment.logs": ("load_logs",),
-    "experiment.loop": ("TrainingLoop",),
+    "experiment.run.experiment": ("Experiment",),
+    "experiment.store.logs": ("load_logs",),
+    "experiment.training.loop": ("TrainingLoop",),
     "experiment.callbacks.base": ("Callback",),
     "experiment.errors": (
         "CheckpointError",
@@ -64,8 +64,8 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "experiment.callbacks.optimizer_policy": ("OptimizerPolicy",),
     "experiment.callbacks.policy_runner": ("PolicyRunner",),
     # policies
-    "experiment.policies": ("linspace", "cosinespace", "Phase", "sgdr_phases", "one_cycle_phases"),
-    "experiment.value_policies": (
+    "experiment.schedules.phases": ("linspace", "cosinespace", "Phase", "sgdr_phases", "one_cycle_phases"),
+    "experiment.schedules.value_policies": (
         "Policy",
         "ValuePolicy",
         "StopTraining",
@@ -75,14 +75,14 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "Switch",
         "LambdaEpoch",
     ),
-    "experiment.functional": ("train_model", "default_train_step"),
+    "experiment.run.train_model": ("train_model", "default_train_step"),
     # run directories, as the exp command sees them
-    "experiment.inspect": ("RunSummary", "summarize", "summarize_all"),
-    "experiment.resume": ("ResumePlan", "plan_resume"),
-    "experiment.entry_points": ("run_entry_point",),
-    "experiment.cleaning": ("CleanReport", "clean_run"),
-    "experiment.comparison": ("compare_runs",),
-    "experiment.plotting": ("plot_learning_curves",),
+    "experiment.runs.summary": ("RunSummary", "summarize", "summarize_all"),
+    "experiment.runs.resume": ("ResumePlan", "plan_resume"),
+    "experiment.runs.entry_points": ("run_entry_point",),
+    "experiment.runs.cleaning": ("CleanReport", "clean_run"),
+    "experiment.runs.comparison": ("compare_runs",),
+    "experiment.runs.plotting": ("plot_learning_curves",),
 }
 
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}

@@ -29,7 +29,7 @@ from torch import nn
 
 from cli.main import cli
 from experiment import Experiment, tsv
-from experiment.inspect import summarize_all
+from experiment.runs.summary import summarize_all
 
 STATUSES = ["finished"] * 6 + ["interrupted", "failed", "stopped", "running"]
 

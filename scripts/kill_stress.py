@@ -3,7 +3,7 @@
 Each round trains a small MLP (dropout, SGD with momentum, StepLR, a shuffling DataLoader) in a fresh
 run directory, in a child process that is killed with ``kill -9`` at random moments and started again
 until it finishes on its own. Some kills are aimed at checkpoint writes: the harness polls the
-``checkpoints/`` folder for the temporary files of ``experiment.storage.atomic_writer`` and kills as
+``checkpoints/`` folder for the temporary files of ``experiment.store.files.atomic_writer`` and kills as
 soon as one appears (the child slows its own fsync down a little so that the window can be caught).
 The finished run must equal an uninterrupted one: every state checkpoint (weights, optimizer,
 schedulers, callbacks, loop position, random state) and the best weights bit for bit, log.tsv in
@@ -38,7 +38,7 @@ from typing import Any
 
 #: The child: trains in the run directory given on its command line, printing READY just before
 #: ``train`` so the parent knows the imports are done. ``--fsync-delay`` slows the fsyncs of
-#: experiment.storage (only them, only in this process) so that a write's temporary file lives long
+#: experiment.store.files (only them, only in this process) so that a write's temporary file lives long
 #: enough for the parent to see it.
 TRAINING_SCRIPT = '''\
 import argparse
@@ -52,7 +52,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-import experiment.storage
+import experiment.store.files
 from experiment import Callback, Experiment
 
 
@@ -84,7 +84,7 @@ if args.fsync_delay > 0:
     patched_os = types.ModuleType("os")
     patched_os.__dict__.update(os.__dict__)
     patched_os.fsync = slow_fsync
-    experiment.storage.os = patched_os
+    experiment.store.files.os = patched_os
 
 torch.set_num_threads(1)
 data = torch.Generator().manual_seed(0)

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from cli.formatting import format_bytes
-from experiment.cleaning import KEEP_CHOICES, clean_run
+from experiment.runs.cleaning import KEEP_CHOICES, clean_run
 
 
 @click.command()

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from cli.formatting import table
-from experiment.comparison import compare_runs
+from experiment.runs.comparison import compare_runs
 
 
 @click.command()

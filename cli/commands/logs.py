@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from experiment.directory import RunDirectory
-from experiment.logs import load_logs
+from experiment.store.directory import RunDirectory
+from experiment.store.logs import load_logs
 
 
 @click.command()

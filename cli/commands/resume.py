@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from experiment.resume import plan_resume
+from experiment.runs.resume import plan_resume
 
 
 @click.command()

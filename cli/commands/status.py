@@ -8,10 +8,10 @@ from pathlib import Path
 import click
 
 from cli.formatting import format_age, format_bytes, format_time, format_value, key_values, one_line
-from experiment.directory import RunDirectory
 from experiment.errors import CheckpointError
-from experiment.inspect import RunPosition, RunSummary, read_position, summarize
-from experiment.recording import flat_hparams
+from experiment.runs.summary import RunPosition, RunSummary, read_position, summarize
+from experiment.store.directory import RunDirectory
+from experiment.store.metadata import flat_hparams
 
 
 @click.command()

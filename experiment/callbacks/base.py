@@ -26,7 +26,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from experiment.loop import TrainingLoop
+    from experiment.training.loop import TrainingLoop
 
 HOOKS = (
     "on_train_begin",
@@ -52,7 +52,7 @@ class Callback:
 
     Attributes:
         params: ``epochs`` and ``steps_per_epoch`` when training, ``steps`` when evaluating.
-        trainer: the :class:`~experiment.loop.TrainingLoop` running the callback (``network``,
+        trainer: the :class:`~experiment.training.loop.TrainingLoop` running the callback (``network``,
             ``optimizer``, ``stop_training``, ``epochs_completed``, ``global_step``...).
         model: the same object as ``trainer``, under the name Poutyne users know.
 

@@ -10,7 +10,7 @@ import torch
 
 from experiment.callbacks.base import Callback
 from experiment.errors import ConfigurationError
-from experiment.monitoring import check_mode, is_improvement, monitored_value
+from experiment.state.monitor import check_mode, is_improvement, monitored_value
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ import torch
 from experiment.callbacks.base import HOOKS, Callback, overrides
 from experiment.callbacks.periodic_save import PeriodicSaveCallback
 from experiment.errors import ConfigurationError
-from experiment.storage import load_tensors
+from experiment.store.files import load_tensors
 
 
 class ModelCheckpoint(PeriodicSaveCallback):

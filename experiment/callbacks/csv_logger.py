@@ -20,7 +20,7 @@ from typing import Any
 
 from experiment.callbacks.base import Callback
 from experiment.errors import ConfigurationError
-from experiment.storage import append_text, atomic_writer
+from experiment.store.files import append_text, atomic_writer
 
 _CHUNK = 1 << 20
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from experiment.callbacks.base import Callback, CallbackList
 from experiment.errors import ConfigurationError, StateMismatchError
-from experiment.state import Stateful
+from experiment.state.stateful import Stateful
 
 
 def _delay(name: str, value: Any) -> int:

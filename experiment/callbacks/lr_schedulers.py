@@ -20,10 +20,10 @@ from torch.optim import lr_scheduler
 
 from experiment.callbacks.base import Callback
 from experiment.errors import ConfigurationError, ExperimentError
-from experiment.monitoring import monitored_value
+from experiment.state.monitor import monitored_value
 
 if TYPE_CHECKING:
-    from experiment.loop import TrainingLoop
+    from experiment.training.loop import TrainingLoop
 
 
 class LRSchedulerCallback(Callback):

@@ -13,7 +13,7 @@ import torch
 
 from experiment.callbacks.base import Callback
 from experiment.errors import ConfigurationError, ExperimentError
-from experiment.policies import Phase, plot_values
+from experiment.schedules.phases import Phase, plot_values
 
 
 class OptimizerPolicy(Callback):

@@ -23,8 +23,8 @@ from typing import IO, Any
 
 from experiment.callbacks.base import Callback
 from experiment.errors import ConfigurationError
-from experiment.monitoring import check_mode, is_improvement, missing_monitor_message, monitored_value
-from experiment.storage import atomic_writer
+from experiment.state.monitor import check_mode, is_improvement, missing_monitor_message, monitored_value
+from experiment.store.files import atomic_writer
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """PolicyRunner: the callback that drives deep_pipe-style policies and a validate() function.
 
-It is what :func:`experiment.functional.train_model` adds to the run. Per epoch (counted from 0 as
+It is what :func:`experiment.run.train_model.train_model` adds to the run. Per epoch (counted from 0 as
 the policies see it):
 
 - ``epoch_started(e)`` of every policy runs once: for the first epoch at the start of training, for
@@ -29,8 +29,8 @@ import torch
 
 from experiment.callbacks.base import Callback
 from experiment.errors import ConfigurationError
-from experiment.state import Stateful
-from experiment.value_policies import StopTraining, ValuePolicy, wants_train_losses
+from experiment.schedules.value_policies import StopTraining, ValuePolicy, wants_train_losses
+from experiment.state.stateful import Stateful
 
 logger = logging.getLogger(__name__)
 

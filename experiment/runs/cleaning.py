@@ -1,0 +1,95 @@
+"""Free disk space in a run directory without losing what resuming or the best model needs.
+
+What a run needs: the newest state checkpoint that loads (to resume) and the weights of its best
+epoch (``Experiment.test(checkpoint="best")``). What it may also hold: the previous state checkpoint
+(a fallback kept until the next commit), best-weights files of former best epochs or of an epoch
+that was never committed, and temporary files of writes interrupted by a crash. Files the library
+did not write (a callback's saves, notes) are never touched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+from experiment.store.directory import RunDirectory
+from experiment.errors import ConfigurationError
+from experiment.runs.summary import effective_status
+
+KEEP_CHOICES = ("both", "last", "best")
+
+
+@dataclasses.dataclass
+class CleanReport:
+    """The files removed (or that would be, for a dry run) and their total size in bytes."""
+
+    removed: list[Path]
+    bytes_freed: int
+    dry_run: bool
+
+
+def clean_run(directory: str | os.PathLike[str], *, keep: str = "both", dry_run: bool = False) -> CleanReport:
+    """Remove the files of a run that are not needed by what ``keep`` names.
+
+    Args:
+        directory: the run directory.
+        keep: "both": what resuming needs and the best weights; "last": what resuming needs
+            only (the best weights go); "best": the best weights only, for a finished or stopped
+            run (the state checkpoints go: the run can no longer be resumed or extended).
+        dry_run: only report what would be removed.
+
+    Raises:
+        RunDirectoryError: not a run directory.
+        DirectoryLockedError: a live process holds the run (the lock is held while cleaning).
+        ConfigurationError: ``keep`` is unknown, or "best" for a run that is not over or has no
+            best weights.
+        CheckpointError: state checkpoints exist but none loads (nothing is removed).
+    """
+    if keep not in KEEP_CHOICES:
+        raise ConfigurationError(f"keep: received {keep!r}; expected one of {', '.join(KEEP_CHOICES)}.")
+    run = RunDirectory(directory)
+    metadata = run.read_metadata()
+    with run.lock():
+        from experiment.store.checkpoints import load_newest_state  # torch loads with the file
+
+        found = load_newest_state(run)
+        states = run.state_paths()
+        bests = run.best_paths()
+        best_epoch = found[0]["best"]["epoch"] if found else (max(bests) if bests else None)
+        if keep == "best":
+            _check_keep_best(run, effective_status(run, metadata)[0], best_epoch, bests)
+            doomed = list(states)
+        else:
+            newest_good = states.index(found[1]) if found else len(states)
+            doomed = states[newest_good + 1 :]  # older than the state that resumes (newer ones stay)
+        kept_best = best_epoch if keep in ("both", "best") else None
+        doomed += [path for epoch, path in sorted(bests.items()) if epoch != kept_best]
+        doomed += run.temporary_files()
+        freed = sum(_size(path) for path in doomed)
+        if not dry_run:
+            if keep == "best":  # written first: a crash halfway must not leave a run that looks resumable
+                run.write_metadata({**metadata, "resumable": False})
+            for path in doomed:
+                path.unlink(missing_ok=True)
+    return CleanReport(doomed, freed, dry_run)
+
+
+def _check_keep_best(run: RunDirectory, status: str, best_epoch: int | None, bests: dict[int, Path]) -> None:
+    if status not in ("finished", "stopped"):
+        raise ConfigurationError(
+            f"keep: received 'best' for {run.path}, whose status is {status!r}; it would remove what "
+            "resuming needs. Expected a finished or stopped run; use --keep both or --keep last."
+        )
+    if best_epoch is None or best_epoch not in bests:
+        raise ConfigurationError(
+            f"keep: received 'best' for {run.path}, which holds no best-weights file to keep; "
+            "use --keep last."
+        )
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0

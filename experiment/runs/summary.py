@@ -1,0 +1,199 @@
+"""Summaries of run directories, read cheaply enough to list hundreds of them.
+
+:func:`summarize` reads experiment.json, the names and times of the files in ``checkpoints/`` and
+the tail of log.tsv: the last row, and the rows back to the best epoch (whose number is in the name
+of the best-weights file). It never loads a checkpoint. :func:`read_position` does, for the exact
+step of an interrupted run (``exp status``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from experiment.store.directory import RunDirectory
+from experiment.errors import RunDirectoryError
+from experiment.store.lock import describe_holder
+from experiment.runs.log_tail import LogTail, read_log_tail
+
+
+@dataclasses.dataclass
+class RunSummary:
+    """What a run directory holds, as ``exp status`` and ``exp ls`` show it.
+
+    ``status`` is the recorded one, except that a run recorded as running whose process is gone
+    (killed, or its machine crashed) is reported as "interrupted".
+
+    Example:
+        >>> summary = summarize("runs/blobs")
+        >>> summary.status, summary.epochs_done, summary.best_value
+        ('finished', 20, 0.153)
+    """
+
+    path: Path
+    status: str
+    message: str | None
+    pid: int | None
+    host: str | None
+    created: str | None
+    updated: float
+    epochs_done: int
+    epochs_planned: int | None
+    steps_per_epoch: int | None
+    monitor: str | None
+    monitor_mode: str | None
+    best_epoch: int | None
+    best_value: float | None
+    last_row: dict[str, str] | None
+    best_row: dict[str, str] | None
+    last_checkpoint: Path | None
+    last_checkpoint_time: float | None
+    config: dict[str, Any]
+    settings: dict[str, Any]
+    command: dict[str, Any] | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The summary as JSON-serialisable data."""
+        data = dataclasses.asdict(self)
+        data["path"] = str(self.path)
+        data["last_checkpoint"] = None if self.last_checkpoint is None else str(self.last_checkpoint)
+        return data
+
+
+def summarize(directory: str | os.PathLike[str]) -> RunSummary:
+    """Summarize one run directory without loading any checkpoint.
+
+    Raises:
+        RunDirectoryError: the directory holds no run or its experiment.json is unreadable.
+    """
+    run = RunDirectory(directory)
+    metadata = run.read_metadata()
+    settings = metadata.get("settings") or {}
+    monitor, mode = settings.get("monitor_metric"), settings.get("monitor_mode")
+    states = run.state_paths()
+    bests = run.best_paths()
+    tail = read_log_tail(run.log_path, monitor=monitor, mode=mode, best_epoch=max(bests) if bests else None)
+    status, message = effective_status(run, metadata)
+    checkpoint_time = _mtime(states[0]) if states else None
+    return RunSummary(
+        path=run.path,
+        status=status,
+        message=message,
+        pid=metadata.get("pid"),
+        host=metadata.get("host"),
+        created=metadata.get("created"),
+        updated=max(
+            _mtime(run.metadata_path) or 0.0, _mtime(run.log_path) or 0.0, _mtime(run.checkpoints_dir) or 0.0
+        ),
+        epochs_done=_epoch_of(tail.last_row),
+        epochs_planned=settings.get("epochs"),
+        steps_per_epoch=settings.get("steps_per_epoch"),
+        monitor=monitor,
+        monitor_mode=mode,
+        best_epoch=_epoch_of(tail.best_row) or None,
+        best_value=_monitored(tail, monitor),
+        last_row=tail.last_row,
+        best_row=tail.best_row,
+        last_checkpoint=states[0] if states else None,
+        last_checkpoint_time=checkpoint_time,
+        config=dict(metadata.get("config") or {}),
+        settings=dict(settings),
+        command=metadata.get("command"),
+    )
+
+
+def effective_status(run: RunDirectory, metadata: dict[str, Any]) -> tuple[str, str | None]:
+    """The recorded status and message, correcting "running" when no live process holds the lock."""
+    status, message = metadata.get("status", "unknown"), metadata.get("message")
+    if status == "running" and not run.is_locked():
+        who = f"pid {metadata.get('pid')} on host {metadata.get('host')}"
+        return "interrupted", f"the process ({who}) ended without a clean exit (killed or crashed)"
+    if status == "running":
+        return status, describe_holder(run.holder_path)
+    return status, message
+
+
+def find_runs(root: str | os.PathLike[str]) -> Iterator[Path]:
+    """Run directories at or below ``root`` (hidden folders and a run's own folders are skipped)."""
+    for folder, subfolders, files in os.walk(root):
+        if "experiment.json" in files:
+            subfolders[:] = []
+            yield Path(folder)
+        else:
+            subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
+
+
+def summarize_all(root: str | os.PathLike[str]) -> list[RunSummary | tuple[Path, str]]:
+    """Summaries of every run below ``root``; an unreadable run gives ``(path, error message)``."""
+    summaries: list[RunSummary | tuple[Path, str]] = []
+    for path in find_runs(root):
+        try:
+            summaries.append(summarize(path))
+        except (RunDirectoryError, OSError, ValueError) as error:
+            summaries.append((path, str(error)))
+    return summaries
+
+
+@dataclasses.dataclass
+class RunPosition:
+    """The committed position of a run, read from its newest checkpoint."""
+
+    checkpoint: Path
+    epochs_completed: int
+    steps_in_epoch: int
+    global_step: int
+    best_epoch: int | None
+    best_value: float | None
+
+
+def read_position(directory: str | os.PathLike[str]) -> RunPosition | None:
+    """Load the newest checkpoint that verifies and return its position (None without checkpoint).
+
+    Raises:
+        CheckpointError: checkpoints exist and none of them loads.
+    """
+    with warnings.catch_warnings():
+        # A checkpoint pruned by a live run between listing and loading is skipped: no news.
+        warnings.simplefilter("ignore")
+        from experiment.store.checkpoints import load_newest_state  # torch loads with the file
+
+        found = load_newest_state(RunDirectory(directory))
+    if found is None:
+        return None
+    tree, path = found
+    loop, best = tree["loop"], tree["best"]
+    return RunPosition(
+        path,
+        loop["epochs_completed"],
+        loop["steps_in_epoch"],
+        loop["global_step"],
+        best["epoch"],
+        best["value"],
+    )
+
+
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None
+
+
+def _epoch_of(row: dict[str, str] | None) -> int:
+    try:
+        return int(row["epoch"]) if row else 0
+    except (KeyError, ValueError):
+        return 0
+
+
+def _monitored(tail: LogTail, monitor: str | None) -> float | None:
+    if tail.best_row is None or monitor is None:
+        return None
+    try:
+        return float(tail.best_row[monitor])
+    except (KeyError, ValueError):
+        return None

@@ -1,0 +1,68 @@
+"""`exp diff DIR_A DIR_B`: configuration and final / best metrics side by side."""
+
+from __future__ import annotations
+
+from click.testing import CliRunner
+
+from cli.main import cli
+from experiment.runs.comparison import compare_runs
+from tests.support.cli import write_fake_run
+
+
+def _invoke(*args: str) -> object:
+    return CliRunner().invoke(cli, list(args))
+
+
+def _runs(tmp_path):
+    a = write_fake_run(
+        tmp_path / "a", values=[0.9, 0.4, 0.6], config={"lr": 0.1, "model": {"depth": 2}, "seed": 1}
+    )
+    b = write_fake_run(
+        tmp_path / "b", values=[0.8, 0.7], config={"lr": 0.01, "model": {"depth": 2}, "wd": 0.0}
+    )
+    return a, b
+
+
+def test_comparison_rows_hold_both_values(tmp_path):
+    a, b = _runs(tmp_path)
+
+    rows = {(row.section, row.key): row for row in compare_runs(a, b)}
+
+    assert (rows["config", "lr"].a, rows["config", "lr"].b) == (0.1, 0.01)
+    assert not rows["config", "model.depth"].differs
+    assert (rows["config", "seed"].b, rows["config", "wd"].a) == (None, None)
+    assert (rows["final", "epoch"].a, rows["final", "epoch"].b) == (3, 2)
+    assert (rows["best", "epoch"].a, rows["best", "val_loss"].a) == (2, 0.4)
+    assert (rows["best", "epoch"].b, rows["best", "val_loss"].b) == (2, 0.7)
+
+
+def test_cli_diff_shows_differences_and_all_metrics(tmp_path):
+    a, b = _runs(tmp_path)
+
+    result = _invoke("diff", str(a), str(b))
+
+    assert result.exit_code == 0, result.output
+    lines = [line.split() for line in result.output.splitlines()]
+    assert lines[0] == ["SECTION", "KEY", str(a), str(b)]
+    assert ["*", "config", "lr", "0.1", "0.01"] in lines
+    assert ["*", "config", "seed", "1", "-"] in lines
+    assert ["*", "best", "val_loss", "0.4", "0.7"] in lines
+    assert ["best", "epoch", "2", "2"] in lines
+    assert not any("model.depth" in line for line in lines)  # equal config is hidden without --all
+
+
+def test_cli_diff_all_shows_equal_config(tmp_path):
+    a, b = _runs(tmp_path)
+
+    result = _invoke("diff", str(a), str(b), "--all")
+
+    assert ["config", "model.depth", "2", "2"] in [line.split() for line in result.output.splitlines()]
+
+
+def test_cli_diff_errors(tmp_path):
+    a, _ = _runs(tmp_path)
+
+    result = _invoke("diff", str(a), str(tmp_path))
+
+    assert result.exit_code == 1 and "is not a run directory" in result.output
+    assert _invoke("diff", str(a)).exit_code == 2

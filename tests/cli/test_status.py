@@ -1,0 +1,282 @@
+"""`exp status DIR` and `exp ls [ROOT]`, and the cheap readers they rely on."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from cli.main import cli
+from experiment.runs.log_tail import lines_backwards, read_log_tail
+from experiment.runs.summary import summarize
+from experiment.store import tsv
+from experiment.store.directory import RunDirectory
+from tests.support.cli import write_fake_run
+from tests.support.training import train_run
+
+
+def _invoke(*args: str) -> object:
+    return CliRunner().invoke(cli, list(args))
+
+
+def _field(output: str, name: str) -> str:
+    for line in output.splitlines():
+        if line.startswith(name + " "):
+            return line[len(name) :].strip()
+    raise AssertionError(f"no {name!r} line in:\n{output}")
+
+
+# ------------------------------------------------------------------------------------- status
+def test_cli_status_shows_a_run_that_failed_mid_epoch(tmp_path):
+    train_run(
+        tmp_path / "run",
+        epochs=3,
+        interrupt_at=9,
+        checkpoint_every=4,
+        experiment_options={"config": {"lr": 0.1, "model": {"hidden": 16}}},
+    )
+
+    result = _invoke("status", str(tmp_path / "run"))
+
+    assert result.exit_code == 0, result.output
+    assert _field(result.output, "status") == "failed: Interrupt: interrupted at step 9"
+    assert _field(result.output, "epochs") == "1 / 3"
+    assert _field(result.output, "steps") == "8 / 18 (epoch 2: 2 / 6)"
+    assert _field(result.output, "best").startswith("epoch 1: val_loss = ")
+    assert _field(result.output, "checkpoint").endswith("s ago), state-000003.pt")
+    assert _field(result.output, "size").endswith("kB")
+    assert "  lr            0.1\n  model.hidden  16\n" in result.output
+
+
+def test_cli_status_shows_a_finished_run(tmp_path):
+    train_run(tmp_path / "run", epochs=2)
+
+    result = _invoke("status", str(tmp_path / "run"))
+
+    assert _field(result.output, "status") == "finished"
+    assert _field(result.output, "epochs") == "2 / 2"
+    assert _field(result.output, "steps") == "12 / 12"
+    assert _field(result.output, "config") == "(none)"
+
+
+def test_cli_status_shows_the_pid_and_host_of_a_running_run(tmp_path):
+    run_dir = write_fake_run(tmp_path / "run", status="running")
+    with RunDirectory(run_dir).lock():
+        result = _invoke("status", str(run_dir))
+
+    assert _field(result.output, "status") == f"running: pid {os.getpid()} on host {os.uname().nodename}"
+    assert _field(result.output, "steps") == "12 / 20"  # no checkpoint: epochs done x steps per epoch
+
+
+def test_cli_status_reports_a_killed_run_as_interrupted(tmp_path):
+    run_dir = write_fake_run(tmp_path / "run", status="running")
+
+    result = _invoke("status", str(run_dir))
+
+    assert _field(result.output, "status") == (
+        "interrupted: the process (pid 12345 on host fakehost) ended without a clean exit (killed or crashed)"
+    )
+
+
+def test_cli_status_reports_an_unreadable_checkpoint_and_the_rest(tmp_path):
+    train_run(tmp_path / "run", epochs=1)
+    for path in RunDirectory(tmp_path / "run").state_paths():
+        path.write_bytes(b"garbage")
+
+    result = _invoke("status", str(tmp_path / "run"))
+
+    assert result.exit_code == 0, result.output
+    assert _field(result.output, "checkpoint").startswith(
+        f"No checkpoint of {tmp_path / 'run'} can be loaded"
+    )
+    assert _field(result.output, "epochs") == "1 / 1"  # from log.tsv
+
+
+def test_cli_status_refuses_a_directory_that_is_not_a_run(tmp_path):
+    result = _invoke("status", str(tmp_path))
+
+    assert result.exit_code == 1
+    assert result.output.startswith(f"Error: {tmp_path} is not a run directory")
+
+
+def test_cli_status_reports_unreadable_metadata_in_one_line(tmp_path):
+    (tmp_path / "experiment.json").write_text("{not json")
+
+    result = _invoke("status", str(tmp_path))
+
+    assert result.exit_code == 1
+    assert "experiment.json is not valid JSON" in result.output
+    assert len(result.output.splitlines()) == 1
+
+
+# ------------------------------------------------------------------------------------------ ls
+@pytest.fixture
+def runs_root(tmp_path: Path) -> Path:
+    root = tmp_path / "runs"
+    write_fake_run(root / "a", values=[0.9, 0.5, 0.7], epochs=5, status="interrupted")
+    write_fake_run(root / "group" / "b", values=[0.8, 0.3], epochs=2)
+    write_fake_run(
+        root / "group" / "c",
+        values=[10.0, 30.0, 20.0],
+        monitor="val_acc",
+        mode="max",
+        epochs=3,
+        status="failed",
+        message="RuntimeError: boom",
+    )
+    for offset, name in enumerate(("a", "group/b", "group/c")):
+        os.utime(root / name / "log.tsv", (1_000_000 + offset, 1_000_000 + offset))
+        for other in ("experiment.json", "checkpoints"):
+            os.utime(root / name / other, (1_000_000, 1_000_000))
+    return root
+
+
+def _ls_lines(output: str) -> list[list[str]]:
+    return [line.split() for line in output.strip().splitlines()]
+
+
+def test_cli_ls_shows_one_line_per_run(runs_root):
+    result = _invoke("ls", str(runs_root))
+
+    assert result.exit_code == 0, result.output
+    lines = _ls_lines(result.output)
+    assert lines[0] == ["RUN", "STATUS", "EPOCHS", "BEST", "UPDATED"]
+    assert lines[1][:4] == ["a", "interrupted", "3/5", "val_loss=0.5"]
+    assert lines[2][:4] == ["group/b", "finished", "2/2", "val_loss=0.3"]
+    assert lines[3][:4] == ["group/c", "failed", "3/3", "val_acc=30"]
+    assert lines[1][4:6] == ["(epoch", "2)"]
+
+
+@pytest.mark.parametrize(
+    ("column", "order"),
+    [("run", "a b c"), ("best", "c b a"), ("updated", "c b a"), ("status", "c b a"), ("epochs", "a c b")],
+)
+def test_cli_ls_sorts_by_a_column(runs_root, column, order):
+    result = _invoke("ls", str(runs_root), "--sort", column)
+
+    names = [line[0].rsplit("/", 1)[-1] for line in _ls_lines(result.output)[1:]]
+    assert " ".join(names) == order
+
+
+def test_cli_ls_best_sort_puts_the_best_of_each_mode_first(tmp_path):
+    write_fake_run(tmp_path / "low", values=[0.2], monitor="val_acc", mode="max")
+    write_fake_run(tmp_path / "high", values=[0.9], monitor="val_acc", mode="max")
+
+    result = _invoke("ls", str(tmp_path), "--sort", "best")
+
+    assert [line[0] for line in _ls_lines(result.output)[1:]] == ["high", "low"]
+
+
+def test_cli_ls_json_lists_run_summaries(runs_root):
+    result = _invoke("ls", str(runs_root), "--json")
+
+    data = json.loads(result.output)
+    assert [entry["run"] for entry in data] == ["a", "group/b", "group/c"]
+    assert data[0]["best_epoch"] == 2 and data[0]["best_value"] == 0.5
+    assert data[2]["message"] == "RuntimeError: boom" and data[2]["config"] == {"lr": 0.1}
+
+
+def test_cli_ls_shows_an_unreadable_run_without_failing(runs_root):
+    (runs_root / "broken").mkdir()
+    (runs_root / "broken" / "experiment.json").write_text("{")
+
+    result = _invoke("ls", str(runs_root))
+
+    assert result.exit_code == 0
+    assert _ls_lines(result.output)[-1][:3] == ["broken", "unreadable", "-"]  # listed after the runs
+
+
+def test_cli_ls_never_loads_a_checkpoint(tmp_path, monkeypatch):
+    train_run(tmp_path / "real", epochs=2, checkpoint_every=4)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("exp ls loaded a checkpoint")
+
+    monkeypatch.setattr(torch, "load", refuse)
+    result = _invoke("ls", str(tmp_path))
+
+    assert result.exit_code == 0, result.output
+    assert _ls_lines(result.output)[1][:3] == ["real", "finished", "2/2"]
+
+
+def test_cli_ls_says_when_there_is_no_run(tmp_path):
+    result = _invoke("ls", str(tmp_path))
+
+    assert result.exit_code == 0
+    assert result.output == f"No run directory below {tmp_path}.\n"
+    assert json.loads(_invoke("ls", str(tmp_path), "--json").output) == []
+
+
+def test_cli_ls_bad_usage_exits_with_2(tmp_path):
+    assert _invoke("ls", str(tmp_path / "missing")).exit_code == 2
+    assert _invoke("ls", str(tmp_path), "--sort", "colour").exit_code == 2
+
+
+def test_cli_ls_defaults_to_the_current_directory(runs_root, monkeypatch):
+    monkeypatch.chdir(runs_root / "group")
+
+    result = _invoke("ls")
+
+    assert [line[0] for line in _ls_lines(result.output)[1:]] == ["b", "c"]
+
+
+# ------------------------------------------------------------------------------ cheap readers
+def test_log_tail_reads_lines_backwards_across_blocks(tmp_path):
+    path = tmp_path / "log.tsv"
+    lines = ["header"] + [f"row {i} " + "x" * (i % 7) for i in range(50)]
+    path.write_text("\n".join(lines) + "\n")
+
+    assert list(lines_backwards(path, block_size=5)) == lines[::-1]
+    path.write_text("\n".join(lines))  # no final newline
+    assert list(lines_backwards(path, block_size=16)) == lines[::-1]
+
+
+def _write_log(path: Path, values: list[float]) -> None:
+    path.write_text(tsv.render([{"epoch": i + 1, "val_loss": v} for i, v in enumerate(values)]))
+
+
+def test_log_tail_stops_at_the_known_best_epoch(tmp_path):
+    path = tmp_path / "log.tsv"
+    _write_log(path, [float(i) for i in range(100)])
+
+    tail = read_log_tail(path, monitor="val_loss", mode="min", best_epoch=97)
+
+    assert tail.last_row == {"epoch": "100", "val_loss": "99.0"}
+    assert tail.best_row == {"epoch": "97", "val_loss": "96.0"}
+    assert tail.rows_read == 4
+
+
+def test_log_tail_computes_the_best_like_training_does(tmp_path):
+    path = tmp_path / "log.tsv"
+    _write_log(path, [0.5, 0.2, float("nan"), 0.2, 0.3])
+    with open(path, "a") as file:
+        file.write("6\t0.")  # a torn last line, as a crash may leave
+
+    tail = read_log_tail(path, monitor="val_loss", mode="min")
+
+    assert tail.best_row == {"epoch": "2", "val_loss": "0.2"}  # the first of equal values
+    assert tail.last_row == {"epoch": "5", "val_loss": "0.3"}
+    assert read_log_tail(path, monitor="val_loss", mode="max").best_row["epoch"] == "1"
+
+
+def test_log_tail_of_a_missing_log_is_empty(tmp_path):
+    tail = read_log_tail(tmp_path / "log.tsv", monitor="val_loss", mode="min")
+
+    assert (tail.header, tail.last_row, tail.best_row, tail.rows_read) == (None, None, None, 0)
+
+
+def test_inspect_summary_matches_what_training_recorded(tmp_path):
+    run = train_run(tmp_path / "run", epochs=3)
+    logs = run.logs
+
+    summary = summarize(tmp_path / "run")
+
+    best = logs.loc[logs["val_loss"].idxmin()]
+    assert (summary.epochs_done, summary.epochs_planned) == (3, 3)
+    assert summary.best_epoch == int(best["epoch"]) and summary.best_value == best["val_loss"]
+    assert summary.command is not None and summary.command["argv"][0] == sys.executable

@@ -1,0 +1,1 @@
+"""Helpers shared by the tests: training runs, state comparisons, command-line runs, the kill harness."""
