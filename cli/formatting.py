@@ -15,11 +15,11 @@ def one_line(message: str) -> str:
 
 def format_bytes(size: int) -> str:
     value = float(size)
-    for unit in ("B", "kB", "MB", "GB"):
-        if value < 1000 or unit == "GB":
+    for unit in ("B", "kB", "MB"):
+        if value < 1000:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1000
-    raise AssertionError("unreachable")
+    return f"{value:.1f} GB"
 
 
 def format_age(timestamp: float | None, now: float | None = None) -> str:

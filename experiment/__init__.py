@@ -35,6 +35,8 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "experiment.callbacks.best_model_restore": ("BestModelRestore",),
     "experiment.callbacks.early_stopping": ("EarlyStopping", "PatienceChecker"),
     "experiment.callbacks.delay": ("DelayCallback",),
+    "experiment.callbacks.forwarding": ("ForwardingCallback",),
+    "experiment.callbacks.trainer": ("Trainer",),
     "experiment.callbacks.clipping": ("ClipNorm", "ClipValue"),
     "experiment.callbacks.csv_logger": ("CSVLogger", "AtomicCSVLogger"),
     "experiment.callbacks.tensorboard_logger": ("TensorBoardLogger", "TensorBoardGradientTracker"),

@@ -23,9 +23,16 @@ def _label(name: str, owner: str | None) -> str:
     return f"{owner}: {name}" if owner else f"{name}:"
 
 
-def reject(name: str, value: Any, expected: str, *, owner: str | None = None) -> ConfigurationError:
-    """The ConfigurationError for ``value`` given as ``name`` where ``expected`` was expected."""
-    return ConfigurationError(f"{_label(name, owner)} received {value!r}; expected {expected}.")
+def reject(
+    name: str, value: Any, expected: str, *, owner: str | None = None, received: str | None = None
+) -> ConfigurationError:
+    """The ConfigurationError for ``value`` given as ``name`` where ``expected`` was expected.
+
+    Args:
+        received: what to show instead of ``repr(value)`` (a type name, "the key -1").
+    """
+    shown = repr(value) if received is None else received
+    return ConfigurationError(f"{_label(name, owner)} received {shown}; expected {expected}.")
 
 
 def check_int(
@@ -36,17 +43,20 @@ def check_int(
     allow_none: bool = False,
     expected: str | None = None,
     owner: str | None = None,
+    received: str | None = None,
 ) -> Any:
     """``value`` if it is an integer (not a bool) of at least ``minimum``, or None when allowed."""
     if value is None and allow_none:
         return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or (
-        minimum is not None and value < minimum
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Integral)
+        or (minimum is not None and value < minimum)
     ):
         if expected is None:
             expected = "an integer" if minimum is None else f"an integer >= {minimum}"
             expected += " or None" if allow_none else ""
-        raise reject(name, value, expected, owner=owner)
+        raise reject(name, value, expected, owner=owner, received=received)
     return int(value)
 
 
@@ -56,6 +66,7 @@ def check_number(
     *,
     minimum: float | None = None,
     above: float | None = None,
+    below: float | None = None,
     finite: bool = True,
     allow_none: bool = False,
     expected: str | None = None,
@@ -66,17 +77,26 @@ def check_number(
     Args:
         minimum: the smallest value accepted.
         above: values must be strictly greater than this.
-        finite: refuse NaN and infinities.
+        below: values must be strictly smaller than this.
+        finite: refuse NaN and infinities (NaN is refused in any case).
     """
     if value is None and allow_none:
         return None
     ok = not isinstance(value, bool) and isinstance(value, numbers.Real)
-    ok = ok and not (finite and not math.isfinite(value)) and not (isinstance(value, float) and math.isnan(value))
+    ok = (
+        ok
+        and not (finite and not math.isfinite(value))
+        and not (isinstance(value, float) and math.isnan(value))
+    )
     ok = ok and (minimum is None or value >= minimum) and (above is None or value > above)
+    ok = ok and (below is None or value < below)
     if not ok:
         if expected is None:
-            bound = f" >= {minimum}" if minimum is not None else f" > {above}" if above is not None else ""
-            expected = f"a number{bound}" + (" or None" if allow_none else "")
+            bounds = [f">= {minimum}"] if minimum is not None else [f"> {above}"] if above is not None else []
+            bounds += [f"< {below}"] if below is not None else []
+            expected = " ".join(["a number", " and ".join(bounds)]).strip() + (
+                " or None" if allow_none else ""
+            )
         raise reject(name, value, expected, owner=owner)
     return float(value)
 

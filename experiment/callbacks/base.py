@@ -15,18 +15,22 @@ Hook names and ``logs`` contents follow Poutyne's Callback, so its users feel at
   ``time`` and the averaged loss and metrics.
 
 A callback that keeps memory of the run (counters, best values) implements ``state_dict()`` and
-``load_state_dict()``; the run saves it with each checkpoint and restores it on resume. Setting
-``self.trainer.stop_training = True`` stops training cleanly after the current batch's epoch; the
-stop is part of the saved state.
+``load_state_dict()``; the run saves it with each checkpoint and restores it on resume. Work that
+must happen just before a commit (flushing a buffer) goes in ``before_commit()``; ``state_dict()``
+has no side effects. A callback whose saved state can be unfit for it (another number of wrapped
+callbacks, a corrupt value) implements ``state_problems(state_dict) -> list[str]``, checked before
+anything is loaded. Setting ``self.trainer.stop_training = True`` stops training cleanly after the
+current batch's epoch; the stop is part of the saved state.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from experiment.training.loop import TrainingLoop
+from experiment.callbacks.trainer import Trainer
+from experiment.errors import ConfigurationError
+from experiment.state.stateful import PreparesCommit
 
 HOOKS = (
     "on_train_begin",
@@ -47,14 +51,50 @@ HOOKS = (
 )
 
 
+def no_trainer_error(callback: Any) -> ConfigurationError:
+    """The one error of a callback whose hooks run before a loop gave it a trainer."""
+    name = type(callback).__name__
+    return ConfigurationError(
+        f"{name} has no trainer: pass it to Experiment.train(callbacks=[...]), Experiment.test(callbacks="
+        "[...]) or train_model(callbacks=[...]), which attach the trainer before calling its hooks. "
+        f"({name} received no trainer because a hook ran outside a training loop; a test calls "
+        "set_trainer(...) first.)"
+    )
+
+
+def state_key_of(callback: Any) -> str:
+    """The name under which ``callback``'s state is saved: its ``state_key``, else its qualified class name."""
+    key = getattr(callback, "state_key", None)
+    if isinstance(key, str) and key:
+        return key
+    return f"{type(callback).__module__}.{type(callback).__qualname__}"
+
+
+def missing_state_keys(owner: str, state: Any, required: Iterable[str]) -> list[str]:
+    """The problem of a saved ``state`` that is not a dict or lacks some ``required`` keys (or none)."""
+    if not isinstance(state, dict):
+        return [f"{owner}: the saved state is a {type(state).__name__}; expected a dict"]
+    missing = [key for key in required if key not in state]
+    if missing:
+        return [f"{owner}: the saved state lacks {missing} (it holds {sorted(map(str, state))})"]
+    return []
+
+
 class Callback:
     """Base class of everything that reacts to the training loop's events.
 
     Attributes:
         params: ``epochs`` and ``steps_per_epoch`` when training, ``steps`` when evaluating.
-        trainer: the :class:`~experiment.training.loop.TrainingLoop` running the callback (``network``,
-            ``optimizer``, ``stop_training``, ``epochs_completed``, ``global_step``...).
+        trainer: the :class:`~experiment.callbacks.trainer.Trainer` running the callback (``network``,
+            ``optimizer``, ``stop_training``, ``epochs_completed``, ``global_step``...). Reading it
+            before a loop has called :meth:`set_trainer` raises ConfigurationError;
+            :attr:`has_trainer` says whether there is one.
         model: the same object as ``trainer``, under the name Poutyne users know.
+        state_key: the name of the callback's state in the run's checkpoints (``callbacks/<state_key>``):
+            by default the qualified class name (``"mypackage.callbacks.MyCallback"``); two callbacks
+            of one class are numbered in order (``#2``, ``#3``). Set it, as a class attribute or on
+            an instance (``callback.state_key = "warmup"``), to keep a state across a renamed or
+            moved class, or to tell two callbacks of one class apart whatever their order.
 
     Example:
         >>> class PrintLoss(Callback):
@@ -73,17 +113,50 @@ class Callback:
 
     def __init__(self) -> None:
         self.params: dict[str, Any] = {}
-        self.trainer: TrainingLoop | None = None
+        self._attached_trainer: Trainer | None = None
 
     @property
-    def model(self) -> TrainingLoop | None:
+    def trainer(self) -> Trainer:
+        """The loop running the callback.
+
+        Raises:
+            ConfigurationError: no loop has attached one (the hooks ran outside training).
+        """
+        # getattr: a subclass may skip Callback.__init__
+        trainer = getattr(self, "_attached_trainer", None)
+        if trainer is None:
+            raise no_trainer_error(self)
+        return trainer
+
+    @property
+    def has_trainer(self) -> bool:
+        """Whether a loop has attached its trainer."""
+        return getattr(self, "_attached_trainer", None) is not None
+
+    @property
+    def model(self) -> Trainer:
+        """The trainer, under Poutyne's name."""
         return self.trainer
+
+    @property
+    def state_key(self) -> str:
+        """The name of this callback's state in the run's checkpoints (see the class docstring)."""
+        key = self.__dict__.get("_state_key")
+        return key if key is not None else f"{type(self).__module__}.{type(self).__qualname__}"
+
+    @state_key.setter
+    def state_key(self, key: str) -> None:
+        if not isinstance(key, str) or not key or "/" in key or "#" in key:
+            raise ConfigurationError(
+                f"state_key: received {key!r}; expected a non-empty string without '/' or '#'."
+            )
+        self._state_key = key
 
     def set_params(self, params: dict[str, Any]) -> None:
         self.params = params
 
-    def set_trainer(self, trainer: TrainingLoop) -> None:
-        self.trainer = trainer
+    def set_trainer(self, trainer: Trainer) -> None:
+        self._attached_trainer = trainer
 
     def on_train_begin(self, logs: dict[str, Any]) -> None: ...
     def on_train_end(self, logs: dict[str, Any]) -> None: ...
@@ -130,9 +203,23 @@ class CallbackList:
         for method in self._by_hook[hook]:
             method(*args)
 
-    def setup(self, params: dict[str, Any], trainer: TrainingLoop) -> None:
+    def setup(self, params: dict[str, Any], trainer: Trainer) -> None:
+        """Give every callback the loop's ``params`` and its ``trainer``."""
+        self.set_params(params)
+        self.set_trainer(trainer)
+
+    def set_params(self, params: dict[str, Any]) -> None:
         for callback in self.callbacks:
             if hasattr(callback, "set_params"):
                 callback.set_params(params)
+
+    def set_trainer(self, trainer: Trainer) -> None:
+        for callback in self.callbacks:
             if hasattr(callback, "set_trainer"):
                 callback.set_trainer(trainer)
+
+    def before_commit(self) -> None:
+        """Call ``before_commit()`` of the callbacks that have one, in order."""
+        for callback in self.callbacks:
+            if isinstance(callback, PreparesCommit):
+                callback.before_commit()

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import logging
-import warnings
 from typing import Any
 
 import torch
 
-from experiment.callbacks.base import Callback
-from experiment.errors import ConfigurationError
-from experiment.state.monitor import check_mode, is_improvement, monitored_value
+from experiment.callbacks.base import Callback, missing_state_keys
+from experiment.state.best import MonitoredBest, monitor_changed, monitored_value
 
 logger = logging.getLogger(__name__)
 
@@ -41,34 +39,44 @@ class BestModelRestore(Callback):
 
     def __init__(self, *, monitor: str = "val_loss", mode: str = "min", verbose: bool = False) -> None:
         super().__init__()
-        self.monitor = monitor
-        self.mode = check_mode(mode)
+        self.best = MonitoredBest(monitor, mode, owner="BestModelRestore")
         self.verbose = verbose
-        self.best_value: float | None = None
-        self.best_epoch: int | None = None
         self.best_weights: dict[str, torch.Tensor] | None = None
+
+    @property
+    def monitor(self) -> str:
+        return self.best.monitor
+
+    @property
+    def mode(self) -> str:
+        return self.best.mode
+
+    @property
+    def best_value(self) -> float | None:
+        """The monitored value of the best epoch (None before the first)."""
+        return self.best.value
+
+    @property
+    def best_epoch(self) -> int | None:
+        """The epoch whose weights are kept."""
+        return self.best.epoch
 
     def _log(self, message: str, *args: Any) -> None:
         logger.log(logging.INFO if self.verbose else logging.DEBUG, message, *args)
 
     def on_epoch_end(self, epoch_number: int, logs: dict[str, Any]) -> None:
         value = monitored_value(logs, self.monitor, role="BestModelRestore monitor")
-        if not is_improvement(value, self.best_value, self.mode):
+        if not self.best.improves(value):
             return
-        if self.trainer is None:
-            raise ConfigurationError(
-                "BestModelRestore received no trainer; expected to be run by a training loop. Pass it "
-                "to Experiment.train(callbacks=[...])."
-            )
+        network = self.trainer.network
         self._log("Epoch %d: %s improved from %s to %s.", epoch_number, self.monitor, self.best_value, value)
-        self.best_value, self.best_epoch = value, epoch_number
+        self.best.update(value, epoch_number)
         self.best_weights = {
-            name: tensor.detach().to("cpu", copy=True)
-            for name, tensor in self.trainer.network.state_dict().items()
+            name: tensor.detach().to("cpu", copy=True) for name, tensor in network.state_dict().items()
         }
 
     def on_train_end(self, logs: dict[str, Any]) -> None:
-        if self.best_weights is None or self.trainer is None:
+        if self.best_weights is None:
             return
         self._log(
             "Restoring the weights of epoch %d (%s = %s).", self.best_epoch, self.monitor, self.best_value
@@ -76,21 +84,35 @@ class BestModelRestore(Callback):
         self.trainer.network.load_state_dict(self.best_weights)
 
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "monitor": self.monitor,
-            "mode": self.mode,
-            "best_value": self.best_value,
-            "best_epoch": self.best_epoch,
-            "best_weights": self.best_weights,
-        }
+        """The best (monitor, mode, epoch, value) and a CPU copy of its weights."""
+        return {"best": self.best.state_dict(), "best_weights": self.best_weights}
+
+    def state_problems(self, state: dict[str, Any]) -> list[str]:
+        state = _upgraded(state)
+        return missing_state_keys("BestModelRestore", state, ("best", "best_weights")) or (
+            self.best.state_problems(state["best"])
+        )
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if (state["monitor"], state["mode"]) != (self.monitor, self.mode):
-            warnings.warn(
-                f"BestModelRestore: the checkpoint's state watched {state['monitor']!r} ({state['mode']}); "
-                f"this one watches {self.monitor!r} ({self.mode}). The best epoch is searched afresh.",
-                stacklevel=2,
-            )
+        """Restore the best and its weights; a best of another monitor or mode warns and starts afresh."""
+        state = _upgraded(state)
+        if monitor_changed("BestModelRestore", state["best"], self.monitor, self.mode):
+            self.best.reset()
+            self.best_weights = None
             return
-        self.best_value, self.best_epoch = state["best_value"], state["best_epoch"]
+        self.best.load_state_dict(state["best"])
         self.best_weights = state["best_weights"]
+
+
+def _upgraded(state: Any) -> Any:
+    """A state of checkpoint format 1 (``monitor``, ``mode``, ``best_value``, ``best_epoch`` at the top)
+    in today's shape."""
+    if not isinstance(state, dict) or "best" in state or "monitor" not in state:
+        return state
+    best = {
+        "monitor": state["monitor"],
+        "mode": state.get("mode"),
+        "epoch": state.get("best_epoch"),
+        "value": state.get("best_value"),
+    }
+    return {"best": best, "best_weights": state.get("best_weights")}

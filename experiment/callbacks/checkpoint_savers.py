@@ -13,9 +13,12 @@ from typing import IO, Any
 
 import torch
 
-from experiment.callbacks.base import HOOKS, Callback, overrides
+from experiment.arguments import reject
+from experiment.callbacks.base import CallbackList, missing_state_keys
+from experiment.callbacks.forwarding import ForwardingCallback
 from experiment.callbacks.periodic_save import PeriodicSaveCallback
-from experiment.errors import ConfigurationError
+from experiment.errors import ConfigurationError, StateMismatchError
+from experiment.state.stateful import ChecksState
 from experiment.store.files import load_tensors
 
 
@@ -48,7 +51,7 @@ class ModelCheckpoint(PeriodicSaveCallback):
         self.restore_best = restore_best
 
     def save_file(self, fd: IO[Any], epoch_number: int, logs: dict[str, Any]) -> None:
-        torch.save(self.trainer.network.state_dict(), fd)  # type: ignore[union-attr]
+        torch.save(self.trainer.network.state_dict(), fd)
 
     def on_train_end(self, logs: dict[str, Any]) -> None:
         super().on_train_end(logs)
@@ -60,7 +63,7 @@ class ModelCheckpoint(PeriodicSaveCallback):
                 stacklevel=2,
             )
             return
-        self.trainer.network.load_state_dict(load_tensors(Path(self.best_filename)))  # type: ignore[union-attr]
+        self.trainer.network.load_state_dict(load_tensors(Path(self.best_filename)))
         self._log("Restored the weights of epoch %s from %s", self.best_epoch, self.best_filename)
 
 
@@ -75,7 +78,7 @@ class OptimizerCheckpoint(PeriodicSaveCallback):
     """
 
     def save_file(self, fd: IO[Any], epoch_number: int, logs: dict[str, Any]) -> None:
-        torch.save(self.trainer.optimizer.state_dict(), fd)  # type: ignore[union-attr]
+        torch.save(self.trainer.optimizer.state_dict(), fd)
 
 
 class PeriodicSaveLambda(PeriodicSaveCallback):
@@ -95,9 +98,7 @@ class PeriodicSaveLambda(PeriodicSaveCallback):
         self, func: Callable[[IO[Any], int, dict[str, Any]], Any], *args: Any, **kwargs: Any
     ) -> None:
         if not callable(func):
-            raise ConfigurationError(
-                f"func: received {type(func).__name__}; expected a callable (fd, epoch_number, logs)."
-            )
+            raise reject("func", func, "a callable (fd, epoch_number, logs)", received=type(func).__name__)
         super().__init__(*args, **kwargs)
         self.func = func
 
@@ -105,10 +106,7 @@ class PeriodicSaveLambda(PeriodicSaveCallback):
         self.func(fd, epoch_number, logs)
 
 
-_OWN_HOOKS = ("on_train_begin", "on_train_end", "on_epoch_begin", "on_epoch_end")
-
-
-class LRSchedulerCheckpoint(PeriodicSaveCallback):
+class LRSchedulerCheckpoint(PeriodicSaveCallback, ForwardingCallback):
     """Drive an LR scheduler callback and save its ``state_dict`` after some epochs.
 
     The scheduler callback is driven by this one: pass only the LRSchedulerCheckpoint to ``train``,
@@ -133,72 +131,60 @@ class LRSchedulerCheckpoint(PeriodicSaveCallback):
 
     def __init__(self, lr_scheduler: Any, *args: Any, **kwargs: Any) -> None:
         if not callable(getattr(lr_scheduler, "state_dict", None)):
-            raise ConfigurationError(
-                f"lr_scheduler: received {type(lr_scheduler).__name__}, which has no state_dict(); "
-                "expected an LR scheduler callback."
+            raise reject(
+                "lr_scheduler",
+                lr_scheduler,
+                "an LR scheduler callback",
+                received=f"{type(lr_scheduler).__name__}, which has no state_dict()",
             )
         super().__init__(*args, **kwargs)
         self.lr_scheduler = lr_scheduler
-        reads_values = (
-            overrides(lr_scheduler, "on_train_batch_end")
-            if isinstance(lr_scheduler, Callback)
-            else hasattr(lr_scheduler, "on_train_batch_end")
-        )
-        self.needs_batch_values = reads_values and getattr(lr_scheduler, "needs_batch_values", True)
+        # PeriodicSaveCallback takes the arguments; the forwarding base drives the scheduler.
+        self.callbacks = CallbackList([lr_scheduler])
 
     def save_file(self, fd: IO[Any], epoch_number: int, logs: dict[str, Any]) -> None:
         torch.save(self.lr_scheduler.state_dict(), fd)
 
-    def set_params(self, params: dict[str, Any]) -> None:
-        super().set_params(params)
-        self._forward("set_params", params)
-
-    def set_trainer(self, trainer: Any) -> None:
-        super().set_trainer(trainer)
-        self._forward("set_trainer", trainer)
-
+    # The hooks PeriodicSaveCallback uses: the scheduler first, then the save. The other hooks are
+    # ForwardingCallback's plain forwards.
     def on_train_begin(self, logs: dict[str, Any]) -> None:
-        self._forward("on_train_begin", logs)
+        self.callbacks.call("on_train_begin", logs)
         super().on_train_begin(logs)
 
     def on_epoch_begin(self, epoch_number: int, logs: dict[str, Any]) -> None:
-        self._forward("on_epoch_begin", epoch_number, logs)
+        self.callbacks.call("on_epoch_begin", epoch_number, logs)
         super().on_epoch_begin(epoch_number, logs)
 
     def on_epoch_end(self, epoch_number: int, logs: dict[str, Any]) -> None:
-        self._forward("on_epoch_end", epoch_number, logs)
+        self.callbacks.call("on_epoch_end", epoch_number, logs)
         super().on_epoch_end(epoch_number, logs)
 
     def on_train_end(self, logs: dict[str, Any]) -> None:
-        self._forward("on_train_end", logs)
+        self.callbacks.call("on_train_end", logs)
         super().on_train_end(logs)
-
-    def _forward(self, hook: str, *args: Any) -> None:
-        method = getattr(self.lr_scheduler, hook, None)
-        if method is not None:
-            method(*args)
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "lr_scheduler": self.lr_scheduler.state_dict()}
 
+    def state_problems(self, state_dict: dict[str, Any]) -> list[str]:
+        """The problems of the saved file bookkeeping, then those of the scheduler's saved state."""
+        problems = super().state_problems(state_dict) or missing_state_keys(
+            "LRSchedulerCheckpoint", state_dict, ("lr_scheduler",)
+        )
+        if not problems and isinstance(self.lr_scheduler, ChecksState):
+            problems = self.lr_scheduler.state_problems(state_dict["lr_scheduler"])
+        return problems
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the bookkeeping and the scheduler's state.
+
+        Raises:
+            StateMismatchError: :meth:`state_problems` finds the state unfit; nothing is changed.
+        """
+        problems = self.state_problems(state_dict)
+        if problems:
+            raise StateMismatchError("; ".join(problems))
         super().load_state_dict(state_dict)
         loader = getattr(self.lr_scheduler, "load_state_dict", None)
         if loader is not None:
             loader(state_dict["lr_scheduler"])
-
-
-def _forwarder(hook: str) -> Callable[..., None]:
-    def forward(self: LRSchedulerCheckpoint, *args: Any) -> None:
-        self._forward(hook, *args)
-
-    forward.__name__ = hook
-    forward.__doc__ = f"Forward ``{hook}`` to the wrapped scheduler callback."
-    return forward
-
-
-# The hooks that PeriodicSaveCallback does not use are pure forwards to the wrapped scheduler.
-for _hook in HOOKS:
-    if _hook not in _OWN_HOOKS:
-        setattr(LRSchedulerCheckpoint, _hook, _forwarder(_hook))
-del _hook

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from experiment.arguments import check_number
 from experiment.callbacks.base import Callback
 from experiment.errors import ConfigurationError
 
@@ -36,9 +37,7 @@ def _parameter_list(parameters: torch.Tensor | Iterable[torch.Tensor]) -> list[t
 
 
 def _positive(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ConfigurationError(f"{name}: received {value!r}; expected a number > 0.")
-    return float(value)
+    return float(check_number(name, value, above=0, finite=False))
 
 
 class ClipNorm(Callback):

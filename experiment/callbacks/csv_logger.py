@@ -6,7 +6,9 @@ it before writing again. Rows written after the last checkpoint by a run that cr
 and written again by the resumed run, so no row is ever duplicated or lost.
 
 Batch rows are buffered and written together, at most every ``flush_interval`` seconds and at each
-epoch end, checkpoint and train end: the training step itself never touches the file.
+epoch end, checkpoint (``before_commit``) and train end: the training step itself never touches the
+file. ``state_dict()`` writes nothing: rows still buffered when it is taken are part of the state,
+and a resumed run writes them after cutting the file back.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from experiment.callbacks.base import Callback
-from experiment.errors import ConfigurationError
+from experiment.arguments import reject
+from experiment.callbacks.base import Callback, missing_state_keys
 from experiment.store.files import append_text, atomic_writer
 
 _CHUNK = 1 << 20
@@ -61,9 +63,10 @@ class CSVLogger(Callback):
     ) -> None:
         super().__init__()
         if not isinstance(separator, str) or len(separator) != 1 or separator in '\r\n"':
-            raise ConfigurationError(
-                f"separator: received {separator!r}; expected one character other than a quote or "
-                "a line break, such as ',' or '\\t'."
+            raise reject(
+                "separator",
+                separator,
+                "one character other than a quote or a line break, such as ',' or '\\t'",
             )
         self.path = Path(filename)
         self.batch_granularity = batch_granularity
@@ -92,7 +95,7 @@ class CSVLogger(Callback):
     def on_train_batch_end(self, batch_number: int, logs: dict[str, Any]) -> None:
         if not self.batch_granularity:
             return
-        self._add_row({"epoch": self._trainer().epochs_completed + 1, "lr": self._lr(), **logs})
+        self._add_row({"epoch": self.trainer.epochs_completed + 1, "lr": self._lr(), **logs})
         if self.flush_interval is not None and time.monotonic() - self._last_flush >= self.flush_interval:
             self.flush()
 
@@ -104,10 +107,24 @@ class CSVLogger(Callback):
         self.flush()
 
     # -------------------------------------------------------------------------------------- state
-    def state_dict(self) -> dict[str, Any]:
-        """Write the buffered rows durably, then return the size of the file they end at."""
+    def before_commit(self) -> None:
+        """Write the buffered rows durably, so the committed size covers every row so far."""
         self.flush()
-        return {"columns": self.columns, "size": self.size, "rows": self.rows}
+
+    def state_dict(self) -> dict[str, Any]:
+        """The columns, the committed size of the file, the row count and the rows not yet written.
+
+        Writes nothing (``before_commit`` does): rows still buffered are kept as text in the state.
+        """
+        return {
+            "columns": self.columns,
+            "size": self.size,
+            "rows": self.rows,
+            "pending": self._pending.getvalue(),
+        }
+
+    def state_problems(self, state: dict[str, Any]) -> list[str]:
+        return missing_state_keys(type(self).__name__, state, ("columns", "size", "rows"))
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.columns = None if state["columns"] is None else list(state["columns"])
@@ -115,6 +132,7 @@ class CSVLogger(Callback):
         self._committed_size = int(state["size"])
         self._pending.seek(0)
         self._pending.truncate()
+        self._pending.write(state.get("pending", ""))
 
     # ---------------------------------------------------------------------------------- the file
     def flush(self) -> None:
@@ -194,21 +212,13 @@ class CSVLogger(Callback):
         return buffer.getvalue()
 
     def _columns(self) -> list[str]:
-        metrics = self._trainer().train_metrics
+        metrics = self.trainer.train_metrics
         names = metrics.batch_names() + [name for name, _ in metrics.epoch_metrics]
         head = ["epoch", "batch", "size"] if self.batch_granularity else ["epoch"]
         return [*head, "time", "lr", *names, *(f"val_{name}" for name in names)]
 
     def _lr(self) -> float:
-        return self._trainer().optimizer.param_groups[0]["lr"]
-
-    def _trainer(self) -> Any:
-        if self.trainer is None:
-            raise ConfigurationError(
-                f"{type(self).__name__} received no trainer; expected to be run by a training loop. "
-                "Pass it to Experiment.train(callbacks=[...])."
-            )
-        return self.trainer
+        return self.trainer.optimizer.param_groups[0]["lr"]
 
 
 class AtomicCSVLogger(CSVLogger):

@@ -5,20 +5,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from experiment.callbacks.base import Callback, CallbackList
-from experiment.errors import ConfigurationError, StateMismatchError
-from experiment.state.stateful import Stateful
+from experiment.arguments import check_int
+from experiment.callbacks.base import missing_state_keys
+from experiment.callbacks.forwarding import ForwardingCallback
+from experiment.errors import StateMismatchError
+
+_STATE_KEYS = ("epochs_counted", "batches_counted", "epoch_begun", "callbacks")
 
 
 def _delay(name: str, value: Any) -> int:
-    if value is None:
-        return 0
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ConfigurationError(f"{name}: received {value!r}; expected None or an integer >= 0.")
-    return value
+    return check_int(name, value, minimum=0, allow_none=True, expected="None or an integer >= 0") or 0
 
 
-class DelayCallback(Callback):
+class DelayCallback(ForwardingCallback):
     """Forwards the training hooks to ``callbacks`` only once the delays have passed.
 
     The delay has passed when at least ``epoch_delay`` epochs and ``batch_delay`` training batches
@@ -41,6 +40,8 @@ class DelayCallback(Callback):
         >>> exp.train(train_loader, valid_loader, epochs=50, callbacks=[late_stop])
     """
 
+    inner_name = "delayed"
+
     def __init__(
         self,
         callbacks: Any | Sequence[Any],
@@ -48,51 +49,19 @@ class DelayCallback(Callback):
         epoch_delay: int | None = None,
         batch_delay: int | None = None,
     ) -> None:
-        super().__init__()
-        inner = list(callbacks) if isinstance(callbacks, (list, tuple)) else [callbacks]
-        self.callbacks = CallbackList(inner)
+        super().__init__(list(callbacks) if isinstance(callbacks, (list, tuple)) else [callbacks])
         self.epoch_delay = _delay("epoch_delay", epoch_delay)
         self.batch_delay = _delay("batch_delay", batch_delay)
-        self.needs_batch_values = self.callbacks.needs_batch_values
         self.epochs_counted = 0
         self.batches_counted = 0
         self.epoch_begun = False
-
-    def set_params(self, params: dict[str, Any]) -> None:
-        super().set_params(params)
-        for callback in self.callbacks.callbacks:
-            if hasattr(callback, "set_params"):
-                callback.set_params(params)
-
-    def set_trainer(self, trainer: Any) -> None:
-        super().set_trainer(trainer)
-        for callback in self.callbacks.callbacks:
-            if hasattr(callback, "set_trainer"):
-                callback.set_trainer(trainer)
 
     @property
     def delay_passed(self) -> bool:
         """Whether both delays have passed."""
         return self.epochs_counted >= self.epoch_delay and self.batches_counted >= self.batch_delay
 
-    # ------------------------------------------------------------------------------ never delayed
-    def on_train_begin(self, logs: dict[str, Any]) -> None:
-        self.callbacks.call("on_train_begin", logs)
-
-    def on_train_end(self, logs: dict[str, Any]) -> None:
-        self.callbacks.call("on_train_end", logs)
-
-    def on_test_begin(self, logs: dict[str, Any]) -> None:
-        self.callbacks.call("on_test_begin", logs)
-
-    def on_test_end(self, logs: dict[str, Any]) -> None:
-        self.callbacks.call("on_test_end", logs)
-
-    def on_test_batch_begin(self, batch_number: int, logs: dict[str, Any]) -> None:
-        self.callbacks.call("on_test_batch_begin", batch_number, logs)
-
-    def on_test_batch_end(self, batch_number: int, logs: dict[str, Any]) -> None:
-        self.callbacks.call("on_test_batch_end", batch_number, logs)
+    # on_train_begin, on_train_end and the test hooks are never delayed: ForwardingCallback forwards them.
 
     # ------------------------------------------------------------------------------ epochs, batches
     def on_epoch_begin(self, epoch_number: int, logs: dict[str, Any]) -> None:
@@ -112,7 +81,7 @@ class DelayCallback(Callback):
         if not self.epoch_begun:
             # The batch delay expired inside an epoch: open it for the delayed callbacks first.
             self.epoch_begun = True
-            epoch = self.epochs_counted + 1 if self.trainer is None else self.trainer.epochs_completed + 1
+            epoch = self.trainer.epochs_completed + 1 if self.has_trainer else self.epochs_counted + 1
             self.callbacks.call("on_epoch_begin", epoch, {})
         self.callbacks.call("on_train_batch_begin", batch_number, logs)
 
@@ -148,25 +117,25 @@ class DelayCallback(Callback):
             "epochs_counted": self.epochs_counted,
             "batches_counted": self.batches_counted,
             "epoch_begun": self.epoch_begun,
-            "callbacks": [
-                cb.state_dict() if isinstance(cb, Stateful) else None for cb in self.callbacks.callbacks
-            ],
+            "callbacks": self.inner_states(),
         }
 
+    def state_problems(self, state: dict[str, Any]) -> list[str]:
+        """What makes ``state`` unfit: missing keys, other delayed callbacks, their own problems."""
+        return missing_state_keys("DelayCallback", state, _STATE_KEYS) or self.inner_state_problems(
+            state["callbacks"]
+        )
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        saved = state["callbacks"]
-        inner = self.callbacks.callbacks
-        kinds_now = [isinstance(cb, Stateful) for cb in inner]
-        kinds_saved = [s is not None for s in saved]
-        if kinds_now != kinds_saved:
-            raise StateMismatchError(
-                f"DelayCallback: the checkpoint holds states for {len(saved)} delayed callback(s) "
-                f"(stateful: {kinds_saved}); received {len(inner)} (stateful: {kinds_now}). Delay the "
-                "same callbacks, in the same order, as in the run that wrote the checkpoint."
-            )
-        for callback, callback_state in zip(inner, saved, strict=True):
-            if callback_state is not None:
-                callback.load_state_dict(callback_state)
+        """Load the counters and the delayed callbacks' states.
+
+        Raises:
+            StateMismatchError: :meth:`state_problems` finds the state unfit; nothing is changed.
+        """
+        problems = self.state_problems(state)
+        if problems:
+            raise StateMismatchError("; ".join(problems))
+        self.load_inner_states(state["callbacks"])
         self.epochs_counted = int(state["epochs_counted"])
         self.batches_counted = int(state["batches_counted"])
         self.epoch_begun = bool(state["epoch_begun"])

@@ -8,13 +8,11 @@ to stop. Both are stateful, so a resumed run remembers how long it has already w
 from __future__ import annotations
 
 import logging
-import math
-import warnings
 from typing import Any
 
-from experiment.callbacks.base import Callback
-from experiment.errors import ConfigurationError
-from experiment.state.monitor import check_mode, is_improvement, monitored_value
+from experiment.arguments import check_int
+from experiment.callbacks.base import Callback, missing_state_keys
+from experiment.state.best import MonitoredBest, monitor_changed, monitored_value
 
 logger = logging.getLogger(__name__)
 
@@ -22,15 +20,16 @@ logger = logging.getLogger(__name__)
 class PatienceChecker:
     """Decides, value after value, whether a monitored quantity has stopped improving.
 
-    A value improves when it beats the best one by more than ``min_delta``; NaN never does.
-    After ``patience`` values in a row without improvement (at least one), :meth:`update` answers
-    True.
+    A value improves when it beats the best one by more than ``min_delta``; NaN never does (the
+    best is a :class:`~experiment.state.best.MonitoredBest`). After ``patience`` values in a row
+    without improvement (at least one), :meth:`update` answers True.
 
     Args:
         mode: "min" or "max".
         min_delta: the smallest change that counts as an improvement (its sign is ignored).
         patience: after this many values in a row without improvement, stop; 0 and 1 both stop at
             the first value that does not improve.
+        monitor: the name of the watched quantity (saved with the best).
 
     Example:
         >>> checker = PatienceChecker("min", patience=2)
@@ -38,31 +37,52 @@ class PatienceChecker:
         [False, False, False, True]
     """
 
-    def __init__(self, mode: str = "min", *, min_delta: float = 0.0, patience: int = 0) -> None:
-        self.mode = check_mode(mode)
-        if isinstance(min_delta, bool) or not isinstance(min_delta, (int, float)) or math.isnan(min_delta):
-            raise ConfigurationError(f"min_delta: received {min_delta!r}; expected a number.")
-        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
-            raise ConfigurationError(f"patience: received {patience!r}; expected an integer >= 0.")
-        self.min_delta = abs(float(min_delta))
-        self.patience = patience
-        self.best: float | None = None
+    def __init__(
+        self, mode: str = "min", *, min_delta: float = 0.0, patience: int = 0, monitor: str = "value"
+    ) -> None:
+        self.tracked = MonitoredBest(monitor, mode, min_delta=min_delta, owner="EarlyStopping")
+        self.patience = check_int("patience", patience, minimum=0)
         self.wait = 0
 
-    def update(self, value: float) -> bool:
-        """Record one value; return whether the patience is exhausted."""
-        if is_improvement(value, self.best, self.mode, self.min_delta):
-            self.best = float(value)
+    @property
+    def mode(self) -> str:
+        return self.tracked.mode
+
+    @property
+    def min_delta(self) -> float:
+        return self.tracked.min_delta
+
+    @property
+    def best(self) -> float | None:
+        """The best value so far (None before the first that is not NaN)."""
+        return self.tracked.value
+
+    def update(self, value: float, epoch: int | None = None) -> bool:
+        """Record one value (of ``epoch``, if known); return whether the patience is exhausted."""
+        if epoch is not None and self.tracked.epoch is None and self.tracked.value is not None:
+            # A best loaded from a format-1 checkpoint has no epoch: it is ``wait`` epochs before the last.
+            self.tracked.epoch = epoch - 1 - self.wait
+        if self.tracked.update(value, epoch):
             self.wait = 0
             return False
         self.wait += 1
         return self.wait >= self.patience
 
+    def reset(self) -> None:
+        """Forget the best and the wait (a fresh start)."""
+        self.tracked.reset()
+        self.wait = 0
+
     def state_dict(self) -> dict[str, Any]:
-        return {"best": self.best, "wait": self.wait}
+        return {"best": self.tracked.state_dict(), "wait": self.wait}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.best, self.wait = state["best"], int(state["wait"])
+        """Take the saved best and wait; a best of another monitor or mode warns and starts afresh."""
+        if monitor_changed(self.tracked.owner, state["best"], self.tracked.monitor, self.tracked.mode):
+            self.reset()
+            return
+        self.tracked.load_state_dict(state["best"])
+        self.wait = int(state["wait"])
 
 
 class EarlyStopping(Callback):
@@ -99,7 +119,7 @@ class EarlyStopping(Callback):
         super().__init__()
         self.monitor = monitor
         self.verbose = verbose
-        self.checker = PatienceChecker(mode, min_delta=min_delta, patience=patience)
+        self.checker = PatienceChecker(mode, min_delta=min_delta, patience=patience, monitor=monitor)
         self.stopped_epoch = 0
 
     @property
@@ -114,10 +134,9 @@ class EarlyStopping(Callback):
 
     def on_epoch_end(self, epoch_number: int, logs: dict[str, Any]) -> None:
         value = monitored_value(logs, self.monitor, role="EarlyStopping monitor")
-        if self.checker.update(value) and self.stopped_epoch == 0:
+        if self.checker.update(value, epoch_number) and self.stopped_epoch == 0:
             self.stopped_epoch = epoch_number
-            if self.trainer is not None:
-                self.trainer.stop_training = True
+            self.trainer.stop_training = True
 
     def on_train_end(self, logs: dict[str, Any]) -> None:
         if self.stopped_epoch:
@@ -131,20 +150,30 @@ class EarlyStopping(Callback):
             )
 
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "monitor": self.monitor,
-            "mode": self.checker.mode,
-            "stopped_epoch": self.stopped_epoch,
-            **self.checker.state_dict(),
-        }
+        """The best (monitor, mode, epoch, value), the epochs waited, the epoch of the stop."""
+        return {**self.checker.state_dict(), "stopped_epoch": self.stopped_epoch}
+
+    def state_problems(self, state: dict[str, Any]) -> list[str]:
+        state = _upgraded(state)
+        keys = ("best", "wait", "stopped_epoch")
+        return missing_state_keys("EarlyStopping", state, keys) or self.checker.tracked.state_problems(
+            state["best"]
+        )
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if (state["monitor"], state["mode"]) != (self.monitor, self.checker.mode):
-            warnings.warn(
-                f"EarlyStopping: the checkpoint's state watched {state['monitor']!r} ({state['mode']}); "
-                f"this one watches {self.monitor!r} ({self.checker.mode}). Its patience starts afresh.",
-                stacklevel=2,
-            )
+        """Restore the patience window; one of another monitor or mode warns and starts afresh."""
+        state = _upgraded(state)
+        if monitor_changed("EarlyStopping", state["best"], self.monitor, self.checker.mode):
+            self.checker.reset()
+            self.stopped_epoch = 0
             return
         self.checker.load_state_dict(state)
         self.stopped_epoch = int(state["stopped_epoch"])
+
+
+def _upgraded(state: Any) -> Any:
+    """A state of checkpoint format 1 (``monitor``, ``mode`` and the best value at the top) in today's shape."""
+    if not isinstance(state, dict) or "monitor" not in state or isinstance(state.get("best"), dict):
+        return state
+    best = {"monitor": state["monitor"], "mode": state.get("mode"), "epoch": None, "value": state.get("best")}
+    return {"best": best, **{key: state[key] for key in ("wait", "stopped_epoch") if key in state}}

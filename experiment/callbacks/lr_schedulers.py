@@ -13,17 +13,17 @@ from __future__ import annotations
 import copy
 import inspect
 from collections import Counter, OrderedDict
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch.optim import lr_scheduler
 
 from experiment.callbacks.base import Callback
-from experiment.errors import ConfigurationError, ExperimentError
-from experiment.state.monitor import monitored_value
+from experiment.errors import ConfigurationError, ExperimentError, StateMismatchError
+from experiment.state.best import monitor_changed, monitored_value
 
-if TYPE_CHECKING:
-    from experiment.training.loop import TrainingLoop
+#: The entries of ReduceLROnPlateau's state that belong to the watched metric.
+_PLATEAU_BEST_KEYS = ("best", "num_bad_epochs", "mode", "mode_worse")
 
 
 class LRSchedulerCallback(Callback):
@@ -55,7 +55,7 @@ class LRSchedulerCallback(Callback):
         return self.args, dict(self.kwargs)
 
     def on_train_begin(self, logs: dict[str, Any]) -> None:
-        optimizer = self._trainer().optimizer
+        optimizer = self.trainer.optimizer
         restored_settings = [_settings(group) for group in optimizer.param_groups]
         args, kwargs = self._arguments()
         self.scheduler = self.scheduler_class(optimizer, *args, **kwargs)
@@ -64,14 +64,6 @@ class LRSchedulerCallback(Callback):
             for group, settings in zip(optimizer.param_groups, restored_settings, strict=True):
                 group.update(settings)
             self._loaded_state = None
-
-    def _trainer(self) -> TrainingLoop:
-        if self.trainer is None:
-            raise ExperimentError(
-                f"{type(self).__name__} has no trainer: pass it to Experiment.train(callbacks=[...]), "
-                "which attaches it before calling its hooks."
-            )
-        return self.trainer
 
     def _built(self) -> Any:
         if self.scheduler is None:
@@ -87,8 +79,27 @@ class LRSchedulerCallback(Callback):
             return copy.deepcopy(self._loaded_state or {})
         return _plain(self.scheduler.state_dict())
 
+    def state_problems(self, state_dict: Any) -> list[str]:
+        """What makes a saved state unfit: not a dict, or a torch scheduler state without ``last_epoch``."""
+        name = type(self).__name__
+        if not isinstance(state_dict, dict):
+            return [f"{name}: the saved state is a {type(state_dict).__name__}; expected a dict"]
+        if state_dict and "last_epoch" not in state_dict:
+            return [
+                f"{name}: the saved state holds {sorted(map(str, state_dict))}, not the state of a torch "
+                "LR scheduler (no 'last_epoch'); resume with the scheduler of the run that wrote it"
+            ]
+        return []
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Keep ``state_dict`` until training begins and the scheduler is built."""
+        """Keep ``state_dict`` until training begins and the scheduler is built.
+
+        Raises:
+            StateMismatchError: :meth:`state_problems` finds the state unfit; nothing is changed.
+        """
+        problems = self.state_problems(state_dict)
+        if problems:
+            raise StateMismatchError("; ".join(problems))
         self._loaded_state = copy.deepcopy(dict(state_dict)) or None
 
 
@@ -165,6 +176,25 @@ class ReduceLROnPlateau(_EpochScheduler):
     def on_epoch_end(self, epoch_number: int, logs: dict[str, Any]) -> None:
         self._built().step(monitored_value(logs, self.monitor, role="ReduceLROnPlateau: monitor"))
 
+    @property
+    def mode(self) -> str:
+        """The torch scheduler's ``mode`` as given ("min" by default)."""
+        return str(_bound(self.scheduler_class, self.args, self.kwargs).get("mode", "min"))
+
+    def state_dict(self) -> dict[str, Any]:
+        """The torch scheduler's state and the watched ``monitor``."""
+        return {**super().state_dict(), "monitor": self.monitor}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Keep the state for training's start; a state of another monitor or mode keeps its learning
+        rates and counters but not its best value (a warning says so)."""
+        state = dict(state_dict)
+        saved = {"monitor": state.pop("monitor", self.monitor), "mode": state.get("mode", self.mode)}
+        if monitor_changed("ReduceLROnPlateau", saved, self.monitor, self.mode):
+            for key in _PLATEAU_BEST_KEYS:
+                state.pop(key, None)
+        super().load_state_dict(state)
+
 
 class CyclicLR(_BatchScheduler):
     """torch.optim.lr_scheduler.CyclicLR without the optimizer; stepped after each training step."""
@@ -204,7 +234,7 @@ class CosineAnnealingWarmRestarts(_BatchScheduler):
     scheduler_class = lr_scheduler.CosineAnnealingWarmRestarts
 
     def on_train_batch_end(self, batch_number: int, logs: dict[str, Any]) -> None:
-        trainer = self._trainer()
+        trainer = self.trainer
         steps_per_epoch = _training_param(self, "steps_per_epoch")
         self._built().step(trainer.epochs_completed + trainer.steps_in_epoch / steps_per_epoch)
 

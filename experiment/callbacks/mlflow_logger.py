@@ -23,7 +23,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from experiment.callbacks.base import Callback
+from experiment.arguments import reject
+from experiment.callbacks.base import Callback, missing_state_keys
 from experiment.errors import ConfigurationError, MissingExtraError
 
 #: MLflow refuses more metrics than this in one ``log_batch`` call.
@@ -92,9 +93,11 @@ class MLFlowLogger(Callback):
     def log_config_params(self, config_params: Mapping[str, Any]) -> None:
         """Log a configuration as parameters; nested keys are joined with dots (``model.hidden``)."""
         if not isinstance(config_params, Mapping):
-            raise ConfigurationError(
-                f"config_params: received {type(config_params).__name__}; expected a mapping of "
-                "parameter names to values."
+            raise reject(
+                "config_params",
+                config_params,
+                "a mapping of parameter names to values",
+                received=type(config_params).__name__,
             )
         for name, value in _flatten(config_params):
             self.log_param(name, value)
@@ -118,12 +121,12 @@ class MLFlowLogger(Callback):
     # --------------------------------------------------------------------------------- hooks
     def on_train_begin(self, logs: dict[str, Any]) -> None:
         self._open_run()
-        trainer = self.trainer
+        trainer = self.trainer if self.has_trainer else None
         if trainer is not None and (trainer.epochs_completed or trainer.steps_in_epoch):
             self._recheck_epoch = trainer.epochs_completed + 1
 
     def on_train_batch_end(self, batch_number: int, logs: dict[str, Any]) -> None:
-        if not self.batch_granularity or self.trainer is None:
+        if not self.batch_granularity:
             return
         stamp, step = _now_ms(), self.trainer.global_step
         for key, value in _numeric(logs, skip=("batch", "size", "time")):
@@ -148,7 +151,7 @@ class MLFlowLogger(Callback):
             self._open_run()
 
     def on_test_end(self, logs: dict[str, Any]) -> None:
-        step = self.trainer.epochs_completed if self.trainer is not None else 0
+        step = self.trainer.epochs_completed if self.has_trainer else 0
         self._log_records([[k, v, step, _now_ms()] for k, v in _numeric(logs, skip=("time",))])
         if self._finish_after_test:
             self._client.set_terminated(self.run_id, status="FINISHED")
@@ -201,6 +204,9 @@ class MLFlowLogger(Callback):
     # ---------------------------------------------------------------------------- the state
     def state_dict(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "pending": [list(record) for record in self._pending]}
+
+    def state_problems(self, state: dict[str, Any]) -> list[str]:
+        return missing_state_keys("MLFlowLogger", state, ("run_id", "pending"))
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.run_id = state["run_id"]

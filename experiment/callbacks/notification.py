@@ -7,8 +7,8 @@ import logging
 import numbers
 from typing import Any
 
+from experiment.arguments import check_int, reject
 from experiment.callbacks.base import Callback
-from experiment.errors import ConfigurationError
 
 logger = logging.getLogger(__name__)
 
@@ -67,16 +67,15 @@ class NotificationCallback(Callback):
     ) -> None:
         super().__init__()
         if not callable(getattr(notificator, "send_notification", None)):
-            raise ConfigurationError(
-                f"notificator: received {type(notificator).__name__}; expected an object with a "
-                "send_notification(message, *, subject=None) method, such as a Notificator subclass."
-            )
-        if isinstance(alert_frequency, bool) or not isinstance(alert_frequency, int) or alert_frequency < 1:
-            raise ConfigurationError(
-                f"alert_frequency: received {alert_frequency!r}; expected an integer >= 1."
+            raise reject(
+                "notificator",
+                notificator,
+                "an object with a send_notification(message, *, subject=None) method, such as a "
+                "Notificator subclass",
+                received=type(notificator).__name__,
             )
         self.notificator = notificator
-        self.alert_frequency = alert_frequency
+        self.alert_frequency = check_int("alert_frequency", alert_frequency, minimum=1)
         self.experiment_name = experiment_name
 
     def _name(self) -> str:
@@ -89,8 +88,8 @@ class NotificationCallback(Callback):
             logger.warning("Could not send the notification %r: %s: %s", subject, type(error).__name__, error)
 
     def on_train_begin(self, logs: dict[str, Any]) -> None:
-        trainer = self.trainer
         epochs = self.params.get("epochs")
+        trainer = self.trainer if self.has_trainer else None
         if trainer is not None and (trainer.epochs_completed or trainer.steps_in_epoch):
             where = f"epoch {trainer.epochs_completed + 1}, step {trainer.steps_in_epoch}"
             self._send(
@@ -110,7 +109,7 @@ class NotificationCallback(Callback):
             )
 
     def on_train_end(self, logs: dict[str, Any]) -> None:
-        trainer = self.trainer
+        trainer = self.trainer if self.has_trainer else None
         how = "stopped early" if trainer is not None and trainer.stop_training else "finished"
         done = f" after {trainer.epochs_completed} epochs" if trainer is not None else ""
         self._send(f"Training{self._name()} {how}{done}.", f"Training{self._name()} {how}")

@@ -5,14 +5,14 @@ from __future__ import annotations
 import bisect
 import itertools
 import math
-import numbers
 from collections.abc import Iterable
 from typing import Any
 
 import torch
 
-from experiment.callbacks.base import Callback
-from experiment.errors import ConfigurationError, ExperimentError
+from experiment.arguments import check_int
+from experiment.callbacks.base import Callback, missing_state_keys
+from experiment.errors import ConfigurationError
 from experiment.schedules.phases import Phase, plot_values
 
 
@@ -67,13 +67,13 @@ class OptimizerPolicy(Callback):
     # -------------------------------------------------------------------------------------- hooks
     def on_train_begin(self, logs: dict[str, Any]) -> None:
         if any("momentum" in phase.params for phase in self.phases):
-            optimizer = self._optimizer()
+            optimizer = self.trainer.optimizer
             for index, group in enumerate(optimizer.param_groups):
                 _momentum_key(group, index, optimizer)
 
     def on_train_batch_begin(self, batch_number: int, logs: dict[str, Any]) -> None:
         values = self.value_at(self.current_step)
-        optimizer = self._optimizer()
+        optimizer = self.trainer.optimizer
         for index, group in enumerate(optimizer.param_groups):
             if "lr" in values:
                 _assign(group, "lr", values["lr"])
@@ -83,19 +83,27 @@ class OptimizerPolicy(Callback):
     def on_train_batch_end(self, batch_number: int, logs: dict[str, Any]) -> None:
         self.current_step += 1
 
-    def _optimizer(self) -> torch.optim.Optimizer:
-        if self.trainer is None:
-            raise ExperimentError(
-                "OptimizerPolicy has no trainer: pass it to Experiment.train(callbacks=[...]), which "
-                "attaches it before calling its hooks."
-            )
-        return self.trainer.optimizer
-
     # -------------------------------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
         return {"step": self.current_step}
 
+    def state_problems(self, state_dict: dict[str, Any]) -> list[str]:
+        """What makes a saved state unfit: no ``step``, or a step that is not an integer >= 0."""
+        problems = missing_state_keys("OptimizerPolicy", state_dict, ("step",))
+        if problems:
+            return problems
+        try:
+            _check_step("the saved step", state_dict["step"])
+        except ConfigurationError as error:
+            return [str(error)]
+        return []
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Continue the schedule at the saved step.
+
+        Raises:
+            ConfigurationError: the saved step is not an integer >= 0 (see :meth:`state_problems`).
+        """
         self.current_step = _check_step("the saved step", state_dict.get("step"))
 
     # ------------------------------------------------------------------------------------ display
@@ -119,9 +127,7 @@ class OptimizerPolicy(Callback):
 
 
 def _check_step(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-        raise ConfigurationError(f"OptimizerPolicy: {name} received {value!r}; expected an integer >= 0.")
-    return int(value)
+    return int(check_int(name, value, minimum=0, owner="OptimizerPolicy"))
 
 
 def _assign(group: dict[str, Any], key: str, value: float) -> None:

@@ -16,14 +16,14 @@ duplicated.
 from __future__ import annotations
 
 import logging
-import math
 import os
 from pathlib import Path
 from typing import IO, Any
 
-from experiment.callbacks.base import Callback
+from experiment.arguments import check_int, reject
+from experiment.callbacks.base import Callback, missing_state_keys
 from experiment.errors import ConfigurationError
-from experiment.state.monitor import check_mode, is_improvement, missing_monitor_message, monitored_value
+from experiment.state.best import MonitoredBest, missing_monitor_message, monitored_value
 from experiment.store.files import atomic_writer
 
 logger = logging.getLogger(__name__)
@@ -77,31 +77,43 @@ class PeriodicSaveCallback(Callback):
         open_mode: str = "wb",
     ) -> None:
         super().__init__()
-        if isinstance(period, bool) or not isinstance(period, int) or period < 1:
-            raise ConfigurationError(f"period: received {period!r}; expected a positive integer.")
+        period = check_int("period", period, minimum=1, expected="a positive integer")
         if keep_only_last_best and not save_best_only:
             raise ConfigurationError(
                 "keep_only_last_best=True applies only to best saves; received save_best_only=False. "
                 "Pass save_best_only=True as well, or drop keep_only_last_best."
             )
-        if not any(letter in open_mode for letter in "wax"):
-            raise ConfigurationError(
-                f"open_mode: received {open_mode!r}; expected a write mode of open() such as 'wb' or 'w'."
-            )
+        if not isinstance(open_mode, str) or not any(letter in open_mode for letter in "wax"):
+            raise reject("open_mode", open_mode, "a write mode of open() such as 'wb' or 'w'")
         self.filename = os.fspath(filename)
         self.temporary_filename = None if temporary_filename is None else os.fspath(temporary_filename)
-        self.monitor = monitor
-        self.mode = check_mode(mode)
+        self.best = MonitoredBest(monitor, mode, owner=type(self).__name__)
         self.save_best_only = save_best_only
         self.keep_only_last_best = keep_only_last_best
         self.period = period
         self.verbose = verbose
         self.atomic_write = atomic_write
         self.open_mode = open_mode
-        self.best_value: float | None = None
-        self.best_epoch: int | None = None
         self.best_filename: str | None = None
         self.pending_removal: str | None = None
+
+    @property
+    def monitor(self) -> str:
+        return self.best.monitor
+
+    @property
+    def mode(self) -> str:
+        return self.best.mode
+
+    @property
+    def best_value(self) -> float | None:
+        """The monitored value of the best epoch saved (with ``save_best_only``)."""
+        return self.best.value
+
+    @property
+    def best_epoch(self) -> int | None:
+        """The best epoch saved (with ``save_best_only``)."""
+        return self.best.epoch
 
     # ------------------------------------------------------------------------------ to override
     def save_file(self, fd: IO[Any], epoch_number: int, logs: dict[str, Any]) -> None:
@@ -121,7 +133,7 @@ class PeriodicSaveCallback(Callback):
     def on_epoch_end(self, epoch_number: int, logs: dict[str, Any]) -> None:
         if self.save_best_only:
             value = monitored_value(logs, self.monitor, role=f"{type(self).__name__}(monitor=...)")
-            if is_improvement(value, self.best_value, self.mode):
+            if self.best.improves(value):
                 self._save_best(epoch_number, logs, value)
         elif epoch_number % self.period == 0:
             path = self.format_filename(self.filename, epoch_number, logs)
@@ -140,7 +152,8 @@ class PeriodicSaveCallback(Callback):
             path,
         )
         previous = self.best_filename
-        self.best_value, self.best_epoch, self.best_filename = value, epoch_number, path
+        self.best.update(value, epoch_number)
+        self.best_filename = path
         if self.keep_only_last_best and previous is not None and previous != path:
             # Removed once this epoch is committed: until then the committed best must stay.
             self.pending_removal = previous
@@ -189,17 +202,36 @@ class PeriodicSaveCallback(Callback):
 
     # ------------------------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
-        best = self.best_value
+        """The best (monitor, mode, epoch, value), the file of the last best, a file to remove."""
         return {
-            "best_value": None if best is None else float(best),
-            "best_epoch": self.best_epoch,
+            "best": self.best.state_dict(),
             "best_filename": self.best_filename,
             "pending_removal": self.pending_removal,
         }
 
+    def state_problems(self, state_dict: dict[str, Any]) -> list[str]:
+        """Missing keys of a saved state (a changed monitor only warns when loading)."""
+        owner, state_dict = type(self).__name__, self._upgraded(state_dict)
+        return missing_state_keys(owner, state_dict, ("best", "best_filename", "pending_removal")) or (
+            self.best.state_problems(state_dict["best"])
+        )
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        best = state_dict["best_value"]
-        self.best_value = None if best is None or math.isnan(best) else float(best)
-        self.best_epoch = state_dict["best_epoch"]
+        """Restore the saved best; one of another monitor or mode warns and the best starts fresh.
+
+        The file bookkeeping (the last best file, a file waiting to be removed) is kept either way,
+        so no file is left behind.
+        """
+        state_dict = self._upgraded(state_dict)
+        self.best.load_state_dict(state_dict["best"])
         self.best_filename = state_dict["best_filename"]
         self.pending_removal = state_dict["pending_removal"]
+
+    def _upgraded(self, state: Any) -> Any:
+        """A state of checkpoint format 1 (``best_value`` and ``best_epoch``; no monitor, so the one
+        of today is assumed, as that format did) in today's shape."""
+        if not isinstance(state, dict) or "best" in state or "best_value" not in state:
+            return state
+        best = {"monitor": self.monitor, "mode": self.mode, "epoch": state.get("best_epoch")}
+        rest = {key: value for key, value in state.items() if key not in ("best_value", "best_epoch")}
+        return {"best": {**best, "value": state["best_value"]}, **rest}

@@ -27,10 +27,11 @@ from typing import Any
 
 import torch
 
-from experiment.callbacks.base import Callback
-from experiment.errors import ConfigurationError
+from experiment.arguments import reject
+from experiment.callbacks.base import Callback, missing_state_keys
+from experiment.errors import ConfigurationError, StateMismatchError
 from experiment.schedules.value_policies import StopTraining, ValuePolicy, wants_train_losses
-from experiment.state.stateful import Stateful
+from experiment.state.stateful import ChecksState, Stateful
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ class PolicyRunner(Callback):
                     f"(not one of {list(RESERVED_NAMES)}, not starting with 'val_')."
                 )
         if validate is not None and not callable(validate):
-            raise ConfigurationError(f"validate: received {type(validate).__name__}; expected a callable.")
+            raise reject("validate", validate, "a callable", received=type(validate).__name__)
         self.policies = dict(policies)
         self.value_policies = {n: p for n, p in self.policies.items() if isinstance(p, ValuePolicy)}
         self.validate = validate
@@ -78,7 +79,7 @@ class PolicyRunner(Callback):
 
     # ------------------------------------------------------------------------------------ hooks
     def on_train_begin(self, logs: dict[str, Any]) -> None:
-        epoch = self.trainer.epochs_completed  # type: ignore[union-attr]
+        epoch = self.trainer.epochs_completed
         if self.started_epoch < epoch:
             self._start(epoch)
         self._refresh_values(epoch)
@@ -96,7 +97,7 @@ class PolicyRunner(Callback):
 
     def on_epoch_end(self, epoch_number: int, logs: dict[str, Any]) -> None:
         epoch = epoch_number - 1
-        metrics = self._validate() if self.validate is not None else {}
+        metrics = self._validate(self.validate) if self.validate is not None else {}
         logs.update({name if name.startswith("val_") else f"val_{name}": v for name, v in metrics.items()})
         for name, value in self.values.items():
             if name != "lr" and isinstance(value, numbers.Real) and not isinstance(value, bool):
@@ -123,7 +124,7 @@ class PolicyRunner(Callback):
             method(*args, **kwargs)
         except StopTraining:
             self.stopped_by = name
-            self.trainer.stop_training = True  # type: ignore[union-attr]
+            self.trainer.stop_training = True
             logger.info("Policy %r stopped training in %s(%s).", name, method.__name__, args[0])
             return False
         return True
@@ -133,16 +134,16 @@ class PolicyRunner(Callback):
         for name, policy in self.value_policies.items():
             policy.value = self.values[name]
         if "lr" in self.values:
-            for group in self.trainer.optimizer.param_groups:  # type: ignore[union-attr]
+            for group in self.trainer.optimizer.param_groups:
                 group["lr"] = self.values["lr"]
 
-    def _validate(self) -> dict[str, float]:
-        network = self.trainer.network  # type: ignore[union-attr]
+    def _validate(self, validate: Callable[[], Mapping[str, Any]]) -> dict[str, float]:
+        network = self.trainer.network
         was_training = network.training
         network.eval()
         try:
             with torch.no_grad():
-                metrics = self.validate()  # type: ignore[misc]
+                metrics = validate()
         finally:
             network.train(was_training)
         if not isinstance(metrics, Mapping):
@@ -160,13 +161,40 @@ class PolicyRunner(Callback):
             "policies": {n: p.state_dict() for n, p in self.policies.items() if isinstance(p, Stateful)},
         }
 
+    def state_problems(self, state_dict: dict[str, Any]) -> list[str]:
+        """What makes a saved state unfit: missing keys, other stateful policies, their own problems."""
+        keys = ("started_epoch", "train_losses", "stopped_by", "policies")
+        problems = missing_state_keys("PolicyRunner", state_dict, keys)
+        if problems:
+            return problems
+        saved = state_dict["policies"]
+        stateful = sorted(n for n, p in self.policies.items() if isinstance(p, Stateful))
+        if sorted(saved) != stateful:
+            return [
+                f"PolicyRunner: the checkpoint holds states of the policies {sorted(saved)}; received "
+                f"the stateful policies {stateful}. Pass the policies of the run that wrote it."
+            ]
+        return [
+            problem
+            for name in stateful
+            if isinstance(self.policies[name], ChecksState)
+            for problem in self.policies[name].state_problems(saved[name])
+        ]
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the epoch position, the epoch's losses and each stateful policy.
+
+        Raises:
+            StateMismatchError: :meth:`state_problems` finds the state unfit; nothing is changed.
+        """
+        problems = self.state_problems(state_dict)
+        if problems:
+            raise StateMismatchError("; ".join(problems))
         self.started_epoch = state_dict["started_epoch"]
         self.train_losses = [float(loss) for loss in state_dict["train_losses"]]
         self.stopped_by = state_dict["stopped_by"]
         for name, state in state_dict["policies"].items():
-            if name in self.policies:
-                self.policies[name].load_state_dict(state)
+            self.policies[name].load_state_dict(state)
 
 
 def _as_float(name: Any, value: Any) -> float:

@@ -18,6 +18,7 @@ from typing import Any, TextIO
 
 from tqdm import tqdm
 
+from experiment.arguments import check_int, check_number, reject
 from experiment.callbacks.base import Callback
 from experiment.errors import ConfigurationError
 
@@ -108,16 +109,10 @@ class ProgressionCallback(Callback):
             "val": _every(show_every_n_valid_steps, "show_every_n_valid_steps"),
             "test": _every(show_every_n_test_steps, "show_every_n_test_steps"),
         }
-        if (
-            isinstance(refresh_interval, bool)
-            or not isinstance(refresh_interval, (int, float))
-            or not refresh_interval >= 0
-        ):
-            raise ConfigurationError(
-                f"refresh_interval: received {refresh_interval!r}; expected a number of seconds >= 0."
-            )
+        self.refresh_interval = check_number(
+            "refresh_interval", refresh_interval, minimum=0, finite=False, expected="a number of seconds >= 0"
+        )
         self.stream = stream
-        self.refresh_interval = float(refresh_interval)
         self._out: TextIO = sys.stdout
         self._live = False
         self._bar: _Bar | None = None
@@ -128,8 +123,10 @@ class ProgressionCallback(Callback):
     # ------------------------------------------------------------------------------- training
     def on_train_begin(self, logs: dict[str, Any]) -> None:
         self._start_output()
+        if not self.has_trainer:  # hooks called by hand: nothing to resume
+            return
         trainer = self.trainer
-        if trainer is not None and trainer.steps_in_epoch > 0:  # resumed in the middle of an epoch
+        if trainer.steps_in_epoch > 0:  # resumed in the middle of an epoch
             self._open(
                 "train",
                 self.params.get("steps_per_epoch"),
@@ -144,11 +141,11 @@ class ProgressionCallback(Callback):
         if self._bar is not None and batch_number % self._every_now == 0:
             now = time.perf_counter()
             if now >= self._next_refresh:
-                self._refresh(batch_number, now)
+                self._refresh(self._bar, batch_number, now)
 
     def on_valid_begin(self, logs: dict[str, Any]) -> None:
         self._close()
-        if self.show_on_valid and self.trainer is not None:
+        if self.show_on_valid and self.has_trainer:
             self._open("val", None, 0, self._epoch_text(self.trainer.epochs_completed + 1) + "Valid ")
 
     on_valid_batch_end = on_train_batch_end
@@ -159,7 +156,7 @@ class ProgressionCallback(Callback):
 
     def on_epoch_end(self, epoch_number: int, logs: dict[str, Any]) -> None:
         self._close()
-        steps = self.trainer.steps_in_epoch if self.trainer is not None else None
+        steps = self.trainer.steps_in_epoch if self.has_trainer else None
         head = self._epoch_text(epoch_number) + (
             f"{self._c('text')}Steps: {self._c('ratio')}{steps} " if steps else ""
         )
@@ -221,18 +218,16 @@ class ProgressionCallback(Callback):
         )
         self._next_refresh = time.perf_counter() + self.refresh_interval
 
-    def _refresh(self, batch_number: int, now: float) -> None:
-        bar = self._bar
-        assert bar is not None
+    def _refresh(self, bar: _Bar, batch_number: int, now: float) -> None:
         self._next_refresh = now + self.refresh_interval
         bar.metrics = self._format_logs(self._running_values())
         bar.update(batch_number - bar.n)
 
     def _running_values(self) -> dict[str, float]:
         """The phase's running loss and batch metrics (one device-to-host copy)."""
-        trainer = self.trainer
-        if trainer is None:
+        if not self.has_trainer:
             return {}
+        trainer = self.trainer
         accumulator = trainer.train_metrics if self._phase == "train" else trainer.eval_metrics
         if accumulator.sums is None or not accumulator.samples:
             return {}
@@ -270,9 +265,7 @@ def with_progress(callbacks: Sequence[Any], progress: bool | dict[str, Any]) -> 
     elif isinstance(progress, bool):
         options = {}
     else:
-        raise ConfigurationError(
-            f"progress: received {progress!r}; expected True, False or a dict of ProgressionCallback options."
-        )
+        raise reject("progress", progress, "True, False or a dict of ProgressionCallback options")
     if progress is False or any(isinstance(cb, ProgressionCallback) for cb in callbacks):
         return callbacks
     try:
@@ -296,9 +289,7 @@ def _every(value: Any, name: str) -> int | None:
         return 1
     if value == "none":
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigurationError(f"{name}: received {value!r}; expected 'all', 'none' or a positive integer.")
-    return value
+    return check_int(name, value, minimum=1, expected="'all', 'none' or a positive integer")
 
 
 def _palette(coloring: Any) -> dict[str, str]:
@@ -306,7 +297,7 @@ def _palette(coloring: Any) -> dict[str, str]:
         chosen = DEFAULT_COLORS if coloring else dict.fromkeys(DEFAULT_COLORS, "")
         return {field: ANSI_COLORS.get(color, color) for field, color in chosen.items()}
     if not isinstance(coloring, dict):
-        raise ConfigurationError(f"coloring: received {coloring!r}; expected a bool or a dict of colours.")
+        raise reject("coloring", coloring, "a bool or a dict of colours")
     unknown = sorted(set(coloring) - set(DEFAULT_COLORS))
     if unknown:
         raise ConfigurationError(

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from experiment.callbacks.base import Callback
+from experiment.callbacks.base import Callback, missing_state_keys
 from experiment.errors import ConfigurationError
 
 #: The statistics written per parameter, in the order of the tracker's accumulators.
@@ -40,8 +40,10 @@ def mark_restart(writer: Any, step: int) -> None:
     file_writer.add_event(Event(step=step, session_log=SessionLog(status=SessionLog.START)))
 
 
-def _is_resumed(trainer: Any) -> bool:
-    return trainer is not None and (trainer.epochs_completed > 0 or trainer.steps_in_epoch > 0)
+def _is_resumed(callback: Callback) -> bool:
+    if not callback.has_trainer:
+        return False
+    return callback.trainer.epochs_completed > 0 or callback.trainer.steps_in_epoch > 0
 
 
 class TensorBoardLogger(Callback):
@@ -71,8 +73,8 @@ class TensorBoardLogger(Callback):
         self.purge_on_resume = purge_on_resume
 
     def on_train_begin(self, logs: dict[str, Any]) -> None:
-        if self.purge_on_resume and _is_resumed(self.trainer):
-            mark_restart(self.writer, self.trainer.epochs_completed + 1)  # type: ignore[union-attr]
+        if self.purge_on_resume and _is_resumed(self):
+            mark_restart(self.writer, self.trainer.epochs_completed + 1)
 
     def on_epoch_end(self, epoch_number: int, logs: dict[str, Any]) -> None:
         for key, value in logs.items():
@@ -125,7 +127,7 @@ class TensorBoardGradientTracker(Callback):
     def on_train_begin(self, logs: dict[str, Any]) -> None:
         named = [
             (n, p)
-            for n, p in self.trainer.network.named_parameters()  # type: ignore[union-attr]
+            for n, p in self.trainer.network.named_parameters()
             if p.requires_grad and (self.keep_bias or "bias" not in n.rsplit(".", 1)[-1])
         ]
         names = [n for n, _ in named]
@@ -144,8 +146,8 @@ class TensorBoardGradientTracker(Callback):
             )
             if self.stats is not None:
                 self.stats = {key: value.to(device) for key, value in self.stats.items()}
-        if self.purge_on_resume and _is_resumed(self.trainer):
-            mark_restart(self.writer, self.trainer.epochs_completed + 1)  # type: ignore[union-attr]
+        if self.purge_on_resume and _is_resumed(self):
+            mark_restart(self.writer, self.trainer.epochs_completed + 1)
 
     def on_epoch_begin(self, epoch_number: int, logs: dict[str, Any]) -> None:
         self.count, self.stats = 0, None
@@ -204,6 +206,9 @@ class TensorBoardGradientTracker(Callback):
     def state_dict(self) -> dict[str, Any]:
         stats = None if self.stats is None else {k: v.detach().cpu() for k, v in self.stats.items()}
         return {"names": list(self.names), "count": self.count, "stats": stats}
+
+    def state_problems(self, state: dict[str, Any]) -> list[str]:
+        return missing_state_keys("TensorBoardGradientTracker", state, ("names", "count", "stats"))
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.names = list(state["names"])

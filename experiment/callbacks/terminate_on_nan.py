@@ -30,11 +30,10 @@ class TerminateOnNaN(Callback):
         loss = float(logs["loss"])
         if math.isfinite(loss):
             return
-        if self.trainer is not None:
-            self.trainer.stop_training = True
-            step = self.trainer.global_step
-        else:
-            step = None
+        self.trainer.stop_training = True
         logger.warning(
-            "Batch %d (global step %s): the loss is %s; stopping training.", batch_number, step, loss
+            "Batch %d (global step %s): the loss is %s; stopping training.",
+            batch_number,
+            self.trainer.global_step,
+            loss,
         )

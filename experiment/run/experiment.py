@@ -2,38 +2,26 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import signal
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
-from experiment.callbacks.base import CallbackList
 from experiment.callbacks.progress import with_progress
 from experiment.errors import (
-    CheckpointError,
     ConfigurationError,
-    MonitorError,
     RunDirectoryError,
-    StorageError,
 )
-from experiment.run.committer import Checkpointer
-from experiment.run.recording import EpochRecorder
-from experiment.state.compatibility import model_mismatches
-from experiment.state.monitor import BestTracker, check_mode, missing_monitor_message
-from experiment.state.rng import find_generators, seed_everything
-from experiment.store import metadata as meta
-from experiment.store import tsv
-from experiment.store.checkpoints import saved_weights
+from experiment.run.plan_making import check_train_arguments, make_plan
+from experiment.run.session import TrainingSession
+from experiment.run.testing import evaluate_saved_weights
+from experiment.state.monitor import check_mode
 from experiment.store.directory import RunDirectory
 from experiment.store.logs import load_logs
 from experiment.store.relaunch import epochs_from_environment
 from experiment.training.components import resolve_device, resolve_loss, resolve_optimizer
-from experiment.training.data import BatchSource, make_loader
-from experiment.training.interrupts import InterruptFlag, TrainingInterrupted, interrupt_on_signals
 from experiment.training.loop import TrainingLoop
 from experiment.training.metrics import resolve_batch_metrics, resolve_epoch_metrics
 
@@ -150,135 +138,43 @@ class Experiment:
         """
         # `exp resume --epochs N` sets the target of this directory's run through the environment.
         epochs = epochs_from_environment(self.directory.path, epochs)
-        self._check_train_arguments(epochs, batch_size, checkpoint_every, steps_per_epoch)
-        train_loader = make_loader(
-            train_data, batch_size=batch_size, shuffle=True, seed=seed, role="train_data"
+        check_train_arguments(epochs, batch_size, checkpoint_every, steps_per_epoch, self.loss_function)
+        plan = make_plan(
+            self.loop,
+            train_data,
+            valid_data,
+            epochs=epochs,
+            steps_per_epoch=steps_per_epoch,
+            batch_size=batch_size,
+            callbacks=with_progress(callbacks, progress),
+            lr_schedulers=lr_schedulers,
+            monitor=self.monitor_metric,
+            seed=seed,
         )
-        valid_loader = (
-            None
-            if valid_data is None
-            else make_loader(valid_data, batch_size=batch_size, shuffle=False, seed=seed, role="valid_data")
-        )
-        train_source = BatchSource(train_loader, steps_per_epoch, "train_data")
-        valid_source = None if valid_loader is None else BatchSource(valid_loader, None, "valid_data")
-        callback_list = CallbackList(with_progress(callbacks, progress))
-        monitor = self._check_monitor(valid_source is not None, callback_list.callbacks)
+        settings = {
+            "epochs": epochs,
+            "seed": seed,
+            "monitor_metric": plan.monitor,
+            "monitor_mode": self.monitor_mode,
+            "checkpoint_every": checkpoint_every,
+            "steps_per_epoch": plan.train.steps_per_epoch,
+        }
         self.directory.prepare()
-        with self.directory.lock(), train_source.installed():
+        with self.directory.lock(), plan.train.installed():
             self._check_resumable()
             for leftover in self.directory.temporary_files():  # of writes a crash cut short
                 leftover.unlink(missing_ok=True)
-            self.loop.generators = find_generators([train_loader, valid_loader])
-            recorder = EpochRecorder(self.directory, tensorboard=self.tensorboard, hparams=self.config)
-            checkpointer = Checkpointer(
+            session = TrainingSession(
                 self.directory,
                 self.loop,
-                schedulers=lr_schedulers,
-                callbacks=callback_list.callbacks,
-                tracker=BestTracker(monitor, self.monitor_mode),
-                recorder=recorder,
+                plan,
+                monitor_mode=self.monitor_mode,
+                checkpoint_every=checkpoint_every,
+                settings=settings,
+                config=self.config,
+                tensorboard=self.tensorboard,
             )
-            resumed = checkpointer.restore()
-            if not resumed:
-                self.loop.reset()
-                seed_everything(seed)
-            settings = {
-                "epochs": epochs,
-                "seed": seed,
-                "monitor_metric": monitor,
-                "monitor_mode": self.monitor_mode,
-                "checkpoint_every": checkpoint_every,
-                "steps_per_epoch": train_source.steps_per_epoch,
-            }
-            if self.loop.stop_training or self.loop.epochs_completed >= epochs:
-                self._write_status("stopped" if self.loop.stop_training else "finished", settings, resumed)
-                return self.loop.history
-            return self._fit(
-                train_source,
-                valid_source,
-                epochs,
-                callback_list,
-                lr_schedulers,
-                monitor,
-                checkpointer,
-                recorder,
-                checkpoint_every,
-                settings,
-                resumed,
-            )
-
-    def _fit(
-        self,
-        train_source: BatchSource,
-        valid_source: BatchSource | None,
-        epochs: int,
-        callbacks: CallbackList,
-        schedulers: Sequence[Any],
-        monitor: str,
-        checkpointer: Checkpointer,
-        recorder: EpochRecorder,
-        checkpoint_every: int | None,
-        settings: dict[str, Any],
-        resumed: bool,
-    ) -> list[dict[str, Any]]:
-        self._write_status("running", settings, resumed)
-        flag = InterruptFlag()
-        try:
-            recorder.open(self.loop.history)
-            with interrupt_on_signals(flag):
-                history = self.loop.fit(
-                    train_source,
-                    valid_source,
-                    epochs=epochs,
-                    callbacks=callbacks,
-                    schedulers=schedulers,
-                    monitor=monitor,
-                    commit=checkpointer.commit,
-                    checkpoint_every=checkpoint_every,
-                    interrupt=flag,
-                )
-        except TrainingInterrupted as interrupted:
-            name = signal.Signals(interrupted.signum).name
-            where = f"epoch {self.loop.epochs_completed + 1}, step {self.loop.steps_in_epoch}"
-            self._write_status("interrupted", settings, True, f"{name} at {where}")
-            logger.warning(
-                "%s: checkpoint committed at %s in %s; run again to resume.", name, where, self.directory.path
-            )
-            raise SystemExit(128 + interrupted.signum) from None
-        except KeyboardInterrupt:
-            self._write_status("interrupted", settings, True, "second SIGINT: stopped at once")
-            raise
-        except BaseException as error:
-            with contextlib.suppress(StorageError):  # a full disk must not hide the original error
-                self._write_status("failed", settings, True, f"{type(error).__name__}: {error}")
-            raise
-        finally:
-            recorder.close()
-        status = "stopped" if self.loop.stop_training else "finished"
-        self._write_status(status, settings, True)
-        return history
-
-    def _check_train_arguments(
-        self, epochs: Any, batch_size: Any, checkpoint_every: Any, steps_per_epoch: Any
-    ) -> None:
-        for name, value, allow_none in (
-            ("epochs", epochs, False),
-            ("batch_size", batch_size, False),
-            ("checkpoint_every", checkpoint_every, True),
-            ("steps_per_epoch", steps_per_epoch, True),
-        ):
-            if value is None and allow_none:
-                continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigurationError(
-                    f"{name}: received {value!r}; expected a positive integer"
-                    f"{' or None' if allow_none else ''}."
-                )
-        if self.loss_function is None:
-            raise ConfigurationError(
-                "Training needs a loss function: pass loss_function= to Experiment (a name such as "
-                "'cross_entropy' or a callable (y_pred, y_true) -> tensor)."
-            )
+            return session.run(seed)
 
     def _check_resumable(self) -> None:
         if self.directory.is_run() and self.directory.read_metadata().get("resumable") is False:
@@ -287,32 +183,6 @@ class Experiment:
                 "training state is gone, so it can be tested but not resumed or extended. Train in a "
                 "new directory."
             )
-
-    def _check_monitor(self, has_validation: bool, callbacks: Sequence[Any]) -> str:
-        names = self.loop.train_metrics.batch_names() + [n for n, _ in self.loop.train_metrics.epoch_metrics]
-        known = {"loss", "lr", *names}
-        if has_validation:
-            known |= {f"val_{name}" for name in names}
-        monitor = self.monitor_metric
-        if monitor == "val_loss" and not has_validation:
-            return "loss"  # the default monitor falls back to the training loss without validation
-        if any(getattr(cb, "adds_epoch_logs", False) for cb in callbacks):
-            return monitor  # known only at the first epoch end, where BestTracker checks it
-        if monitor not in known:
-            raise MonitorError(missing_monitor_message(monitor, known, "monitor_metric"))
-        return monitor
-
-    def _write_status(
-        self, status: str, settings: dict[str, Any], resumed: bool, message: str | None = None
-    ) -> None:
-        if self.directory.is_run():
-            current = self.directory.read_metadata()
-            current["settings"] = {**current.get("settings", {}), **settings}
-            if self.config:
-                current["config"] = self.config
-        else:
-            current = meta.new_metadata(self.config, settings)
-        self.directory.write_metadata(meta.with_status(current, status, message))
 
     # -------------------------------------------------------------------------------- testing
     def test(
@@ -336,22 +206,14 @@ class Experiment:
         Returns:
             ``test_loss`` and the ``test_`` metrics. The network keeps the loaded weights.
         """
-        if self.loss_function is None:
-            raise ConfigurationError("Testing needs a loss function: pass loss_function= to Experiment.")
-        loader = make_loader(test_data, batch_size=batch_size, shuffle=False, seed=0, role="test_data")
-        source = BatchSource(loader, None, "test_data")
-        with self.directory.lock():
-            epoch, weights = saved_weights(self.directory, checkpoint)
-            problems = model_mismatches(weights, self.network)
-            if problems:
-                raise CheckpointError("The saved weights do not fit the network: " + "; ".join(problems))
-            self.network.load_state_dict(weights)
-            callback_list = CallbackList(with_progress(callbacks, progress))
-            callback_list.setup({"steps": source.steps_per_epoch}, self.loop)
-            logs = self.loop.evaluate(source, "test", callback_list)
-            row = {"time": meta.now_iso(), "checkpoint": str(checkpoint), "epoch": epoch, **logs}
-            tsv.append_row(self.directory.test_log_path, row)
-        return logs
+        return evaluate_saved_weights(
+            self.directory,
+            self.loop,
+            test_data,
+            checkpoint=checkpoint,
+            batch_size=batch_size,
+            callbacks=with_progress(callbacks, progress),
+        )
 
     # ---------------------------------------------------------------------------------- logs
     @property

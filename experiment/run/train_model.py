@@ -134,7 +134,7 @@ def train_model(
     )
     runner = PolicyRunner(named, validate=validate)
     if train_step is not None:
-        experiment.loop.train_step = _adapted_step(train_step, experiment.loop, runner)
+        experiment.loop.use_train_step(_adapted_step(train_step, experiment.loop, runner))
     return experiment.train(
         batch_iter,
         None,

@@ -13,9 +13,10 @@ import dataclasses
 import os
 from pathlib import Path
 
-from experiment.store.directory import RunDirectory
+from experiment.arguments import check_choice
 from experiment.errors import ConfigurationError
 from experiment.runs.summary import effective_status
+from experiment.store.directory import RunDirectory
 
 KEEP_CHOICES = ("both", "last", "best")
 
@@ -46,8 +47,7 @@ def clean_run(directory: str | os.PathLike[str], *, keep: str = "both", dry_run:
             best weights.
         CheckpointError: state checkpoints exist but none loads (nothing is removed).
     """
-    if keep not in KEEP_CHOICES:
-        raise ConfigurationError(f"keep: received {keep!r}; expected one of {', '.join(KEEP_CHOICES)}.")
+    check_choice("keep", keep, KEEP_CHOICES)
     run = RunDirectory(directory)
     metadata = run.read_metadata()
     with run.lock():
@@ -56,7 +56,7 @@ def clean_run(directory: str | os.PathLike[str], *, keep: str = "both", dry_run:
         found = load_newest_state(run)
         states = run.state_paths()
         bests = run.best_paths()
-        best_epoch = found[0]["best"]["epoch"] if found else (max(bests) if bests else None)
+        best_epoch = found[0]["nodes"]["best"]["epoch"] if found else (max(bests) if bests else None)
         if keep == "best":
             _check_keep_best(run, effective_status(run, metadata)[0], best_epoch, bests)
             doomed = list(states)

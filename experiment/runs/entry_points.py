@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from experiment.arguments import reject
 from experiment.errors import ConfigurationError
 from experiment.store.metadata import recording_command
 
@@ -31,9 +32,7 @@ def parse_entry_point(spec: str) -> tuple[str, str]:
     module, _, function = spec.partition(":")
     names = [*module.split("."), *function.split(".")]
     if not module or not function or not all(name.isidentifier() for name in names):
-        raise ConfigurationError(
-            f"entry point: received {spec!r}; expected MODULE:FUNCTION, such as 'mypackage.train:main'."
-        )
+        raise reject("entry point", spec, "MODULE:FUNCTION, such as 'mypackage.train:main'")
     return module, function
 
 

@@ -17,8 +17,8 @@ from typing import Any
 import pandas as pd
 
 from experiment.errors import ConfigurationError, DataError, MissingExtraError
-from experiment.store.logs import load_logs
 from experiment.store.files import atomic_write_bytes
+from experiment.store.logs import load_logs
 
 PANEL_SIZE = (5.0, 3.6)  # inches; at DPI, a panel is 500 x 360 pixels
 DPI = 100

@@ -26,13 +26,15 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from experiment.store.directory import RunDirectory
+from experiment.arguments import check_int
 from experiment.errors import ConfigurationError, DirectoryLockedError, RunDirectoryError
 from experiment.runs.summary import summarize
+from experiment.store.directory import RunDirectory
 from experiment.store.lock import describe_holder
 from experiment.store.relaunch import EPOCHS_VARIABLE, RESUME_DIR_VARIABLE
 
 logger = logging.getLogger(__name__)
+
 
 @dataclasses.dataclass(frozen=True)
 class ResumePlan:
@@ -80,6 +82,7 @@ def plan_resume(directory: str | os.PathLike[str], *, epochs: int | None = None)
         ConfigurationError: the run is finished and ``epochs`` is not given, or ``epochs`` is not
             more than the epochs completed, or the run was stopped early by a callback.
     """
+    epochs = check_int("epochs", epochs, minimum=1, allow_none=True, owner="plan_resume")
     run = RunDirectory(directory)
     metadata = run.read_metadata()
     argv, cwd = _recorded_command(run, metadata)

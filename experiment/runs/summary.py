@@ -15,10 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from experiment.store.directory import RunDirectory
 from experiment.errors import RunDirectoryError
-from experiment.store.lock import describe_holder
 from experiment.runs.log_tail import LogTail, read_log_tail
+from experiment.store.directory import RunDirectory
+from experiment.store.lock import describe_holder
 
 
 @dataclasses.dataclass
@@ -165,12 +165,12 @@ def read_position(directory: str | os.PathLike[str]) -> RunPosition | None:
     if found is None:
         return None
     tree, path = found
-    loop, best = tree["loop"], tree["best"]
+    progress, best = tree["nodes"]["progress"], tree["nodes"]["best"]
     return RunPosition(
         path,
-        loop["epochs_completed"],
-        loop["steps_in_epoch"],
-        loop["global_step"],
+        progress["epochs_completed"],
+        progress["steps_in_epoch"],
+        progress["global_step"],
         best["epoch"],
         best["value"],
     )

@@ -15,6 +15,7 @@ import numbers
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from experiment.arguments import check_int, check_number, reject
 from experiment.errors import ConfigurationError, MissingExtraError
 
 
@@ -27,12 +28,10 @@ class _Space:
     steps: int
 
     def __init__(self, start: float, end: float, steps: int) -> None:
-        for name, value in (("start", start), ("end", end)):
-            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-                raise ConfigurationError(f"{self.kind}: {name} received {value!r}; expected a finite number.")
-        if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
-            raise ConfigurationError(f"{self.kind}: steps received {steps!r}; expected an integer >= 1.")
-        self.start, self.end, self.steps = float(start), float(end), int(steps)
+        finite = "a finite number"
+        self.start = check_number("start", start, expected=finite, owner=self.kind)
+        self.end = check_number("end", end, expected=finite, owner=self.kind)
+        self.steps = check_int("steps", steps, minimum=1, owner=self.kind)
 
     def _blend(self, fraction: float) -> float:
         """The value ``fraction`` of the way from start (0) to end (1)."""
@@ -116,16 +115,25 @@ def _as_space(name: str, values: Any) -> _Space | tuple[float, ...]:
     if isinstance(values, _Space):
         return values
     if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
-        raise ConfigurationError(
-            f"Phase: {name} received {values!r}; expected a space such as linspace(0.1, 0.1, steps) "
-            "or a sequence of numbers, one per step."
+        raise reject(
+            name,
+            values,
+            "a space such as linspace(0.1, 0.1, steps) or a sequence of numbers, one per step",
+            owner="Phase",
         )
     items = tuple(values)
-    if not items or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in items):
-        raise ConfigurationError(
-            f"Phase: {name} received {values!r}; expected a non-empty sequence of numbers, one per step."
-        )
-    return tuple(float(v) for v in items)
+    expected = "a non-empty sequence of numbers, one per step"
+    if not items:
+        raise reject(name, values, expected, owner="Phase")
+    return _floats(name, items, expected, owner="Phase")
+
+
+def _floats(name: str, values: Sequence[Any], expected: str, *, owner: str) -> tuple[float, ...]:
+    """``values`` as floats; an error shows the whole sequence, not only the item that failed."""
+    try:
+        return tuple(check_number(name, v, finite=False, owner=owner) for v in values)
+    except ConfigurationError:
+        raise reject(name, values, expected, owner=owner) from None
 
 
 class Phase:
@@ -215,20 +223,12 @@ def _pyplot() -> Any:
     return plt
 
 
-def _check_pair(name: str, value: Any) -> tuple[float, float]:
-    if (
-        not isinstance(value, (tuple, list))
-        or len(value) != 2
-        or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in value)
-    ):
-        raise ConfigurationError(f"{name} received {value!r}; expected a pair of numbers (start, end).")
-    return float(value[0]), float(value[1])
-
-
-def _check_count(name: str, value: Any, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ConfigurationError(f"{name} received {value!r}; expected an integer >= {minimum}.")
-    return int(value)
+def _check_pair(name: str, value: Any, *, owner: str) -> tuple[float, float]:
+    expected = "a pair of numbers (start, end)"
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise reject(name, value, expected, owner=owner)
+    start, end = _floats(name, value, expected, owner=owner)
+    return start, end
 
 
 def sgdr_phases(
@@ -248,10 +248,11 @@ def sgdr_phases(
         >>> [len(phase) for phase in sgdr_phases(100, 3)]
         [100, 200, 400]
     """
-    base = _check_count("sgdr_phases: base_cycle_length", base_cycle_length)
-    count = _check_count("sgdr_phases: cycles", cycles)
-    mult = _check_count("sgdr_phases: cycle_mult", cycle_mult)
-    start, end = _check_pair("sgdr_phases: lr", lr)
+    owner = "sgdr_phases"
+    base = check_int("base_cycle_length", base_cycle_length, minimum=1, owner=owner)
+    count = check_int("cycles", cycles, minimum=1, owner=owner)
+    mult = check_int("cycle_mult", cycle_mult, minimum=1, owner=owner)
+    start, end = _check_pair("lr", lr, owner=owner)
     return [Phase(lr=cosinespace(start, end, base * mult**cycle)) for cycle in range(count)]
 
 
@@ -276,27 +277,20 @@ def one_cycle_phases(
         >>> [len(phase) for phase in one_cycle_phases(100)]
         [45, 45, 10]
     """
-    total = _check_count("one_cycle_phases: steps", steps)
-    low_lr, high_lr = _check_pair("one_cycle_phases: lr", lr)
-    high_momentum, low_momentum = _check_pair("one_cycle_phases: momentum", momentum)
-    if (
-        isinstance(finetune_fraction, bool)
-        or not isinstance(finetune_fraction, numbers.Real)
-        or not 0 <= finetune_fraction < 1
-    ):
-        raise ConfigurationError(
-            f"one_cycle_phases: finetune_fraction received {finetune_fraction!r}; expected a number in [0, 1)."
-        )
-    if isinstance(finetune_lr, bool) or not isinstance(finetune_lr, numbers.Real):
-        raise ConfigurationError(
-            f"one_cycle_phases: finetune_lr received {finetune_lr!r}; expected a number."
-        )
-    finetune = min(round(total * finetune_fraction), total - 1)
+    owner = "one_cycle_phases"
+    total = check_int("steps", steps, minimum=1, owner=owner)
+    low_lr, high_lr = _check_pair("lr", lr, owner=owner)
+    high_momentum, low_momentum = _check_pair("momentum", momentum, owner=owner)
+    fraction = check_number(
+        "finetune_fraction", finetune_fraction, minimum=0, below=1, expected="a number in [0, 1)", owner=owner
+    )
+    finetune_lr = check_number("finetune_lr", finetune_lr, expected="a finite number", owner=owner)
+    finetune = min(round(total * fraction), total - 1)
     cycle = total - finetune
     up, down = cycle // 2, cycle - cycle // 2
     plan = [
         (up, (low_lr, high_lr), (high_momentum, low_momentum)),
         (down, (high_lr, low_lr), (low_momentum, high_momentum)),
-        (finetune, (low_lr, float(finetune_lr)), (high_momentum, high_momentum)),
+        (finetune, (low_lr, finetune_lr), (high_momentum, high_momentum)),
     ]
     return [Phase(lr=linspace(*lrs, n), momentum=linspace(*moms, n)) for n, lrs, moms in plan if n > 0]

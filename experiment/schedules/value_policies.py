@@ -9,23 +9,22 @@ keyword arguments, and uses the one named ``lr`` as the optimizer's learning rat
 Epochs are counted as deep_pipe does, from 0: the ``epoch`` a policy receives is the number of
 epochs completed before it (log.tsv numbers the same epoch ``epoch + 1``).
 
-The exception is named ``StopTraining`` so that it does not clash with the ``EarlyStopping``
-callback of the package's top level; inside this module ``EarlyStopping`` is the same class, so
-``from experiment.schedules.value_policies import EarlyStopping, Policy`` reads as deep_pipe code does.
+deep_pipe's policies raise ``EarlyStopping`` to stop; here that exception is :class:`StopTraining`,
+because ``experiment.EarlyStopping`` is the patience callback. Port ``raise EarlyStopping`` as
+``raise StopTraining``.
 """
 
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from experiment.errors import ConfigurationError
+from experiment.arguments import check_int, check_number, reject
 
 
 class StopTraining(Exception):
-    """Raised by a policy to stop training at the end of the current epoch.
+    """Raised by a policy to stop training at the end of the current epoch (deep_pipe's ``EarlyStopping``).
 
     Example:
         >>> class TrainLossStop(Policy):
@@ -33,10 +32,6 @@ class StopTraining(Exception):
         ...         if sum(train_losses) / len(train_losses) < 1e-5:
         ...             raise StopTraining
     """
-
-
-#: deep_pipe's name for :class:`StopTraining` (kept in this module only, see the module docstring).
-EarlyStopping = StopTraining
 
 
 class Policy:
@@ -137,13 +132,10 @@ class Exponential(ValuePolicy):
         floordiv: bool = True,
         min_value: float = -math.inf,
     ) -> None:
-        for name, number in (("initial", initial), ("multiplier", multiplier), ("min_value", min_value)):
-            _check_number(name, number)
-        _check_number("step_length", step_length)
-        if step_length <= 0:
-            raise ConfigurationError(f"step_length: received {step_length!r}; expected a positive number.")
-        self.initial, self.multiplier = float(initial), float(multiplier)
-        self.step_length, self.floordiv, self.min_value = step_length, floordiv, float(min_value)
+        self.initial, self.multiplier = _number("initial", initial), _number("multiplier", multiplier)
+        self.min_value = _number("min_value", min_value)
+        check_number("step_length", step_length, above=0, expected="a positive number")
+        self.step_length, self.floordiv = step_length, floordiv
         super().__init__()
 
     def value_at(self, epoch: int) -> float:
@@ -160,8 +152,7 @@ class Schedule(ValuePolicy):
     """
 
     def __init__(self, initial: float, epoch2value_multiplier: Mapping[int, float]) -> None:
-        _check_number("initial", initial)
-        self.initial = float(initial)
+        self.initial = _number("initial", initial)
         self.multipliers = _checked_epochs(epoch2value_multiplier, "epoch2value_multiplier")
         super().__init__()
 
@@ -209,9 +200,7 @@ class LambdaEpoch(ValuePolicy):
 
     def __init__(self, func: Callable[[int], Any]) -> None:
         if not callable(func):
-            raise ConfigurationError(
-                f"func: received {type(func).__name__}; expected a callable epoch -> value."
-            )
+            raise reject("func", func, "a callable epoch -> value", received=type(func).__name__)
         self.func = func
         super().__init__()
 
@@ -226,21 +215,17 @@ def as_policy(name: str, value: Any) -> Any:
     return Constant(value)
 
 
-def _check_number(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ConfigurationError(f"{name}: received {value!r}; expected a number.")
+def _number(name: str, value: Any) -> float:
+    """``value`` as a float if it is a number (infinities allowed: ``min_value=-math.inf``)."""
+    return check_number(name, value, finite=False, expected="a number")
 
 
 def _checked_epochs(mapping: Mapping[int, Any], name: str, numeric: bool = True) -> list[tuple[int, Any]]:
     if not isinstance(mapping, Mapping):
-        raise ConfigurationError(
-            f"{name}: received {type(mapping).__name__}; expected a dict epoch -> value."
-        )
+        raise reject(name, mapping, "a dict epoch -> value", received=type(mapping).__name__)
+    checked = {}
     for epoch, value in mapping.items():
-        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
-            raise ConfigurationError(
-                f"{name}: received the key {epoch!r}; expected epochs as integers >= 0 (counted from 0)."
-            )
-        if numeric:
-            _check_number(f"{name}[{epoch}]", value)
-    return sorted(mapping.items())
+        expected = "epochs as integers >= 0 (counted from 0)"
+        key = check_int(name, epoch, minimum=0, expected=expected, received=f"the key {epoch!r}")
+        checked[key] = _number(f"{name}[{epoch}]", value) if numeric else value
+    return sorted(checked.items())

@@ -1,8 +1,7 @@
-"""Checking a saved state tree against the network, optimizer and schedulers before loading it."""
+"""Checking saved network and optimizer states against the live objects before loading them."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -59,20 +58,4 @@ def optimizer_mismatches(saved: dict[str, Any], optimizer: torch.optim.Optimizer
                     f"optimizer state {name!r} of parameter {param_id} has shape "
                     f"{tuple(value.shape)} but the parameter has {tuple(param.shape)}"
                 )
-    return problems
-
-
-def mismatches(
-    tree: dict[str, Any], network: nn.Module, optimizer: torch.optim.Optimizer, schedulers: Sequence[Any]
-) -> list[str]:
-    """Every way a saved state tree does not fit the objects given now."""
-    classes = tree["classes"]
-    problems = model_mismatches(tree["model"], network)
-    if classes["optimizer"] != type(optimizer).__name__:
-        problems.append(f"the optimizer is {type(optimizer).__name__} now but was {classes['optimizer']}")
-    else:
-        problems += optimizer_mismatches(tree["optimizer"], optimizer)
-    names = [type(s).__name__ for s in schedulers]
-    if names != classes["schedulers"]:
-        problems.append(f"the LR schedulers are {names} now but were {classes['schedulers']}")
     return problems

@@ -1,50 +1,40 @@
-"""The monitor/mode logic shared by best-model tracking, early stopping and checkpoint savers."""
+"""The run's best-epoch tracker, and the monitor/mode helpers (defined in :mod:`experiment.state.best`).
+
+The helpers are importable from here as well as from :mod:`experiment.state.best`.
+"""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable
 from typing import Any
 
-from experiment.errors import ConfigurationError, MonitorError
+from experiment.state.best import (
+    MODES,
+    MonitoredBest,
+    check_mode,
+    is_improvement,
+    missing_monitor_message,
+    monitor_changed,
+    monitored_value,
+)
 
-MODES = ("min", "max")
-
-
-def check_mode(mode: str, *, role: str = "mode") -> str:
-    if mode not in MODES:
-        raise ConfigurationError(f"{role}: received {mode!r}; expected 'min' or 'max'.")
-    return mode
-
-
-def is_improvement(value: float, best: float | None, mode: str, min_delta: float = 0.0) -> bool:
-    """Whether ``value`` beats ``best`` by more than ``min_delta`` (NaN never improves)."""
-    if value is None or math.isnan(value):
-        return False
-    if best is None:
-        return True
-    if mode == "min":
-        return value < best - abs(min_delta)
-    return value > best + abs(min_delta)
-
-
-def monitored_value(logs: dict[str, Any], monitor: str, *, role: str = "monitor_metric") -> float:
-    """``logs[monitor]``, or a MonitorError listing the keys that are logged."""
-    if monitor not in logs:
-        raise MonitorError(missing_monitor_message(monitor, logs.keys(), role))
-    return float(logs[monitor])
-
-
-def missing_monitor_message(monitor: str, available: Iterable[str], role: str) -> str:
-    keys = sorted(k for k in available if k not in ("epoch", "time", "batch", "size"))
-    return (
-        f"{role}: received {monitor!r}, which is not among the logged keys {keys}. Pick one of "
-        "them (validation keys start with 'val_' and exist only when valid_data is given)."
-    )
+__all__ = [
+    "MODES",
+    "BestTracker",
+    "MonitoredBest",
+    "check_mode",
+    "is_improvement",
+    "missing_monitor_message",
+    "monitor_changed",
+    "monitored_value",
+]
 
 
 class BestTracker:
-    """Remembers the best epoch and value of a monitored key.
+    """Remembers the best epoch and value of a monitored key: the run's ``best`` state node.
+
+    A thin adapter of :class:`MonitoredBest` that reads the value and the epoch from an epoch's logs.
+    A checkpoint whose best watched another monitor or mode is not compared with the new one: a
+    warning says so and the new monitor starts its own best.
 
     Example:
         >>> tracker = BestTracker("val_loss", "min")
@@ -53,21 +43,38 @@ class BestTracker:
     """
 
     def __init__(self, monitor: str, mode: str) -> None:
-        self.monitor = monitor
-        self.mode = check_mode(mode, role="monitor_mode")
-        self.epoch: int | None = None
-        self.value: float | None = None
+        self.best = MonitoredBest(
+            monitor, check_mode(mode, role="monitor_mode"), owner="The run's best epoch"
+        )
+
+    @property
+    def monitor(self) -> str:
+        return self.best.monitor
+
+    @property
+    def mode(self) -> str:
+        return self.best.mode
+
+    @property
+    def epoch(self) -> int | None:
+        """The best epoch so far (None before the first)."""
+        return self.best.epoch
+
+    @property
+    def value(self) -> float | None:
+        """The monitored value of the best epoch."""
+        return self.best.value
 
     def update(self, logs: dict[str, Any]) -> bool:
         """Record an epoch's logs; return whether it is the new best."""
-        value = monitored_value(logs, self.monitor)
-        if is_improvement(value, self.value, self.mode):
-            self.epoch, self.value = int(logs["epoch"]), value
-            return True
-        return False
+        return self.best.update(monitored_value(logs, self.monitor), int(logs["epoch"]))
 
     def state_dict(self) -> dict[str, Any]:
-        return {"monitor": self.monitor, "mode": self.mode, "epoch": self.epoch, "value": self.value}
+        """``monitor``, ``mode``, ``epoch`` and ``value``."""
+        return self.best.state_dict()
+
+    def state_problems(self, state: dict[str, Any]) -> list[str]:
+        return self.best.state_problems(state)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.epoch, self.value = state["epoch"], state["value"]
+        self.best.load_state_dict(state)

@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from experiment.errors import StateMismatchError
+
 
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (CPU and every CUDA device) with ``seed``."""
@@ -69,10 +71,86 @@ def restore_rng(snapshot: dict[str, Any], generators: Iterable[torch.Generator] 
     generators = list(generators)
     saved = snapshot["generators"]
     if len(saved) != len(generators):
-        raise ValueError(
-            f"The checkpoint holds {len(saved)} data-loader generator state(s) but the loaders "
-            f"given now hold {len(generators)}. Pass loaders built the same way as in the "
-            "interrupted run (same generator= arguments)."
+        raise StateMismatchError(
+            f"The random state holds {len(saved)} data-loader generator state(s) but {len(generators)} "
+            "generator(s) were given."
         )
     for generator, state in zip(generators, saved):
         generator.set_state(state)
+
+
+class RandomState:
+    """The ``rng`` node of a run's state tree: the random state to put back when training resumes.
+
+    A commit saves the random state of its moment (``step``) and the one captured when the loader's
+    current pass began (``pass``, with ``pass_step``, the steps of the epoch done by then), from
+    which a mid-epoch resume redraws the pass's data order before it restores ``step``.
+
+    Example:
+        >>> rng = RandomState()
+        >>> rng.track(find_generators([loader]))
+        >>> rng.pass_started(0)
+    """
+
+    def __init__(self) -> None:
+        self.generators: list[torch.Generator] = []
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the snapshots of an earlier run (a fresh start)."""
+        self.pass_snapshot: dict[str, Any] | None = None
+        self.pass_step = 0
+        #: The saved ``step`` snapshot, put back by :meth:`restore_step` once training resumes.
+        self.pending_step: dict[str, Any] | None = None
+        self._pinned: dict[str, Any] | None = None
+
+    def track(self, generators: Iterable[torch.Generator]) -> None:
+        """The ``torch.Generator`` objects of the data loaders, saved and restored with the rest."""
+        self.generators = list(generators)
+
+    def pass_started(self, steps_done: int) -> None:
+        """The loader starts a pass now, ``steps_done`` steps into the epoch."""
+        self.pass_snapshot, self.pass_step = capture_rng(self.generators), steps_done
+
+    def epoch_finished(self) -> None:
+        self.pass_snapshot, self.pass_step = None, 0
+
+    def pin(self) -> None:
+        """Make commits save the random state of now until :meth:`unpin` (an interrupt during
+        validation commits the state of the end of training)."""
+        self._pinned = capture_rng(self.generators)
+
+    def unpin(self) -> None:
+        self._pinned = None
+
+    def restore_pass(self) -> None:
+        """Put back the random state of the start of the interrupted pass."""
+        if self.pass_snapshot is not None:
+            restore_rng(self.pass_snapshot, self.generators)
+
+    def restore_step(self) -> None:
+        """Put back the random state of the committed moment, once (no-op on a fresh run)."""
+        if self.pending_step is not None:
+            restore_rng(self.pending_step, self.generators)
+            self.pending_step = None
+
+    # ---------------------------------------------------------------------------------- state
+    def state_dict(self) -> dict[str, Any]:
+        step = self._pinned if self._pinned is not None else capture_rng(self.generators)
+        return {"step": step, "pass": self.pass_snapshot, "pass_step": self.pass_step}
+
+    def state_problems(self, state_dict: dict[str, Any]) -> list[str]:
+        saved = len(state_dict["step"]["generators"])
+        if saved == len(self.generators):
+            return []
+        return [
+            f"the checkpoint holds {saved} data-loader generator state(s) but the loaders given now "
+            f"hold {len(self.generators)}; pass loaders built the same way as in the interrupted run "
+            "(same generator= arguments)"
+        ]
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.pending_step = state_dict["step"]
+        self.pass_snapshot = state_dict["pass"]
+        self.pass_step = int(state_dict["pass_step"])
+        self._pinned = None

@@ -14,7 +14,10 @@ from experiment.errors import CheckpointError, ConfigurationError, UnsafeCheckpo
 from experiment.store.directory import RunDirectory
 from experiment.store.files import load_tensors
 
-TREE_FORMAT = 1
+#: The format of the state files written now. Format 1 (``model``, ``optimizer``, ``schedulers``,
+#: ``callbacks``, ``best`` and ``loop`` at the top) is still read, converted by :func:`upgrade_tree`.
+TREE_FORMAT = 2
+READABLE_FORMATS = (1, 2)
 
 
 def load_newest_state(directory: RunDirectory) -> tuple[dict[str, Any], Path] | None:
@@ -37,8 +40,10 @@ def load_newest_state(directory: RunDirectory) -> tuple[dict[str, Any], Path] | 
         except CheckpointError as error:
             failures.append(f"{path.name}: {error}")
             continue
-        if not isinstance(tree, dict) or tree.get("format") != TREE_FORMAT:
-            failures.append(f"{path.name}: not a state checkpoint of format {TREE_FORMAT}")
+        if not isinstance(tree, dict) or tree.get("format") not in READABLE_FORMATS:
+            failures.append(
+                f"{path.name}: not a state checkpoint of format {' or '.join(map(str, READABLE_FORMATS))}"
+            )
             continue
         if failures:
             warnings.warn(
@@ -46,7 +51,7 @@ def load_newest_state(directory: RunDirectory) -> tuple[dict[str, Any], Path] | 
                 f"resuming from {path.name}.",
                 stacklevel=3,
             )
-        return tree, path
+        return upgrade_tree(tree), path
     if failures:
         raise CheckpointError(
             f"No checkpoint of {directory.path} can be loaded: {'; '.join(failures)}. Nothing was "
@@ -72,15 +77,52 @@ def saved_weights(directory: RunDirectory, checkpoint: str | int) -> tuple[int, 
             f"{directory.path} holds no checkpoint yet; train first (test loads saved weights)."
         )
     tree, _ = found
-    best_epoch = tree["best"]["epoch"]
-    last_epoch = tree["loop"]["epochs_completed"]
+    best_epoch = tree["nodes"]["best"]["epoch"]
+    last_epoch = tree["nodes"]["progress"]["epochs_completed"]
     if checkpoint == "best" or (checkpoint == best_epoch and checkpoint != last_epoch):
         if best_epoch is None:
             raise CheckpointError(f"{directory.path} has no best epoch yet: no epoch is complete.")
         return best_epoch, load_tensors(directory.best_path(best_epoch))
     if checkpoint == "last" or checkpoint == last_epoch:
-        return last_epoch, tree["model"]
+        return last_epoch, tree["nodes"]["model"]
     raise ConfigurationError(
         f"checkpoint: received {checkpoint!r}; expected 'best', 'last', or an epoch whose weights "
         f"are kept: the best epoch ({best_epoch}) or the last one ({last_epoch})."
     )
+
+
+def upgrade_tree(tree: dict[str, Any]) -> dict[str, Any]:
+    """A loaded state file as a format-2 tree: ``{"format", "serial", "reason", "classes", "nodes"}``.
+
+    A format-1 tree keeps its callback states under their old keys (class names, ``Name#2`` for the
+    second of a class) and is marked ``"upgraded_from": 1`` so that the run can match them.
+    """
+    if tree["format"] == TREE_FORMAT:
+        return tree
+    loop, old_classes = tree["loop"], tree["classes"]
+    nodes: dict[str, Any] = {"model": tree["model"], "optimizer": tree["optimizer"]}
+    classes = {"model": old_classes["network"], "optimizer": old_classes["optimizer"]}
+    for index, (state, name) in enumerate(zip(tree["schedulers"], old_classes["schedulers"])):
+        nodes[f"schedulers/{index}"], classes[f"schedulers/{index}"] = state, name
+    for key, state in tree["callbacks"].items():
+        nodes[f"callbacks/{key}"] = state
+    nodes["best"] = tree["best"]
+    progress_keys = (
+        "epochs_completed",
+        "steps_in_epoch",
+        "global_step",
+        "stop_training",
+        "history",
+        "epoch_time",
+    )
+    nodes["progress"] = {key: loop[key] for key in progress_keys}
+    nodes["rng"] = {"step": loop["rng"], "pass": loop["epoch_rng"], "pass_step": loop.get("pass_step", 0)}
+    nodes["train_metrics"] = loop["train_metrics"] or {"samples": 0, "sums": None, "epoch_metrics": {}}
+    return {
+        "format": TREE_FORMAT,
+        "serial": tree["serial"],
+        "reason": tree["reason"],
+        "classes": classes,
+        "nodes": nodes,
+        "upgraded_from": 1,
+    }

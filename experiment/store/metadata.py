@@ -12,7 +12,10 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-FORMAT_VERSION = 1
+from experiment.arguments import check_choice
+
+#: The run directory's format; 2 since the checkpoints hold a named state tree (1 is still read).
+FORMAT_VERSION = 2
 
 STATUSES = ("running", "finished", "stopped", "interrupted", "failed")
 
@@ -73,8 +76,12 @@ def new_metadata(config: dict[str, Any] | None, settings: dict[str, Any]) -> dic
 
 
 def with_status(metadata: dict[str, Any], status: str, message: str | None = None) -> dict[str, Any]:
-    """A copy of ``metadata`` with a new status, the writer's pid and host, and the time."""
-    assert status in STATUSES, status
+    """A copy of ``metadata`` with a new status, the writer's pid and host, and the time.
+
+    Raises:
+        ConfigurationError: ``status`` is not one of :data:`STATUSES`.
+    """
+    check_choice("status", status, STATUSES, owner="with_status")
     return {
         **metadata,
         "status": status,

@@ -11,7 +11,7 @@ import logging
 import os
 from pathlib import Path
 
-from experiment.errors import ConfigurationError
+from experiment.arguments import reject
 
 logger = logging.getLogger(__name__)
 
@@ -28,10 +28,11 @@ def epochs_from_environment(directory: str | os.PathLike[str], epochs: int) -> i
     named, target = os.environ.get(RESUME_DIR_VARIABLE), os.environ.get(EPOCHS_VARIABLE)
     if named is None or target is None or Path(named).resolve() != Path(directory).resolve():
         return epochs
-    if not target.isdigit() or int(target) < 1:
-        raise ConfigurationError(
-            f"{EPOCHS_VARIABLE}: received {target!r}; expected a positive integer (the total number of "
-            "epochs, set by `exp resume --epochs N`)."
+    if not target.isdigit() or int(target) < 1:  # text from the environment, not an int
+        raise reject(
+            EPOCHS_VARIABLE,
+            target,
+            "a positive integer (the total number of epochs, set by `exp resume --epochs N`)",
         )
     if int(target) != epochs:
         logger.info("%s=%s overrides epochs=%s for %s.", EPOCHS_VARIABLE, target, epochs, directory)

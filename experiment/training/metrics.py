@@ -168,8 +168,14 @@ def _check_unique(resolved: list[tuple[str, Any]], role: str) -> None:
 class EpochAccumulator:
     """Running sums of the loss and batch metrics of one epoch (or evaluation), kept on device."""
 
-    def __init__(self, batch_metrics: list[tuple[str, MetricFn]], epoch_metrics: list[tuple[str, Any]]):
+    def __init__(
+        self,
+        batch_metrics: list[tuple[str, MetricFn]],
+        epoch_metrics: list[tuple[str, Any]],
+        device: torch.device | None = None,
+    ):
         self.batch_metrics = batch_metrics
+        self.device = device or torch.device("cpu")
         self.epoch_metrics = epoch_metrics
         self._weight_size = 0
         self._weight = torch.tensor(0.0)
@@ -230,11 +236,11 @@ class EpochAccumulator:
             "epoch_metrics": {name: _metric_state(metric) for name, metric in self.epoch_metrics},
         }
 
-    def load_state_dict(self, state: dict[str, Any], device: torch.device) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         self.samples = state["samples"]
-        self.sums = None if state["sums"] is None else state["sums"].to(device, copy=True)
+        self.sums = None if state["sums"] is None else state["sums"].to(self.device, copy=True)
         for name, metric in self.epoch_metrics:
-            _load_metric_state(metric, state["epoch_metrics"].get(name), device)
+            _load_metric_state(metric, state["epoch_metrics"].get(name), self.device)
 
 
 def _metric_state(metric: Any) -> Any:

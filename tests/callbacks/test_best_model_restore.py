@@ -117,5 +117,29 @@ def test_best_model_restore_resumed_run_restores_the_same_weights(run_dirs):
         )
     actual = train_run(resumed, epochs=4, callbacks=_factory, experiment_options=options, checkpoint_every=5)
     assert_same_training_state(expected, actual)
-    last_weights = torch.load(actual.directory.state_paths()[0], weights_only=True)["model"]
+    last_weights = torch.load(actual.directory.state_paths()[0], weights_only=True)["nodes"]["model"]
     assert not torch.equal(actual.network.state_dict()["0.weight"], last_weights["0.weight"])
+
+
+def test_best_model_restore_state_problems_reports_a_best_that_is_not_a_dict():
+    (problem,) = BestModelRestore().state_problems({"best": 0.3, "best_weights": None})
+    assert problem == "BestModelRestore: the saved best is a float; expected a dict"
+
+
+def test_best_model_restore_same_monitor_keeps_the_best_and_compares_with_it():
+    restorer = _restorer()
+    restorer.on_epoch_end(1, {"val_loss": 0.3})
+    fresh = _restorer()
+    fresh.load_state_dict(restorer.state_dict())
+    _set_weights(fresh.trainer.network, 9.0)
+    fresh.on_epoch_end(2, {"val_loss": 0.4})
+    assert fresh.best_epoch == 1 and not torch.all(fresh.best_weights["weight"] == 9.0)
+
+
+def test_best_model_restore_loads_a_format_1_state():
+    weights = {"weight": torch.ones(2, 3), "bias": torch.ones(2)}
+    old = {"monitor": "val_loss", "mode": "min", "best_value": 0.3, "best_epoch": 2, "best_weights": weights}
+    restorer = _restorer()
+    assert restorer.state_problems(old) == []
+    restorer.load_state_dict(old)
+    assert (restorer.best_epoch, restorer.best_value) == (2, 0.3) and restorer.best_weights is weights

@@ -118,7 +118,7 @@ def test_csv_logger_appends_rows_in_place_without_rewriting_the_file(tmp_path):
         assert path.stat().st_ino == inode and logger.size == path.stat().st_size
 
 
-def test_csv_logger_buffers_batch_rows_and_state_dict_makes_them_durable(tmp_path):
+def test_csv_logger_buffers_batch_rows_and_before_commit_makes_them_durable(tmp_path):
     path = tmp_path / "log.csv"
     logger = _logger(path=path, batch_granularity=True)
     logger.flush_interval = None
@@ -126,6 +126,7 @@ def test_csv_logger_buffers_batch_rows_and_state_dict_makes_them_durable(tmp_pat
     header_size = path.stat().st_size
     _batch(logger, 1)
     assert path.stat().st_size == header_size  # not written at the training step
+    logger.before_commit()  # the committer calls it just before taking the state
     state = logger.state_dict()
     assert state["size"] == path.stat().st_size > header_size and state["rows"] == 1
 
@@ -261,3 +262,37 @@ def test_csv_logger_resumed_run_writes_the_same_rows_once(run_dirs, cls):
     expected = _rows_without_time(straight / "log.csv", "\t")
     assert len(expected) == 1 + 3 * (6 + 1)
     assert _rows_without_time(resumed / "log.csv", "\t") == expected
+
+
+def test_csv_logger_state_dict_writes_nothing_and_keeps_buffered_rows(tmp_path):
+    path = tmp_path / "log.csv"
+    logger = _logger(path=path, batch_granularity=True)
+    logger.flush_interval = None
+    logger.on_train_begin({})
+    committed = path.read_bytes()
+    _batch(logger, 1)
+    state = logger.state_dict()
+    assert path.read_bytes() == committed and state["size"] == len(committed)
+    assert state["pending"].count("\n") == 1 and state["rows"] == 1
+    assert logger.state_dict() == state  # taking it again changes nothing
+
+
+def test_csv_logger_rows_buffered_at_a_commit_are_written_by_the_resumed_run(tmp_path):
+    path = tmp_path / "log.csv"
+    logger = _logger(path=path, batch_granularity=True)
+    logger.flush_interval = None
+    logger.on_train_begin({})
+    _batch(logger, 1)
+    state = logger.state_dict()  # taken without before_commit: the row is in the state
+    resumed = _logger(path=path, batch_granularity=True)
+    resumed.load_state_dict(state)
+    resumed.on_train_begin({})
+    _batch(resumed, 2)
+    resumed.on_epoch_end(1, _epoch_logs(1))
+    rows = list(csv.reader(path.read_text().splitlines()))
+    assert [row[1] for row in rows[1:]] == ["1", "2", ""]
+
+
+def test_csv_logger_state_problems_reports_missing_keys(tmp_path):
+    (problem,) = CSVLogger(tmp_path / "log.csv").state_problems({"columns": None})
+    assert "CSVLogger: the saved state lacks ['size', 'rows']" in problem

@@ -23,7 +23,7 @@ class Recorder(Callback):
         self.events: list[list[Any]] = []
 
     def _add(self, *event: Any) -> None:
-        step = None if self.trainer is None else self.trainer.global_step
+        step = self.trainer.global_step if self.has_trainer else None
         self.events.append([*event, step])
 
     def on_train_begin(self, logs):
@@ -187,3 +187,35 @@ def test_delay_callback_resumed_run_wakes_at_the_same_step(run_dirs):
     actual = [e for e in delays["resumed"].callbacks.callbacks[0].events if e[0] != "train_begin"]
     assert actual == [e for e in expected if e[0] != "train_begin"]
     assert delays["resumed"].state_dict()["batches_counted"] == 18
+
+
+def test_delay_callback_state_problems_reports_other_callbacks_without_changing_anything():
+    state = DelayCallback([Recorder(), ReadsValues()]).state_dict()
+    fresh = DelayCallback([ReadsValues(), Recorder()])
+    (problem,) = fresh.state_problems(state)
+    assert "states for 2 delayed callback(s)" in problem and "same order" in problem
+    assert fresh.callbacks.callbacks[1].events == [] and fresh.epochs_counted == 0
+
+
+def test_delay_callback_state_problems_reports_missing_keys():
+    (problem,) = DelayCallback(Recorder()).state_problems({"epochs_counted": 1})
+    assert "DelayCallback: the saved state lacks ['batches_counted'" in problem
+
+
+def test_delay_callback_a_state_without_problems_loads():
+    delayed = DelayCallback(Recorder(), epoch_delay=1)
+    _simulate(delayed, epochs=2, batches=1)
+    fresh = DelayCallback(Recorder(), epoch_delay=1)
+    assert fresh.state_problems(delayed.state_dict()) == []
+    fresh.load_state_dict(delayed.state_dict())
+    assert fresh.epochs_counted == 2
+
+
+def test_delay_callback_forwards_before_commit_to_delayed_callbacks(tmp_path):
+    from experiment.callbacks.csv_logger import CSVLogger
+
+    logger = CSVLogger(tmp_path / "log.csv")
+    flushed = []
+    logger.flush = lambda: flushed.append(True)  # type: ignore[method-assign]
+    DelayCallback(logger, epoch_delay=1).before_commit()
+    assert flushed == [True]

@@ -123,3 +123,49 @@ def test_early_stopping_stop_is_remembered_by_a_later_train_call(tmp_path):
     assert stopper.stopped_epoch == 3 and stopper.wait == 2
     assert again.directory.read_metadata()["status"] == "stopped"
     assert len(again.logs) == 3
+
+
+def test_early_stopping_resumed_with_the_same_monitor_keeps_best_and_wait():
+    stopper = _stopper(patience=3)
+    for epoch, value in enumerate([1.0, 0.8, 0.9], start=1):
+        stopper.on_epoch_end(epoch, {"val_loss": value})
+    state = stopper.state_dict()
+    assert state["best"] == {"monitor": "val_loss", "mode": "min", "epoch": 2, "value": 0.8}
+    fresh = _stopper(patience=3)
+    assert fresh.state_problems(state) == []
+    fresh.load_state_dict(state)
+    fresh.on_epoch_end(4, {"val_loss": 0.85})
+    assert (fresh.best, fresh.wait) == (0.8, 2)
+
+
+def test_early_stopping_changed_monitor_forgets_a_stop_of_the_old_one():
+    stopper = _stopper(patience=0)
+    stopper.on_epoch_end(1, {"val_loss": 1.0})
+    stopper.on_epoch_end(2, {"val_loss": 2.0})
+    assert stopper.stopped_epoch == 2
+    other = EarlyStopping(monitor="val_acc", mode="max")
+    with pytest.warns(UserWarning, match="starts its own best"):
+        other.load_state_dict(stopper.state_dict())
+    assert other.stopped_epoch == 0 and other.best is None
+
+
+def test_early_stopping_min_delta_applies_to_the_monitored_best():
+    stopper = _stopper(patience=1, min_delta=0.1)
+    stopper.on_epoch_end(1, {"val_loss": 1.0})
+    stopper.on_epoch_end(2, {"val_loss": 0.95})
+    assert stopper.best == 1.0 and stopper.trainer.stop_training is True
+
+
+def test_early_stopping_state_problems_reports_missing_keys():
+    (problem,) = EarlyStopping().state_problems({"best": None})
+    assert "EarlyStopping: the saved state lacks ['wait', 'stopped_epoch']" in problem
+
+
+def test_early_stopping_loads_a_format_1_state_and_finds_the_epoch_of_its_best():
+    old = {"monitor": "val_loss", "mode": "min", "best": 0.5, "wait": 1, "stopped_epoch": 0}
+    stopper = _stopper(patience=3)
+    assert stopper.state_problems(old) == []
+    stopper.load_state_dict(old)
+    assert (stopper.best, stopper.wait) == (0.5, 1)
+    stopper.on_epoch_end(4, {"val_loss": 0.6})  # epoch 3 was the last seen: the best was epoch 2
+    assert stopper.state_dict()["best"] == {"monitor": "val_loss", "mode": "min", "epoch": 2, "value": 0.5}

@@ -11,7 +11,7 @@ import torch
 from torch.optim import lr_scheduler as torch_schedulers
 
 from experiment.callbacks import lr_schedulers as wrappers
-from experiment.errors import ConfigurationError, ExperimentError, MonitorError
+from experiment.errors import ConfigurationError, ExperimentError, MonitorError, StateMismatchError
 from experiment.store.checkpoints import load_newest_state
 from experiment.store.directory import RunDirectory
 from tests.support.training import assert_same_training_state, train_run
@@ -153,7 +153,7 @@ def test_lr_scheduler_resume_matches_uninterrupted(run_dirs, name):
 
 def _saved_callbacks(directory):
     tree, _ = load_newest_state(RunDirectory(directory))
-    return tree["callbacks"]
+    return {name: state for name, state in tree["nodes"].items() if name.startswith("callbacks/")}
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -301,3 +301,46 @@ def test_lr_scheduler_one_cycle_without_known_length_raises():
 def test_lr_scheduler_without_trainer_raises():
     with pytest.raises(ExperimentError, match=r"StepLR has no trainer: pass it to Experiment.train"):
         wrappers.StepLR(step_size=1).on_train_begin({})
+
+
+@pytest.mark.parametrize("state", [{"step": 3}, [1, 2]])
+def test_lr_scheduler_state_problems_reports_a_state_of_something_else(state):
+    callback = wrappers.StepLR(step_size=1)
+    (problem,) = callback.state_problems(state)
+    assert problem.startswith("StepLR: the saved state")
+    with pytest.raises(StateMismatchError, match="StepLR: the saved state"):
+        callback.load_state_dict(state)
+
+
+def test_lr_scheduler_state_problems_accepts_an_empty_or_a_torch_state():
+    callback = wrappers.StepLR(step_size=1)
+    assert callback.state_problems({}) == []
+    optimizer = _optimizer()
+    _attached(callback, optimizer)
+    assert wrappers.StepLR(step_size=1).state_problems(callback.state_dict()) == []
+
+
+def test_lr_scheduler_reduce_on_plateau_saves_its_monitor():
+    callback = wrappers.ReduceLROnPlateau(monitor="val_acc", mode="max")
+    _attached(callback, _optimizer())
+    state = callback.state_dict()
+    assert state["monitor"] == "val_acc" and state["mode"] == "max"
+    restored = wrappers.ReduceLROnPlateau(monitor="val_acc", mode="max")
+    restored.load_state_dict(state)
+    assert restored.state_dict() == state
+
+
+def test_lr_scheduler_reduce_on_plateau_resumed_with_another_monitor_warns_and_forgets_the_best():
+    optimizer = _optimizer()
+    callback = wrappers.ReduceLROnPlateau(monitor="val_loss", patience=5)
+    _attached(callback, optimizer)
+    callback.on_epoch_end(1, {"val_loss": 0.25})
+    state = callback.state_dict()
+    restored = wrappers.ReduceLROnPlateau(monitor="val_acc", mode="max", patience=5)
+    with pytest.warns(
+        UserWarning, match=r"ReduceLROnPlateau: .*watched 'val_loss' \(min\).*'val_acc' \(max\)"
+    ):
+        restored.load_state_dict(state)
+    _attached(restored, _optimizer())
+    assert restored.scheduler.mode == "max" and restored.scheduler.best == -float("inf")
+    assert restored.scheduler.last_epoch == 1

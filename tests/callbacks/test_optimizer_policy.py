@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from types import SimpleNamespace
 
@@ -188,7 +189,15 @@ def test_optimizer_policy_resume_matches_uninterrupted(run_dirs):
         train_run(resumed, interrupt_at=step, checkpoint_every=2, **options)
     actual = train_run(resumed, checkpoint_every=2, **options)
     assert_same_training_state(expected, actual)
-    saved = [load_newest_state(RunDirectory(d))[0]["callbacks"] for d in (straight, resumed)]
+    trees = [load_newest_state(RunDirectory(d))[0] for d in (straight, resumed)]
+    saved = [  # callback states by class name
+        {
+            name.rpartition(".")[2]: state
+            for name, state in tree["nodes"].items()
+            if name.startswith("callbacks/")
+        }
+        for tree in trees
+    ]
     assert saved[0] == saved[1] == {"OptimizerPolicy": {"step": EPOCHS_STEPS}}
     # The logged lr is the one set for each epoch's last step.
     policy = _policy()[0]
@@ -201,3 +210,22 @@ def test_optimizer_policy_resume_matches_uninterrupted(run_dirs):
 def test_optimizer_policy_without_trainer_raises():
     with pytest.raises(ExperimentError, match=r"OptimizerPolicy has no trainer"):
         OptimizerPolicy(PHASES).on_train_batch_begin(1, {})
+
+
+@pytest.mark.parametrize(
+    ("state", "match"),
+    [
+        ({"step": -1}, "the saved step received -1"),
+        ({}, r"lacks \['step'\]"),
+        ({"step": "3"}, "received '3'"),
+    ],
+)
+def test_optimizer_policy_state_problems_reports_an_unfit_state_without_loading_it(state, match):
+    policy = OptimizerPolicy(PHASES, initial_step=2)
+    (problem,) = policy.state_problems(state)
+    assert re.search(match, problem)
+    assert policy.current_step == 2
+
+
+def test_optimizer_policy_state_problems_accepts_a_saved_state():
+    assert OptimizerPolicy(PHASES).state_problems({"step": 5}) == []

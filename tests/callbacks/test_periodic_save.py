@@ -20,7 +20,7 @@ from experiment.callbacks.checkpoint_savers import (
 )
 from experiment.callbacks.lr_schedulers import StepLR
 from experiment.callbacks.periodic_save import PeriodicSaveCallback
-from experiment.errors import ConfigurationError, MonitorError, StorageError
+from experiment.errors import ConfigurationError, MonitorError, StateMismatchError, StorageError
 from tests.support.training import CrashAtEpochEnd, assert_same_training_state, train_run
 
 
@@ -370,3 +370,64 @@ def test_periodic_save_resume_matches_uninterrupted(run_dirs):
     assert expected_files["scheduler-5.pt"]["last_epoch"] == 5
     assert expected.logs["lr"].tolist() == [0.1, 0.1, 0.05, 0.05, 0.025]
     assert_same_saved_files(expected_files, actual_files)
+
+
+# ------------------------------------------------------------------------ the monitored best on resume
+def test_model_checkpoint_state_holds_the_monitored_best(tmp_path):
+    checkpoint = run_epochs(ModelCheckpoint(tmp_path / "w{epoch}.pt", save_best_only=True), [0.5, 0.3, 0.4])
+    state = checkpoint.state_dict()
+    assert state["best"] == {"monitor": "val_loss", "mode": "min", "epoch": 2, "value": 0.3}
+    assert checkpoint.state_problems(state) == []
+
+
+def test_model_checkpoint_resumed_with_the_same_monitor_keeps_its_best(tmp_path):
+    saved = run_epochs(
+        ModelCheckpoint(tmp_path / "w{epoch}.pt", save_best_only=True), [0.5, 0.3]
+    ).state_dict()
+    resumed = ModelCheckpoint(tmp_path / "w{epoch}.pt", save_best_only=True)
+    resumed.load_state_dict(saved)
+    assert (resumed.best_epoch, resumed.best_value) == (2, 0.3)
+    resumed.set_trainer(fake_trainer())
+    resumed.on_epoch_end(3, {"epoch": 3, "val_loss": 0.4})
+    assert resumed.best_epoch == 2 and not (tmp_path / "w3.pt").exists()
+
+
+def test_model_checkpoint_resumed_with_another_monitor_warns_and_starts_a_fresh_best(tmp_path):
+    saved = run_epochs(
+        ModelCheckpoint(tmp_path / "w{epoch}.pt", save_best_only=True), [0.5, 0.3]
+    ).state_dict()
+    resumed = ModelCheckpoint(tmp_path / "a{epoch}.pt", monitor="val_acc", mode="max", save_best_only=True)
+    with pytest.warns(UserWarning, match=r"ModelCheckpoint: .*watched 'val_loss' \(min\).*'val_acc' \(max\)"):
+        resumed.load_state_dict(saved)
+    assert (resumed.best_epoch, resumed.best_value) == (None, None)
+    resumed.set_trainer(fake_trainer())
+    resumed.on_epoch_end(3, {"epoch": 3, "val_acc": 0.1})  # a low accuracy, never compared with 0.3
+    assert resumed.best_epoch == 3 and (tmp_path / "a3.pt").exists()
+
+
+def test_periodic_save_state_problems_reports_a_state_without_its_best(tmp_path):
+    saver = EpochWriter(tmp_path / "w.txt")
+    (problem,) = saver.state_problems({"best_filename": None})
+    assert "EpochWriter: the saved state lacks ['best', 'pending_removal']" in problem
+
+
+def test_periodic_save_loads_a_format_1_state_for_the_monitor_of_today(tmp_path):
+    old = {"best_value": 0.3, "best_epoch": 2, "best_filename": "w2.pt", "pending_removal": None}
+    checkpoint = ModelCheckpoint(tmp_path / "w{epoch}.pt", save_best_only=True)
+    assert checkpoint.state_problems(old) == []
+    checkpoint.load_state_dict(old)
+    assert (checkpoint.best_epoch, checkpoint.best_value, checkpoint.best_filename) == (2, 0.3, "w2.pt")
+
+
+def test_lr_scheduler_checkpoint_state_problems_include_the_scheduler_ones(tmp_path):
+    saver = LRSchedulerCheckpoint(StepLR(step_size=1), tmp_path / "sched.pt")
+    state = {**saver.state_dict(), "lr_scheduler": {"unrelated": 1}}
+    (problem,) = saver.state_problems(state)
+    assert "StepLR: the saved state holds ['unrelated']" in problem
+    with pytest.raises(StateMismatchError, match="not the state of a torch LR scheduler"):
+        saver.load_state_dict(state)
+
+
+def test_lr_scheduler_checkpoint_needs_batch_values_of_its_scheduler_only(tmp_path):
+    assert LRSchedulerCheckpoint(CountingScheduler(), tmp_path / "s.pt").needs_batch_values is True
+    assert LRSchedulerCheckpoint(StepLR(step_size=1), tmp_path / "s.pt").needs_batch_values is False

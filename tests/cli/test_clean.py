@@ -6,7 +6,6 @@ import torch
 from click.testing import CliRunner
 
 from cli.main import cli
-from experiment.runs.cleaning import clean_run
 from experiment.store.directory import RunDirectory
 from tests.support.cli import write_fake_run
 from tests.support.training import assert_same_training_state, train_run
@@ -72,9 +71,9 @@ def test_cli_clean_keep_best_leaves_only_the_best_weights_of_a_finished_run(tmp_
 
 def test_cli_clean_keep_best_run_can_be_tested_but_not_trained_again(tmp_path):
     import pytest
-    from tests.support.training import make_data, make_experiment
 
     from experiment.errors import RunDirectoryError
+    from tests.support.training import make_data, make_experiment
 
     train_run(tmp_path / "run", epochs=3, checkpoint_every=4)
     assert _invoke("clean", str(tmp_path / "run"), "--keep", "best").exit_code == 0
@@ -135,12 +134,3 @@ def test_cli_clean_errors(tmp_path):
 
     assert not_a_run.exit_code == 1 and "is not a run directory" in not_a_run.output
     assert _invoke("clean", str(tmp_path), "--keep", "some").exit_code == 2
-
-
-def test_cleaning_report_lists_the_files(tmp_path):
-    _interrupted_run(tmp_path / "run")
-
-    report = clean_run(tmp_path / "run", keep="last", dry_run=True)
-
-    assert [p.name for p in report.removed] == ["state-000004.pt", "best-epoch0001.pt", "best-epoch0002.pt"]
-    assert report.bytes_freed == sum(p.stat().st_size for p in report.removed)

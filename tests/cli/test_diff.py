@@ -5,7 +5,6 @@ from __future__ import annotations
 from click.testing import CliRunner
 
 from cli.main import cli
-from experiment.runs.comparison import compare_runs
 from tests.support.cli import write_fake_run
 
 
@@ -21,19 +20,6 @@ def _runs(tmp_path):
         tmp_path / "b", values=[0.8, 0.7], config={"lr": 0.01, "model": {"depth": 2}, "wd": 0.0}
     )
     return a, b
-
-
-def test_comparison_rows_hold_both_values(tmp_path):
-    a, b = _runs(tmp_path)
-
-    rows = {(row.section, row.key): row for row in compare_runs(a, b)}
-
-    assert (rows["config", "lr"].a, rows["config", "lr"].b) == (0.1, 0.01)
-    assert not rows["config", "model.depth"].differs
-    assert (rows["config", "seed"].b, rows["config", "wd"].a) == (None, None)
-    assert (rows["final", "epoch"].a, rows["final", "epoch"].b) == (3, 2)
-    assert (rows["best", "epoch"].a, rows["best", "val_loss"].a) == (2, 0.4)
-    assert (rows["best", "epoch"].b, rows["best", "val_loss"].b) == (2, 0.7)
 
 
 def test_cli_diff_shows_differences_and_all_metrics(tmp_path):

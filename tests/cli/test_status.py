@@ -1,10 +1,9 @@
-"""`exp status DIR` and `exp ls [ROOT]`, and the cheap readers they rely on."""
+"""`exp status DIR` and `exp ls [ROOT]` (their readers are tested in tests/runs)."""
 
 from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,9 +11,6 @@ import torch
 from click.testing import CliRunner
 
 from cli.main import cli
-from experiment.runs.log_tail import lines_backwards, read_log_tail
-from experiment.runs.summary import summarize
-from experiment.store import tsv
 from experiment.store.directory import RunDirectory
 from tests.support.cli import write_fake_run
 from tests.support.training import train_run
@@ -223,60 +219,3 @@ def test_cli_ls_defaults_to_the_current_directory(runs_root, monkeypatch):
     result = _invoke("ls")
 
     assert [line[0] for line in _ls_lines(result.output)[1:]] == ["b", "c"]
-
-
-# ------------------------------------------------------------------------------ cheap readers
-def test_log_tail_reads_lines_backwards_across_blocks(tmp_path):
-    path = tmp_path / "log.tsv"
-    lines = ["header"] + [f"row {i} " + "x" * (i % 7) for i in range(50)]
-    path.write_text("\n".join(lines) + "\n")
-
-    assert list(lines_backwards(path, block_size=5)) == lines[::-1]
-    path.write_text("\n".join(lines))  # no final newline
-    assert list(lines_backwards(path, block_size=16)) == lines[::-1]
-
-
-def _write_log(path: Path, values: list[float]) -> None:
-    path.write_text(tsv.render([{"epoch": i + 1, "val_loss": v} for i, v in enumerate(values)]))
-
-
-def test_log_tail_stops_at_the_known_best_epoch(tmp_path):
-    path = tmp_path / "log.tsv"
-    _write_log(path, [float(i) for i in range(100)])
-
-    tail = read_log_tail(path, monitor="val_loss", mode="min", best_epoch=97)
-
-    assert tail.last_row == {"epoch": "100", "val_loss": "99.0"}
-    assert tail.best_row == {"epoch": "97", "val_loss": "96.0"}
-    assert tail.rows_read == 4
-
-
-def test_log_tail_computes_the_best_like_training_does(tmp_path):
-    path = tmp_path / "log.tsv"
-    _write_log(path, [0.5, 0.2, float("nan"), 0.2, 0.3])
-    with open(path, "a") as file:
-        file.write("6\t0.")  # a torn last line, as a crash may leave
-
-    tail = read_log_tail(path, monitor="val_loss", mode="min")
-
-    assert tail.best_row == {"epoch": "2", "val_loss": "0.2"}  # the first of equal values
-    assert tail.last_row == {"epoch": "5", "val_loss": "0.3"}
-    assert read_log_tail(path, monitor="val_loss", mode="max").best_row["epoch"] == "1"
-
-
-def test_log_tail_of_a_missing_log_is_empty(tmp_path):
-    tail = read_log_tail(tmp_path / "log.tsv", monitor="val_loss", mode="min")
-
-    assert (tail.header, tail.last_row, tail.best_row, tail.rows_read) == (None, None, None, 0)
-
-
-def test_inspect_summary_matches_what_training_recorded(tmp_path):
-    run = train_run(tmp_path / "run", epochs=3)
-    logs = run.logs
-
-    summary = summarize(tmp_path / "run")
-
-    best = logs.loc[logs["val_loss"].idxmin()]
-    assert (summary.epochs_done, summary.epochs_planned) == (3, 3)
-    assert summary.best_epoch == int(best["epoch"]) and summary.best_value == best["val_loss"]
-    assert summary.command is not None and summary.command["argv"][0] == sys.executable

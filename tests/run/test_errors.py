@@ -156,8 +156,8 @@ def test_errors_nan_loss_raises_and_keeps_last_commit(tmp_path, checkpoint_every
     ):
         train_with(exp, callbacks=[Poison(state, 5)], checkpoint_every=checkpoint_every)
     tree, _ = load_newest_state(RunDirectory(tmp_path))
-    assert tree["loop"]["global_step"] == committed_step
-    assert all(torch.isfinite(value).all() for value in tree["model"].values())
+    assert tree["nodes"]["progress"]["global_step"] == committed_step
+    assert all(torch.isfinite(value).all() for value in tree["nodes"]["model"].values())
     assert len(exp.logs) == 1
     assert json.loads((tmp_path / "experiment.json").read_text())["status"] == "failed"
 
@@ -230,7 +230,7 @@ def test_errors_read_only_directory(finished_run):
             )
         with pytest.raises(RunDirectoryError, match=r"The run directory .*run is read-only"):
             train_with(make_experiment(finished_run), epochs=3)
-        assert newest_state(finished_run)["loop"]["epochs_completed"] == 2
+        assert newest_state(finished_run)["nodes"]["progress"]["epochs_completed"] == 2
     finally:
         make_writable(finished_run)
 
@@ -253,7 +253,7 @@ def test_errors_read_only_directory_for_another_user():
             make_writable(run_dir)
         assert kind == "RunDirectoryError", message
         assert "is read-only" in message and str(run_dir) in message
-        assert newest_state(run_dir)["loop"]["epochs_completed"] == 2
+        assert newest_state(run_dir)["nodes"]["progress"]["epochs_completed"] == 2
 
 
 def train_as_nobody(exp: Experiment) -> tuple[str, str]:

@@ -59,7 +59,7 @@ def crash_before_state_commit_of_epoch(monkeypatch: pytest.MonkeyPatch, epoch: i
         if (
             path.name.startswith("state-")
             and obj["reason"] == "epoch"
-            and obj["loop"]["epochs_completed"] == epoch
+            and obj["nodes"]["progress"]["epochs_completed"] == epoch
         ):
             raise Interrupt(f"crash before the commit of epoch {epoch}")
         real_save(path, obj, **options)

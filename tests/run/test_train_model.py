@@ -15,9 +15,9 @@ from torch import nn
 from experiment import Callback, load_logs
 from experiment.errors import ConfigurationError
 from experiment.run.train_model import default_train_step, train_model
+from experiment.schedules import value_policies
 from experiment.schedules.value_policies import (
     Constant,
-    EarlyStopping,
     Exponential,
     LambdaEpoch,
     Policy,
@@ -67,8 +67,9 @@ def test_value_policies_value_follows_started_epoch():
     assert policy.value == 2.5
 
 
-def test_value_policies_early_stopping_is_stop_training():
-    assert EarlyStopping is StopTraining
+def test_value_policies_stop_training_has_no_name_that_collides_with_the_callback():
+    # experiment.EarlyStopping is the patience callback; deep_pipe's exception is StopTraining here.
+    assert not hasattr(value_policies, "EarlyStopping")
     assert not issubclass(StopTraining, ConfigurationError)
 
 
@@ -207,7 +208,7 @@ class StopAt(Policy):
     def epoch_started(self, epoch: int) -> None:
         self.calls += 1
         if self.where == "started" and epoch == self.epoch:
-            raise EarlyStopping
+            raise StopTraining
 
     def epoch_finished(self, epoch: int, *, train_losses: Any, metrics: dict[str, float]) -> None:
         self.calls += 1

@@ -104,7 +104,7 @@ def test_storage_full_disk_during_commit_keeps_previous_checkpoint(
         )
     assert temporary_files(resumed) == []
     tree, _ = load_newest_state(RunDirectory(resumed))
-    assert tree["loop"]["epochs_completed"] == 1
+    assert tree["nodes"]["progress"]["epochs_completed"] == 1
     train_run(resumed, checkpoint_every=checkpoint_every)
     assert_same_run(straight, resumed)
 
@@ -190,7 +190,7 @@ def test_storage_checkpoint_that_would_run_code_is_refused(tmp_path, writer):
 def test_storage_best_weights_that_would_run_code_are_refused(tmp_path):
     run_dir, marker = tmp_path / "run", tmp_path / "marker"
     exp = train_run(run_dir, epochs=2)
-    best = run_dir / "checkpoints" / f"best-epoch{newest_state(run_dir)['best']['epoch']:04d}.pt"
+    best = run_dir / "checkpoints" / f"best-epoch{newest_state(run_dir)['nodes']['best']['epoch']:04d}.pt"
     torch.save(RunsCommand(f"touch {marker}"), best)
     with pytest.raises(UnsafeCheckpointError, match=best.name):
         exp.test((torch.randn(8, 6), torch.randint(0, 3, (8,))))
@@ -201,10 +201,10 @@ def test_storage_checkpoints_load_with_plain_torch(tmp_path):
     """What the library writes is readable by torch.load(weights_only=True), without the library."""
     train_run(tmp_path, epochs=2, checkpoint_every=4)
     tree = newest_state(tmp_path)
-    assert tree["loop"]["epochs_completed"] == 2
-    best = tmp_path / "checkpoints" / f"best-epoch{tree['best']['epoch']:04d}.pt"
+    assert tree["nodes"]["progress"]["epochs_completed"] == 2
+    best = tmp_path / "checkpoints" / f"best-epoch{tree['nodes']['best']['epoch']:04d}.pt"
     weights = torch.load(best, weights_only=True)
-    assert set(weights) == set(tree["model"])
+    assert set(weights) == set(tree["nodes"]["model"])
 
 
 def test_storage_leftover_temporary_files_are_removed_when_training_resumes(run_dirs):

@@ -2,20 +2,57 @@
 
 A run that was interrupted and resumed must end with the same committed state as one that was not:
 the same network, optimizer, schedulers, callbacks, best-epoch tracker, loop position, history and
-random state. Only wall-clock times and the count of commits may differ.
+random state. Only wall-clock times and the count of commits may differ: the paths of
+:data:`VOLATILE_PATHS`, skipped by place in the tree, not by name (a metric called "time" that a
+model logs elsewhere is still compared).
 """
 
 from __future__ import annotations
 
+import fnmatch
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
 
-#: Keys whose values legitimately differ between an interrupted and an uninterrupted run.
-VOLATILE_KEYS = frozenset({"time", "epoch_time", "serial"})
+#: Paths in a state file whose values legitimately differ between an interrupted and an
+#: uninterrupted run: segments joined by "/", "*" matches one segment (or part of one), "**" any
+#: number of segments. Format 2 files hold ``nodes/<name>``; format 1 files held ``loop``,
+#: ``callbacks``, ... at the top.
+VOLATILE_PATHS = (
+    "serial",  # the count of commits
+    "nodes/progress/epoch_time",  # seconds spent in the epoch so far
+    "nodes/progress/history/*/time",  # each epoch's duration
+    "nodes/callbacks/**/*CSVLogger*/size",  # bytes of a CSV file whose time column varies in length
+    "nodes/callbacks/**/*MLFlowLogger*/pending/*/3",  # the wall-clock stamp of unsent records
+    "loop/epoch_time",
+    "loop/history/*/time",
+    "callbacks/**/*CSVLogger*/size",
+    "callbacks/**/*MLFlowLogger*/pending/*/3",
+)
+
+_PATTERNS = tuple(tuple(pattern.split("/")) for pattern in VOLATILE_PATHS)
+
+
+def is_volatile(path: Sequence[str]) -> bool:
+    """Whether the value at ``path`` (the keys and indices from the root, as text) is volatile."""
+    return any(_matches(tuple(path), pattern) for pattern in _PATTERNS)
+
+
+def child_path(path: tuple[str, ...], key: Any) -> tuple[str, ...]:
+    """The path of ``key`` below ``path``; a node name such as "callbacks/<state_key>" gives two segments."""
+    return (*path, *str(key).split("/"))
+
+
+def _matches(path: tuple[str, ...], pattern: tuple[str, ...]) -> bool:
+    if not pattern:
+        return not path
+    if pattern[0] == "**":
+        return any(_matches(path[start:], pattern[1:]) for start in range(len(path) + 1))
+    return bool(path) and fnmatch.fnmatchcase(path[0], pattern[0]) and _matches(path[1:], pattern[1:])
 
 
 def state_files(run_dir: Path) -> list[Path]:
@@ -30,18 +67,23 @@ def newest_state(run_dir: Path) -> dict[str, Any]:
     return torch.load(paths[-1], map_location="cpu", weights_only=True)
 
 
-def assert_same_tree(a: Any, b: Any, where: str = "state") -> None:
-    """Recursively equal; tensors bit for bit (dtype included); volatile keys skipped."""
+def assert_same_tree(a: Any, b: Any, where: str = "state", path: tuple[str, ...] = ()) -> None:
+    """Recursively equal; tensors bit for bit (dtype included); :data:`VOLATILE_PATHS` skipped.
+
+    ``path`` is where ``a`` and ``b`` sit in a state file (empty for a whole file).
+    """
     if isinstance(a, dict):
         assert isinstance(b, dict), f"{where}: dict vs {type(b).__name__}"
-        keys_a, keys_b = set(a) - VOLATILE_KEYS, set(b) - VOLATILE_KEYS
+        keys_a = {key for key in a if not is_volatile(child_path(path, key))}
+        keys_b = {key for key in b if not is_volatile(child_path(path, key))}
         assert keys_a == keys_b, f"{where}: keys {sorted(map(str, keys_a ^ keys_b))} differ"
         for key in keys_a:
-            assert_same_tree(a[key], b[key], f"{where}[{key!r}]")
+            assert_same_tree(a[key], b[key], f"{where}[{key!r}]", child_path(path, key))
     elif isinstance(a, (list, tuple)):
         assert isinstance(b, (list, tuple)) and len(a) == len(b), f"{where}: {a!r} != {b!r}"
         for index, (item_a, item_b) in enumerate(zip(a, b, strict=True)):
-            assert_same_tree(item_a, item_b, f"{where}[{index}]")
+            if not is_volatile(child_path(path, index)):
+                assert_same_tree(item_a, item_b, f"{where}[{index}]", child_path(path, index))
     elif isinstance(a, torch.Tensor):
         assert isinstance(b, torch.Tensor) and a.dtype == b.dtype, f"{where}: {a!r} != {b!r}"
         assert torch.equal(a, b), f"{where}: tensors differ"
@@ -73,6 +115,7 @@ def assert_same_best(dir_a: Path, dir_b: Path) -> None:
             torch.load(dir_a / "checkpoints" / name, weights_only=True),
             torch.load(dir_b / "checkpoints" / name, weights_only=True),
             name,
+            (name,),  # weights, not a state file: no path of VOLATILE_PATHS applies
         )
 
 

@@ -125,7 +125,7 @@ def test_signals_subprocess_commits_exits_and_resumes_identical(
     assert metadata["status"] == "interrupted"
     assert metadata["message"] == f"{signal.Signals(signum).name} at epoch 2, step 3"
     tree, _ = load_newest_state(RunDirectory(run_dir))
-    assert (tree["reason"], tree["loop"]["global_step"]) == ("interrupt", PAUSE_STEP)
+    assert (tree["reason"], tree["nodes"]["progress"]["global_step"]) == ("interrupt", PAUSE_STEP)
     assert not RunDirectory(run_dir).is_locked()
 
     rerun = run_script(script, run_dir)
@@ -165,7 +165,7 @@ def test_signals_sigterm_in_process_exits_143_and_resumes_identical(run_dirs, ch
         )
     assert exited.value.code == 143
     assert json.loads((resumed / "experiment.json").read_text())["status"] == "interrupted"
-    assert load_newest_state(RunDirectory(resumed))[0]["loop"]["global_step"] == 9
+    assert load_newest_state(RunDirectory(resumed))[0]["nodes"]["progress"]["global_step"] == 9
     assert signal.getsignal(signal.SIGTERM) is before
     train_run(resumed, checkpoint_every=checkpoint_every)
     assert_same_run(straight, resumed)
@@ -179,7 +179,7 @@ def test_signals_second_sigint_in_training_stops_at_once(run_dirs):
         train_run(resumed, checkpoint_every=4, callbacks=lambda: [SendSignal(10, signal.SIGINT, times=2)])
     assert signal.getsignal(signal.SIGINT) is before
     tree, _ = load_newest_state(RunDirectory(resumed))
-    assert tree["loop"]["global_step"] == 8  # no commit after the second Ctrl-C
+    assert tree["nodes"]["progress"]["global_step"] == 8  # no commit after the second Ctrl-C
     train_run(resumed, checkpoint_every=4)
     assert_same_run(straight, resumed)
 

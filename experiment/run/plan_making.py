@@ -1,0 +1,92 @@
+"""Turning the arguments of ``Experiment.train`` into a checked :class:`TrainingPlan`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from experiment.arguments import check_int
+from experiment.callbacks.base import CallbackList
+from experiment.errors import ConfigurationError, MonitorError
+from experiment.state.monitor import missing_monitor_message
+from experiment.training.data import BatchSource, make_loader
+from experiment.training.loop import TrainingLoop
+from experiment.training.plan import TrainingPlan
+
+
+def check_train_arguments(
+    epochs: Any, batch_size: Any, checkpoint_every: Any, steps_per_epoch: Any, loss_function: Any
+) -> None:
+    """Raise ConfigurationError for the first invalid argument of ``Experiment.train``."""
+    check_int("epochs", epochs, minimum=1, expected="a positive integer")
+    check_int("batch_size", batch_size, minimum=1, expected="a positive integer")
+    check_int(
+        "checkpoint_every",
+        checkpoint_every,
+        minimum=1,
+        allow_none=True,
+        expected="a positive integer or None",
+    )
+    check_int(
+        "steps_per_epoch", steps_per_epoch, minimum=1, allow_none=True, expected="a positive integer or None"
+    )
+    if loss_function is None:
+        raise ConfigurationError(
+            "Training needs a loss function: pass loss_function= to Experiment (a name such as "
+            "'cross_entropy' or a callable (y_pred, y_true) -> tensor)."
+        )
+
+
+def make_plan(
+    loop: TrainingLoop,
+    train_data: Any,
+    valid_data: Any,
+    *,
+    epochs: int,
+    steps_per_epoch: int | None,
+    batch_size: int,
+    callbacks: Sequence[Any],
+    lr_schedulers: Sequence[Any],
+    monitor: str,
+    seed: int,
+) -> TrainingPlan:
+    """The plan of one training call: batch sources, callbacks, schedulers and the checked monitor.
+
+    Raises:
+        DataError: the data cannot be batched.
+        MonitorError: ``monitor`` is not among the keys the run logs.
+    """
+    train_loader = make_loader(train_data, batch_size=batch_size, shuffle=True, seed=seed, role="train_data")
+    valid = None
+    if valid_data is not None:
+        loader = make_loader(valid_data, batch_size=batch_size, shuffle=False, seed=seed, role="valid_data")
+        valid = BatchSource(loader, None, "valid_data")
+    callback_list = CallbackList(callbacks)
+    return TrainingPlan(
+        train=BatchSource(train_loader, steps_per_epoch, "train_data"),
+        valid=valid,
+        epochs=epochs,
+        callbacks=callback_list,
+        schedulers=list(lr_schedulers),
+        monitor=resolve_monitor(monitor, loop, valid is not None, callback_list.callbacks),
+    )
+
+
+def resolve_monitor(monitor: str, loop: TrainingLoop, has_validation: bool, callbacks: Sequence[Any]) -> str:
+    """The key that decides the best epoch: ``monitor``, checked against the keys the run logs.
+
+    The default ``val_loss`` falls back to ``loss`` without validation data. A monitor that only a
+    callback can log is checked at the first epoch end instead.
+    """
+    metrics = loop.train_metrics
+    names = metrics.batch_names() + [name for name, _ in metrics.epoch_metrics]
+    known = {"loss", "lr", *names}
+    if has_validation:
+        known |= {f"val_{name}" for name in names}
+    if monitor == "val_loss" and not has_validation:
+        return "loss"
+    if any(getattr(callback, "adds_epoch_logs", False) for callback in callbacks):
+        return monitor  # known only at the first epoch end, where the best-epoch tracker checks it
+    if monitor not in known:
+        raise MonitorError(missing_monitor_message(monitor, known, "monitor_metric"))
+    return monitor

@@ -1,0 +1,74 @@
+"""The state tree of a training run: which objects are saved with each commit, under which names.
+
+``model``, ``optimizer`` (its class checked), ``schedulers/<i>`` (compared as a list),
+``callbacks/<state_key>`` (stateful callbacks; they may come and go between runs), ``best`` (the
+best-epoch tracker), ``progress``, ``rng`` and ``train_metrics`` (the loop's running sums).
+A feature that must survive a kill adds a node here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from experiment.state.monitor import BestTracker
+from experiment.state.stateful import Stateful
+from experiment.state.torch_nodes import ModuleNode, OptimizerNode
+from experiment.state.tree import StateTree
+from experiment.training.loop import TrainingLoop
+
+
+def run_state_tree(
+    loop: TrainingLoop, *, schedulers: Sequence[Any], callbacks: Sequence[Any], best: BestTracker
+) -> StateTree:
+    """The named state of a run trained by ``loop``."""
+    tree = StateTree()
+    tree.add("model", ModuleNode(loop.network), class_name=type(loop.network).__name__)
+    tree.add(
+        "optimizer", OptimizerNode(loop.optimizer), check_class=True, class_name=type(loop.optimizer).__name__
+    )
+    tree.label_group("schedulers", "LR schedulers")
+    for index, scheduler in enumerate(schedulers):
+        tree.add(f"schedulers/{index}", scheduler)
+    tree.optional_family("callbacks")
+    for key, callback in keyed_callbacks(callbacks).items():
+        tree.add(f"callbacks/{key}", callback)
+    tree.add("best", best)
+    tree.add("progress", loop.progress)
+    tree.add("rng", loop.rng)
+    tree.add("train_metrics", loop.train_metrics)
+    return tree
+
+
+def state_key(callback: Any) -> str:
+    """The name a callback's state is saved under: its ``state_key``, else its qualified class name."""
+    key = getattr(callback, "state_key", None)
+    return (
+        key if isinstance(key, str) and key else f"{type(callback).__module__}.{type(callback).__qualname__}"
+    )
+
+
+def keyed_callbacks(callbacks: Sequence[Any]) -> dict[str, Any]:
+    """The stateful callbacks by state key; the second of a key gets ``#2``, the third ``#3``..."""
+    return _numbered([callback for callback in callbacks if isinstance(callback, Stateful)], state_key)
+
+
+def format_1_keys(callbacks: Sequence[Any]) -> dict[str, str]:
+    """For each stateful callback, its key in a format-1 checkpoint (class name, ``Name#2``...) and
+    the node name it has now."""
+    stateful = [callback for callback in callbacks if isinstance(callback, Stateful)]
+    old = _numbered(stateful, lambda callback: type(callback).__name__)
+    new = {id(callback): key for key, callback in keyed_callbacks(callbacks).items()}
+    return {f"callbacks/{key}": f"callbacks/{new[id(callback)]}" for key, callback in old.items()}
+
+
+def _numbered(items: list[Any], key_of: Any) -> dict[str, Any]:
+    keyed: dict[str, Any] = {}
+    for item in items:
+        base = key_of(item)
+        key, count = base, 1
+        while key in keyed:
+            count += 1
+            key = f"{base}#{count}"
+        keyed[key] = item
+    return keyed

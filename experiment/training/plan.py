@@ -1,0 +1,53 @@
+"""What one call of the loop trains on, and the commit points the loop signals."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from experiment.callbacks.base import CallbackList
+from experiment.training.data import BatchSource
+
+
+@dataclasses.dataclass
+class TrainingPlan:
+    """The data, target and collaborators of one training call.
+
+    Attributes:
+        train: the training batches of each epoch.
+        valid: the validation batches, evaluated at each epoch end; optional.
+        epochs: the total number of epochs of the run (not the number to add).
+        callbacks: the callbacks, called in order.
+        schedulers: torch LR schedulers, stepped once per epoch (ReduceLROnPlateau on ``monitor``).
+        monitor: the logged key that decides the best epoch.
+    """
+
+    train: BatchSource
+    valid: BatchSource | None
+    epochs: int
+    callbacks: CallbackList
+    schedulers: Sequence[Any] = ()
+    monitor: str = "val_loss"
+
+
+class CommitPoints(Protocol):
+    """The receiver of the loop's commit moments: it owns the cadence and writes the state."""
+
+    def due(self, global_step: int) -> bool:
+        """Whether a step checkpoint is due after ``global_step`` completed training steps."""
+        ...
+
+    def commit(self, reason: str) -> None:
+        """Commit the run's whole state now; ``reason`` is "step", "epoch" or "interrupt"."""
+        ...
+
+
+class NoCommits:
+    """Commit points that write nothing (training outside a run directory)."""
+
+    def due(self, global_step: int) -> bool:
+        return False
+
+    def commit(self, reason: str) -> None:
+        pass
