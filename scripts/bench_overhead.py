@@ -124,7 +124,7 @@ class EpochClock(Callback):
 
     def on_epoch_end(self, epoch_number: int, logs: dict[str, Any]) -> None:
         self.timing.stop()
-        self.timing.steps = self.trainer.global_step if self.trainer is not None else 0
+        self.timing.steps = self.trainer.global_step
 
 
 def experiment_train(
