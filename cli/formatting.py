@@ -7,10 +7,13 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from experiment.runs.display import printable
+
 
 def one_line(message: str) -> str:
-    """A message on one line (the errors of the library may list problems on several lines)."""
-    return " ".join(message.split())
+    """A message on one line (the errors of the library may list problems on several lines), with
+    control characters escaped: it may quote a path or command read from a run directory."""
+    return printable(" ".join(message.split()))
 
 
 def format_bytes(size: int) -> str:
@@ -41,12 +44,13 @@ def format_time(timestamp: float | None) -> str:
 
 
 def format_value(value: Any) -> str:
-    """Numbers with 6 significant digits, None as "-", anything else as text."""
+    """Numbers with 6 significant digits, None as "-", anything else as text with its control
+    characters escaped (values come from run directories, which anyone may have written)."""
     if value is None:
         return "-"
     if isinstance(value, float):
         return f"{value:.6g}"
-    return str(value)
+    return printable(str(value))
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

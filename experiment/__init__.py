@@ -25,6 +25,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "MissingExtraError",
         "MonitorError",
         "NonFiniteLossError",
+        "NonFiniteStateError",
         "RunDirectoryError",
         "StateMismatchError",
         "StorageError",

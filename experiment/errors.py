@@ -27,6 +27,11 @@ class NonFiniteLossError(ExperimentError, FloatingPointError):
     """The training loss became NaN or infinite."""
 
 
+class NonFiniteStateError(NonFiniteLossError):
+    """The network's parameters or the optimizer's state became NaN or infinite (the loss may be
+    finite); such a state is never committed."""
+
+
 class RunDirectoryError(ExperimentError):
     """The run directory cannot be used: it is a file, it is read-only, it is not a run."""
 

@@ -8,6 +8,7 @@ import click
 
 from cli.formatting import format_bytes
 from experiment.runs.cleaning import KEEP_CHOICES, clean_run
+from experiment.runs.display import printable
 
 
 @click.command()
@@ -31,7 +32,7 @@ def clean(directory: Path, keep: str, dry_run: bool) -> None:
     report = clean_run(directory, keep=keep, dry_run=dry_run)
     verb = "Would remove" if dry_run else "Removed"
     for path in report.removed:
-        click.echo(f"{verb} {path}")
+        click.echo(f"{verb} {printable(str(path))}")
     click.echo(
         f"{'Would free' if dry_run else 'Freed'} {format_bytes(report.bytes_freed)} "
         f"({report.bytes_freed} bytes) in {len(report.removed)} file(s)."

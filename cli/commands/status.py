@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import shlex
 from pathlib import Path
 
 import click
 
 from cli.formatting import format_age, format_bytes, format_time, format_value, key_values, one_line
 from experiment.errors import CheckpointError
+from experiment.runs.display import shell_line
 from experiment.runs.summary import RunPosition, RunSummary, read_position, summarize
 from experiment.store.directory import RunDirectory
 from experiment.store.metadata import flat_hparams
@@ -35,7 +35,7 @@ def status(directory: Path) -> None:
     lines += [("updated", f"{format_time(summary.updated)} ({format_age(summary.updated)})")]
     lines += [("size", format_bytes(RunDirectory(directory).size_on_disk()))]
     if summary.command:
-        argv = shlex.join(summary.command.get("argv", []))
+        argv = shell_line(summary.command.get("argv", []))
         lines += [("command", f"{argv}  (in {summary.command.get('cwd')})")]
     config = flat_hparams(summary.config)
     lines += [("config", "" if config else "(none)")]

@@ -111,6 +111,11 @@ class Callback:
     #: instead of before training starts.
     adds_epoch_logs = False
 
+    #: Whether ``on_train_end`` puts weights back into the network (the best epoch's). Training a
+    #: run that is already over calls ``on_train_end`` of such callbacks again, so that the network
+    #: ends as an uninterrupted run leaves it.
+    restores_weights_at_end = False
+
     def __init__(self) -> None:
         self.params: dict[str, Any] = {}
         self._attached_trainer: Trainer | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Any
 
 import torch
@@ -22,7 +23,9 @@ class BestModelRestore(Callback):
     ``Experiment.test(checkpoint="best")``.
 
     Training that is already complete when ``train()`` is called again does not run the hooks, so
-    nothing is restored then: the network holds the last committed weights.
+    nothing is restored then: the network holds the last committed weights. Training that ends
+    before any epoch gave a value of the monitor (stopped in the first epoch, or every value NaN)
+    warns that there was nothing to restore.
 
     Args:
         monitor: the key of the epoch logs that decides the best epoch.
@@ -36,6 +39,7 @@ class BestModelRestore(Callback):
     """
 
     needs_batch_values = False
+    restores_weights_at_end = True
 
     def __init__(self, *, monitor: str = "val_loss", mode: str = "min", verbose: bool = False) -> None:
         super().__init__()
@@ -77,6 +81,11 @@ class BestModelRestore(Callback):
 
     def on_train_end(self, logs: dict[str, Any]) -> None:
         if self.best_weights is None:
+            warnings.warn(
+                f"BestModelRestore(monitor={self.monitor!r}): no epoch gave a best value, nothing to "
+                "restore; the network keeps its last weights.",
+                stacklevel=2,
+            )
             return
         self._log(
             "Restoring the weights of epoch %d (%s = %s).", self.best_epoch, self.monitor, self.best_value

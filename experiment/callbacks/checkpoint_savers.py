@@ -50,6 +50,10 @@ class ModelCheckpoint(PeriodicSaveCallback):
             )
         self.restore_best = restore_best
 
+    @property
+    def restores_weights_at_end(self) -> bool:  # type: ignore[override]
+        return self.restore_best
+
     def save_file(self, fd: IO[Any], epoch_number: int, logs: dict[str, Any]) -> None:
         torch.save(self.trainer.network.state_dict(), fd)
 

@@ -91,7 +91,8 @@ class MLFlowLogger(Callback):
 
     # ------------------------------------------------------------------------------ user API
     def log_config_params(self, config_params: Mapping[str, Any]) -> None:
-        """Log a configuration as parameters; nested keys are joined with dots (``model.hidden``)."""
+        """Log a configuration as parameters; nested keys and list positions are joined with dots
+        (``model.hidden``, ``layers.0``)."""
         if not isinstance(config_params, Mapping):
             raise reject(
                 "config_params",
@@ -222,11 +223,14 @@ def _numeric(logs: dict[str, Any], skip: tuple[str, ...]) -> list[tuple[str, flo
     ]
 
 
-def _flatten(config: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+def _flatten(
+    config: Mapping[str, Any] | list[Any] | tuple[Any, ...], prefix: str = ""
+) -> list[tuple[str, Any]]:
     items: list[tuple[str, Any]] = []
-    for key, value in config.items():
+    entries = config.items() if isinstance(config, Mapping) else enumerate(config)
+    for key, value in entries:
         name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
+        if isinstance(value, (Mapping, list, tuple)):
             items.extend(_flatten(value, f"{name}."))
         else:
             items.append((name, value))

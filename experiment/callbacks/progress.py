@@ -7,54 +7,33 @@ an ETA and the running loss and metrics, and each epoch ends with one summary li
 The display costs a counter check and a clock read per step. Running values are read from the
 device's accumulators only when the bar is redrawn, at most every ``refresh_interval`` seconds, so
 the callback never asks the loop for per-batch values (``needs_batch_values = False``).
+
+A closed output (``python train.py | head -3``) never fails the run: the first write that meets a
+broken pipe ends the display for good, and the process's stdout is pointed at the null device, as
+the Python documentation recommends, so that the interpreter does not complain at exit.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, TextIO
 
-from tqdm import tqdm
-
-from experiment.arguments import check_int, check_number, reject
+from experiment.arguments import check_number, reject
 from experiment.callbacks.base import Callback
+from experiment.callbacks.progress_format import (
+    RESET,
+    Bar,
+    every_n,
+    format_number,
+    is_number,
+    palette,
+    silence_stdout,
+)
 from experiment.errors import ConfigurationError
-
-_CODES = {
-    "black": 30,
-    "red": 31,
-    "green": 32,
-    "yellow": 33,
-    "blue": 34,
-    "magenta": 35,
-    "cyan": 36,
-    "white": 37,
-}
-ANSI_COLORS = {
-    **{name: f"\x1b[{code}m" for name, code in _CODES.items()},
-    **{f"bright_{name}": f"\x1b[{code + 60}m" for name, code in _CODES.items()},
-}
-RESET = "\x1b[0m"
-DEFAULT_COLORS = {
-    "text_color": "cyan",
-    "ratio_color": "yellow",
-    "metric_value_color": "green",
-    "time_color": "magenta",
-    "progress_bar_color": "green",
-}
-
-
-class _Bar(tqdm):
-    """tqdm without its monitor thread, with the running metrics as the ``{metrics}`` field."""
-
-    monitor_interval = 0
-    metrics = ""
-
-    @property
-    def format_dict(self) -> dict[str, Any]:
-        return {**super().format_dict, "metrics": self.metrics}
 
 
 class ProgressionCallback(Callback):
@@ -100,14 +79,14 @@ class ProgressionCallback(Callback):
         refresh_interval: float = 0.1,
     ) -> None:
         super().__init__()
-        self.colors = _palette(coloring)
+        self.colors = palette(coloring)
         self.progress_bar = progress_bar
         self.smoothing = 0.0 if equal_weights else 0.3  # tqdm's EMA factor; 0 is the plain average
         self.show_on_valid = show_on_valid
         self.every = {
-            "train": _every(show_every_n_train_steps, "show_every_n_train_steps"),
-            "val": _every(show_every_n_valid_steps, "show_every_n_valid_steps"),
-            "test": _every(show_every_n_test_steps, "show_every_n_test_steps"),
+            "train": every_n(show_every_n_train_steps, "show_every_n_train_steps"),
+            "val": every_n(show_every_n_valid_steps, "show_every_n_valid_steps"),
+            "test": every_n(show_every_n_test_steps, "show_every_n_test_steps"),
         }
         self.refresh_interval = check_number(
             "refresh_interval", refresh_interval, minimum=0, finite=False, expected="a number of seconds >= 0"
@@ -115,7 +94,8 @@ class ProgressionCallback(Callback):
         self.stream = stream
         self._out: TextIO = sys.stdout
         self._live = False
-        self._bar: _Bar | None = None
+        self._closed_output = False  # the reader went away: write nothing more
+        self._bar: Bar | None = None
         self._phase = "train"
         self._every_now = 1
         self._next_refresh = 0.0
@@ -181,6 +161,7 @@ class ProgressionCallback(Callback):
         self._out = self.stream if self.stream is not None else sys.stdout
         isatty = getattr(self._out, "isatty", None)
         self._live = bool(isatty()) if callable(isatty) else False
+        self._live = self._live and not self._closed_output
 
     def _c(self, field: str) -> str:
         return self.colors[f"{field}_color"] if self._live else ""
@@ -192,7 +173,7 @@ class ProgressionCallback(Callback):
     def _open(self, phase: str, total: int | None, initial: int, head: str) -> None:
         self._close()
         every = self.every[phase]
-        if not self._live or every is None:
+        if not self._live or every is None or self._closed_output:
             return
         self._phase, self._every_now = phase, every
         text, ratio, time_c, bar_c = (self._c(f) for f in ("text", "ratio", "time", "progress_bar"))
@@ -205,7 +186,7 @@ class ProgressionCallback(Callback):
                 f"{text}Step: {ratio}{{n_fmt}}/{{total_fmt}} {{percentage:5.1f}}%{bar} "
                 f"{text}ETA: {time_c}{{remaining}}"
             )
-        self._bar = _Bar(
+        self._bar = Bar(
             total=total,
             initial=initial,
             file=self._out,
@@ -218,10 +199,11 @@ class ProgressionCallback(Callback):
         )
         self._next_refresh = time.perf_counter() + self.refresh_interval
 
-    def _refresh(self, bar: _Bar, batch_number: int, now: float) -> None:
+    def _refresh(self, bar: Bar, batch_number: int, now: float) -> None:
         self._next_refresh = now + self.refresh_interval
         bar.metrics = self._format_logs(self._running_values())
-        bar.update(batch_number - bar.n)
+        with self._guarded_output():
+            bar.update(batch_number - bar.n)
 
     def _running_values(self) -> dict[str, float]:
         """The phase's running loss and batch metrics (one device-to-host copy)."""
@@ -237,20 +219,36 @@ class ProgressionCallback(Callback):
 
     def _close(self) -> None:
         if self._bar is not None:
-            self._bar.close()
-            self._bar = None
+            bar, self._bar = self._bar, None
+            with self._guarded_output():
+                bar.close()
 
     def _write_summary(self, head: str, logs: dict[str, Any]) -> None:
+        if self._closed_output:
+            return
         seconds = logs.get("time")
-        duration = f"{self._c('time')}{seconds:.2f}s " if isinstance(seconds, (int, float)) else ""
+        duration = f"{self._c('time')}{float(seconds):.2f}s " if is_number(seconds) else ""
         shown = {k: v for k, v in logs.items() if k not in ("epoch", "time")}
         reset = RESET if self._live and self.colors["text_color"] else ""
-        self._out.write(f"{head}{duration}{self._format_logs(shown)}{reset}\n")
-        self._out.flush()
+        with self._guarded_output():
+            self._out.write(f"{head}{duration}{self._format_logs(shown)}{reset}\n")
+            self._out.flush()
+
+    @contextlib.contextmanager
+    def _guarded_output(self) -> Iterator[None]:
+        """Swallow a broken pipe: stop writing, and let stdout's last flush at exit go nowhere."""
+        try:
+            yield
+        except OSError as error:
+            if not isinstance(error, BrokenPipeError) and error.errno != errno.EPIPE:
+                raise
+            self._closed_output, self._live = True, False
+            self._bar = None
+            silence_stdout(self._out)
 
     def _format_logs(self, values: dict[str, Any]) -> str:
         text, value_c = self._c("text"), self._c("metric_value")
-        return " ".join(f"{text}{key}: {value_c}{_format_number(value)}" for key, value in values.items())
+        return " ".join(f"{text}{key}: {value_c}{format_number(value)}" for key, value in values.items())
 
 
 def with_progress(callbacks: Sequence[Any], progress: bool | dict[str, Any]) -> list[Any]:
@@ -274,45 +272,3 @@ def with_progress(callbacks: Sequence[Any], progress: bool | dict[str, Any]) -> 
         raise ConfigurationError(
             f"progress: received {progress!r}, which ProgressionCallback does not accept ({error})."
         ) from None
-
-
-def _format_number(value: Any) -> str:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return str(value)
-    if value == 0 or 1e-3 <= abs(value) < 1e5:
-        return f"{value:.4f}"
-    return f"{value:.3e}"
-
-
-def _every(value: Any, name: str) -> int | None:
-    if value == "all":
-        return 1
-    if value == "none":
-        return None
-    return check_int(name, value, minimum=1, expected="'all', 'none' or a positive integer")
-
-
-def _palette(coloring: Any) -> dict[str, str]:
-    if isinstance(coloring, bool):
-        chosen = DEFAULT_COLORS if coloring else dict.fromkeys(DEFAULT_COLORS, "")
-        return {field: ANSI_COLORS.get(color, color) for field, color in chosen.items()}
-    if not isinstance(coloring, dict):
-        raise reject("coloring", coloring, "a bool or a dict of colours")
-    unknown = sorted(set(coloring) - set(DEFAULT_COLORS))
-    if unknown:
-        raise ConfigurationError(
-            f"coloring: received unknown field(s) {unknown}; expected some of {sorted(DEFAULT_COLORS)}."
-        )
-    palette = {}
-    for field in DEFAULT_COLORS:
-        color = coloring.get(field, DEFAULT_COLORS[field])
-        if isinstance(color, str) and color.startswith("\x1b["):
-            palette[field] = color
-        elif isinstance(color, str) and color.lower() in ANSI_COLORS:
-            palette[field] = ANSI_COLORS[color.lower()]
-        else:
-            raise ConfigurationError(
-                f"coloring[{field!r}]: received {color!r}; expected an ANSI escape "
-                f"sequence or one of {sorted(ANSI_COLORS)}."
-            )
-    return palette

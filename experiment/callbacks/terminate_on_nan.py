@@ -6,6 +6,9 @@ import logging
 import math
 from typing import Any
 
+import numpy as np
+import torch
+
 from experiment.callbacks.base import Callback
 
 logger = logging.getLogger(__name__)
@@ -20,15 +23,16 @@ class TerminateOnNaN(Callback):
     later ``train()`` call on the directory returns at once.
 
     The callback reads ``logs["loss"]`` of every batch, so the loop copies the batch values from
-    the device at each step while it is present.
+    the device at each step while it is present. The loss may be a number, a NumPy scalar or array,
+    or a tensor; any non-finite element stops training.
 
     Example:
         >>> exp.train(train_loader, valid_loader, epochs=10, callbacks=[TerminateOnNaN()])
     """
 
     def on_train_batch_end(self, batch_number: int, logs: dict[str, Any]) -> None:
-        loss = float(logs["loss"])
-        if math.isfinite(loss):
+        loss = logs["loss"]
+        if _all_finite(loss):
             return
         self.trainer.stop_training = True
         logger.warning(
@@ -37,3 +41,11 @@ class TerminateOnNaN(Callback):
             self.trainer.global_step,
             loss,
         )
+
+
+def _all_finite(value: Any) -> bool:
+    if isinstance(value, float):  # the loop's own logs: the common case, without NumPy
+        return math.isfinite(value)
+    if isinstance(value, torch.Tensor):
+        return bool(torch.isfinite(value.detach()).all())
+    return bool(np.isfinite(np.asarray(value, dtype=np.float64)).all())

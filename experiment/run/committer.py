@@ -10,15 +10,17 @@ the previous state is kept as a fallback. The committer owns the cadence of step
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from experiment.errors import StateMismatchError
+from experiment.errors import NonFiniteStateError, StateMismatchError
 from experiment.run.recording import EpochRecorder
 from experiment.run.run_state import format_1_keys
 from experiment.state.monitor import BestTracker
+from experiment.state.plain import plain_state
 from experiment.state.progress import Progress
+from experiment.state.torch_nodes import ModuleNode, OptimizerNode
 from experiment.state.tree import StateTree
 from experiment.store.checkpoints import TREE_FORMAT, load_newest_state
 from experiment.store.directory import RunDirectory
@@ -60,6 +62,11 @@ class Committer:
         self.checkpoint_every = checkpoint_every
         self.callbacks = list(callbacks)
         self.serial = 0
+        #: The run's identity (experiment.json's run_id), written into every commit.
+        self.run_id: str | None = None
+        self.restored_run_id: str | None = None
+        #: Called once the run's first checkpoint is durable.
+        self.on_first_commit: Callable[[], None] | None = None
         self._previous_best: int | None = None
 
     # ------------------------------------------------------------------------------- committing
@@ -67,19 +74,59 @@ class Committer:
         return self.checkpoint_every is not None and global_step % self.checkpoint_every == 0
 
     def commit(self, reason: str) -> None:
-        """Write the derived files of a finished epoch, then the state, then prune older files."""
-        if reason == "epoch":
-            logs = self.progress.history[-1]
-            if self.best.update(logs):
-                # Same folder as the state file below, whose folder fsync makes both renames durable.
-                best_path = self.directory.best_path(logs["epoch"])
-                save_tensors(best_path, self.network.state_dict(), sync_dir=False)
-            self.recorder.record(logs)
+        """Write the derived files of a finished epoch, then the state, then prune older files.
+
+        Raises:
+            NonFiniteStateError: the network or the optimizer holds NaN or infinity (unless a
+                callback is stopping training); nothing is written.
+            ConfigurationError: a node's state is not plain data and tensors; nothing is written.
+        """
         self.tree.before_commit()
+        if not self.progress.stop_training:
+            self._refuse_non_finite()
+        logs = self.progress.history[-1] if reason == "epoch" else None
+        improved = logs is not None and self.best.update(logs)
+        nodes = self._plain_nodes()  # after the best is updated, before any file is written
+        if logs is not None:
+            if improved:
+                # Same folder as the state file below, whose folder fsync makes both renames durable.
+                save_tensors(
+                    self.directory.best_path(logs["epoch"]), self.network.state_dict(), sync_dir=False
+                )
+            self.recorder.record(logs)
         self.serial += 1
-        state = {"format": TREE_FORMAT, "serial": self.serial, "reason": reason, **self.tree.state_dict()}
+        state = {
+            "format": TREE_FORMAT,
+            "serial": self.serial,
+            "reason": reason,
+            "run_id": self.run_id,
+            "classes": self.tree.classes(),
+            "nodes": nodes,
+        }
         save_tensors(self.directory.state_path(self.serial), state)
         self._prune()
+        if self.serial == 1 and self.on_first_commit is not None:
+            self.on_first_commit()
+
+    def _plain_nodes(self) -> dict[str, Any]:
+        saved = self.tree.state_dict()["nodes"]
+        return {name: plain_state(state, f"the state of {name!r}") for name, state in saved.items()}
+
+    def _refuse_non_finite(self) -> None:
+        for name in ("model", "optimizer"):
+            node = self.tree[name]
+            culprit = node.first_non_finite() if isinstance(node, (ModuleNode, OptimizerNode)) else None
+            if culprit is None:
+                continue
+            progress = self.progress
+            last = self.directory.state_paths()[:1]
+            raise NonFiniteStateError(
+                f"The {culprit} holds NaN or infinity at global step {progress.global_step} (epoch "
+                f"{progress.epochs_completed + 1}), although the loss was finite. Nothing of it was "
+                f"committed: the last checkpoint ({last[0].name if last else 'none yet'}) is intact. "
+                "Clip gradients (ClipNorm), lower the learning rate, check the data and the loss for "
+                "NaN, or add the TerminateOnNaN callback to stop cleanly instead."
+            )
 
     def _prune(self) -> None:
         for path in self.directory.state_paths()[2:]:
@@ -91,12 +138,14 @@ class Committer:
         self._previous_best = self.best.epoch
 
     # -------------------------------------------------------------------------------- restoring
-    def restore(self, epochs: int) -> bool:
+    def restore(self, epochs: int, check: Callable[[dict[str, Any]], list[str]] | None = None) -> bool:
         """Load, check and apply the newest good checkpoint; return False when there is none.
 
         Args:
             epochs: the run's target; when the checkpoint has reached it (or training was stopped)
                 no more batches are drawn, so the loaders' random generators need not match.
+            check: more problems to find in the saved tree before anything is applied (the run's
+                identity, what it was created with).
 
         Raises:
             StateMismatchError: the saved state does not fit the objects given now; nothing is
@@ -110,20 +159,32 @@ class Committer:
             saved = self._with_current_callback_keys(saved)
         progress = saved["nodes"]["progress"]
         over = progress["stop_training"] or progress["epochs_completed"] >= epochs
-        self.check(saved, path, unchecked=("rng",) if over else ())
+        self.check(saved, path, unchecked=("rng",) if over else (), more=check(saved) if check else ())
         self.tree.warn_about_optional(saved, path.name)
         self.tree.apply(saved)
         self.serial = saved["serial"]
+        self.restored_run_id = saved.get("run_id")
         self._previous_best = self.best.epoch
+        self._prune_after_restore(path)
+        return True
+
+    def _prune_after_restore(self, loaded: Path) -> None:
+        """Converge on what a commit leaves: the loaded state and the one before it, no best weights
+        past the loaded epoch (a process killed before its pruning left more)."""
+        paths = self.directory.state_paths()
+        if loaded in paths:
+            for path in paths[paths.index(loaded) + 2 :]:
+                path.unlink(missing_ok=True)
         done = self.progress.epochs_completed
         for epoch, best_path in self.directory.best_paths().items():
             if epoch > done:
                 best_path.unlink(missing_ok=True)
-        return True
 
-    def check(self, saved: dict[str, Any], path: Path, *, unchecked: Sequence[str] = ()) -> None:
+    def check(
+        self, saved: dict[str, Any], path: Path, *, unchecked: Sequence[str] = (), more: Sequence[str] = ()
+    ) -> None:
         """Raise StateMismatchError listing every way ``saved`` does not fit; change nothing."""
-        problems = self.tree.problems(saved, unchecked=unchecked)
+        problems = [*more, *self.tree.problems(saved, unchecked=unchecked)]
         if problems:
             raise StateMismatchError(
                 f"The checkpoint {path} does not fit the objects given now:\n  - "

@@ -14,12 +14,13 @@ from experiment.errors import (
     ConfigurationError,
     RunDirectoryError,
 )
-from experiment.run.plan_making import check_train_arguments, make_plan
+from experiment.run.plan_making import check_callbacks, check_train_arguments, data_kind, make_plan
 from experiment.run.session import TrainingSession
 from experiment.run.testing import evaluate_saved_weights
 from experiment.state.monitor import check_mode
 from experiment.store.directory import RunDirectory
 from experiment.store.logs import load_logs
+from experiment.store.metadata import plain_config
 from experiment.store.relaunch import epochs_from_environment
 from experiment.training.components import resolve_device, resolve_loss, resolve_optimizer
 from experiment.training.loop import TrainingLoop
@@ -42,7 +43,8 @@ class Experiment:
         loss_function: a name ("cross_entropy", "mse", "bce_with_logits", ...) or a callable.
         batch_metrics: names ("accuracy"/"acc") or callables ``(y_pred, y_true) -> tensor``.
         epoch_metrics: names ("f1") or objects with update/compute/reset.
-        monitor_metric: the logged key that decides the best epoch.
+        monitor_metric: the logged key that decides the best epoch; by default ``val_loss``, or
+            ``loss`` when training has no validation data.
         monitor_mode: "min" or "max".
         device: where to train; by default where the network's parameters are.
         config: hyperparameters to record in experiment.json (JSON-serialisable).
@@ -64,7 +66,7 @@ class Experiment:
         loss_function: Any = None,
         batch_metrics: Sequence[Any] = (),
         epoch_metrics: Sequence[Any] = (),
-        monitor_metric: str = "val_loss",
+        monitor_metric: str | None = None,
         monitor_mode: str = "min",
         device: Any = None,
         config: dict[str, Any] | None = None,
@@ -82,8 +84,9 @@ class Experiment:
         self.loss_function = resolve_loss(loss_function)
         self.monitor_metric = monitor_metric
         self.monitor_mode = check_mode(monitor_mode, role="monitor_mode")
-        self.config = dict(config or {})
+        self.config = plain_config(config or {})
         self.tensorboard = tensorboard
+        self._trained = False  # whether the network and optimizer were trained in this process
         self.loop = TrainingLoop(
             network,
             self.optimizer,
@@ -138,7 +141,7 @@ class Experiment:
         """
         # `exp resume --epochs N` sets the target of this directory's run through the environment.
         epochs = epochs_from_environment(self.directory.path, epochs)
-        check_train_arguments(epochs, batch_size, checkpoint_every, steps_per_epoch, self.loss_function)
+        check_train_arguments(epochs, batch_size, checkpoint_every, steps_per_epoch, self.loss_function, seed)
         plan = make_plan(
             self.loop,
             train_data,
@@ -146,7 +149,7 @@ class Experiment:
             epochs=epochs,
             steps_per_epoch=steps_per_epoch,
             batch_size=batch_size,
-            callbacks=with_progress(callbacks, progress),
+            callbacks=with_progress(check_callbacks(callbacks), progress),
             lr_schedulers=lr_schedulers,
             monitor=self.monitor_metric,
             seed=seed,
@@ -162,8 +165,6 @@ class Experiment:
         self.directory.prepare()
         with self.directory.lock(), plan.train.installed():
             self._check_resumable()
-            for leftover in self.directory.temporary_files():  # of writes a crash cut short
-                leftover.unlink(missing_ok=True)
             session = TrainingSession(
                 self.directory,
                 self.loop,
@@ -173,16 +174,22 @@ class Experiment:
                 settings=settings,
                 config=self.config,
                 tensorboard=self.tensorboard,
+                data_kinds={"train_data": data_kind(train_data), "valid_data": data_kind(valid_data)},
+                fresh_objects=not self._trained,
             )
+            self._trained = True
             return session.run(seed)
 
     def _check_resumable(self) -> None:
+        """Refuse a run cleaned to its best weights; remove what interrupted writes left."""
         if self.directory.is_run() and self.directory.read_metadata().get("resumable") is False:
             raise RunDirectoryError(
                 f"{self.directory.path} was cleaned to its best weights (exp clean --keep best): its "
                 "training state is gone, so it can be tested but not resumed or extended. Train in a "
                 "new directory."
             )
+        for leftover in self.directory.temporary_files():  # of writes a crash cut short
+            leftover.unlink(missing_ok=True)
 
     # -------------------------------------------------------------------------------- testing
     def test(

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
-from experiment.arguments import check_int
-from experiment.callbacks.base import CallbackList
+from torch.utils.data import DataLoader, Dataset
+
+from experiment.arguments import check_int, reject
+from experiment.callbacks.base import HOOKS, CallbackList
 from experiment.errors import ConfigurationError, MonitorError
 from experiment.state.monitor import missing_monitor_message
 from experiment.training.data import BatchSource, make_loader
@@ -15,9 +18,15 @@ from experiment.training.plan import TrainingPlan
 
 
 def check_train_arguments(
-    epochs: Any, batch_size: Any, checkpoint_every: Any, steps_per_epoch: Any, loss_function: Any
+    epochs: Any,
+    batch_size: Any,
+    checkpoint_every: Any,
+    steps_per_epoch: Any,
+    loss_function: Any,
+    seed: Any = 0,
 ) -> None:
     """Raise ConfigurationError for the first invalid argument of ``Experiment.train``."""
+    check_int("seed", seed, minimum=0, expected="an integer >= 0")
     check_int("epochs", epochs, minimum=1, expected="a positive integer")
     check_int("batch_size", batch_size, minimum=1, expected="a positive integer")
     check_int(
@@ -47,7 +56,7 @@ def make_plan(
     batch_size: int,
     callbacks: Sequence[Any],
     lr_schedulers: Sequence[Any],
-    monitor: str,
+    monitor: str | None,
     seed: int,
 ) -> TrainingPlan:
     """The plan of one training call: batch sources, callbacks, schedulers and the checked monitor.
@@ -67,26 +76,82 @@ def make_plan(
         valid=valid,
         epochs=epochs,
         callbacks=callback_list,
-        schedulers=list(lr_schedulers),
+        schedulers=check_schedulers(lr_schedulers),
         monitor=resolve_monitor(monitor, loop, valid is not None, callback_list.callbacks),
     )
 
 
-def resolve_monitor(monitor: str, loop: TrainingLoop, has_validation: bool, callbacks: Sequence[Any]) -> str:
+def resolve_monitor(
+    monitor: str | None, loop: TrainingLoop, has_validation: bool, callbacks: Sequence[Any]
+) -> str:
     """The key that decides the best epoch: ``monitor``, checked against the keys the run logs.
 
-    The default ``val_loss`` falls back to ``loss`` without validation data. A monitor that only a
+    By default (None) ``val_loss``, or ``loss`` without validation data. A monitor that only a
     callback can log is checked at the first epoch end instead.
     """
+    if monitor is None:
+        return "val_loss" if has_validation else "loss"
     metrics = loop.train_metrics
     names = metrics.batch_names() + [name for name, _ in metrics.epoch_metrics]
     known = {"loss", "lr", *names}
     if has_validation:
         known |= {f"val_{name}" for name in names}
     if monitor == "val_loss" and not has_validation:
+        warnings.warn(
+            "monitor_metric='val_loss' but train() received no valid_data: the best epoch is decided "
+            "by the training loss ('loss') instead. Pass valid_data, or monitor_metric='loss' to say so.",
+            stacklevel=4,
+        )
         return "loss"
     if any(getattr(callback, "adds_epoch_logs", False) for callback in callbacks):
         return monitor  # known only at the first epoch end, where the best-epoch tracker checks it
     if monitor not in known:
         raise MonitorError(missing_monitor_message(monitor, known, "monitor_metric"))
     return monitor
+
+
+def data_kind(data: Any) -> str:
+    """How the user gave the data: "DataLoader", "Dataset", "tuple" (x, y), "iterable" or "none"."""
+    if data is None:
+        return "none"
+    if isinstance(data, DataLoader):
+        return "DataLoader"
+    if isinstance(data, Dataset):
+        return "Dataset"
+    if isinstance(data, (tuple, list)):
+        return "tuple"
+    return "iterable"
+
+
+def check_callbacks(callbacks: Any) -> list[Any]:
+    """``callbacks`` as a list, each with at least one hook of the Callback interface."""
+    items = _as_list("callbacks", callbacks, "a list of Callback instances")
+    for index, callback in enumerate(items):
+        if isinstance(callback, type) or not any(callable(getattr(callback, hook, None)) for hook in HOOKS):
+            raise reject(
+                f"callbacks[{index}]",
+                callback,
+                "a Callback instance (an object with on_epoch_end, on_train_batch_end, ... methods)",
+            )
+    return items
+
+
+def check_schedulers(schedulers: Any) -> list[Any]:
+    """``schedulers`` as a list of torch LR schedulers (objects with step() and state_dict())."""
+    items = _as_list("lr_schedulers", schedulers, "a list of torch LR schedulers")
+    for index, scheduler in enumerate(items):
+        if isinstance(scheduler, type) or not all(
+            callable(getattr(scheduler, name, None)) for name in ("step", "state_dict", "load_state_dict")
+        ):
+            raise reject(
+                f"lr_schedulers[{index}]",
+                scheduler,
+                "a torch LR scheduler built on the optimizer (e.g. torch.optim.lr_scheduler.StepLR(exp.optimizer, 10))",
+            )
+    return items
+
+
+def _as_list(name: str, value: Any, expected: str) -> list[Any]:
+    if isinstance(value, (str, bytes, dict)) or not isinstance(value, (list, tuple)):
+        raise reject(name, value, expected)
+    return list(value)

@@ -39,10 +39,15 @@ class EpochRecorder:
             return
         from torch.utils.tensorboard import SummaryWriter
 
-        purge_step = len(history) + 1 if self.directory.tensorboard_dir.exists() else None
-        if purge_step is not None:
+        existed = self.directory.tensorboard_dir.exists()
+        if existed:
             order_event_files(self.directory.tensorboard_dir)
+        purge_step = len(history) + 1 if existed else None
         self._writer = SummaryWriter(str(self.directory.tensorboard_dir), purge_step=purge_step)
+        if not existed and history:  # the folder was deleted: rebuild it from the committed epochs
+            for logs in history:
+                self._write_scalars(logs)
+            self._writer.flush()
 
     def record(self, logs: dict[str, Any]) -> None:
         """Write an epoch's row and scalars and flush them (before the epoch is committed)."""
@@ -50,6 +55,10 @@ class EpochRecorder:
         tsv.append_row(self.directory.log_path, logs, durable=False)
         if self._writer is None:
             return
+        self._write_scalars(logs)
+        self._writer.flush()
+
+    def _write_scalars(self, logs: dict[str, Any]) -> None:
         epoch = int(logs["epoch"])
         scalars = [
             key
@@ -61,7 +70,6 @@ class EpochRecorder:
         if self.hparams and not self._hparams_written:
             self.add_hparams(self.hparams, [key for key in scalars if key not in ("time", "lr")])
             self._hparams_written = True
-        self._writer.flush()
 
     def add_hparams(self, config: dict[str, Any], metric_tags: list[str]) -> None:
         """Declare the run's hyperparameters to TensorBoard's HParams tab, in the run's own folder.

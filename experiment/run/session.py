@@ -8,13 +8,15 @@ import logging
 import signal
 from typing import Any
 
-from experiment.errors import StorageError
+from experiment.errors import RunDirectoryError, StorageError
 from experiment.run.committer import Committer
+from experiment.run.creation import creation_record
 from experiment.run.recording import EpochRecorder
+from experiment.run.run_record import RunRecord
 from experiment.run.run_state import run_state_tree
 from experiment.state.monitor import BestTracker
 from experiment.state.rng import find_generators, seed_everything
-from experiment.store import metadata as meta
+from experiment.store import tsv
 from experiment.store.directory import RunDirectory
 from experiment.training.interrupts import InterruptFlag, TrainingInterrupted, interrupt_on_signals
 from experiment.training.loop import TrainingLoop
@@ -42,12 +44,19 @@ class TrainingSession:
         settings: dict[str, Any],
         config: dict[str, Any],
         tensorboard: bool,
+        data_kinds: dict[str, str],
+        fresh_objects: bool = True,
     ) -> None:
         self.directory = directory
         self.loop = loop
         self.plan = plan
-        self.settings = settings
-        self.config = config
+        self.record = RunRecord(
+            directory,
+            creation=creation_record(loop.optimizer, plan, data_kinds),
+            config=config,
+            settings=settings,
+            fresh_objects=fresh_objects,
+        )
         self.recorder = EpochRecorder(directory, tensorboard=tensorboard, hparams=config)
         best = BestTracker(plan.monitor, monitor_mode)
         callbacks = plan.callbacks.callbacks
@@ -63,18 +72,71 @@ class TrainingSession:
             callbacks=callbacks,
         )
 
+    def _mark_committed(self) -> None:
+        metadata = self.directory.read_metadata()
+        if not metadata.get("committed"):
+            self.directory.write_metadata({**metadata, "committed": True})
+
     def run(self, seed: int) -> list[dict[str, Any]]:
-        """Resume from the newest checkpoint (or start afresh, seeded) and train to the plan's end."""
+        """Resume from the newest checkpoint (or start afresh, seeded) and train to the plan's end.
+
+        Raises:
+            StateMismatchError: the checkpoint, or this call's objects and data, do not fit the run.
+            RunDirectoryError: the directory has a history but no checkpoint to resume from.
+        """
+        self.committer.on_first_commit = self._mark_committed
         loaders = [self.plan.train.loader, None if self.plan.valid is None else self.plan.valid.loader]
         self.loop.rng.track(find_generators(loaders))
-        if not self.committer.restore(self.plan.epochs):
+        if self.committer.restore(self.plan.epochs, check=self.record.problems):
+            position = f"epoch {self.loop.epochs_completed + 1}, step {self.loop.steps_in_epoch}"
+            over = self.loop.stop_training or self.loop.epochs_completed >= self.plan.epochs
+            self.record.resumed(self.committer.restored_run_id, position, over=over)
+        else:
+            self._refuse_lost_history()
             self.loop.reset()
             seed_everything(seed)
         progress = self.loop.progress
         if progress.stop_training or progress.epochs_completed >= self.plan.epochs:
-            self.write_status("stopped" if progress.stop_training else "finished")
-            return progress.history
+            return self._already_over()
         return self._fit()
+
+    def _refuse_lost_history(self) -> None:
+        """Refuse to start afresh over a run whose checkpoints are gone.
+
+        experiment.json says ``committed`` once the first checkpoint is durable. (Directories made
+        before it was recorded count as committed when log.tsv holds two epochs: derived files lead
+        the committed state by one epoch at most.)
+        """
+        logged = tsv.read_rows(self.directory.log_path) if self.directory.log_path.is_file() else []
+        bests = self.directory.best_paths()
+        committed = self.record.metadata.get("committed", len(logged) >= 2)
+        if committed:
+            raise RunDirectoryError(
+                f"{self.directory.path} holds the history of a run ({len(logged)} epoch(s) in log.tsv, "
+                f"{len(bests)} best-weights file(s)) but no state checkpoint to resume from: they were "
+                "deleted or moved. Nothing was changed. Put the checkpoints back, or train in a new "
+                "directory (or remove this one's files) to start afresh."
+            )
+
+    def _already_over(self) -> list[dict[str, Any]]:
+        """A run whose checkpoint is at its end: leave the network as an uninterrupted run leaves it.
+
+        If the process that reached the end was killed before its end hooks ran (the status is not
+        yet finished or stopped), every callback's ``on_train_end`` runs now; otherwise only the
+        callbacks that put weights back at the end (``restores_weights_at_end``) do it again.
+        """
+        callbacks = self.plan.callbacks
+        callbacks.setup(
+            {"epochs": self.plan.epochs, "steps_per_epoch": self.plan.train.steps_per_epoch}, self.loop
+        )
+        if self.record.metadata.get("status") in ("finished", "stopped"):
+            for callback in callbacks.callbacks:
+                if getattr(callback, "restores_weights_at_end", False):
+                    callback.on_train_end({})
+        else:
+            callbacks.call("on_train_end", {})
+        self.write_status("stopped" if self.loop.stop_training else "finished")
+        return self.loop.history
 
     def _fit(self) -> list[dict[str, Any]]:
         self.write_status("running")
@@ -107,12 +169,6 @@ class TrainingSession:
         raise SystemExit(128 + signum) from None
 
     def write_status(self, status: str, message: str | None = None) -> None:
-        """Record ``status`` (and the call's settings and config) in experiment.json."""
-        if self.directory.is_run():
-            current = self.directory.read_metadata()
-            current["settings"] = {**current.get("settings", {}), **self.settings}
-            if self.config:
-                current["config"] = self.config
-        else:
-            current = meta.new_metadata(self.config, self.settings)
-        self.directory.write_metadata(meta.with_status(current, status, message))
+        """Record ``status`` (and the call's settings, config and changes) in experiment.json."""
+        self.directory.write_metadata(self.record.with_status(status, message))
+        self.committer.run_id = self.record.run_id

@@ -12,9 +12,10 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
+from typing import Any
 
 from experiment.arguments import check_choice
-from experiment.errors import ConfigurationError
+from experiment.errors import ConfigurationError, RunDirectoryError
 from experiment.runs.summary import effective_status
 from experiment.store.directory import RunDirectory
 
@@ -41,7 +42,8 @@ def clean_run(directory: str | os.PathLike[str], *, keep: str = "both", dry_run:
         dry_run: only report what would be removed.
 
     Raises:
-        RunDirectoryError: not a run directory.
+        RunDirectoryError: not a run directory; a folder to clean is read-only, or a file or
+            folder of the run is a symbolic link (nothing is removed).
         DirectoryLockedError: a live process holds the run (the lock is held while cleaning).
         ConfigurationError: ``keep`` is unknown, or "best" for a run that is not over or has no
             best weights.
@@ -68,11 +70,30 @@ def clean_run(directory: str | os.PathLike[str], *, keep: str = "both", dry_run:
         doomed += run.temporary_files()
         freed = sum(_size(path) for path in doomed)
         if not dry_run:
-            if keep == "best":  # written first: a crash halfway must not leave a run that looks resumable
-                run.write_metadata({**metadata, "resumable": False})
-            for path in doomed:
-                path.unlink(missing_ok=True)
+            _remove(run, metadata, doomed, keep)
     return CleanReport(doomed, freed, dry_run)
+
+
+def _remove(run: RunDirectory, metadata: dict[str, Any], doomed: list[Path], keep: str) -> None:
+    """Remove ``doomed``, once every folder it touches is known to be writable (nothing half-done)."""
+    folders = {path.parent for path in doomed} | ({run.path} if keep == "best" else set())
+    for folder in sorted(folders):
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise RunDirectoryError(
+                f"{folder} is read-only: cleaning {run.path} must remove files there. Nothing was "
+                "removed. Fix its permissions (chmod u+w) and clean again."
+            )
+    if keep == "best":  # written first: a crash halfway must not leave a run that looks resumable
+        run.write_metadata({**metadata, "resumable": False})
+    for path in doomed:
+        try:
+            path.unlink(missing_ok=True)
+        except PermissionError as error:
+            raise RunDirectoryError(
+                f"Cannot remove {path}: {error.strerror}; its folder is read-only or the file is "
+                "protected. What is already removed is not needed by the run; fix the permissions "
+                "and clean again."
+            ) from error
 
 
 def _check_keep_best(run: RunDirectory, status: str, best_epoch: int | None, bests: dict[int, Path]) -> None:

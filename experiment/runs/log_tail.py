@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from experiment.state.monitor import is_improvement
-from experiment.store.tsv import read_header
+from experiment.store.tsv import decode, read_header
 
 BLOCK_SIZE = 8192
 
@@ -30,7 +30,16 @@ class LogTail:
 
 
 def lines_backwards(path: Path, *, block_size: int = BLOCK_SIZE) -> Iterator[str]:
-    """The lines of ``path`` from the last to the first (a trailing newline gives no empty line)."""
+    """The lines of ``path`` from the last to the first (a trailing newline gives no empty line).
+
+    Raises:
+        RunDirectoryError: a line holds bytes that are not UTF-8 (raised when it is reached).
+    """
+    for line in _raw_lines_backwards(path, block_size=block_size):
+        yield decode(path, line)
+
+
+def _raw_lines_backwards(path: Path, *, block_size: int = BLOCK_SIZE) -> Iterator[bytes]:
     with open(path, "rb") as file:
         position = file.seek(0, os.SEEK_END)
         rest = b""
@@ -45,9 +54,8 @@ def lines_backwards(path: Path, *, block_size: int = BLOCK_SIZE) -> Iterator[str
             if first_block and complete and complete[-1] == b"":
                 complete.pop()
             first_block = False
-            for piece in reversed(complete):
-                yield piece.decode("utf-8", errors="replace")
-        yield rest.decode("utf-8", errors="replace")
+            yield from reversed(complete)
+        yield rest
 
 
 def read_log_tail(
@@ -61,6 +69,10 @@ def read_log_tail(
         mode: "min" or "max" for ``monitor``.
         best_epoch: when known, the epoch of the best row: the scan stops there. Otherwise every
             row is read and the best is computed from ``monitor`` and ``mode``.
+
+    Raises:
+        RunDirectoryError: a line read holds bytes that are not UTF-8 (a torn last line is
+            skipped, whatever its bytes).
     """
     header = read_header(path)
     if header is None:
@@ -69,11 +81,11 @@ def read_log_tail(
     best: dict[str, str] | None = None
     best_value: float | None = None
     rows = 0
-    lines = lines_backwards(path)
+    lines = _raw_lines_backwards(path)
     if not _ends_with_newline(path):
         next(lines)  # a torn last line left by a crash: every complete row ends with a newline
-    for line in lines:
-        values = line.split("\t")
+    for raw in lines:
+        values = decode(path, raw).split("\t")
         if values == header:
             break
         if len(values) != len(header):

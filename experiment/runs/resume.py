@@ -10,7 +10,12 @@ The number of epochs is passed to the rerun process through two environment vari
 Without ``--epochs`` the target is the one recorded in experiment.json, so that a target raised by
 an earlier ``exp resume --epochs`` holds across later resumes.
 
-Security: the command is whatever experiment.json says. Resuming a directory you did not create
+A run directory moved or copied since its creation is resumed in place: the word of the command
+that names the original directory is replaced by the directory's own path, with a note (see
+:mod:`experiment.runs.relocation`).
+
+Security: the command is whatever experiment.json says; it is shown with control characters
+escaped, so that the line printed is the line run. Resuming a directory you did not create
 runs its command; read it first (``exp resume --dry-run``).
 """
 
@@ -19,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import shlex
 import signal
 import subprocess
 import threading
@@ -28,6 +32,8 @@ from typing import Any
 
 from experiment.arguments import check_int
 from experiment.errors import ConfigurationError, DirectoryLockedError, RunDirectoryError
+from experiment.runs.display import printable, shell_line, shell_word
+from experiment.runs.relocation import relocate_command
 from experiment.runs.summary import summarize
 from experiment.store.directory import RunDirectory
 from experiment.store.lock import describe_holder
@@ -50,11 +56,15 @@ class ResumePlan:
     argv: list[str]
     cwd: Path
     environment: dict[str, str]
+    #: What was changed in the recorded command (a moved or copied run directory), or None.
+    note: str | None = None
 
     def describe(self) -> str:
-        """The command as a shell line: working directory, added variables, arguments."""
-        variables = " ".join(f"{key}={shlex.quote(value)}" for key, value in self.environment.items())
-        return f"cd {shlex.quote(str(self.cwd))} && {variables} {shlex.join(self.argv)}"
+        """The command as a shell line (working directory, added variables, arguments), after a
+        ``# note`` line when the recorded command was changed. Control characters are escaped."""
+        variables = " ".join(f"{key}={shell_word(value)}" for key, value in self.environment.items())
+        line = f"cd {shell_word(str(self.cwd))} && {variables} {shell_line(self.argv)}"
+        return line if self.note is None else f"# {printable(self.note)}\n{line}"
 
     def run(self) -> int:
         """Run the command in its working directory and return its exit code (128+N for signal N).
@@ -80,12 +90,15 @@ def plan_resume(directory: str | os.PathLike[str], *, epochs: int | None = None)
         RunDirectoryError: not a run, no recorded command, or its interpreter or folder is gone.
         DirectoryLockedError: a live process holds the run.
         ConfigurationError: the run is finished and ``epochs`` is not given, or ``epochs`` is not
-            more than the epochs completed, or the run was stopped early by a callback.
+            more than the epochs completed, or the run was stopped early by a callback, or the
+            directory was moved or copied and its command cannot be pointed at it (a command
+            whose one word names the original directory is rewritten, with a note).
     """
     epochs = check_int("epochs", epochs, minimum=1, allow_none=True, owner="plan_resume")
     run = RunDirectory(directory)
     metadata = run.read_metadata()
     argv, cwd = _recorded_command(run, metadata)
+    argv, note = relocate_command(run, metadata, argv, cwd)
     if run.is_locked():
         raise DirectoryLockedError(
             f"{run.path} is in use by a live process ({describe_holder(run.holder_path)}); it resumes "
@@ -96,7 +109,7 @@ def plan_resume(directory: str | os.PathLike[str], *, epochs: int | None = None)
     environment = {RESUME_DIR_VARIABLE: str(run.path.resolve())}
     if target is not None:
         environment[EPOCHS_VARIABLE] = str(target)
-    return ResumePlan(run.path, argv, cwd, environment)
+    return ResumePlan(run.path, argv, cwd, environment, note)
 
 
 def _recorded_command(run: RunDirectory, metadata: dict[str, Any]) -> tuple[list[str], Path]:
@@ -109,13 +122,13 @@ def _recorded_command(run: RunDirectory, metadata: dict[str, Any]) -> tuple[list
         )
     if not Path(argv[0]).exists():
         raise RunDirectoryError(
-            f"The recorded interpreter {argv[0]} no longer exists; recreate that environment or run "
-            f"the script with another interpreter: {shlex.join(argv[1:])} (in {cwd})."
+            f"The recorded interpreter {printable(argv[0])} no longer exists; recreate that environment "
+            f"or run the script with another interpreter: {shell_line(argv[1:])} (in {printable(cwd)})."
         )
     if not Path(cwd).is_dir():
         raise RunDirectoryError(
-            f"The recorded working directory {cwd} no longer exists; restore it, or run the command "
-            f"yourself from the right folder: {shlex.join(argv)}."
+            f"The recorded working directory {printable(cwd)} no longer exists; restore it, or run the "
+            f"command yourself from the right folder: {shell_line(argv)}."
         )
     return [str(word) for word in argv], Path(cwd)
 

@@ -26,6 +26,11 @@ class ModuleNode:
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.network.load_state_dict(state_dict)
 
+    def first_non_finite(self) -> str | None:
+        """The first parameter or buffer holding NaN or infinity, as ``network 'name'``."""
+        name = first_non_finite(dict(self.network.state_dict()))
+        return None if name is None else f"network {name!r}"
+
 
 class OptimizerNode:
     """The ``optimizer`` node, with parameter groups and state shapes checked before loading."""
@@ -41,3 +46,36 @@ class OptimizerNode:
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state_dict)
+
+    def first_non_finite(self) -> str | None:
+        """The first optimizer state tensor holding NaN or infinity, as ``optimizer state[i]['key']``."""
+        name = first_non_finite(optimizer_tensors(self.optimizer))
+        return None if name is None else f"optimizer {name}"
+
+
+def first_non_finite(tensors: dict[str, Any]) -> str | None:
+    """The name of the first floating tensor holding NaN or infinity, or None when all are finite.
+
+    The checks run on each tensor's device; the usual (finite) case costs one device-to-host copy
+    per device.
+    """
+    named = [
+        (name, value)
+        for name, value in tensors.items()
+        if torch.is_tensor(value) and value.is_floating_point()
+    ]
+    by_device: dict[torch.device, list[torch.Tensor]] = {}
+    for _, value in named:
+        by_device.setdefault(value.device, []).append(torch.isfinite(value).all())
+    if all(bool(torch.stack(flags).all()) for flags in by_device.values()):
+        return None
+    return next(name for name, value in named if not bool(torch.isfinite(value).all()))
+
+
+def optimizer_tensors(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """The optimizer's state tensors, named ``state[<parameter index>][<key>]``."""
+    return {
+        f"state[{index}][{key!r}]": value
+        for index, state in enumerate(optimizer.state.values())
+        for key, value in state.items()
+    }

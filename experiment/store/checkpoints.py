@@ -84,10 +84,41 @@ def saved_weights(directory: RunDirectory, checkpoint: str | int) -> tuple[int, 
             raise CheckpointError(f"{directory.path} has no best epoch yet: no epoch is complete.")
         return best_epoch, load_tensors(directory.best_path(best_epoch))
     if checkpoint == "last" or checkpoint == last_epoch:
-        return last_epoch, tree["nodes"]["model"]
+        return last_epoch, _end_of_epoch_weights(directory, tree, best_epoch)
     raise ConfigurationError(
         f"checkpoint: received {checkpoint!r}; expected 'best', 'last', or an epoch whose weights "
         f"are kept: the best epoch ({best_epoch}) or the last one ({last_epoch})."
+    )
+
+
+def _end_of_epoch_weights(
+    directory: RunDirectory, tree: dict[str, Any], best_epoch: int | None
+) -> dict[str, Any]:
+    """The weights at the end of the last completed epoch: the newest state's, unless it stops in
+    the middle of the next epoch; then the older state kept as a fallback, if it is that epoch's end.
+
+    Raises:
+        CheckpointError: no epoch is complete, or the end of the last one is not kept.
+    """
+    progress = tree["nodes"]["progress"]
+    last_epoch, steps = progress["epochs_completed"], progress["steps_in_epoch"]
+    if last_epoch == 0:
+        raise CheckpointError(f"{directory.path} has no completed epoch yet, so no last epoch to test.")
+    if steps == 0:
+        return tree["nodes"]["model"]
+    for path in directory.state_paths()[1:]:
+        try:
+            older = upgrade_tree(load_tensors(path))
+        except (CheckpointError, KeyError, TypeError):
+            continue
+        kept = older["nodes"]["progress"]
+        if (kept["epochs_completed"], kept["steps_in_epoch"]) == (last_epoch, 0):
+            return older["nodes"]["model"]
+    raise CheckpointError(
+        f"checkpoint='last' means the weights at the end of epoch {last_epoch}, the last completed one, "
+        f"but {directory.path} keeps only those of {steps} step(s) into epoch {last_epoch + 1}, where "
+        f"training was interrupted. Test checkpoint='best' (epoch {best_epoch}), or resume training to "
+        f"the end of epoch {last_epoch + 1} first."
     )
 
 

@@ -15,20 +15,26 @@ Layout (a stable contract, documented in README)::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import stat
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from experiment.arguments import reject
 from experiment.errors import RunDirectoryError
-from experiment.store.files import atomic_write_text
+from experiment.store.files import atomic_write_text, refuse_symlink
 from experiment.store.lock import DirectoryLock, is_locked
+from experiment.store.metadata import check_metadata, plain_config
 
-_STATE = re.compile(r"^state-(\d+)\.pt$")
-_BEST = re.compile(r"^best-epoch(\d+)\.pt$")
+# Whole names (fullmatch), ASCII digits only: "state-000042.pt\n" or other digits are not ours.
+_STATE = re.compile(r"state-([0-9]+)\.pt", re.ASCII)
+_BEST = re.compile(r"best-epoch([0-9]+)\.pt", re.ASCII)
 #: Temporary files of experiment.store.files.atomic_writer: ".NAME.XXXXXXXX.tmp".
-_TEMPORARY = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp$")
+_TEMPORARY = re.compile(r"\..+\.[0-9a-f]{8}\.tmp", re.ASCII | re.DOTALL)
 
 
 class RunDirectory:
@@ -38,10 +44,15 @@ class RunDirectory:
         path: the run directory; it need not exist yet.
 
     Raises:
+        ConfigurationError: ``path`` is not a path (None, a number, an empty string).
         RunDirectoryError: ``path`` exists and is not a directory.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
+        if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+            raise reject(
+                "directory", path, "a path (a str or pathlib.Path) to the run directory, existing or not"
+            )
         self.path = Path(path)
         if self.path.exists() and not self.path.is_dir():
             raise RunDirectoryError(
@@ -67,8 +78,10 @@ class RunDirectory:
         """Create the directory and its checkpoints folder, and check that they are writable.
 
         Raises:
-            RunDirectoryError: the directory cannot be created or written.
+            RunDirectoryError: the directory cannot be created or written, or a file or folder
+                of the run is a symbolic link.
         """
+        self.check_links()
         try:
             self.checkpoints_dir.mkdir(parents=True, exist_ok=True)
         except OSError as error:
@@ -84,8 +97,25 @@ class RunDirectory:
                 )
 
     def lock(self) -> DirectoryLock:
-        """The directory's lock (not yet acquired)."""
+        """The directory's lock (not yet acquired), taken by every process that writes the run.
+
+        Raises:
+            RunDirectoryError: a file or folder of the run is a symbolic link (see :meth:`check_links`).
+        """
+        self.check_links()
         return DirectoryLock(self.lock_path, self.holder_path)
+
+    def check_links(self) -> None:
+        """Check that no file or folder of the run is a symbolic link, which a write or a cleanup
+        would follow out of the run directory.
+
+        Raises:
+            RunDirectoryError: naming the first link found.
+        """
+        for path in (self.metadata_path, self.log_path, self.test_log_path, self.checkpoints_dir):
+            refuse_symlink(path)
+        for path in (self.tensorboard_dir, self.lock_path, self.holder_path):
+            refuse_symlink(path)
 
     def is_locked(self) -> bool:
         return is_locked(self.lock_path)
@@ -95,20 +125,45 @@ class RunDirectory:
         """The content of experiment.json.
 
         Raises:
-            RunDirectoryError: the file is missing or not valid JSON.
+            RunDirectoryError: the file is missing, not valid JSON, or not of the shape this
+                library writes (the message names the field).
         """
         try:
-            return json.loads(self.metadata_path.read_text(encoding="utf-8"))
+            if not stat.S_ISREG(os.stat(self.metadata_path).st_mode):  # a FIFO would block forever
+                raise RunDirectoryError(
+                    f"{self.metadata_path} is not a regular file; expected the JSON file this library "
+                    "writes. Remove it, or restore it from a backup."
+                )
+            return check_metadata(
+                json.loads(self.metadata_path.read_text(encoding="utf-8")), self.metadata_path
+            )
         except FileNotFoundError:
             raise RunDirectoryError(
                 f"{self.path} is not a run directory: it has no experiment.json. Pass the directory "
                 "an Experiment was created with."
             ) from None
-        except ValueError as error:
-            raise RunDirectoryError(f"{self.metadata_path} is not valid JSON: {error}.") from error
+        except ValueError as error:  # UnicodeDecodeError included
+            raise RunDirectoryError(
+                f"{self.metadata_path} is not valid JSON: {error}. Fix it with a text editor or "
+                "restore it from a backup."
+            ) from error
 
     def write_metadata(self, metadata: dict[str, Any]) -> None:
-        atomic_write_text(self.metadata_path, json.dumps(metadata, indent=2, sort_keys=False) + "\n")
+        """Write experiment.json atomically; a new run also records its resolved ``directory``.
+
+        Raises:
+            RunDirectoryError: experiment.json is a symbolic link.
+            ConfigurationError: the config is not JSON data.
+        """
+        refuse_symlink(self.metadata_path)
+        if not self.metadata_path.exists() and metadata.get("directory") is None:
+            metadata = {**metadata, "directory": str(self.path.resolve())}
+        try:
+            text = json.dumps(metadata, indent=2, sort_keys=False, allow_nan=True)
+        except TypeError:
+            plain_config(metadata.get("config"))  # names the key that is not JSON data
+            raise
+        atomic_write_text(self.metadata_path, text + "\n")
 
     # --------------------------------------------------------------------------- checkpoints
     def state_path(self, serial: int) -> Path:
@@ -126,11 +181,9 @@ class RunDirectory:
         return dict(self._numbered(_BEST))
 
     def _numbered(self, pattern: re.Pattern[str]) -> list[tuple[int, Path]]:
-        if not self.checkpoints_dir.is_dir():
-            return []
         found = []
-        for path in self.checkpoints_dir.iterdir():
-            match = pattern.match(path.name)
+        for path in _regular_files(self.checkpoints_dir):
+            match = pattern.fullmatch(path.name)
             if match:
                 found.append((int(match.group(1)), path))
         return found
@@ -139,10 +192,28 @@ class RunDirectory:
         """Leftovers of atomic writes cut short by a crash, in the run folder and its checkpoints."""
         found: list[Path] = []
         for folder in (self.path, self.checkpoints_dir):
-            if folder.is_dir():
-                found += sorted(p for p in folder.iterdir() if p.is_file() and _TEMPORARY.match(p.name))
+            found += sorted(p for p in _regular_files(folder) if _TEMPORARY.fullmatch(p.name))
         return found
 
     def size_on_disk(self) -> int:
-        """Bytes used by every file below the directory."""
-        return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
+        """Bytes used by every file below the directory (links are not followed)."""
+        total = 0
+        for folder, _, names in os.walk(self.path):
+            for name in names:
+                with contextlib.suppress(OSError):
+                    total += os.lstat(os.path.join(folder, name)).st_size
+        return total
+
+
+def _regular_files(folder: Path) -> Iterator[Path]:
+    """The regular files of ``folder`` (not links, FIFOs or folders), none when it is not a folder."""
+    if not folder.is_dir():
+        return
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            try:
+                regular = stat.S_ISREG(entry.stat(follow_symlinks=False).st_mode)
+            except FileNotFoundError:  # removed meanwhile (a live run prunes its checkpoints)
+                continue
+            if regular:
+                yield Path(entry.path)

@@ -20,7 +20,25 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from experiment.errors import CheckpointError, StorageError, UnsafeCheckpointError
+from experiment.errors import CheckpointError, RunDirectoryError, StorageError, UnsafeCheckpointError
+
+
+def refuse_symlink(path: Path) -> Path:
+    """``path`` unless it is a symbolic link, which a run never writes or removes through.
+
+    A run writes only its own files: a link would let a write (an append follows it; a replace
+    swaps the link for a file) or a cleanup reach a file outside the run directory.
+
+    Raises:
+        RunDirectoryError: ``path`` is a symbolic link.
+    """
+    if os.path.islink(path):
+        raise RunDirectoryError(
+            f"{path} is a symbolic link (to {os.readlink(path)}); expected a plain file or folder of "
+            "the run directory. A run never writes or removes through a link: replace the link with "
+            "a copy of what it points to, or remove it."
+        )
+    return path
 
 
 def fsync_dir(dir_path: Path) -> None:

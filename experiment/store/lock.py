@@ -10,14 +10,15 @@ from __future__ import annotations
 import json
 import os
 import socket
+import stat
 import time
 from pathlib import Path
 from typing import Any
 
 import filelock
 
-from experiment.errors import DirectoryLockedError, RunDirectoryError
-from experiment.store.files import atomic_write_text
+from experiment.errors import DirectoryLockedError, RunDirectoryError, StorageError
+from experiment.store.files import atomic_write_text, refuse_symlink
 
 
 class DirectoryLock:
@@ -47,7 +48,11 @@ class DirectoryLock:
 
         Raises:
             DirectoryLockedError: another live process holds the lock.
+            RunDirectoryError: the lock or holder file is a symbolic link, or the run directory is
+                read-only.
         """
+        refuse_symlink(self.lock_path)
+        refuse_symlink(self.holder_path)
         already_held = self._lock.is_locked
         try:
             self._lock.acquire()
@@ -57,24 +62,36 @@ class DirectoryLock:
                 "Wait for it to finish or stop it; the lock is released as soon as it exits."
             ) from None
         except PermissionError as error:
-            raise RunDirectoryError(
-                f"Cannot lock {self.lock_path.parent}: {error.strerror}. The run directory must be "
-                "writable; fix its permissions or choose another directory."
-            ) from error
-        if not already_held:
-            holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
+            raise self._read_only(error) from error
+        if already_held:
+            return
+        holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
+        try:
             atomic_write_text(self.holder_path, json.dumps(holder))
+        except StorageError as error:
+            self._lock.release()
+            raise self._read_only(error) from error
+
+    def _read_only(self, error: OSError) -> RunDirectoryError:
+        return RunDirectoryError(
+            f"Cannot lock {self.lock_path.parent}: it is read-only ({error.strerror or error}). The run "
+            "directory must be writable to train, test or clean it; fix its permissions (chmod u+w) or "
+            "copy it somewhere writable."
+        )
 
     def release(self) -> None:
         self._lock.release()
 
 
 def read_holder(holder_path: Path) -> dict[str, Any] | None:
-    """The pid and host last written by a lock holder, or None."""
+    """The pid and host last written by a lock holder, or None (also for anything but a plain file)."""
     try:
-        return json.loads(holder_path.read_text())
+        if not stat.S_ISREG(os.lstat(holder_path).st_mode):  # a FIFO would block the reader
+            return None
+        holder = json.loads(holder_path.read_text())
     except (OSError, ValueError):
         return None
+    return holder if isinstance(holder, dict) else None
 
 
 def describe_holder(holder_path: Path) -> str:
@@ -85,8 +102,8 @@ def describe_holder(holder_path: Path) -> str:
 
 
 def is_locked(lock_path: Path) -> bool:
-    """Whether a live process holds the lock (tries to take it without waiting)."""
-    if not lock_path.exists():
+    """Whether a live process holds the lock (tries to take it without waiting; never through a link)."""
+    if lock_path.is_symlink() or not lock_path.is_file():
         return False
     probe = filelock.UnixFileLock(str(lock_path), timeout=0, thread_local=False)
     try:

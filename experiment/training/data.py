@@ -30,17 +30,13 @@ def make_loader(data: Any, *, batch_size: int, shuffle: bool, seed: int, role: s
     """Return something that yields batches for ``data``.
 
     Raises:
-        DataError: ``data`` is of an unsupported type or a tuple of mismatched lengths.
+        DataError: ``data`` is of an unsupported type, or a tuple without samples or of mismatched
+            lengths.
     """
     if isinstance(data, DataLoader):
         return data
     if isinstance(data, (tuple, list)) and len(data) == 2 and all(_is_array(part) for part in data):
-        x, y = (_as_tensor(part) for part in data)
-        if len(x) != len(y):
-            raise DataError(
-                f"{role}: x and y must have the same length; received {len(x)} and {len(y)} samples."
-            )
-        data = TensorDataset(x, y)
+        data = TensorDataset(*_checked_pair(data, role))
     if isinstance(data, Dataset):
         generator = torch.Generator().manual_seed(seed) if shuffle else None
         shuffle = shuffle and not isinstance(data, IterableDataset)
@@ -51,6 +47,23 @@ def make_loader(data: Any, *, batch_size: int, shuffle: bool, seed: int, role: s
         f"{role}: received {type(data).__name__}; expected a torch DataLoader, a Dataset or a "
         "tuple (x, y) of tensors or NumPy arrays."
     )
+
+
+def _checked_pair(data: Any, role: str) -> tuple[torch.Tensor, torch.Tensor]:
+    x, y = (_as_tensor(part) for part in data)
+    if x.ndim == 0 or y.ndim == 0:
+        raise DataError(
+            f"{role}: received (x, y) with shapes {tuple(x.shape)} and {tuple(y.shape)}; expected "
+            "arrays whose first dimension counts the samples. Add it, e.g. x.reshape(1, -1)."
+        )
+    if len(x) != len(y):
+        raise DataError(f"{role}: x and y must have the same length; received {len(x)} and {len(y)} samples.")
+    if len(x) == 0:
+        raise DataError(
+            f"{role}: received (x, y) with 0 samples (x of shape {tuple(x.shape)}); expected at least "
+            "one. Check the step that selected or split the data."
+        )
+    return x, y
 
 
 def _is_array(value: Any) -> bool:
@@ -118,10 +131,30 @@ class _SkippingIterator:
         return next(self._indices)
 
 
+def _refuse_persistent_workers(loader: Any, role: str) -> None:
+    """Refuse ``persistent_workers=True``: its data would differ after a restart, even between epochs.
+
+    A DataLoader draws the base seed of its workers from its generator each time it starts them. A
+    persistent one starts them once per process, so a restarted run draws one seed more than the
+    uninterrupted one, which shifts every data order after it; and its workers' random state,
+    carried from pass to pass, cannot be saved.
+    """
+    if isinstance(loader, DataLoader) and loader.persistent_workers:
+        raise DataError(
+            f"{role}: received a DataLoader with persistent_workers=True (num_workers="
+            f"{loader.num_workers}); expected persistent_workers=False. Persistent workers draw their "
+            "random seed once per process, so a run restarted in a new process (even at an epoch "
+            "boundary) draws one seed more than the uninterrupted run, and its data order and "
+            "worker-side augmentations differ from there on. Build the DataLoader with "
+            "persistent_workers=False; the cost is starting the workers again at each pass over it."
+        )
+
+
 class BatchSource:
     """Yields the batches of each epoch, able to start an epoch past its first ``skip`` batches."""
 
     def __init__(self, loader: Any, steps_per_epoch: int | None, role: str) -> None:
+        _refuse_persistent_workers(loader, role)
         self.loader = loader
         self.role = role
         self.pass_length = loader_length(loader)

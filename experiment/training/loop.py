@@ -41,6 +41,7 @@ from torch import nn
 
 from experiment.callbacks.base import CallbackList
 from experiment.errors import CheckpointError, DataError, NonFiniteLossError
+from experiment.state.plain import plain_log_value
 from experiment.state.progress import Progress
 from experiment.state.rng import RandomState
 from experiment.training.batches import batch_size, forward, split_batch
@@ -118,20 +119,22 @@ class TrainingLoop(ProgressView):
 
     def _run_epoch(self, plan: TrainingPlan, commits: CommitPoints, interrupt: InterruptFlag) -> None:
         epoch = self.progress.epochs_completed + 1
+        skipped = self.progress.steps_in_epoch
         batches = self._epoch_batches(plan, epoch)
         self.network.train()
-        self._train_batches(batches, plan.callbacks, commits, interrupt)
-        if self.progress.steps_in_epoch == 0:
+        trained = self._train_batches(batches, plan.callbacks, commits, interrupt)
+        remaining = None if plan.train.steps_per_epoch is None else plan.train.steps_per_epoch - skipped
+        if trained == 0 and (skipped == 0 or (remaining is not None and remaining > 0)):
             raise DataError(f"{plan.train.role} yielded no batches in epoch {epoch}; expected at least one.")
         logs: dict[str, Any] = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"]}
         logs.update(self.train_metrics.averages())
         self._check_finite(logs["loss"], epoch)
         if plan.valid is not None:
             logs.update(self._validate(plan.valid, plan.callbacks, commits, interrupt))
-        logs = {"epoch": epoch, "time": self.progress.read_clock(), **logs}
+        logs = plain_logs({"epoch": epoch, "time": self.progress.read_clock(), **logs}, epoch)
         step_schedulers(plan.schedulers, logs, plan.monitor)
         plan.callbacks.call("on_epoch_end", epoch, logs)
-        self.progress.epoch_done(logs)
+        self.progress.epoch_done(plain_logs(logs, epoch))
         self.rng.epoch_finished()
         commits.commit("epoch")
 
@@ -156,13 +159,15 @@ class TrainingLoop(ProgressView):
 
     def _train_batches(
         self, batches: Iterator[Any], callbacks: CallbackList, commits: CommitPoints, interrupt: InterruptFlag
-    ) -> None:
+    ) -> int:
+        """Train on ``batches``; return how many there were."""
         begin = callbacks.listeners("on_train_batch_begin")
         end = callbacks.listeners("on_train_batch_end")
         backward_end = callbacks.listeners("on_backward_end")
         with_values = callbacks.needs_batch_values
         names = self.train_metrics.batch_names()
         progress = self.progress
+        trained = 0
         for batch in batches:
             batch_number = progress.steps_in_epoch + 1
             for method in begin:
@@ -174,6 +179,7 @@ class TrainingLoop(ProgressView):
             values = self.train_metrics.update(loss, y_pred, y, size)
             progress.steps_in_epoch += 1
             progress.global_step += 1
+            trained += 1
             if end:
                 logs = {"batch": batch_number, "size": size, "time": time.perf_counter() - started}
                 if with_values:
@@ -183,6 +189,7 @@ class TrainingLoop(ProgressView):
             self._commit_point(commits, interrupt)
             if progress.stop_training:
                 break
+        return trained
 
     def _step(
         self, x: Any, y: Any, batch_number: int, backward_end: Sequence[Any]
@@ -246,3 +253,12 @@ def step_schedulers(schedulers: Sequence[Any], logs: dict[str, Any], monitor: st
             scheduler.step(logs[monitor])
         else:
             scheduler.step()
+
+
+def plain_logs(logs: dict[str, Any], epoch: int) -> dict[str, Any]:
+    """The epoch's logs with every value a Python number or text (NumPy scalars converted).
+
+    Raises:
+        ConfigurationError: a value is neither a number nor text (before anything is committed).
+    """
+    return {key: plain_log_value(key, value, epoch) for key, value in logs.items()}

@@ -8,12 +8,14 @@ displayed, so the training step never waits for the device.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
 
-from experiment.errors import ConfigurationError
+from experiment.errors import ConfigurationError, DataError
+from experiment.training.targets import class_target_problem, describe
 
 MetricFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -179,6 +181,8 @@ class EpochAccumulator:
         self.epoch_metrics = epoch_metrics
         self._weight_size = 0
         self._weight = torch.tensor(0.0)
+        self._targets_checked = False
+        self._plain_values = False  # every value a 0-dim tensor: known after the first batch
         self.reset()
 
     def reset(self) -> None:
@@ -197,8 +201,11 @@ class EpochAccumulator:
         loss = loss.detach()
         if self.batch_metrics or self.epoch_metrics:
             with torch.no_grad():
-                values = [loss] + [fn(y_pred, y_true).detach() for _, fn in self.batch_metrics]
-                batch = torch.stack(values) if len(values) > 1 else loss
+                if self._plain_values:
+                    values = [loss] + [fn(y_pred, y_true).detach() for _, fn in self.batch_metrics]
+                else:
+                    values = self._checked_values(loss, y_pred, y_true)
+                batch = torch.stack(values) if len(values) > 1 else values[0]
                 for _, metric in self.epoch_metrics:
                     metric.update(y_pred.detach(), y_true)
         else:
@@ -212,6 +219,24 @@ class EpochAccumulator:
             self.sums.add_(weighted)  # never shared: state_dict and load_state_dict copy it
         self.samples += size
         return batch
+
+    def _checked_values(self, loss: torch.Tensor, y_pred: Any, y_true: Any) -> list[torch.Tensor]:
+        """The batch's values, made 0-dim: the slow path of the first batch and of metrics that return
+        a one-element tensor or a number. The first batch also checks the targets of the built-in
+        classification metrics, so that no wrong number is ever logged."""
+        if not self._targets_checked:
+            self._check_targets(y_pred, y_true)
+            self._targets_checked = True
+        raw = [("loss", loss)] + [(name, fn(y_pred, y_true)) for name, fn in self.batch_metrics]
+        self._plain_values = all(isinstance(v, torch.Tensor) and v.ndim == 0 for _, v in raw)
+        return [_as_scalar(name, value, self.device) for name, value in raw]
+
+    def _check_targets(self, y_pred: Any, y_true: Any) -> None:
+        checked = [name for name, fn in self.batch_metrics if fn is accuracy]
+        for name in checked + [name for name, metric in self.epoch_metrics if isinstance(metric, F1)]:
+            problem = class_target_problem(name, y_pred, y_true)
+            if problem is not None:
+                raise DataError(problem)
 
     def batch_names(self, prefix: str = "") -> list[str]:
         return [f"{prefix}loss"] + [f"{prefix}{name}" for name, _ in self.batch_metrics]
@@ -241,6 +266,20 @@ class EpochAccumulator:
         self.sums = None if state["sums"] is None else state["sums"].to(self.device, copy=True)
         for name, metric in self.epoch_metrics:
             _load_metric_state(metric, state["epoch_metrics"].get(name), self.device)
+
+
+def _as_scalar(name: str, value: Any, device: torch.device) -> torch.Tensor:
+    """A batch value as a detached 0-dim tensor; a one-element tensor or a number is accepted."""
+    tensor = value
+    if not isinstance(value, torch.Tensor):
+        with contextlib.suppress(TypeError, ValueError, RuntimeError):
+            tensor = torch.as_tensor(value, dtype=torch.get_default_dtype(), device=device)
+    if not isinstance(tensor, torch.Tensor) or tensor.numel() != 1:
+        raise ConfigurationError(
+            f"batch metric {name!r} returned {describe(tensor)}; expected one number per batch (a "
+            "0-dim or one-element tensor). Reduce it (e.g. .mean()), or make it an epoch metric."
+        )
+    return tensor.detach().reshape(())
 
 
 def _metric_state(metric: Any) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -51,8 +52,29 @@ def test_best_model_restore_keeps_a_copy_not_a_view():
 def test_best_model_restore_without_an_epoch_changes_nothing():
     restorer = _restorer()
     before = restorer.trainer.network.weight.clone()
-    restorer.on_train_end({})
+    with pytest.warns(UserWarning, match="nothing to restore"):
+        restorer.on_train_end({})
     assert torch.equal(restorer.trainer.network.weight, before)
+
+
+def test_best_model_restore_warns_when_no_epoch_gave_a_value():
+    restorer = _restorer()
+    restorer.on_epoch_end(1, {"epoch": 1, "val_loss": float("nan")})  # NaN never improves
+    with pytest.warns(
+        UserWarning, match=r"BestModelRestore\(monitor='val_loss'\): no epoch gave a best value"
+    ):
+        restorer.on_train_end({})
+    assert restorer.best_epoch is None
+
+
+@pytest.mark.parametrize("value", [np.float32(0.25), np.float64(0.25), np.int64(1)])
+def test_best_model_restore_accepts_numpy_scalars_in_the_logs(tmp_path, value):
+    restorer = _restorer()
+    restorer.on_epoch_end(1, {"epoch": 1, "val_loss": value})
+    assert restorer.best_epoch == 1 and restorer.best_value == float(value)
+    assert type(restorer.best_value) is float
+    torch.save(restorer.state_dict(), tmp_path / "state.pt")
+    assert torch.load(tmp_path / "state.pt", weights_only=True)["best"]["value"] == float(value)
 
 
 def test_best_model_restore_missing_monitor_lists_the_logged_keys():

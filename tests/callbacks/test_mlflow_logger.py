@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+import numpy as np
 import pytest
 
 from experiment import ConfigurationError
@@ -133,3 +134,34 @@ def test_mlflow_logger_without_mlflow_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "mlflow", None)
     with pytest.raises(MissingExtraError, match=r'pip install "experiment\[mlflow\]"'):
         MLFlowLogger(experiment_name="x")
+
+
+def test_mlflow_logger_flattens_lists_and_tuples_of_the_config(tracking_uri, client):
+    logger = MLFlowLogger(experiment_name="sequences", tracking_uri=tracking_uri)
+    logger.log_config_params({"layers": [16, 8], "pair": (0.5, {"name": "relu"}), "name": "mlp"})
+    logger.on_train_begin({})
+    params = client.get_run(logger.run_id).data.params
+    assert params == {
+        "layers.0": "16",
+        "layers.1": "8",
+        "pair.0": "0.5",
+        "pair.1.name": "relu",
+        "name": "mlp",
+    }
+
+
+def test_mlflow_logger_logs_numpy_scalars_of_the_epoch_logs(tracking_uri, client):
+    logger = MLFlowLogger(experiment_name="numpy", tracking_uri=tracking_uri)
+    logger.on_train_begin({})
+    logs = {
+        "epoch": 1,
+        "time": np.float64(0.5),
+        "loss": np.float32(0.25),
+        "auc": np.float64(0.75),
+        "hits": np.int64(3),
+    }
+    logger.on_epoch_end(1, logs)
+    logger.on_train_end({})
+    assert history(client, logger.run_id, "loss") == [(1, 0.25)]
+    assert history(client, logger.run_id, "auc") == [(1, 0.75)]
+    assert history(client, logger.run_id, "hits") == [(1, 3.0)]

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import io
+import json
+import os
 import re
+import subprocess
+import sys
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import tqdm.std
 
@@ -13,6 +18,8 @@ from experiment import ConfigurationError
 from experiment.callbacks import progress as progress_module
 from experiment.callbacks.progress import ProgressionCallback, with_progress
 from experiment.training.metrics import EpochAccumulator
+from tests.support.cli import subprocess_env, write_training_module
+from tests.support.state_checks import assert_same_run, newest_state
 from tests.support.training import make_data, train_run
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -168,3 +175,42 @@ def test_progress_experiment_rejects_an_invalid_progress_argument(tmp_path):
         train_run(tmp_path / "run", epochs=1, progress="yes")
     with pytest.raises(ConfigurationError, match="which ProgressionCallback does not accept"):
         train_run(tmp_path / "run", epochs=1, progress={"colour": False})
+
+
+def test_progress_formats_numpy_scalars_like_floats():
+    stream = io.StringIO()
+    callback = ProgressionCallback(stream=stream)
+    callback.on_train_begin({})
+    logs = {
+        "epoch": 1,
+        "time": np.float32(1.5),
+        "loss": np.float32(0.123456),
+        "auc": np.float64(0.5),
+        "hits": np.int64(3),
+    }
+    callback.on_epoch_end(1, logs)
+    assert stream.getvalue() == "Epoch: 1/? 1.50s loss: 0.1235 auc: 0.5000 hits: 3.0000\n"
+
+
+def test_progress_broken_pipe_on_stdout_leaves_a_finished_run(tmp_path):
+    """``python train.py | head -0``: the reader is gone before the first line; the run must not notice."""
+    script = write_training_module(tmp_path)
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # no reader: every write to the pipe fails with EPIPE
+    try:
+        piped = subprocess.run(
+            [sys.executable, str(script), str(tmp_path / "piped"), "--epochs", "3"],
+            cwd=tmp_path, env=subprocess_env(), stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120,
+        )  # fmt: skip
+    finally:
+        os.close(write_end)
+    assert piped.returncode == 0, piped.stderr
+    assert piped.stderr == ""  # no traceback, no "Exception ignored ... BrokenPipeError" at exit
+    reference = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "reference"), "--epochs", "3"],
+        cwd=tmp_path, env=subprocess_env(), stdout=subprocess.DEVNULL, timeout=120, check=True,
+    )  # fmt: skip
+    assert reference.returncode == 0
+    assert json.loads((tmp_path / "piped" / "experiment.json").read_text())["status"] == "finished"
+    assert newest_state(tmp_path / "piped")["nodes"]["progress"]["epochs_completed"] == 3
+    assert_same_run(tmp_path / "reference", tmp_path / "piped")

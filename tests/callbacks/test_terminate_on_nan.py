@@ -6,6 +6,7 @@ import math
 from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -32,6 +33,30 @@ def test_terminate_on_nan_stops_on_a_non_finite_loss(loss):
     callback = _callback()
     callback.on_train_batch_end(3, {"batch": 3, "size": 16, "loss": loss})
     assert callback.trainer.stop_training is True
+
+
+NON_FINITE = [
+    np.float32("nan"),
+    np.array(np.inf),
+    np.array([np.nan]),
+    torch.tensor(math.nan),
+    torch.tensor([-math.inf]),
+]
+FINITE = [np.float32(0.25), np.array(0.25), np.array([0.25]), torch.tensor(0.25), torch.tensor([0.25]), 1]
+
+
+@pytest.mark.parametrize("loss", NON_FINITE, ids=repr)
+def test_terminate_on_nan_stops_on_a_non_finite_numpy_or_tensor_loss(loss):
+    callback = _callback()
+    callback.on_train_batch_end(3, {"batch": 3, "size": 16, "loss": loss})
+    assert callback.trainer.stop_training is True
+
+
+@pytest.mark.parametrize("loss", FINITE, ids=repr)
+def test_terminate_on_nan_keeps_training_on_a_finite_numpy_or_tensor_loss(loss):
+    callback = _callback()
+    callback.on_train_batch_end(3, {"batch": 3, "size": 16, "loss": loss})
+    assert callback.trainer.stop_training is False
 
 
 def test_terminate_on_nan_reads_batch_values():

@@ -70,3 +70,14 @@ def test_cli_logs_errors(tmp_path):
     assert not_a_run.exit_code == 1 and "is not a run directory" in not_a_run.output
     assert both.exit_code == 2 and "--csv and --json are exclusive" in both.output
     assert _invoke("logs", str(run_dir), "--tail", "0").exit_code == 2
+
+
+def test_cli_logs_of_a_damaged_log_is_one_line_error(tmp_path):
+    run_dir = write_fake_run(tmp_path / "run", values=[0.9, 0.5])
+    (run_dir / "log.tsv").write_bytes((run_dir / "log.tsv").read_bytes().replace(b"0.5", b"0.\xff"))
+
+    result = _invoke("logs", str(run_dir))
+
+    assert result.exit_code == 1
+    assert "log.tsv is damaged: it holds bytes that are not UTF-8" in result.output
+    assert len(result.output.splitlines()) == 1

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -15,7 +17,7 @@ from experiment.errors import ConfigurationError
 from experiment.runs.resume import plan_resume
 from experiment.store.directory import RunDirectory
 from experiment.store.relaunch import EPOCHS_VARIABLE, RESUME_DIR_VARIABLE, epochs_from_environment
-from tests.support.cli import write_fake_run
+from tests.support.cli import exp_command, subprocess_env, write_fake_run, write_training_module
 from tests.support.training import assert_same_training_state, train_run
 
 #: A child that writes what exp resume gave it (working directory, environment) and exits with 3.
@@ -195,3 +197,60 @@ def test_resume_epochs_from_environment_extends_a_finished_run_like_a_longer_one
     assert len(actual.logs) == 4
     assert json.loads((extended / "experiment.json").read_text())["settings"]["epochs"] == 4
     assert_same_training_state(expected, actual)
+
+
+# ---------------------------------------------------------------------------- what is shown
+DECOY = "\x1b[2K\r" + "echo harmless"
+
+
+def _crafted_run(tmp_path: Path) -> Path:
+    workdir = tmp_path / "work\nrm -rf ~"
+    workdir.mkdir()
+    command = {"argv": [sys.executable, "-c", "pass", f"rm -rf ~ #{DECOY}", "a\tb"], "cwd": str(workdir)}
+    return write_fake_run(tmp_path / "run", status="interrupted", command=command)
+
+
+def test_cli_resume_dry_run_escapes_control_characters(tmp_path):
+    run_dir = _crafted_run(tmp_path)
+
+    result = _invoke("resume", str(run_dir), "--dry-run")
+
+    assert result.exit_code == 0, result.output
+    assert not any(char in result.output for char in "\x1b\r\t")
+    assert len(result.output.splitlines()) == 1
+    assert r"$'rm -rf ~ #\x1b[2K\recho harmless'" in result.output
+    assert f"cd $'{tmp_path}/work\\nrm -rf ~' && " in result.output
+    assert plan_resume(run_dir).argv[3] == f"rm -rf ~ #{DECOY}"  # what runs is what was recorded
+
+
+def test_cli_status_escapes_control_characters(tmp_path):
+    run_dir = _crafted_run(tmp_path)
+
+    result = _invoke("status", str(run_dir))
+
+    assert result.exit_code == 0, result.output
+    assert not any(char in result.output for char in "\x1b\r\t")
+    assert r"\x1b[2K\recho harmless" in result.output and r"work\nrm -rf ~" in result.output
+
+
+def test_cli_resume_of_a_copied_run_trains_the_copy(tmp_path):
+    write_training_module(tmp_path)
+    env = subprocess_env(PYTHONPATH=str(tmp_path))
+    subprocess.run(
+        exp_command("run", "tinytrain:main", "runs/a", "--", "--epochs", "1"),
+        cwd=tmp_path,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    shutil.copytree(tmp_path / "runs" / "a", tmp_path / "b")
+    before = (tmp_path / "runs" / "a" / "log.tsv").read_text()
+
+    result = subprocess.run(
+        exp_command("resume", "b", "--epochs", "2"), cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"# b was created as {tmp_path / 'runs' / 'a'}: ")
+    assert len((tmp_path / "b" / "log.tsv").read_text().splitlines()) == 3  # header and 2 epochs
+    assert (tmp_path / "runs" / "a" / "log.tsv").read_text() == before

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from click.testing import CliRunner
 
 from cli.main import cli
 from experiment.store.directory import RunDirectory
-from tests.support.cli import write_fake_run
+from tests.support.cli import exp_command, subprocess_env, write_fake_run
 from tests.support.training import train_run
 
 
@@ -219,3 +220,46 @@ def test_cli_ls_defaults_to_the_current_directory(runs_root, monkeypatch):
     result = _invoke("ls")
 
     assert [line[0] for line in _ls_lines(result.output)[1:]] == ["b", "c"]
+
+
+def _wrong_shape(run_dir: Path) -> Path:
+    metadata = json.loads((run_dir / "experiment.json").read_text())
+    (run_dir / "experiment.json").write_text(json.dumps({**metadata, "settings": [1, 2]}))
+    return run_dir
+
+
+def test_cli_status_of_metadata_of_the_wrong_shape_is_one_line(tmp_path):
+    run_dir = _wrong_shape(write_fake_run(tmp_path / "run"))
+
+    result = _invoke("status", str(run_dir))
+
+    assert result.exit_code == 1
+    assert 'is not the metadata of a run: "settings" received a list' in result.output
+    assert len(result.output.splitlines()) == 1
+
+
+def test_cli_ls_lists_the_good_runs_beside_one_of_the_wrong_shape(runs_root):
+    _wrong_shape(write_fake_run(runs_root / "odd"))
+
+    result = _invoke("ls", str(runs_root))
+
+    assert result.exit_code == 0, result.output
+    lines = _ls_lines(result.output)
+    assert [line[0] for line in lines[1:]] == ["a", "group/b", "group/c", "odd"]
+    assert lines[-1][:2] == ["odd", "unreadable"] and '"settings" received a list' in result.output
+
+
+def test_cli_status_does_not_open_a_fifo_named_like_a_checkpoint(tmp_path):
+    train_run(tmp_path / "run", epochs=1)
+    os.mkfifo(tmp_path / "run" / "checkpoints" / "state-999999.pt")
+
+    result = subprocess.run(
+        exp_command("status", str(tmp_path / "run")),
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert _field(result.stdout, "checkpoint").endswith("state-000001.pt")

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from experiment.errors import ConfigurationError, DirectoryLockedError, RunDirectoryError
 from experiment.runs.cleaning import clean_run
 from experiment.store.directory import RunDirectory
-from tests.support.cli import write_fake_run
+from tests.support.cli import call_as_nobody, write_fake_run
 from tests.support.training import train_run
 
 
@@ -117,3 +122,58 @@ def test_cleaning_report_lists_the_files(tmp_path):
 
     assert [p.name for p in report.removed] == ["state-000004.pt", "best-epoch0001.pt", "best-epoch0002.pt"]
     assert report.bytes_freed == sum(p.stat().st_size for p in report.removed)
+
+
+@pytest.fixture
+def shared_tmp() -> Iterator[Path]:
+    """A folder that user 'nobody' can traverse (pytest's tmp_path is private to root)."""
+    with tempfile.TemporaryDirectory(dir="/tmp") as parent:
+        Path(parent).chmod(0o755)
+        yield Path(parent)
+
+
+@pytest.mark.parametrize("read_only", ["run", "checkpoints"])
+def test_cleaning_a_read_only_run_refuses_and_removes_nothing(shared_tmp, read_only):
+    run_dir = _fake_run_with_leftovers(shared_tmp / "run")
+    RunDirectory(run_dir).lock().acquire()  # .lock and .lock.holder exist, as after any training
+    for name in (".lock", ".lock.holder"):
+        (run_dir / name).chmod(0o666)
+    before = _names(run_dir)
+    for writable in (run_dir, run_dir / "checkpoints"):
+        writable.chmod(0o777)  # writable by 'nobody' too, but for the one made read-only
+    folder = run_dir if read_only == "run" else run_dir / "checkpoints"
+    folder.chmod(0o555)
+    try:
+        kind, message = call_as_nobody(clean_run, run_dir)
+    finally:
+        folder.chmod(0o755)
+
+    assert kind == "RunDirectoryError", message
+    expected = f"Cannot lock {run_dir}: it is read-only" if read_only == "run" else f"{folder} is read-only"
+    assert expected in message
+    assert _names(run_dir) == before
+
+
+def test_cleaning_refuses_a_symlinked_checkpoints_folder(tmp_path):
+    run_dir = _fake_run_with_leftovers(tmp_path / "run")
+    os.replace(run_dir / "checkpoints", tmp_path / "elsewhere")
+    (run_dir / "checkpoints").symlink_to(tmp_path / "elsewhere")
+
+    with pytest.raises(RunDirectoryError, match=r"run/checkpoints is a symbolic link"):
+        clean_run(run_dir)
+    assert sorted(p.name for p in (tmp_path / "elsewhere").iterdir()) == [
+        ".state-000007.pt.0123abcd.tmp",
+        "best-epoch0002.pt",
+        "best-epoch0003.pt",
+    ]
+
+
+def test_cleaning_ignores_a_file_named_almost_like_a_newer_checkpoint(tmp_path):
+    _interrupted_run(tmp_path / "run")
+    checkpoints = tmp_path / "run" / "checkpoints"
+    shutil.copy(checkpoints / "state-000005.pt", checkpoints / "state-999999.pt\n")
+
+    report = clean_run(tmp_path / "run")
+
+    assert [p.name for p in report.removed] == ["state-000004.pt", "best-epoch0001.pt"]
+    assert (checkpoints / "state-000005.pt").exists() and (checkpoints / "state-999999.pt\n").exists()

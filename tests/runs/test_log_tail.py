@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from experiment.errors import RunDirectoryError
 from experiment.runs.log_tail import lines_backwards, read_log_tail
 from experiment.store import tsv
 
@@ -86,3 +89,21 @@ def test_log_tail_without_monitor_finds_the_last_row_only(tmp_path):
     assert tail.last_row == {"epoch": "3", "val_loss": "0.2"}
     assert tail.best_row is None
     assert tail.rows_read == 3
+
+
+def test_log_tail_of_undecodable_bytes_says_the_log_is_damaged(tmp_path):
+    path = tmp_path / "log.tsv"
+    _write_log(path, [0.5, 0.2, 0.3])
+    path.write_bytes(path.read_bytes().replace(b"0.2", b"0.\xff"))
+
+    with pytest.raises(RunDirectoryError, match=r"log\.tsv is damaged: it holds bytes that are not UTF-8"):
+        read_log_tail(path, monitor="val_loss", mode="min")
+
+
+def test_log_tail_skips_a_torn_last_line_cut_inside_a_character(tmp_path):
+    path = tmp_path / "log.tsv"
+    _write_log(path, [0.5, 0.2])
+    with open(path, "ab") as file:
+        file.write("3\t\u00e9".encode()[:-1])  # the first byte of a two-byte character
+
+    assert read_log_tail(path, monitor="val_loss", mode="min").last_row == {"epoch": "2", "val_loss": "0.2"}

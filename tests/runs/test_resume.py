@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 
 import pytest
@@ -80,3 +81,91 @@ def test_resume_plan_refuses_a_run_held_by_a_live_process(tmp_path):
 
     with RunDirectory(run_dir).lock(), pytest.raises(DirectoryLockedError, match="in use by a live process"):
         plan_resume(run_dir)
+
+
+# ------------------------------------------------------------------------ moved or copied runs
+def _recorded_in(run_dir, *, directory=None, argv_dir="runs/original", **command):
+    """Make run_dir's experiment.json say it was created as ``directory`` by ``train.py ARGV_DIR``."""
+    metadata = json.loads((run_dir / "experiment.json").read_text())
+    metadata["command"] = {"argv": [sys.executable, "train.py", argv_dir, "--lr", "0.1"], **command}
+    if directory is not None:
+        metadata["directory"] = str(directory)
+    (run_dir / "experiment.json").write_text(json.dumps(metadata))
+    return run_dir
+
+
+def _moved(tmp_path, *, keep_original=False, **options):
+    work = tmp_path / "work"
+    original = write_fake_run(work / "runs" / "original", status="interrupted", epochs_done=2, epochs=5)
+    _recorded_in(original, directory=original.resolve(), cwd=str(work), **options)
+    moved = tmp_path / "elsewhere" / "copy"
+    moved.parent.mkdir()
+    shutil.copytree(original, moved)
+    if not keep_original:
+        shutil.rmtree(original)
+    return original, moved
+
+
+@pytest.mark.parametrize("keep_original", [False, True])  # moved, or copied
+def test_resume_plan_of_a_moved_run_names_its_new_directory(tmp_path, keep_original):
+    original, moved = _moved(tmp_path, keep_original=keep_original)
+
+    plan = plan_resume(moved)
+
+    assert plan.argv == [sys.executable, "train.py", str(moved.resolve()), "--lr", "0.1"]
+    assert plan.environment[RESUME_DIR_VARIABLE] == str(moved.resolve())
+    assert f"was created as {original.resolve()}" in plan.note
+    assert plan.describe().startswith(f"# {plan.note}\ncd ")
+
+
+def test_resume_plan_of_a_run_in_place_has_no_note(tmp_path):
+    original, _ = _moved(tmp_path, keep_original=True)
+
+    plan = plan_resume(original)
+
+    assert plan.argv[2] == "runs/original" and plan.note is None
+    assert plan.describe().startswith("cd ")
+
+
+@pytest.mark.parametrize(
+    "argv_dir",
+    ["runs/other", "runs/original/../original/"],  # names no such directory / the same one twice below
+)
+def test_resume_plan_of_a_moved_run_refuses_a_command_it_cannot_rewrite(tmp_path, argv_dir):
+    work = tmp_path / "work"
+    original = write_fake_run(work / "runs" / "original", status="interrupted", epochs_done=2, epochs=5)
+    _recorded_in(original, directory=original.resolve(), cwd=str(work), argv_dir=argv_dir)
+    if argv_dir.endswith("/"):  # a second word naming the directory: which one to replace?
+        metadata = json.loads((original / "experiment.json").read_text())
+        metadata["command"]["argv"] += ["--log-dir", "runs/original"]
+        (original / "experiment.json").write_text(json.dumps(metadata))
+    moved = tmp_path / "moved"
+    shutil.move(original, moved)
+
+    with pytest.raises(ConfigurationError, match=r"was moved or copied: it was created as .*original"):
+        plan_resume(moved)
+
+
+def test_resume_plan_of_an_older_copy_without_a_recorded_directory_finds_its_original(tmp_path):
+    work = tmp_path / "work"
+    original = write_fake_run(work / "runs" / "original", status="interrupted", epochs_done=2, epochs=5)
+    _recorded_in(original, cwd=str(work))  # runs created before "directory" was recorded
+    copy = tmp_path / "copy"
+    shutil.copytree(original, copy)
+    write_fake_run(work / "runs" / "init", status="finished")
+    unrelated = _recorded_in(work / "runs" / "init", cwd=str(work), argv_dir="runs/init")
+
+    plan = plan_resume(copy)
+
+    assert plan.argv[2] == str(copy.resolve()) and "was created as" in plan.note
+    assert plan_resume(original).note is None
+    assert plan_resume(unrelated, epochs=9).note is None
+
+
+def test_resume_plan_of_an_older_run_ignores_another_run_its_command_names(tmp_path):
+    work = tmp_path / "work"
+    write_fake_run(work / "runs" / "original", status="finished")  # say, the weights it starts from
+    run_dir = write_fake_run(tmp_path / "finetune", status="interrupted", epochs_done=2, epochs=5)
+    _recorded_in(run_dir, cwd=str(work))  # train.py runs/original, its own directory hard-coded
+
+    assert plan_resume(run_dir).argv[2] == "runs/original"

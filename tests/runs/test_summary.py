@@ -117,3 +117,19 @@ def test_inspect_summary_matches_what_training_recorded(tmp_path):
     assert (summary.epochs_done, summary.epochs_planned) == (3, 3)
     assert summary.best_epoch == int(best["epoch"]) and summary.best_value == best["val_loss"]
     assert summary.command is not None and summary.command["argv"][0] == sys.executable
+
+
+@pytest.mark.parametrize(
+    "fields", [{"settings": ["epochs", 5]}, {"command": "python train.py"}, {"config": 3}]
+)
+def test_summary_all_reports_metadata_of_the_wrong_shape_beside_the_others(tmp_path, fields):
+    write_fake_run(tmp_path / "good")
+    broken = write_fake_run(tmp_path / "odd")
+    metadata = json.loads((broken / "experiment.json").read_text())
+    (broken / "experiment.json").write_text(json.dumps({**metadata, **fields}))
+
+    found = summarize_all(tmp_path)
+
+    assert isinstance(found[0], RunSummary) and found[0].path == tmp_path / "good"
+    assert found[1][0] == broken
+    assert f'is not the metadata of a run: "{next(iter(fields))}" received' in found[1][1]

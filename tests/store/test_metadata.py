@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
+from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 from experiment.errors import ConfigurationError
-from experiment.store.metadata import STATUSES, current_command, flat_hparams, recording_command, with_status
+from experiment.store.metadata import (
+    STATUSES,
+    current_command,
+    flat_hparams,
+    new_metadata,
+    plain_config,
+    recording_command,
+    with_status,
+)
 
 
 @pytest.mark.parametrize("status", STATUSES)
@@ -37,3 +50,65 @@ def test_metadata_recording_command_is_scoped_to_its_block(tmp_path):
     with recording_command({"argv": ["python", "-m", "cli"], "cwd": tmp_path}):
         assert current_command() == {"argv": ["python", "-m", "cli"], "cwd": str(tmp_path)}
     assert current_command() == own
+
+
+def test_metadata_new_metadata_names_the_run_and_its_directory(tmp_path):
+    first = new_metadata({"lr": 0.1}, {"epochs": 3}, directory=tmp_path / "a" / ".." / "run")
+    second = new_metadata({"lr": 0.1}, {"epochs": 3})
+
+    assert re.fullmatch(r"[0-9a-f]{32}", first["run_id"]) and first["run_id"] != second["run_id"]
+    assert first["directory"] == str((tmp_path / "run").resolve())
+    assert "directory" not in second  # RunDirectory.write_metadata records it at creation
+
+
+def test_metadata_plain_config_converts_numpy_paths_and_tuples():
+    config = {
+        "lr": np.float32(0.5),
+        "steps": np.int64(3),
+        "flag": np.bool_(True),
+        "scale": np.array([2.5]),
+        "data": Path("data/train"),
+        "optim": {"betas": (0.9, np.float64(0.99)), "names": ["a", ("b", 1)]},
+        "none": None,
+    }
+
+    plain = plain_config(config)
+
+    assert plain == {
+        "lr": 0.5,
+        "steps": 3,
+        "flag": True,
+        "scale": 2.5,
+        "data": "data/train",
+        "optim": {"betas": [0.9, 0.99], "names": ["a", ["b", 1]]},
+        "none": None,
+    }
+    assert [type(plain[key]) for key in ("lr", "steps", "flag", "scale")] == [float, int, bool, float]
+    assert json.loads(json.dumps(plain)) == plain
+    assert config["optim"]["betas"] == (0.9, 0.99)  # a copy: the user's config is untouched
+    assert plain_config(None) == {}
+
+
+@pytest.mark.parametrize(
+    ("config", "match"),
+    [
+        (
+            {"optim": {"betas": torch.tensor([0.9, 0.99])}},
+            r"config\['optim'\]\['betas'\]: received torch\.Tensor",
+        ),
+        ({"layers": {1, 2}}, r"config\['layers'\]: received set \(\{1, 2\}\); expected JSON data"),
+        ({"sizes": [1, object()]}, r"config\['sizes'\]\[1\]: received object"),
+        ({"weights": np.ones(3)}, r"config\['weights'\]: received numpy\.ndarray"),
+        ({"by_id": {1: "a"}}, r"config\['by_id'\]: the key 1: received int; expected JSON data"),
+        ([("lr", 0.1)], r"config: received list; expected a dict of JSON values, or None"),
+    ],
+)
+def test_metadata_plain_config_refuses_what_json_cannot_hold(config, match):
+    with pytest.raises(ConfigurationError, match=match) as raised:
+        plain_config(config)
+    assert "Convert it before passing config=" in str(raised.value) or "expected a dict" in str(raised.value)
+
+
+def test_metadata_new_metadata_refuses_a_config_that_is_not_json():
+    with pytest.raises(ConfigurationError, match=r"config\['p'\]: received set"):
+        new_metadata({"p": {1}}, {})

@@ -6,6 +6,8 @@ import json
 import os
 import subprocess
 import sys
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -177,3 +179,37 @@ def _best_epoch(rows: list[dict[str, Any]], monitor: str, mode: str) -> int:
         if (row[monitor] < best[monitor]) if mode == "min" else (row[monitor] > best[monitor]):
             best = row
     return int(best["epoch"])
+
+
+def call_as_nobody(function: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[str, str]:
+    """Call ``function`` as user 'nobody' (uid/gid 65534) in a forked child when running as root,
+    where chmod does not stop writes; in this process otherwise. Returns ``(error class name,
+    message)``, or ``("none", "no error")``.
+    """
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        try:
+            function(*args, **kwargs)
+        except Exception as error:  # noqa: BLE001 - reported to the caller
+            return type(error).__name__, str(error)
+        return "none", "no error"
+    read_end, write_end = os.pipe()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork() in a process with threads
+        pid = os.fork()
+    if pid == 0:  # the child: never return into pytest
+        report = "none\tno error"
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            function(*args, **kwargs)
+        except BaseException as error:  # noqa: BLE001 - reported to the parent
+            report = f"{type(error).__name__}\t{error}"
+        finally:
+            os.write(write_end, report.encode())
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as reader:
+        report = reader.read().decode()
+    os.waitpid(pid, 0)
+    kind, _, message = report.partition("\t")
+    return kind, message

@@ -24,6 +24,7 @@ import torch
 #: ``callbacks``, ... at the top.
 VOLATILE_PATHS = (
     "serial",  # the count of commits
+    "run_id",  # each run directory has its own identity
     "nodes/progress/epoch_time",  # seconds spent in the epoch so far
     "nodes/progress/history/*/time",  # each epoch's duration
     "nodes/callbacks/**/*CSVLogger*/size",  # bytes of a CSV file whose time column varies in length

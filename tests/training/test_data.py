@@ -4,11 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset, IterableDataset, SequentialSampler
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    Dataset,
+    IterableDataset,
+    SequentialSampler,
+    TensorDataset,
+)
 
-from experiment.training.data import BatchSource, SkippingSampler
+from experiment.errors import DataError
+from experiment.training.data import BatchSource, SkippingSampler, make_loader
+from tests.support.training import make_data, make_experiment
 
 SAMPLES, BATCH = 30, 4  # 8 batches per pass, the last one of 2 samples
 
@@ -134,3 +144,41 @@ def test_data_skip_without_index_sampler_loads_and_drops_with_a_warning():
         with pytest.warns(UserWarning, match=r"train_data has no index sampler to fast-forward; the 3 batch"):
             tail = as_lists(list(source.epoch(3)))
     assert tail == full[3:]
+
+
+def test_data_refuses_a_loader_with_persistent_workers():
+    loader = DataLoader(CountingDataset(), batch_size=BATCH, num_workers=2, persistent_workers=True)
+    with pytest.raises(DataError, match=r"train_data: received a DataLoader with persistent_workers=True"):
+        BatchSource(loader, None, "train_data")
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")  # Python >= 3.12
+def test_data_experiment_refuses_persistent_workers_before_training(tmp_path):
+    """A persistent loader would make a run restarted at an epoch boundary differ: refused at once."""
+    loader = DataLoader(
+        TensorDataset(*make_data()), batch_size=16, shuffle=True, num_workers=2, persistent_workers=True
+    )
+    exp = make_experiment(tmp_path / "run")
+    with pytest.raises(DataError, match=r"Build the DataLoader with persistent_workers=False"):
+        exp.train(loader, epochs=1, progress=False)
+    assert exp.loop.global_step == 0
+
+
+def test_data_make_loader_refuses_a_pair_without_samples():
+    with pytest.raises(
+        DataError, match=r"train_data: received \(x, y\) with 0 samples \(x of shape \(0, 3\)\)"
+    ):
+        make_loader(
+            (torch.empty(0, 3), torch.empty(0)), batch_size=4, shuffle=True, seed=0, role="train_data"
+        )
+
+
+def test_data_make_loader_refuses_a_pair_of_scalars():
+    with pytest.raises(DataError, match=r"valid_data: received \(x, y\) with shapes \(\) and \(\)"):
+        make_loader(
+            (np.ones(()), torch.tensor(1)),
+            batch_size=4,
+            shuffle=False,
+            seed=0,
+            role="valid_data",
+        )

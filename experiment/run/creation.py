@@ -1,0 +1,121 @@
+"""What a run was created with, and how a resumed call differs from it.
+
+experiment.json records, at the run's first call, the optimizer's hyperparameters, the shape of
+the data (its kind, batch size, samples, batches per pass, steps per epoch) and the config. A later
+call is compared with that record before anything is loaded:
+
+- what cannot stay exact is refused: other optimizer hyperparameters (the checkpoint would
+  silently keep the old ones), data of another kind, and, in the middle of an epoch, another batch
+  size, dataset length or number of steps per epoch;
+- what can be applied deliberately (another batch size or dataset at an epoch boundary, another
+  config) is applied with a warning and recorded in experiment.json's ``changes``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import torch
+
+from experiment.training.data import BatchSource
+from experiment.training.plan import TrainingPlan
+
+_DATA_FIELDS = ("batch_size", "samples", "batches_per_pass", "steps_per_epoch")
+
+
+def creation_record(
+    optimizer: torch.optim.Optimizer, plan: TrainingPlan, kinds: dict[str, str]
+) -> dict[str, Any]:
+    """The record of a call: optimizer hyperparameters per group and the shape of each data source."""
+    data = {"train_data": data_shape(plan.train, kinds["train_data"])}
+    if plan.valid is not None:
+        data["valid_data"] = data_shape(plan.valid, kinds["valid_data"])
+    return {"optimizer": hyperparameters(optimizer), "data": data}
+
+
+def hyperparameters(optimizer: torch.optim.Optimizer) -> list[dict[str, Any]]:
+    """Each parameter group's settings as JSON values (``params`` and ``initial_lr`` left out)."""
+    groups = []
+    for group in optimizer.param_groups:
+        settings = {
+            key: _json_value(value) for key, value in group.items() if key not in ("params", "initial_lr")
+        }
+        groups.append(json.loads(json.dumps(settings)))
+    return groups
+
+
+def data_shape(source: BatchSource, kind: str) -> dict[str, Any]:
+    loader = source.loader
+    dataset = getattr(loader, "dataset", None)
+    try:
+        samples = len(dataset) if dataset is not None else None
+    except TypeError:
+        samples = None
+    return {
+        "kind": kind,
+        "batch_size": getattr(loader, "batch_size", None),
+        "samples": samples,
+        "batches_per_pass": source.pass_length,
+        "steps_per_epoch": source.steps_per_epoch,
+    }
+
+
+def creation_problems(recorded: dict[str, Any], current: dict[str, Any], *, mid_epoch: bool) -> list[str]:
+    """What in ``current`` cannot resume the run ``recorded`` describes exactly."""
+    problems = _optimizer_problems(recorded["optimizer"], current["optimizer"])
+    for role, now in current["data"].items():
+        then = recorded["data"].get(role)
+        if then is None:
+            continue
+        if then["kind"] != now["kind"]:
+            problems.append(
+                f"{role} was a {then['kind']} when the run was created and is a {now['kind']} now; the "
+                f"order of its batches would differ. Pass a {then['kind']} as before."
+            )
+        elif mid_epoch and role == "train_data":
+            problems += [
+                f"{role}: {field} was {then[field]} when the run was created and is {now[field]} now; "
+                "the checkpoint stops in the middle of an epoch, which can resume exactly only on the same "
+                "data. Pass the same data and batch size, or resume from an epoch end in a new directory."
+                for field in _DATA_FIELDS
+                if then.get(field) != now.get(field)
+            ]
+    return problems
+
+
+def creation_changes(recorded: dict[str, Any], current: dict[str, Any]) -> list[dict[str, Any]]:
+    """The data settings that changed at an epoch boundary (applied, with a warning)."""
+    changes = []
+    for role, now in current["data"].items():
+        then = recorded["data"].get(role) or {}
+        for field in _DATA_FIELDS:
+            if role in recorded["data"] and then.get(field) != now.get(field):
+                changes.append({"what": f"{role}.{field}", "from": then.get(field), "to": now.get(field)})
+    return changes
+
+
+def _optimizer_problems(then: list[dict[str, Any]], now: list[dict[str, Any]]) -> list[str]:
+    if len(then) != len(now):
+        return []  # the state tree reports a different number of parameter groups
+    problems = []
+    for index, (old, new) in enumerate(zip(then, now)):
+        for key in sorted(set(old) | set(new)):
+            if old.get(key) != new.get(key):
+                problems.append(
+                    f"the optimizer's {key} (group {index}) was {old.get(key)!r} when the run was created "
+                    f"and is {new.get(key)!r} now; the checkpoint would silently keep the old value. Build "
+                    "the optimizer as before (change a learning rate during a run with an LR scheduler "
+                    "or OptimizerPolicy), or train in a new directory."
+                )
+    return problems
+
+
+def _json_value(value: Any) -> Any:
+    if torch.is_tensor(value):
+        return value.item() if value.numel() == 1 else value.tolist()
+    if isinstance(value, (bool, int, float, str, type(None))):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_json_value(item) for item in value]
+    return repr(value)

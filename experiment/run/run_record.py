@@ -1,0 +1,106 @@
+"""experiment.json as one training call sees it: the run's identity, what it was created with, and
+the changes this call brings, checked before anything is loaded and recorded after."""
+
+from __future__ import annotations
+
+import uuid
+import warnings
+from typing import Any
+
+from experiment.run.creation import creation_changes, creation_problems
+from experiment.store import metadata as meta
+from experiment.store.directory import RunDirectory
+
+
+class RunRecord:
+    """The recorded run (experiment.json) against the objects and data of this call.
+
+    Args:
+        directory: the run directory.
+        creation: this call's :func:`~experiment.run.creation.creation_record`.
+        config: this call's config (empty: keep the recorded one).
+        settings: this call's settings (epochs, seed, monitor, cadence...).
+        fresh_objects: whether the network and optimizer were built for this call (not trained
+            already in this process), so that their hyperparameters can be compared.
+    """
+
+    def __init__(
+        self,
+        directory: RunDirectory,
+        *,
+        creation: dict[str, Any],
+        config: dict[str, Any],
+        settings: dict[str, Any],
+        fresh_objects: bool,
+    ) -> None:
+        self.directory = directory
+        self.metadata = directory.read_metadata() if directory.is_run() else {}
+        self.creation = creation
+        self.config = config
+        self.settings = settings
+        self.fresh_objects = fresh_objects
+        self.run_id: str | None = self.metadata.get("run_id")
+        self.changes: list[dict[str, Any]] = []
+
+    @property
+    def created_with(self) -> dict[str, Any] | None:
+        return self.metadata.get("created_with")
+
+    def problems(self, saved: dict[str, Any]) -> list[str]:
+        """What in a saved state tree, or in this call, contradicts the recorded run."""
+        problems = []
+        saved_id = saved.get("run_id")
+        if saved_id is not None and self.run_id is not None and saved_id != self.run_id:
+            problems.append(
+                f"the checkpoint belongs to run {saved_id}, but {self.directory.path} is run {self.run_id} "
+                "(its experiment.json): it was copied from another run directory. Put back this run's "
+                "own checkpoints, or train in a new directory"
+            )
+        progress = saved["nodes"]["progress"]
+        over = progress["stop_training"] or progress["epochs_completed"] >= self.settings["epochs"]
+        if self.created_with is not None and not over:  # a run at its end trains no more
+            current = self.creation if self.fresh_objects else {**self.creation, "optimizer": []}
+            recorded = self.created_with if self.fresh_objects else {**self.created_with, "optimizer": []}
+            mid_epoch = progress["steps_in_epoch"] > 0
+            problems += creation_problems(recorded, current, mid_epoch=mid_epoch)
+        return problems
+
+    def resumed(self, saved_run_id: str | None, position: str, *, over: bool) -> None:
+        """Adopt the checkpoint's identity if experiment.json lost it; warn about applied changes
+        (none when the run is ``over``: it trains no more)."""
+        self.run_id = self.run_id or saved_run_id
+        if over:
+            return
+        if self.created_with is not None:
+            self.changes = creation_changes(self.created_with, self.creation)
+        recorded_config = self.metadata.get("config")
+        if self.config and recorded_config is not None and recorded_config != self.config:
+            self.changes.append({"what": "config", "from": recorded_config, "to": self.config})
+        for change in self.changes:
+            change["at"] = position
+        if self.changes:
+            listed = "; ".join(f"{c['what']}: {c['from']!r} -> {c['to']!r}" for c in self.changes)
+            warnings.warn(
+                f"This call differs from the run recorded in {self.directory.metadata_path} ({listed}). "
+                f"Applied from {position} on and recorded under 'changes' in experiment.json; the run "
+                "is no longer what one call with these settings would give.",
+                stacklevel=5,
+            )
+
+    def with_status(self, status: str, message: str | None = None) -> dict[str, Any]:
+        """experiment.json's new content: settings, config, identity, creation record, changes, status."""
+        if self.directory.is_run():
+            current = self.directory.read_metadata()
+            current["settings"] = {**current.get("settings", {}), **self.settings}
+            if self.config:
+                current["config"] = self.config
+        else:
+            current = meta.new_metadata(self.config, self.settings)
+            if self.run_id is not None:  # experiment.json was lost: keep the checkpoints' identity
+                current["run_id"] = self.run_id
+        self.run_id = current.setdefault("run_id", uuid.uuid4().hex)
+        current.setdefault("created_with", self.creation)
+        if self.changes:
+            current["changes"] = [*current.get("changes", []), *self.changes]
+            self.changes = []
+        return meta.with_status(current, status, message)
