@@ -312,4 +312,7 @@ def test_a_config_that_is_not_json_is_refused_before_any_file_is_created(tmp_pat
     assert not (tmp_path / "run").exists()
     exp = make_experiment(tmp_path / "run", config={"lr": np.float64(0.1), "out": tmp_path})
     exp.train(make_data(), epochs=1, progress=False)
-    assert json.loads((tmp_path / "run" / "experiment.json").read_text())["config"] == {"lr": 0.1, "out": str(tmp_path)}
+    assert json.loads((tmp_path / "run" / "experiment.json").read_text())["config"] == {
+        "lr": 0.1,
+        "out": str(tmp_path),
+    }
