@@ -19,7 +19,7 @@ from experiment.callbacks.forwarding import ForwardingCallback
 from experiment.callbacks.periodic_save import PeriodicSaveCallback
 from experiment.errors import ConfigurationError, StateMismatchError
 from experiment.state.stateful import ChecksState
-from experiment.store.files import load_tensors
+from experiment.store.safe_load import load_tensors
 
 
 class ModelCheckpoint(PeriodicSaveCallback):

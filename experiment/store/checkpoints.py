@@ -12,7 +12,7 @@ from typing import Any
 
 from experiment.errors import CheckpointError, ConfigurationError, UnsafeCheckpointError
 from experiment.store.directory import RunDirectory
-from experiment.store.files import load_tensors
+from experiment.store.safe_load import load_tensors
 
 #: The format of the state files written now. Format 1 (``model``, ``optimizer``, ``schedulers``,
 #: ``callbacks``, ``best`` and ``loop`` at the top) is still read, converted by :func:`upgrade_tree`.

@@ -8,19 +8,13 @@ temporary file is removed and the destination keeps its previous content.
 from __future__ import annotations
 
 import contextlib
-import io
 import os
-import pickle
-import pickletools
-import re
 import secrets
-import warnings
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from experiment.errors import CheckpointError, RunDirectoryError, StorageError, UnsafeCheckpointError
+from experiment.errors import RunDirectoryError, StorageError
 
 
 def refuse_symlink(path: Path) -> Path:
@@ -83,9 +77,10 @@ def atomic_writer(
     except BaseException as error:
         with contextlib.suppress(OSError):
             tmp_path.unlink()
-        if isinstance(error, OSError):
+        cause = os_error_in(error)
+        if cause is not None:
             raise StorageError(
-                f"Could not write {path}: {error.strerror or error}. The previous version of the "
+                f"Could not write {path}: {cause.strerror or cause}. The previous version of the "
                 "file is intact; free some space or fix the permissions and run again."
             ) from error
         raise
@@ -118,98 +113,30 @@ def append_text(path: Path, text: str, *, durable: bool = True) -> None:
         ) from error
 
 
-def save_tensors(path: Path, obj: Any, *, sync_dir: bool = True) -> None:
-    """Serialize plain data and tensors with ``torch.save`` and write them atomically."""
-    import torch  # imported here so that reading run directories (exp ls) stays light
+def os_error_in(error: BaseException) -> OSError | None:
+    """``error`` if it is an OSError, else the first OSError in its chain of causes.
 
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    atomic_write_bytes(path, buffer.getvalue(), sync_dir=sync_dir)
-
-
-def load_tensors(path: Path) -> Any:
-    """Load a file written by :func:`save_tensors` without ever executing code from it.
-
-    Raises:
-        UnsafeCheckpointError: the file holds a pickle that refers to arbitrary callables.
-        CheckpointError: the file is missing, truncated, damaged or not a torch file.
+    torch's zip writer reports a full disk as ``RuntimeError: ... unexpected pos`` with the
+    ``OSError(ENOSPC)`` only in the chain.
     """
-    import torch
-
-    try:
-        _verify_checksums(path)
-        with warnings.catch_warnings():
-            # A foreign pickle protocol is refused below anyway; torch's warning adds nothing.
-            warnings.filterwarnings("ignore", message="Detected pickle protocol")
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        match = re.search(r"GLOBAL ([\w.]+)", str(error))
-        imported = match.group(1) if match else _foreign_import(path)
-        if imported:
-            raise UnsafeCheckpointError(
-                f"Refused to load {path}: it holds a pickle that would call {imported}. "
-                "Nothing from it was executed. Only files of plain data and tensors (torch.save of "
-                "state dicts, as this library writes them) are loaded; do not use files of unknown "
-                "origin, and if you wrote this one yourself, save plain state dicts instead of objects."
-            ) from error
-        raise CheckpointError(
-            f"{path} is corrupt: it holds pickle instructions that a safe load does not accept "
-            "(damaged, or not written by torch.save)."
-        ) from error
-    except FileNotFoundError as error:
-        raise CheckpointError(f"{path} does not exist.") from error
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as error:
-        raise CheckpointError(f"{path} is truncated or corrupt: {_first_line(str(error))}") from error
-
-
-#: The modules a pickle of plain data and tensors written by torch.save refers to.
-_TENSOR_MODULES = ("torch", "collections")
-
-
-def _foreign_import(path: Path) -> str | None:
-    """The first callable outside torch that the pickle in ``path`` would import (read, not run).
-
-    torch's safe loader stops at the first instruction it does not know (a newer pickle protocol's
-    framing, say) before it sees what the pickle imports; this reads the instructions themselves.
-    """
-    try:
-        with contextlib.ExitStack() as stack:
-            if zipfile.is_zipfile(path):
-                archive = stack.enter_context(zipfile.ZipFile(path))
-                member = next(name for name in archive.namelist() if name.endswith("data.pkl"))
-                file = stack.enter_context(archive.open(member))
-            else:
-                file = stack.enter_context(open(path, "rb"))
-            strings: list[str] = []
-            for opcode, arg, _ in pickletools.genops(file):
-                if opcode.name in ("GLOBAL", "INST"):
-                    imported = str(arg).replace(" ", ".")
-                elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
-                    imported = f"{strings[-2]}.{strings[-1]}"
-                else:
-                    if isinstance(arg, str):
-                        strings.append(arg)
-                    continue
-                if imported.split(".")[0] not in _TENSOR_MODULES:
-                    return imported
-    except (OSError, ValueError, StopIteration, zipfile.BadZipFile):
-        return None  # damaged before any foreign import: reported as corrupt
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, OSError) and not isinstance(current, StorageError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
     return None
 
 
-def _verify_checksums(path: Path) -> None:
-    """Check the CRC-32 of every record of a torch zip file: torch.load would read damaged bytes."""
-    if not zipfile.is_zipfile(path):
-        return  # not a zip file (missing, truncated, legacy format): torch.load reports it
-    with zipfile.ZipFile(path) as archive:
-        damaged = archive.testzip()
-    if damaged is not None:
-        raise CheckpointError(
-            f"{path} is corrupt: the checksum of its record {damaged!r} does not match its bytes "
-            "(a damaged disk or an interrupted copy)."
-        )
+def save_tensors(path: Path, obj: Any, *, sync_dir: bool = True) -> None:
+    """Write plain data and tensors with ``torch.save`` straight into a temporary file, then make it
+    replace ``path`` atomically and durably (no serialized copy of the state is held in memory).
 
+    Raises:
+        StorageError: the write failed (a full disk included); ``path`` and the folder are as before.
+    """
+    import torch  # imported here so that reading run directories (exp ls) stays light
 
-def _first_line(text: str) -> str:
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return lines[0] if lines else text
+    with atomic_writer(path, sync_dir=sync_dir) as file:
+        torch.save(obj, file)

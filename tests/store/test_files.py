@@ -15,7 +15,8 @@ import torch
 from experiment import Callback, CheckpointError, StorageError, UnsafeCheckpointError
 from experiment.store.checkpoints import load_newest_state
 from experiment.store.directory import RunDirectory
-from experiment.store.files import atomic_write_bytes, load_tensors, save_tensors
+from experiment.store.files import atomic_write_bytes, save_tensors
+from experiment.store.safe_load import load_tensors
 from tests.support.state_checks import assert_same_run, newest_state, snapshot_files, state_files
 from tests.support.training import assert_same_training_state, train_run
 
