@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from experiment.errors import NonFiniteStateError, StateMismatchError
+from experiment.run.background_writer import BackgroundWriter
 from experiment.run.recording import EpochRecorder
 from experiment.run.run_state import format_1_keys
 from experiment.state.monitor import BestTracker
 from experiment.state.plain import plain_state
 from experiment.state.progress import Progress
+from experiment.state.snapshot import Snapshot
 from experiment.state.torch_nodes import ModuleNode, OptimizerNode
 from experiment.state.tree import StateTree
 from experiment.store.checkpoints import TREE_FORMAT, load_newest_state
@@ -39,6 +41,7 @@ class Committer:
         recorder: writes log.tsv and TensorBoard at each epoch end.
         checkpoint_every: also commit every this many training steps (None: at epoch ends only).
         callbacks: the run's callbacks, to match the callback states of a format-1 checkpoint.
+        async_writes: write commits in a background thread from a reused CPU snapshot.
     """
 
     def __init__(
@@ -52,6 +55,7 @@ class Committer:
         recorder: EpochRecorder,
         checkpoint_every: int | None = None,
         callbacks: Sequence[Any] = (),
+        async_writes: bool = False,
     ) -> None:
         self.directory = directory
         self.tree = tree
@@ -68,6 +72,9 @@ class Committer:
         #: Called once the run's first checkpoint is durable.
         self.on_first_commit: Callable[[], None] | None = None
         self._previous_best: int | None = None
+        #: The writer thread of asynchronous commits (None: commits are written synchronously).
+        self.writer = BackgroundWriter() if async_writes else None
+        self.snapshot = Snapshot()
 
     # ------------------------------------------------------------------------------- committing
     def due(self, global_step: int) -> bool:
@@ -76,24 +83,22 @@ class Committer:
     def commit(self, reason: str) -> None:
         """Write the derived files of a finished epoch, then the state, then prune older files.
 
+        With a background writer, the previous write is waited for (its error raised here), the
+        state is copied into reused CPU buffers, and the writer writes the best weights and the
+        state and prunes, while training goes on.
+
         Raises:
             NonFiniteStateError: the network or the optimizer holds NaN or infinity (unless a
                 callback is stopping training); nothing is written.
             ConfigurationError: a node's state is not plain data and tensors; nothing is written.
+            StorageError: this write (synchronous) or the previous one (asynchronous) failed.
         """
+        self.wait()
         self.tree.before_commit()
         if not self.progress.stop_training:
             self._refuse_non_finite()
         logs = self.progress.history[-1] if reason == "epoch" else None
         improved = logs is not None and self.best.update(logs)
-        nodes = self._plain_nodes()  # after the best is updated, before any file is written
-        if logs is not None:
-            if improved:
-                # Same folder as the state file below, whose folder fsync makes both renames durable.
-                save_tensors(
-                    self.directory.best_path(logs["epoch"]), self.network.state_dict(), sync_dir=False
-                )
-            self.recorder.record(logs)
         self.serial += 1
         state = {
             "format": TREE_FORMAT,
@@ -101,12 +106,39 @@ class Committer:
             "reason": reason,
             "run_id": self.run_id,
             "classes": self.tree.classes(),
-            "nodes": nodes,
+            "nodes": self._plain_nodes(),  # after the best is updated, before any file is written
         }
-        save_tensors(self.directory.state_path(self.serial), state)
-        self._prune()
-        if self.serial == 1 and self.on_first_commit is not None:
+        if logs is not None:
+            self.recorder.record(logs)
+        best_path = self.directory.best_path(logs["epoch"]) if improved and logs is not None else None
+        keep = {self.best.epoch, self._previous_best}
+        self._previous_best = self.best.epoch
+        if self.writer is None:
+            self._write(state, best_path, keep)
+            self._first_commit_durable()
+            return
+        copied = self.snapshot.take(state)
+        self.writer.submit(lambda: self._write(copied, best_path, keep))
+
+    def wait(self, *, quiet: bool = False) -> None:
+        """Wait for the background write in flight, if any; raise its error unless ``quiet``."""
+        if self.writer is not None:
+            self.writer.wait(quiet=quiet)
+            self._first_commit_durable()
+
+    def _write(self, state: dict[str, Any], best_path: Path | None, keep: set[int | None]) -> None:
+        """Best weights, then the state, each atomically and durably, then prune older files."""
+        self.snapshot.wait_copied()
+        if best_path is not None:
+            # Same folder as the state file, whose folder fsync makes both renames durable.
+            save_tensors(best_path, state["nodes"]["model"], sync_dir=False)
+        save_tensors(self.directory.state_path(state["serial"]), state)
+        self._prune(keep)
+
+    def _first_commit_durable(self) -> None:
+        if self.serial == 1 and self.on_first_commit is not None and self.directory.state_paths():
             self.on_first_commit()
+            self.on_first_commit = None
 
     def _plain_nodes(self) -> dict[str, Any]:
         saved = self.tree.state_dict()["nodes"]
@@ -128,14 +160,13 @@ class Committer:
                 "NaN, or add the TerminateOnNaN callback to stop cleanly instead."
             )
 
-    def _prune(self) -> None:
+    def _prune(self, keep: set[int | None]) -> None:
+        """Remove states older than the two newest and best weights of epochs not in ``keep``."""
         for path in self.directory.state_paths()[2:]:
             path.unlink(missing_ok=True)
-        keep = {self.best.epoch, self._previous_best}
         for epoch, path in self.directory.best_paths().items():
             if epoch not in keep:
                 path.unlink(missing_ok=True)
-        self._previous_best = self.best.epoch
 
     # -------------------------------------------------------------------------------- restoring
     def restore(self, epochs: int, check: Callable[[dict[str, Any]], list[str]] | None = None) -> bool:

@@ -109,6 +109,7 @@ class Experiment:
         lr_schedulers: Sequence[Any] = (),
         seed: int = 42,
         checkpoint_every: int | None = None,
+        async_checkpoint: bool = False,
         progress: bool | dict[str, Any] = True,
     ) -> list[dict[str, Any]]:
         """Train until ``epochs`` epochs are completed, resuming from what the directory holds.
@@ -126,6 +127,10 @@ class Experiment:
                 monitored metric).
             seed: seeds Python, NumPy and torch when the run starts (not on resume).
             checkpoint_every: also commit a checkpoint every this many training steps.
+            async_checkpoint: copy each commit's state into reused CPU buffers and write it from a
+                background thread, so that training waits only for the copy. A commit is durable
+                once its write ends; a kill loses at most the commit in flight, and the previous
+                one stays on disk until the next is durable.
             progress: show progress with a ProgressionCallback (a dict: its options) unless one is
                 among ``callbacks``; False shows nothing.
 
@@ -160,6 +165,7 @@ class Experiment:
             "monitor_metric": plan.monitor,
             "monitor_mode": self.monitor_mode,
             "checkpoint_every": checkpoint_every,
+            "async_checkpoint": bool(async_checkpoint),
             "steps_per_epoch": plan.train.steps_per_epoch,
         }
         self.directory.prepare()
@@ -174,6 +180,7 @@ class Experiment:
                 settings=settings,
                 config=self.config,
                 tensorboard=self.tensorboard,
+                async_checkpoint=bool(async_checkpoint),
                 data_kinds={"train_data": data_kind(train_data), "valid_data": data_kind(valid_data)},
                 fresh_objects=not self._trained,
             )

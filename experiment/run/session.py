@@ -44,6 +44,7 @@ class TrainingSession:
         settings: dict[str, Any],
         config: dict[str, Any],
         tensorboard: bool,
+        async_checkpoint: bool = False,
         data_kinds: dict[str, str],
         fresh_objects: bool = True,
     ) -> None:
@@ -70,6 +71,7 @@ class TrainingSession:
             recorder=self.recorder,
             checkpoint_every=checkpoint_every,
             callbacks=callbacks,
+            async_writes=async_checkpoint,
         )
 
     def _mark_committed(self) -> None:
@@ -139,24 +141,37 @@ class TrainingSession:
         return self.loop.history
 
     def _fit(self) -> list[dict[str, Any]]:
+        """Train, then wait for the commit in flight before the status changes and before the
+        directory lock is released (a next process must never find our temporary file)."""
         self.write_status("running")
-        flag = InterruptFlag()
         try:
-            self.recorder.open(self.loop.history)
-            with interrupt_on_signals(flag):
-                history = self.loop.fit(self.plan, self.committer, flag)
+            history = self._fit_and_wait()
         except TrainingInterrupted as interrupted:
             self._interrupted(interrupted.signum)
         except KeyboardInterrupt:
+            self.committer.wait(quiet=True)
             self.write_status("interrupted", "second SIGINT: stopped at once")
             raise
         except BaseException as error:
+            self.committer.wait(quiet=True)
             with contextlib.suppress(StorageError):  # a full disk must not hide the original error
                 self.write_status("failed", f"{type(error).__name__}: {error}")
             raise
         finally:
             self.recorder.close()
         self.write_status("stopped" if self.loop.stop_training else "finished")
+        return history
+
+    def _fit_and_wait(self) -> list[dict[str, Any]]:
+        flag = InterruptFlag()
+        self.recorder.open(self.loop.history)
+        try:
+            with interrupt_on_signals(flag):
+                history = self.loop.fit(self.plan, self.committer, flag)
+        except TrainingInterrupted:
+            self.committer.wait()  # the interrupt's commit is durable before the exit
+            raise
+        self.committer.wait()  # a failure of the last write is raised here
         return history
 
     def _interrupted(self, signum: int) -> None:

@@ -154,20 +154,22 @@ class SendSignal(Callback):
                 signal.raise_signal(self.signum)
 
 
-@pytest.mark.parametrize("checkpoint_every", [None, 4])
-def test_signals_sigterm_in_process_exits_143_and_resumes_identical(run_dirs, checkpoint_every):
+@pytest.mark.parametrize(("checkpoint_every", "async_checkpoint"), [(None, False), (4, False), (4, True)])
+def test_signals_sigterm_in_process_exits_143_and_resumes_identical(
+    run_dirs, checkpoint_every, async_checkpoint
+):
     before = signal.getsignal(signal.SIGTERM)  # whatever the test runner inherited
     straight, resumed = run_dirs
-    train_run(straight, checkpoint_every=checkpoint_every)
+    options = {"checkpoint_every": checkpoint_every, "async_checkpoint": async_checkpoint}
+    train_run(straight, **options)
     with pytest.raises(SystemExit) as exited:
-        train_run(
-            resumed, checkpoint_every=checkpoint_every, callbacks=lambda: [SendSignal(9, signal.SIGTERM)]
-        )
+        train_run(resumed, callbacks=lambda: [SendSignal(9, signal.SIGTERM)], **options)
     assert exited.value.code == 143
     assert json.loads((resumed / "experiment.json").read_text())["status"] == "interrupted"
     assert load_newest_state(RunDirectory(resumed))[0]["nodes"]["progress"]["global_step"] == 9
+    assert RunDirectory(resumed).temporary_files() == []  # the interrupt's write ended before the exit
     assert signal.getsignal(signal.SIGTERM) is before
-    train_run(resumed, checkpoint_every=checkpoint_every)
+    train_run(resumed, **options)
     assert_same_run(straight, resumed)
 
 
