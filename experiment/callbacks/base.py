@@ -228,3 +228,9 @@ class CallbackList:
         for callback in self.callbacks:
             if isinstance(callback, PreparesCommit):
                 callback.before_commit()
+
+
+def optimizer_stepped(trainer: Any) -> bool:
+    """Whether the training batch that just ended also ended a group of accumulated batches, so
+    that the optimizer stepped (always, without gradient accumulation)."""
+    return bool(getattr(trainer, "optimizer_stepped", True))

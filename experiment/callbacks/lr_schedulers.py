@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import torch
 from torch.optim import lr_scheduler
 
-from experiment.callbacks.base import Callback
+from experiment.callbacks.base import Callback, optimizer_stepped
 from experiment.errors import ConfigurationError, ExperimentError, StateMismatchError
 from experiment.state.best import monitor_changed, monitored_value
 
@@ -111,10 +111,11 @@ class _EpochScheduler(LRSchedulerCallback):
 
 
 class _BatchScheduler(LRSchedulerCallback):
-    """A scheduler stepped after each training step."""
+    """A scheduler stepped after each optimizer step (once per group of accumulated batches)."""
 
     def on_train_batch_end(self, batch_number: int, logs: dict[str, Any]) -> None:
-        self._built().step()
+        if optimizer_stepped(self.trainer):
+            self._built().step()
 
 
 class LambdaLR(_EpochScheduler):
@@ -235,6 +236,8 @@ class CosineAnnealingWarmRestarts(_BatchScheduler):
 
     def on_train_batch_end(self, batch_number: int, logs: dict[str, Any]) -> None:
         trainer = self.trainer
+        if not optimizer_stepped(trainer):
+            return
         steps_per_epoch = _training_param(self, "steps_per_epoch")
         self._built().step(trainer.epochs_completed + trainer.steps_in_epoch / steps_per_epoch)
 

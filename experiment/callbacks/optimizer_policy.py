@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from experiment.arguments import check_int
-from experiment.callbacks.base import Callback, missing_state_keys
+from experiment.callbacks.base import Callback, missing_state_keys, optimizer_stepped
 from experiment.errors import ConfigurationError
 from experiment.schedules.phases import Phase, plot_values
 
@@ -81,7 +81,8 @@ class OptimizerPolicy(Callback):
                 _set_momentum(group, _momentum_key(group, index, optimizer), values["momentum"])
 
     def on_train_batch_end(self, batch_number: int, logs: dict[str, Any]) -> None:
-        self.current_step += 1
+        if optimizer_stepped(self.trainer):  # counts optimizer steps, not accumulated batches
+            self.current_step += 1
 
     # -------------------------------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:

@@ -25,8 +25,10 @@ class Trainer(Protocol):
         stop_training: set it to True to stop training after the current epoch (or, from a batch
             hook, after the current batch's epoch is finished); the stop is part of the saved state.
         epochs_completed: epochs finished so far.
-        steps_in_epoch: training steps finished in the current epoch.
-        global_step: training steps finished since the run began.
+        steps_in_epoch: training batches finished in the current epoch (the data position).
+        global_step: optimizer steps finished since the run began (one per batch, or one per
+            group of ``accumulate_grad_batches`` batches).
+        optimizer_stepped: whether the batch that just ended ended such a group.
         history: the logs of each finished epoch, oldest first.
         train_metrics: the running sums of the training loss and batch metrics (read them only where
             something is shown: reading copies from the device).
@@ -39,6 +41,7 @@ class Trainer(Protocol):
     epochs_completed: int
     steps_in_epoch: int
     global_step: int
+    optimizer_stepped: bool
     train_metrics: Any
     eval_metrics: Any
 

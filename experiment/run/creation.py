@@ -19,19 +19,24 @@ from typing import Any
 import torch
 
 from experiment.training.data import BatchSource
+from experiment.training.loop import TrainingLoop
 from experiment.training.plan import TrainingPlan
 
 _DATA_FIELDS = ("batch_size", "samples", "batches_per_pass", "steps_per_epoch")
 
 
-def creation_record(
-    optimizer: torch.optim.Optimizer, plan: TrainingPlan, kinds: dict[str, str]
-) -> dict[str, Any]:
-    """The record of a call: optimizer hyperparameters per group and the shape of each data source."""
+def creation_record(loop: TrainingLoop, plan: TrainingPlan, kinds: dict[str, str]) -> dict[str, Any]:
+    """The record of a call: optimizer hyperparameters per group, precision, accumulation and the
+    shape of each data source."""
     data = {"train_data": data_shape(plan.train, kinds["train_data"])}
     if plan.valid is not None:
         data["valid_data"] = data_shape(plan.valid, kinds["valid_data"])
-    return {"optimizer": hyperparameters(optimizer), "data": data}
+    return {
+        "optimizer": hyperparameters(loop.optimizer),
+        "precision": loop.precision.name,
+        "accumulate_grad_batches": loop.steps.accumulate,
+        "data": data,
+    }
 
 
 def hyperparameters(optimizer: torch.optim.Optimizer) -> list[dict[str, Any]]:
@@ -64,6 +69,13 @@ def data_shape(source: BatchSource, kind: str) -> dict[str, Any]:
 def creation_problems(recorded: dict[str, Any], current: dict[str, Any], *, mid_epoch: bool) -> list[str]:
     """What in ``current`` cannot resume the run ``recorded`` describes exactly."""
     problems = _optimizer_problems(recorded["optimizer"], current["optimizer"])
+    for field in ("precision", "accumulate_grad_batches"):
+        if field in recorded and recorded[field] != current[field]:
+            problems.append(
+                f"{field} was {recorded[field]!r} when the run was created and is {current[field]!r} "
+                "now; the run cannot resume exactly with another one. Pass the same value, or train "
+                "in a new directory."
+            )
     for role, now in current["data"].items():
         then = recorded["data"].get(role)
         if then is None:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
+from experiment.arguments import check_int
 from experiment.callbacks.progress import with_progress
 from experiment.errors import (
     ConfigurationError,
@@ -25,6 +26,7 @@ from experiment.store.relaunch import epochs_from_environment
 from experiment.training.components import resolve_device, resolve_loss, resolve_optimizer
 from experiment.training.loop import TrainingLoop
 from experiment.training.metrics import resolve_batch_metrics, resolve_epoch_metrics
+from experiment.training.precision import Precision
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -49,6 +51,10 @@ class Experiment:
         device: where to train; by default where the network's parameters are.
         config: hyperparameters to record in experiment.json (JSON-serialisable).
         tensorboard: whether to write TensorBoard scalars.
+        precision: "32-true" (alias "32"), "bf16-mixed" or "16-mixed" (autocast for the forward
+            pass and the loss; "16-mixed" adds a GradScaler saved with every commit).
+        accumulate_grad_batches: batches per optimizer step; ``global_step``,
+            ``checkpoint_every`` and per-step schedulers count optimizer steps.
 
     Example:
         >>> exp = Experiment("runs/blobs", net, optimizer="adam", loss_function="cross_entropy",
@@ -71,6 +77,8 @@ class Experiment:
         device: Any = None,
         config: dict[str, Any] | None = None,
         tensorboard: bool = True,
+        precision: str = "32-true",
+        accumulate_grad_batches: int = 1,
     ) -> None:
         if not isinstance(network, nn.Module):
             raise ConfigurationError(
@@ -94,6 +102,10 @@ class Experiment:
             batch_metrics=resolve_batch_metrics(batch_metrics),
             epoch_metrics=resolve_epoch_metrics(epoch_metrics),
             device=self.device,
+            precision=Precision.resolve(precision, self.device),
+            accumulate_grad_batches=check_int(
+                "accumulate_grad_batches", accumulate_grad_batches, minimum=1, expected="a positive integer"
+            ),
         )
 
     # ------------------------------------------------------------------------------- training

@@ -2,7 +2,8 @@
 
 ``model``, ``optimizer`` (its class checked), ``schedulers/<i>`` (compared as a list),
 ``callbacks/<state_key>`` (stateful callbacks; they may come and go between runs), ``best`` (the
-best-epoch tracker), ``progress``, ``rng`` and ``train_metrics`` (the loop's running sums).
+best-epoch tracker), ``progress``, ``rng``, ``train_metrics`` (the loop's running sums) and, in
+"16-mixed" precision, ``scaler`` (the GradScaler).
 A feature that must survive a kill adds a node here.
 """
 
@@ -37,6 +38,8 @@ def run_state_tree(
     tree.add("progress", loop.progress)
     tree.add("rng", loop.rng)
     tree.add("train_metrics", loop.train_metrics)
+    if loop.precision.scaler is not None:
+        tree.add("scaler", loop.precision.scaler)
     return tree
 
 

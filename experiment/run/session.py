@@ -53,7 +53,7 @@ class TrainingSession:
         self.plan = plan
         self.record = RunRecord(
             directory,
-            creation=creation_record(loop.optimizer, plan, data_kinds),
+            creation=creation_record(loop, plan, data_kinds),
             config=config,
             settings=settings,
             fresh_objects=fresh_objects,

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 import torch
@@ -29,8 +32,12 @@ def evaluate(
     prefix: str,
     callbacks: CallbackList,
     interrupt: InterruptFlag | None = None,
+    *,
+    autocast: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext,
 ) -> dict[str, Any]:
     """Run ``network`` over ``source`` in eval mode; return ``{prefix}_loss`` and the metrics.
+
+    ``autocast`` gives the context of the forward pass and the loss (the run's precision).
 
     Raises:
         DataError: ``source`` yielded no batch.
@@ -43,7 +50,7 @@ def evaluate(
     network.eval()
     metrics.reset()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), autocast():
             _run_batches(network, loss_function, metrics, source, prefix, callbacks, interrupt)
     finally:
         network.train(was_training)

@@ -40,16 +40,18 @@ import torch
 from torch import nn
 
 from experiment.callbacks.base import CallbackList
-from experiment.errors import CheckpointError, DataError, NonFiniteLossError
+from experiment.errors import CheckpointError, ConfigurationError, DataError, NonFiniteLossError
 from experiment.state.plain import plain_log_value
 from experiment.state.progress import Progress
 from experiment.state.rng import RandomState
-from experiment.training.batches import batch_size, forward, split_batch
+from experiment.training.batches import batch_size, split_batch
 from experiment.training.evaluation import evaluate
 from experiment.training.interrupts import InterruptFlag, TrainingInterrupted
 from experiment.training.metrics import EpochAccumulator, MetricFn
 from experiment.training.plan import CommitPoints, NoCommits, TrainingPlan
+from experiment.training.precision import Precision
 from experiment.training.progress_view import ProgressView
+from experiment.training.step import StepRunner
 
 #: ``step(x, y) -> (loss, y_pred)``: replaces zero_grad, forward, loss, backward, on_backward_end
 #: and the optimizer step (``y_pred`` may be None without metrics).
@@ -70,6 +72,9 @@ class TrainingLoop(ProgressView):
         batch_metrics: named callables averaged over the epoch.
         epoch_metrics: named objects with update/compute/reset.
         device: where batches are moved before the forward pass.
+        precision: full or mixed precision (default "32-true").
+        accumulate_grad_batches: batches per optimizer step; ``global_step`` counts optimizer
+            steps, ``steps_in_epoch`` batches.
     """
 
     def __init__(
@@ -81,11 +86,17 @@ class TrainingLoop(ProgressView):
         batch_metrics: list[tuple[str, MetricFn]],
         epoch_metrics: list[tuple[str, Any]],
         device: torch.device,
+        precision: Precision | None = None,
+        accumulate_grad_batches: int = 1,
     ) -> None:
         self.network = network
         self.optimizer = optimizer
         self.loss_function = loss_function
         self.device = device
+        self.precision = precision or Precision("32-true", device.type, None)
+        self.steps = StepRunner(network, optimizer, loss_function, self.precision, accumulate_grad_batches)
+        #: Whether the batch that just ended also ended an accumulation group (an optimizer step).
+        self.optimizer_stepped = False
         self.train_metrics = EpochAccumulator(batch_metrics, epoch_metrics, device)
         self.eval_metrics = EpochAccumulator(batch_metrics, copy.deepcopy(epoch_metrics), device)
         self.progress = Progress()
@@ -93,7 +104,18 @@ class TrainingLoop(ProgressView):
         self.train_step: TrainStep | None = None
 
     def use_train_step(self, step: TrainStep | None) -> None:
-        """Train with ``step(x, y) -> (loss, y_pred)`` instead of the built-in step (None: built-in)."""
+        """Train with ``step(x, y) -> (loss, y_pred)`` instead of the built-in step (None: built-in).
+
+        Raises:
+            ConfigurationError: with mixed precision or gradient accumulation, which the built-in
+                step implements and a custom step would bypass.
+        """
+        if step is not None and (self.precision.mixed or self.steps.accumulate > 1):
+            raise ConfigurationError(
+                f"train_step: received a custom step with precision={self.precision.name!r} and "
+                f"accumulate_grad_batches={self.steps.accumulate}; expected the defaults ('32-true', 1): "
+                "a custom step does its own forward, backward and optimizer step."
+            )
         self.train_step = step
 
     def reset(self) -> None:
@@ -122,7 +144,7 @@ class TrainingLoop(ProgressView):
         skipped = self.progress.steps_in_epoch
         batches = self._epoch_batches(plan, epoch)
         self.network.train()
-        trained = self._train_batches(batches, plan.callbacks, commits, interrupt)
+        trained = self._train_batches(batches, plan, commits, interrupt)
         remaining = None if plan.train.steps_per_epoch is None else plan.train.steps_per_epoch - skipped
         if trained == 0 and (skipped == 0 or (remaining is not None and remaining > 0)):
             raise DataError(f"{plan.train.role} yielded no batches in epoch {epoch}; expected at least one.")
@@ -158,15 +180,17 @@ class TrainingLoop(ProgressView):
         )
 
     def _train_batches(
-        self, batches: Iterator[Any], callbacks: CallbackList, commits: CommitPoints, interrupt: InterruptFlag
+        self, batches: Iterator[Any], plan: TrainingPlan, commits: CommitPoints, interrupt: InterruptFlag
     ) -> int:
         """Train on ``batches``; return how many there were."""
+        callbacks = plan.callbacks
         begin = callbacks.listeners("on_train_batch_begin")
         end = callbacks.listeners("on_train_batch_end")
         backward_end = callbacks.listeners("on_backward_end")
         with_values = callbacks.needs_batch_values
         names = self.train_metrics.batch_names()
-        progress = self.progress
+        progress, accumulate, last = self.progress, self.steps.accumulate, plan.train.steps_per_epoch
+        run = self.steps.run if self.train_step is None else None
         trained = 0
         for batch in batches:
             batch_number = progress.steps_in_epoch + 1
@@ -174,11 +198,20 @@ class TrainingLoop(ProgressView):
                 method(batch_number, {})
             started = time.perf_counter()
             x, y = split_batch(batch, self.device)
-            loss, y_pred = self._step(x, y, batch_number, backward_end)
+            if accumulate == 1:
+                group_start = group_end = True
+            else:
+                group_start = batch_number % accumulate == 1
+                group_end = batch_number % accumulate == 0 or batch_number == last
+            if run is None:
+                loss, y_pred = self.train_step(x, y)  # type: ignore[misc]
+            else:
+                loss, y_pred = run(x, y, batch_number, backward_end, group_start, group_end)
             size = batch_size(x, y)
             values = self.train_metrics.update(loss, y_pred, y, size)
             progress.steps_in_epoch += 1
-            progress.global_step += 1
+            progress.global_step += group_end
+            self.optimizer_stepped = group_end
             trained += 1
             if end:
                 logs = {"batch": batch_number, "size": size, "time": time.perf_counter() - started}
@@ -186,24 +219,15 @@ class TrainingLoop(ProgressView):
                     logs.update(zip(names, values.reshape(-1).tolist()))
                 for method in end:
                     method(batch_number, logs)
-            self._commit_point(commits, interrupt)
+            if group_end:
+                self._commit_point(commits, interrupt)
             if progress.stop_training:
                 break
+        if self.steps.pending and not progress.stop_training:  # the epoch's last, shorter group
+            self.steps.optimizer_step(progress.steps_in_epoch, backward_end)
+            progress.global_step += 1
+            self._commit_point(commits, interrupt)
         return trained
-
-    def _step(
-        self, x: Any, y: Any, batch_number: int, backward_end: Sequence[Any]
-    ) -> tuple[torch.Tensor, Any]:
-        if self.train_step is not None:
-            return self.train_step(x, y)
-        self.optimizer.zero_grad(set_to_none=True)
-        y_pred = forward(self.network, x)
-        loss = self.loss_function(y_pred, y)
-        loss.backward()
-        for method in backward_end:
-            method(batch_number)
-        self.optimizer.step()
-        return loss, y_pred
 
     def _commit_point(self, commits: CommitPoints, interrupt: InterruptFlag) -> None:
         """After a step: commit and stop on a signal; commit when a step checkpoint is due."""
