@@ -68,12 +68,10 @@ def _run(directory: Path, precision: str, stop: int | None) -> dict[str, torch.T
         tensorboard=False,
     )
     callbacks = [StopAt(stop)] if stop is not None else []
-    try:
+    with contextlib.suppress(Stopped):
         exp.train(
             _data("cuda"), epochs=3, batch_size=64, checkpoint_every=5, callbacks=callbacks, progress=False
         )
-    except KeyboardInterrupt:
-        pass
     return {key: value.detach().cpu() for key, value in net.state_dict().items()}
 
 
