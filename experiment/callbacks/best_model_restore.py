@@ -9,12 +9,12 @@ from typing import Any
 import torch
 
 from experiment.callbacks.base import Callback, missing_state_keys
-from experiment.state.best import MonitoredBest, monitor_changed, monitored_value
+from experiment.state.best import HoldsMonitoredBest, MonitoredBest, monitor_changed, monitored_value
 
 logger = logging.getLogger(__name__)
 
 
-class BestModelRestore(Callback):
+class BestModelRestore(HoldsMonitoredBest, Callback):
     """Keeps a copy of the best epoch's weights in memory and loads it at the end of training.
 
     The copy (on the CPU), the best value and its epoch are saved with each checkpoint, so a
@@ -46,24 +46,6 @@ class BestModelRestore(Callback):
         self.best = MonitoredBest(monitor, mode, owner="BestModelRestore")
         self.verbose = verbose
         self.best_weights: dict[str, torch.Tensor] | None = None
-
-    @property
-    def monitor(self) -> str:
-        return self.best.monitor
-
-    @property
-    def mode(self) -> str:
-        return self.best.mode
-
-    @property
-    def best_value(self) -> float | None:
-        """The monitored value of the best epoch (None before the first)."""
-        return self.best.value
-
-    @property
-    def best_epoch(self) -> int | None:
-        """The epoch whose weights are kept."""
-        return self.best.epoch
 
     def _log(self, message: str, *args: Any) -> None:
         logger.log(logging.INFO if self.verbose else logging.DEBUG, message, *args)

@@ -23,13 +23,13 @@ from typing import IO, Any
 from experiment.arguments import check_int, reject
 from experiment.callbacks.base import Callback, missing_state_keys
 from experiment.errors import ConfigurationError
-from experiment.state.best import MonitoredBest, missing_monitor_message, monitored_value
+from experiment.state.best import HoldsMonitoredBest, MonitoredBest, missing_monitor_message, monitored_value
 from experiment.store.files import atomic_writer
 
 logger = logging.getLogger(__name__)
 
 
-class PeriodicSaveCallback(Callback):
+class PeriodicSaveCallback(HoldsMonitoredBest, Callback):
     """Base class of the callbacks that write a file after some epochs; subclasses say what to write.
 
     Args:
@@ -96,24 +96,6 @@ class PeriodicSaveCallback(Callback):
         self.open_mode = open_mode
         self.best_filename: str | None = None
         self.pending_removal: str | None = None
-
-    @property
-    def monitor(self) -> str:
-        return self.best.monitor
-
-    @property
-    def mode(self) -> str:
-        return self.best.mode
-
-    @property
-    def best_value(self) -> float | None:
-        """The monitored value of the best epoch saved (with ``save_best_only``)."""
-        return self.best.value
-
-    @property
-    def best_epoch(self) -> int | None:
-        """The best epoch saved (with ``save_best_only``)."""
-        return self.best.epoch
 
     # ------------------------------------------------------------------------------ to override
     def save_file(self, fd: IO[Any], epoch_number: int, logs: dict[str, Any]) -> None:

@@ -163,3 +163,28 @@ class MonitoredBest:
 
     def __repr__(self) -> str:
         return f"MonitoredBest({self.monitor!r}, {self.mode!r}, epoch={self.epoch}, value={self.value})"
+
+
+class HoldsMonitoredBest:
+    """``monitor``, ``mode``, ``best_value`` and ``best_epoch`` of an object's ``best``
+    (a :class:`MonitoredBest`), for the callbacks and trackers built around one."""
+
+    best: MonitoredBest
+
+    @property
+    def monitor(self) -> str:
+        return self.best.monitor
+
+    @property
+    def mode(self) -> str:
+        return self.best.mode
+
+    @property
+    def best_value(self) -> float | None:
+        """The monitored value of the best epoch (None before the first)."""
+        return self.best.value
+
+    @property
+    def best_epoch(self) -> int | None:
+        """The best epoch (None before the first)."""
+        return self.best.epoch

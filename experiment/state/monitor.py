@@ -9,6 +9,7 @@ from typing import Any
 
 from experiment.state.best import (
     MODES,
+    HoldsMonitoredBest,
     MonitoredBest,
     check_mode,
     is_improvement,
@@ -29,7 +30,7 @@ __all__ = [
 ]
 
 
-class BestTracker:
+class BestTracker(HoldsMonitoredBest):
     """Remembers the best epoch and value of a monitored key: the run's ``best`` state node.
 
     A thin adapter of :class:`MonitoredBest` that reads the value and the epoch from an epoch's logs.
@@ -46,14 +47,6 @@ class BestTracker:
         self.best = MonitoredBest(
             monitor, check_mode(mode, role="monitor_mode"), owner="The run's best epoch"
         )
-
-    @property
-    def monitor(self) -> str:
-        return self.best.monitor
-
-    @property
-    def mode(self) -> str:
-        return self.best.mode
 
     @property
     def epoch(self) -> int | None:
