@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from experiment import (
 )
 from experiment.store.checkpoints import load_newest_state
 from experiment.store.directory import RunDirectory
+from tests.support.cli import call_as_nobody
 from tests.support.state_checks import newest_state, snapshot_files
 from tests.support.training import make_data, make_experiment, make_network, train_run
 
@@ -248,37 +248,12 @@ def test_errors_read_only_directory_for_another_user():
         exp = make_experiment(run_dir)
         make_read_only(run_dir)
         try:
-            kind, message = train_as_nobody(exp)
+            kind, message = call_as_nobody(train_with, exp)
         finally:
             make_writable(run_dir)
         assert kind == "RunDirectoryError", message
         assert "is read-only" in message and str(run_dir) in message
         assert newest_state(run_dir)["nodes"]["progress"]["epochs_completed"] == 2
-
-
-def train_as_nobody(exp: Experiment) -> tuple[str, str]:
-    """Fork; the child drops to uid/gid 65534, trains, and reports what it raised."""
-    read_end, write_end = os.pipe()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # fork() in a process with threads
-        pid = os.fork()
-    if pid == 0:  # the child: never return into pytest
-        report = "none\tno error"
-        try:
-            os.setgid(65534)
-            os.setuid(65534)
-            train_with(exp)
-        except BaseException as error:  # noqa: BLE001 - reported to the parent
-            report = f"{type(error).__name__}\t{error}"
-        finally:
-            os.write(write_end, report.encode())
-            os._exit(0)
-    os.close(write_end)
-    with os.fdopen(read_end, "rb") as reader:
-        report = reader.read().decode()
-    os.waitpid(pid, 0)
-    kind, _, message = report.partition("\t")
-    return kind, message
 
 
 # ------------------------------------------------------------------------------ bad arguments
