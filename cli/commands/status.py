@@ -32,6 +32,7 @@ def status(directory: Path) -> None:
     lines = [("run", str(summary.path)), ("status", _status(summary))]
     lines += [("epochs", _epochs(summary, position)), ("steps", _steps(summary, position))]
     lines += [("best", _best(summary, position)), ("checkpoint", unreadable or _checkpoint(summary))]
+    lines += [("training", summary.training())]
     lines += [("updated", f"{format_time(summary.updated)} ({format_age(summary.updated)})")]
     lines += [("size", format_bytes(RunDirectory(directory).size_on_disk()))]
     if summary.command:

@@ -55,6 +55,19 @@ class RunSummary:
     config: dict[str, Any]
     settings: dict[str, Any]
     command: dict[str, Any] | None
+    created_with: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def training(self) -> str:
+        """Precision, accumulation and commit mode, as recorded ("32-true" for runs before them)."""
+        precision = self.created_with.get("precision", "32-true")
+        accumulate = self.created_with.get("accumulate_grad_batches", 1)
+        parts = [precision]
+        if accumulate != 1:
+            parts.append(f"{accumulate} batches per optimizer step")
+        parts.append(
+            "asynchronous commits" if self.settings.get("async_checkpoint") else "synchronous commits"
+        )
+        return ", ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
         """The summary as JSON-serialisable data."""
@@ -103,6 +116,7 @@ def summarize(directory: str | os.PathLike[str]) -> RunSummary:
         config=dict(metadata.get("config") or {}),
         settings=dict(settings),
         command=metadata.get("command"),
+        created_with=dict(metadata.get("created_with") or {}),
     )
 
 

@@ -263,3 +263,15 @@ def test_cli_status_does_not_open_a_fifo_named_like_a_checkpoint(tmp_path):
 
     assert result.returncode == 0, result.stderr
     assert _field(result.stdout, "checkpoint").endswith("state-000001.pt")
+
+
+def test_cli_status_shows_the_precision_accumulation_and_commit_mode(tmp_path):
+    train_run(tmp_path / "plain", epochs=1)
+    options = {"precision": "bf16-mixed", "accumulate_grad_batches": 2}
+    train_run(tmp_path / "mixed", epochs=1, experiment_options=options, async_checkpoint=True)
+
+    plain = _field(_invoke("status", str(tmp_path / "plain")).output, "training")
+    mixed = _field(_invoke("status", str(tmp_path / "mixed")).output, "training")
+
+    assert plain == "32-true, synchronous commits"
+    assert mixed == "bf16-mixed, 2 batches per optimizer step, asynchronous commits"
