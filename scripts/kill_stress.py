@@ -9,9 +9,15 @@ The finished run must equal an uninterrupted one: every state checkpoint (weight
 schedulers, callbacks, loop position, random state) and the best weights bit for bit, log.tsv in
 every column but ``time``, and each TensorBoard scalar exactly once per epoch with the same value.
 
+With ``--async`` the killed runs train with ``async_checkpoint=True``: a background thread writes
+each commit while training goes on, every fsync of the child is slowed so that random kills also
+land while a write is in flight, and those kills are counted apart. The references stay
+synchronous, so an asynchronous run must end exactly as a synchronous uninterrupted one.
+
 Usage::
 
     python scripts/kill_stress.py --kills 50 --seed 0 --workdir /tmp/kill-stress
+    python scripts/kill_stress.py --kills 30 --seed 7 --async
 
 The harness lives in tests/support (kill_child.py, kill.py, run_comparison.py), which
 tests/run/test_kill.py uses for its smaller version of the same check; this script keeps the loop.
@@ -20,6 +26,7 @@ tests/run/test_kill.py uses for its smaller version of the same check; this scri
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import random
 import shutil
 import sys
@@ -64,6 +71,12 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         "--startup-share", type=float, default=0.1, help="share of kills in the first 0.3 s of a launch (0.1)"
     )
     parser.add_argument("--keep", action="store_true", help="keep the run directories that ended identical")
+    parser.add_argument(
+        "--async",
+        dest="async_checkpoint",
+        action="store_true",
+        help="train the killed runs with async_checkpoint=True (background writes)",
+    )
     return parser.parse_args(argv)
 
 
@@ -83,7 +96,8 @@ def stress_round(
 ) -> tuple[RunReport, list[str]]:
     """Train run ``number`` with up to ``budget`` kills; return its report and its differences."""
     index = number % len(CONFIGS)
-    config, run_dir = CONFIGS[index], args.workdir / f"run-{number:03d}"
+    config = dataclasses.replace(CONFIGS[index], async_checkpoint=args.async_checkpoint)
+    run_dir = args.workdir / f"run-{number:03d}"
     shutil.rmtree(run_dir, ignore_errors=True)
     plan = kill_plan(
         rng,
@@ -94,9 +108,12 @@ def stress_round(
     )
     report = train_with_kills(script, run_dir, config, plan)
     problems = run_differences(args.workdir / f"reference-{index}", run_dir, config.epochs)
+    background = (
+        f", {report.kills_during_background_write} during a background write" if args.async_checkpoint else ""
+    )
     print(
         f"run {number:3d} config {index}: {report.kills} kills ({report.kills_during_write} "
-        f"mid-write, at steps {report.kill_steps}), {report.resumes} resumes, "
+        f"mid-write{background}, at steps {report.kill_steps}), {report.resumes} resumes, "
         f"{report.seconds:.1f} s, {'identical' if not problems else 'DIFFERENT'}",
         flush=True,
     )
@@ -122,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         totals.update(
             kills=report.kills,
             during_write=report.kills_during_write,
+            during_background_write=report.kills_during_background_write,
             resumes=report.resumes,
             startup=report.kills_before_first_step,
             runs=1,
@@ -129,9 +147,15 @@ def main(argv: list[str] | None = None) -> int:
             leftover=report.leftover_temporaries,
         )
         kinds.update(report.write_kinds)
+    background = (
+        f"  landed while a background write was in flight: {totals['during_background_write']}\n"
+        if args.async_checkpoint
+        else ""
+    )
     print(
-        f"\nkills made: {totals['kills']}\n"
+        f"\nkills made: {totals['kills']}{' (asynchronous commits)' if args.async_checkpoint else ''}\n"
         f"  during checkpoint writes: {totals['during_write']} {dict(kinds)}\n"
+        f"{background}"
         f"  before a launch's first step (start-up, restore): {totals['startup']}\n"
         f"resumes: {totals['resumes']}\n"
         f"runs ended identical: {totals['identical']} of {totals['runs']}\n"

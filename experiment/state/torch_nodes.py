@@ -10,12 +10,22 @@ from torch import nn
 from experiment.state.compatibility import model_mismatches, optimizer_mismatches
 
 
+def plain_module(network: nn.Module) -> nn.Module:
+    """The module that ``torch.compile`` wrapped (an ``OptimizedModule``), or ``network`` itself.
+
+    Weights are saved, loaded and checked through it, so that they never carry the ``_orig_mod.``
+    prefix of the wrapper's ``state_dict``: the files of a compiled run and of an uncompiled one are
+    interchangeable.
+    """
+    return getattr(network, "_orig_mod", network)
+
+
 class ModuleNode:
     """The ``model`` node: a network's ``state_dict``, with missing, unexpected and mis-shaped keys
-    reported before loading."""
+    reported before loading. A compiled network is saved and loaded as the module it wraps."""
 
     def __init__(self, network: nn.Module) -> None:
-        self.network = network
+        self.network = plain_module(network)
 
     def state_dict(self) -> dict[str, Any]:
         return self.network.state_dict()
@@ -56,20 +66,26 @@ class OptimizerNode:
 def first_non_finite(tensors: dict[str, Any]) -> str | None:
     """The name of the first floating tensor holding NaN or infinity, or None when all are finite.
 
-    The checks run on each tensor's device; the usual (finite) case costs one device-to-host copy
-    per device.
+    Each tensor's minimum and maximum (which NaN and infinities reach) are computed on its own
+    device, without a boolean copy of the tensor; the usual (finite) case costs one
+    device-to-host copy per device.
     """
     named = [
         (name, value)
         for name, value in tensors.items()
-        if torch.is_tensor(value) and value.is_floating_point()
+        if torch.is_tensor(value) and value.is_floating_point() and value.numel() > 0
     ]
     by_device: dict[torch.device, list[torch.Tensor]] = {}
     for _, value in named:
-        by_device.setdefault(value.device, []).append(torch.isfinite(value).all())
-    if all(bool(torch.stack(flags).all()) for flags in by_device.values()):
+        by_device.setdefault(value.device, []).append(_extremes(value))
+    if all(bool(torch.cat(extremes).isfinite().all()) for extremes in by_device.values()):
         return None
-    return next(name for name, value in named if not bool(torch.isfinite(value).all()))
+    return next(name for name, value in named if not bool(_extremes(value).isfinite().all()))
+
+
+def _extremes(value: torch.Tensor) -> torch.Tensor:
+    low, high = torch.aminmax(value.detach())
+    return torch.stack([low, high]).float()
 
 
 def optimizer_tensors(optimizer: torch.optim.Optimizer) -> dict[str, Any]:

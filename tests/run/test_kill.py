@@ -9,6 +9,7 @@ milliseconds), so the planned kills happen however fast the machine is.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from pathlib import Path
 
@@ -62,6 +63,21 @@ def test_kill_during_checkpoint_writes_resumes_bit_identical(harness, tmp_path):
     # Counted only when the killed writer's temporary file is still there: it died before os.replace.
     assert report.kills_during_write >= 1
     assert run_differences(reference(STEP_CHECKPOINTS), tmp_path / "run", STEP_CHECKPOINTS.epochs) == []
+
+
+def test_kill_with_asynchronous_commits_resumes_as_an_uninterrupted_synchronous_run(harness, tmp_path):
+    script, reference = harness
+    config = dataclasses.replace(STEP_CHECKPOINTS, async_checkpoint=True)
+    # Seed 3 plans two kills aimed at (background) writes, then one at a random step; every fsync
+    # of the child is slowed, so that writes are in flight while training goes on.
+    plan = kill.kill_plan(random.Random(3), 3, write_share=0.5, max_steps_ahead=AHEAD)
+    report = kill.train_with_kills(script, tmp_path / "run", config, plan)
+    assert report.kills >= 2
+    # Counted when a temporary file of the killed launch is still there: its writer thread died.
+    assert report.kills_during_background_write >= 1
+    assert report.leftover_temporaries == 0  # the last launch removed what the killed writers left
+    # The reference is synchronous: asynchronous commits change when files are written, not what.
+    assert run_differences(reference(STEP_CHECKPOINTS), tmp_path / "run", config.epochs) == []
 
 
 def test_kill_without_step_checkpoints_resumes_from_epoch_end(harness, tmp_path):

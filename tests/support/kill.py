@@ -2,7 +2,10 @@
 
 Some kills are aimed at checkpoint writes: :func:`kill_at_write` polls the ``checkpoints/`` folder
 for the temporary files of ``experiment.store.files.atomic_writer`` and kills as soon as one appears
-(the child slows its own fsync down a little so that the window can be caught). Used by
+(the child slows its own fsync down a little so that the window can be caught). With
+``Config(async_checkpoint=True)`` the child writes its commits from a background thread and slows
+every fsync, so that random kills also land while a write is in flight; such kills are counted
+apart (a fresh temporary file is there after the kill). Used by
 tests/run/test_kill.py, and at scale by scripts/kill_stress.py; :mod:`tests.support.run_comparison`
 checks the result against an uninterrupted run.
 """
@@ -56,6 +59,9 @@ class RunReport:
     launches: int = 0
     kills: int = 0
     kills_during_write: int = 0
+    #: Asynchronous commits: kills after which a temporary file of this launch was left, that is,
+    #: that landed while the background writer was writing (whatever the kill aimed at).
+    kills_during_background_write: int = 0
     kills_before_first_step: int = 0
     write_kinds: Counter[str] = field(default_factory=Counter)
     kill_steps: list[int] = field(default_factory=list)
@@ -126,8 +132,10 @@ def train_with_kills(
     started = time.monotonic()
     checkpoints_dir = run_dir / "checkpoints"
     for kill in plan:
-        delay = fsync_delay if kill is not None and kill.kind == "write" else 0.0
-        with Child(script, run_dir, config, fsync_delay=delay) as child:
+        # Asynchronous writes run alongside training: slowed always, so that random kills meet them.
+        slowed = kill is not None and (kill.kind == "write" or config.async_checkpoint)
+        stale = set(temporaries(checkpoints_dir))
+        with Child(script, run_dir, config, fsync_delay=fsync_delay if slowed else 0.0) as child:
             report.launches += 1
             child.wait_ready()
             if kill is None or not child.wait_steps(kill.steps_ahead) or child.exited_within(kill.delay):
@@ -145,6 +153,8 @@ def train_with_kills(
         report.kills += 1
         report.kill_steps.append(child.last_step or 0)
         report.kills_before_first_step += child.steps_seen == 0
+        if config.async_checkpoint and set(temporaries(checkpoints_dir)) - stale:
+            report.kills_during_background_write += 1
         if target is not None and target.exists():  # the writer died before its os.replace
             report.kills_during_write += 1
             report.write_kinds[target.name[1:].split("-")[0]] += 1

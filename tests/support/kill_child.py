@@ -21,8 +21,9 @@ from typing import Any
 
 #: The child: trains in the run directory given on its command line, printing READY just before
 #: ``train`` so the parent knows the imports are done. ``--fsync-delay`` slows the fsyncs of
-#: experiment.store.files (only them, only in this process) so that a write's temporary file lives long
-#: enough for the parent to see it.
+#: experiment.store.files (only them, only in this process, in whichever thread writes) so that a
+#: write's temporary file lives long enough for the parent to see it. ``--async-checkpoint`` trains
+#: with ``async_checkpoint=True`` (the argument is passed only then, so older versions still run).
 TRAINING_SCRIPT = '''\
 import argparse
 import os
@@ -54,6 +55,7 @@ parser.add_argument("--epochs", type=int, default=5)
 parser.add_argument("--checkpoint-every", type=int, default=4)
 parser.add_argument("--fsync-delay", type=float, default=0.0)
 parser.add_argument("--loader-generator", action="store_true")
+parser.add_argument("--async-checkpoint", action="store_true")
 args = parser.parse_args()
 
 if args.fsync_delay > 0:
@@ -87,7 +89,8 @@ exp = Experiment(args.run_dir, network, optimizer=optimizer, loss_function="cros
                  monitor_metric="val_acc", monitor_mode="max")
 print("READY", flush=True)
 exp.train(loader, (valid_x, valid_y), epochs=args.epochs, lr_schedulers=[scheduler],
-          checkpoint_every=args.checkpoint_every or None, seed=7, callbacks=[PrintStep()])
+          checkpoint_every=args.checkpoint_every or None, seed=7, callbacks=[PrintStep()],
+          **({"async_checkpoint": True} if args.async_checkpoint else {}))
 '''
 
 #: Training batches per epoch in the child (480 samples, batches of 16).
@@ -104,10 +107,13 @@ class Config:
     epochs: int = 5
     checkpoint_every: int | None = 4
     loader_generator: bool = False
+    #: Train with ``async_checkpoint=True``: commits are written by a background thread.
+    async_checkpoint: bool = False
 
     def arguments(self) -> list[str]:
         arguments = ["--epochs", str(self.epochs), "--checkpoint-every", str(self.checkpoint_every or 0)]
-        return arguments + (["--loader-generator"] if self.loader_generator else [])
+        arguments += ["--loader-generator"] if self.loader_generator else []
+        return arguments + (["--async-checkpoint"] if self.async_checkpoint else [])
 
 
 def write_training_script(directory: Path) -> Path:
