@@ -72,8 +72,10 @@ class Committer:
         #: Called once the run's first checkpoint is durable.
         self.on_first_commit: Callable[[], None] | None = None
         self._previous_best: int | None = None
-        #: The writer thread of asynchronous commits (None: commits are written synchronously).
-        self.writer = BackgroundWriter() if async_writes else None
+        self.async_writes = async_writes
+        #: The background thread that writes asynchronous commits and removes superseded files
+        #: (of synchronous commits too: the training thread never deletes a checkpoint file).
+        self.writer = BackgroundWriter()
         self.snapshot = Snapshot()
 
     # ------------------------------------------------------------------------------- committing
@@ -83,9 +85,10 @@ class Committer:
     def commit(self, reason: str) -> None:
         """Write the derived files of a finished epoch, then the state, then prune older files.
 
-        With a background writer, the previous write is waited for (its error raised here), the
-        state is copied into reused CPU buffers, and the writer writes the best weights and the
-        state and prunes, while training goes on.
+        The background thread's previous work is waited for first (its error raised here). A
+        synchronous commit then writes the best weights and the state and leaves the removal of
+        superseded files to the background thread; an asynchronous one copies the state into
+        reused CPU buffers and leaves the writing and the removals to it, while training goes on.
 
         Raises:
             NonFiniteStateError: the network or the optimizer holds NaN or infinity (unless a
@@ -113,27 +116,31 @@ class Committer:
         best_path = self.directory.best_path(logs["epoch"]) if improved and logs is not None else None
         keep = {self.best.epoch, self._previous_best}
         self._previous_best = self.best.epoch
-        if self.writer is None:
-            self._write(state, best_path, keep)
+        if not self.async_writes:
+            self._write_files(state, best_path)
             self._first_commit_durable()
+            self.writer.submit(lambda: self._prune(keep))
             return
         copied = self.snapshot.take(state)
         self.writer.submit(lambda: self._write(copied, best_path, keep))
 
     def wait(self, *, quiet: bool = False) -> None:
-        """Wait for the background write in flight, if any; raise its error unless ``quiet``."""
-        if self.writer is not None:
-            self.writer.wait(quiet=quiet)
-            self._first_commit_durable()
+        """Wait for the background work in flight; raise its error unless ``quiet``."""
+        self.writer.wait(quiet=quiet)
+        self._first_commit_durable()
 
     def _write(self, state: dict[str, Any], best_path: Path | None, keep: set[int | None]) -> None:
-        """Best weights, then the state, each atomically and durably, then prune older files."""
+        """In the writer thread: write the snapshot's files, then prune older ones."""
         self.snapshot.wait_copied()
+        self._write_files(state, best_path)
+        self._prune(keep)
+
+    def _write_files(self, state: dict[str, Any], best_path: Path | None) -> None:
+        """Best weights, then the state, each atomically and durably."""
         if best_path is not None:
             # Same folder as the state file, whose folder fsync makes both renames durable.
             save_tensors(best_path, state["nodes"]["model"], sync_dir=False)
         save_tensors(self.directory.state_path(state["serial"]), state)
-        self._prune(keep)
 
     def _first_commit_durable(self) -> None:
         if self.serial == 1 and self.on_first_commit is not None and self.directory.state_paths():
