@@ -10,6 +10,7 @@ import torch
 
 from experiment.callbacks.base import Callback, missing_state_keys
 from experiment.state.best import HoldsMonitoredBest, MonitoredBest, monitor_changed, monitored_value
+from experiment.state.torch_nodes import plain_module
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ class BestModelRestore(HoldsMonitoredBest, Callback):
         value = monitored_value(logs, self.monitor, role="BestModelRestore monitor")
         if not self.best.improves(value):
             return
-        network = self.trainer.network
+        network = plain_module(self.trainer.network)  # weights without torch.compile's prefix
         self._log("Epoch %d: %s improved from %s to %s.", epoch_number, self.monitor, self.best_value, value)
         self.best.update(value, epoch_number)
         self.best_weights = {
@@ -72,7 +73,7 @@ class BestModelRestore(HoldsMonitoredBest, Callback):
         self._log(
             "Restoring the weights of epoch %d (%s = %s).", self.best_epoch, self.monitor, self.best_value
         )
-        self.trainer.network.load_state_dict(self.best_weights)
+        plain_module(self.trainer.network).load_state_dict(self.best_weights)
 
     def state_dict(self) -> dict[str, Any]:
         """The best (monitor, mode, epoch, value) and a CPU copy of its weights."""

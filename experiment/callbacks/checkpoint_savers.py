@@ -19,6 +19,7 @@ from experiment.callbacks.forwarding import ForwardingCallback
 from experiment.callbacks.periodic_save import PeriodicSaveCallback
 from experiment.errors import ConfigurationError, StateMismatchError
 from experiment.state.stateful import ChecksState
+from experiment.state.torch_nodes import plain_module
 from experiment.store.safe_load import load_tensors
 
 
@@ -55,7 +56,7 @@ class ModelCheckpoint(PeriodicSaveCallback):
         return self.restore_best
 
     def save_file(self, fd: IO[Any], epoch_number: int, logs: dict[str, Any]) -> None:
-        torch.save(self.trainer.network.state_dict(), fd)
+        torch.save(plain_module(self.trainer.network).state_dict(), fd)
 
     def on_train_end(self, logs: dict[str, Any]) -> None:
         super().on_train_end(logs)
@@ -67,7 +68,7 @@ class ModelCheckpoint(PeriodicSaveCallback):
                 stacklevel=2,
             )
             return
-        self.trainer.network.load_state_dict(load_tensors(Path(self.best_filename)))
+        plain_module(self.trainer.network).load_state_dict(load_tensors(Path(self.best_filename)))
         self._log("Restored the weights of epoch %s from %s", self.best_epoch, self.best_filename)
 
 

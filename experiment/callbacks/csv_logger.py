@@ -22,6 +22,7 @@ from typing import Any
 
 from experiment.arguments import reject
 from experiment.callbacks.base import Callback, missing_state_keys
+from experiment.state.learning_rates import lr_logs, lr_names
 from experiment.store.files import append_text, atomic_writer
 
 _CHUNK = 1 << 20
@@ -95,7 +96,7 @@ class CSVLogger(Callback):
     def on_train_batch_end(self, batch_number: int, logs: dict[str, Any]) -> None:
         if not self.batch_granularity:
             return
-        self._add_row({"epoch": self.trainer.epochs_completed + 1, "lr": self._lr(), **logs})
+        self._add_row({"epoch": self.trainer.epochs_completed + 1, **lr_logs(self.trainer.optimizer), **logs})
         if self.flush_interval is not None and time.monotonic() - self._last_flush >= self.flush_interval:
             self.flush()
 
@@ -215,10 +216,7 @@ class CSVLogger(Callback):
         metrics = self.trainer.train_metrics
         names = metrics.batch_names() + [name for name, _ in metrics.epoch_metrics]
         head = ["epoch", "batch", "size"] if self.batch_granularity else ["epoch"]
-        return [*head, "time", "lr", *names, *(f"val_{name}" for name in names)]
-
-    def _lr(self) -> float:
-        return self.trainer.optimizer.param_groups[0]["lr"]
+        return [*head, "time", *lr_names(self.trainer.optimizer), *names, *(f"val_{name}" for name in names)]
 
 
 class AtomicCSVLogger(CSVLogger):

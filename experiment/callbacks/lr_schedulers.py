@@ -11,16 +11,24 @@ the learning rates of an uninterrupted one.
 from __future__ import annotations
 
 import copy
-import inspect
-from collections import Counter, OrderedDict
+import os
+from pathlib import Path
 from typing import Any, ClassVar
 
-import torch
 from torch.optim import lr_scheduler
 
 from experiment.callbacks.base import Callback, optimizer_stepped
-from experiment.errors import ConfigurationError, ExperimentError, StateMismatchError
+from experiment.callbacks.scheduler_arguments import (
+    bound,
+    check_arguments,
+    for_torch,
+    group_settings,
+    plain,
+    training_param,
+)
+from experiment.errors import ExperimentError, StateMismatchError
 from experiment.state.best import monitor_changed, monitored_value
+from experiment.store.safe_load import load_tensors
 
 #: The entries of ReduceLROnPlateau's state that belong to the watched metric.
 _PLATEAU_BEST_KEYS = ("best", "num_bad_epochs", "mode", "mode_worse")
@@ -45,7 +53,7 @@ class LRSchedulerCallback(Callback):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__()
-        _check_arguments(self.scheduler_class, args, kwargs)
+        check_arguments(self.scheduler_class, args, kwargs)
         self.args, self.kwargs = args, kwargs
         self.scheduler: Any = None
         self._loaded_state: dict[str, Any] | None = None
@@ -56,11 +64,11 @@ class LRSchedulerCallback(Callback):
 
     def on_train_begin(self, logs: dict[str, Any]) -> None:
         optimizer = self.trainer.optimizer
-        restored_settings = [_settings(group) for group in optimizer.param_groups]
+        restored_settings = [group_settings(group) for group in optimizer.param_groups]
         args, kwargs = self._arguments()
         self.scheduler = self.scheduler_class(optimizer, *args, **kwargs)
         if self._loaded_state is not None:
-            self.scheduler.load_state_dict(_for_torch(self._loaded_state, self.scheduler))
+            self.scheduler.load_state_dict(for_torch(self._loaded_state, self.scheduler))
             for group, settings in zip(optimizer.param_groups, restored_settings, strict=True):
                 group.update(settings)
             self._loaded_state = None
@@ -77,7 +85,7 @@ class LRSchedulerCallback(Callback):
         """The torch scheduler's state as plain data (functions given as lambdas are left out)."""
         if self._loaded_state is not None or self.scheduler is None:
             return copy.deepcopy(self._loaded_state or {})
-        return _plain(self.scheduler.state_dict())
+        return plain(self.scheduler.state_dict())
 
     def state_problems(self, state_dict: Any) -> list[str]:
         """What makes a saved state unfit: not a dict, or a torch scheduler state without ``last_epoch``."""
@@ -101,6 +109,29 @@ class LRSchedulerCallback(Callback):
         if problems:
             raise StateMismatchError("; ".join(problems))
         self._loaded_state = copy.deepcopy(dict(state_dict)) or None
+
+    def load_state(self, filename: str | os.PathLike[str]) -> None:
+        """Load a state saved by :class:`~experiment.callbacks.LRSchedulerCheckpoint` (Poutyne's
+        ``load_state``), applied when training begins, through the safe loader.
+
+        A resumed run's checkpoint still takes precedence over it when training starts.
+
+        Raises:
+            UnsafeCheckpointError: the file holds a pickle that would run code; nothing is loaded.
+            CheckpointError: the file is missing or damaged.
+            StateMismatchError: the file holds no state of an LR scheduler; nothing is changed.
+
+        Example:
+            >>> scheduler = StepLR(step_size=3)
+            >>> scheduler.load_state("runs/a/scheduler.pt")
+            >>> exp.train(train, valid, epochs=10, callbacks=[scheduler])
+        """
+        path = Path(filename)
+        state = load_tensors(path)
+        problems = self.state_problems(state)
+        if problems:
+            raise StateMismatchError(f"{path}: " + "; ".join(problems))
+        self.load_state_dict(state)
 
 
 class _EpochScheduler(LRSchedulerCallback):
@@ -180,7 +211,7 @@ class ReduceLROnPlateau(_EpochScheduler):
     @property
     def mode(self) -> str:
         """The torch scheduler's ``mode`` as given ("min" by default)."""
-        return str(_bound(self.scheduler_class, self.args, self.kwargs).get("mode", "min"))
+        return str(bound(self.scheduler_class, self.args, self.kwargs).get("mode", "min"))
 
     def state_dict(self) -> dict[str, Any]:
         """The torch scheduler's state and the watched ``monitor``."""
@@ -216,11 +247,11 @@ class OneCycleLR(_BatchScheduler):
     scheduler_class = lr_scheduler.OneCycleLR
 
     def _arguments(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        kwargs = _bound(self.scheduler_class, self.args, self.kwargs)
+        kwargs = bound(self.scheduler_class, self.args, self.kwargs)
         if kwargs.get("total_steps") is None:
             for key in ("epochs", "steps_per_epoch"):
                 if kwargs.get(key) is None:
-                    kwargs[key] = _training_param(self, key)
+                    kwargs[key] = training_param(self, key)
         return (), kwargs
 
 
@@ -238,69 +269,5 @@ class CosineAnnealingWarmRestarts(_BatchScheduler):
         trainer = self.trainer
         if not optimizer_stepped(trainer):
             return
-        steps_per_epoch = _training_param(self, "steps_per_epoch")
+        steps_per_epoch = training_param(self, "steps_per_epoch")
         self._built().step(trainer.epochs_completed + trainer.steps_in_epoch / steps_per_epoch)
-
-
-# ---------------------------------------------------------------------------------------- helpers
-def _bound(scheduler_class: type[Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
-    """The arguments by name, as the torch scheduler would receive them (optimizer left out)."""
-    bound = inspect.signature(scheduler_class).bind(None, *args, **kwargs)
-    return dict(list(bound.arguments.items())[1:])
-
-
-def _check_arguments(scheduler_class: type[Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-    name = scheduler_class.__name__
-    if (args and isinstance(args[0], torch.optim.Optimizer)) or "optimizer" in kwargs:
-        raise ConfigurationError(
-            f"{name}: received an optimizer; expected the scheduler's other arguments only. The "
-            "callback builds the scheduler on the Experiment's optimizer when training begins."
-        )
-    try:
-        _bound(scheduler_class, args, kwargs)
-    except TypeError as error:
-        full = inspect.signature(scheduler_class)
-        signature = full.replace(
-            parameters=list(full.parameters.values())[1:], return_annotation=inspect.Signature.empty
-        )
-        raise ConfigurationError(
-            f"{name}: the arguments {args!r}, {kwargs!r} do not fit torch's {name}: {error}. "
-            f"Expected {name}{signature}."
-        ) from None
-
-
-def _training_param(callback: Callback, key: str) -> int:
-    value = callback.params.get(key)
-    if value is None:
-        raise ConfigurationError(
-            f"{type(callback).__name__} needs the number of training {key.replace('_', ' ')}, which is "
-            f"unknown here (received {value!r}). Pass steps_per_epoch= to Experiment.train, or give "
-            "the scheduler total_steps=."
-        )
-    return int(value)
-
-
-def _settings(group: dict[str, Any]) -> dict[str, Any]:
-    """A copy of a parameter group's settings (everything but the parameters)."""
-    return {key: copy.deepcopy(value) for key, value in group.items() if key != "params"}
-
-
-def _plain(value: Any) -> Any:
-    """``value`` with dict subclasses (Counter, OrderedDict) made plain dicts, recursively."""
-    if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_plain(item) for item in value]
-    if isinstance(value, tuple):
-        return tuple(_plain(item) for item in value)
-    return value
-
-
-def _for_torch(state: dict[str, Any], scheduler: Any) -> dict[str, Any]:
-    """A copy of a saved state with the dict subclasses the live scheduler holds restored."""
-    state = copy.deepcopy(state)  # some load_state_dict methods pop keys from what they receive
-    for key, value in state.items():
-        current = getattr(scheduler, key, None)
-        if isinstance(current, (Counter, OrderedDict)) and isinstance(value, dict):
-            state[key] = type(current)(value)
-    return state

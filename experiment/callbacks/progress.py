@@ -1,37 +1,49 @@
-"""ProgressionCallback: the progress display of training and testing, drawn with tqdm.
+"""ProgressionCallback: the progress display of training and testing.
 
-On a terminal, a bar per phase (an epoch's training steps, its validation, a test) shows the step,
-an ETA and the running loss and metrics, and each epoch ends with one summary line. Anywhere else
-(a file, a pipe, a CI log), only the summary lines are printed, one per epoch and one per test.
+Training begins with a line naming the run and saying whether it starts afresh or where it
+resumes. On a terminal, each phase (an epoch's training steps, its validation, a test) has a line
+redrawn in place: step, bar, the phase's ETA and the run's, pace, running loss and metrics, with
+the least useful fields dropped to fit the width; each epoch ends with a summary line. Elsewhere (a
+file, a pipe, a CI log), a plain step line comes at most every ``log_every_seconds`` within a phase,
+besides the summary lines.
 
-The display costs a counter check and a clock read per step. Running values are read from the
-device's accumulators only when the bar is redrawn, at most every ``refresh_interval`` seconds, so
-the callback never asks the loop for per-batch values (``needs_batch_values = False``).
+Per step, the display costs a counter check and a clock read (on a terminal, also a look at the
+signal handler, to end its line before an interrupt is reported). Running values are copied from
+the device only when a line is drawn (``needs_batch_values = False``).
 
-A closed output (``python train.py | head -3``) never fails the run: the first write that meets a
-broken pipe ends the display for good, and the process's stdout is pointed at the null device, as
-the Python documentation recommends, so that the interpreter does not complain at exit.
+A closed output (``python train.py | head -3``, a closed terminal) never fails the run: the first
+write that meets it ends the display for good, and the process's stdout is pointed at the null
+device, as the Python documentation recommends, so that the interpreter does not complain at exit.
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any, TextIO
 
 from experiment.arguments import check_number, reject
 from experiment.callbacks.base import Callback
 from experiment.callbacks.progress_format import (
     RESET,
-    Bar,
     every_n,
-    format_number,
+    format_values,
     is_number,
     palette,
-    silence_stdout,
+    start_line,
+)
+from experiment.callbacks.progress_line import (
+    Pace,
+    Phase,
+    bar_drawer,
+    running_values,
+    step_fields,
+)
+from experiment.callbacks.progress_terminal import (
+    TerminalLine,
+    is_terminal,
+    write_through,
 )
 from experiment.errors import ConfigurationError
 
@@ -48,19 +60,22 @@ class ProgressionCallback(Callback):
             colour name (``"green"``, ``"bright_blue"``...) or an ANSI escape sequence (colorama's
             ``Fore.GREEN`` works). Output that is not a terminal is never coloured.
         progress_bar: draw a bar in the step line.
-        equal_weights: estimate the ETA from the average time of all the steps of the phase, instead
-            of a moving average that weighs recent steps more.
+        equal_weights: estimate the pace from the average time of all the steps of the phase,
+            instead of a moving average that weighs recent steps more.
         show_on_valid: show the validation steps too.
         show_every_n_train_steps: ``"all"``, ``"none"`` (only the epoch summary) or an integer n
-            (redraw only at every n-th step). Likewise for the next two.
-        show_every_n_valid_steps: as above, for validation steps.
-        show_every_n_test_steps: as above, for test steps.
+            (show only every n-th step). ``show_every_n_valid_steps`` and
+            ``show_every_n_test_steps`` likewise, for validation and test steps.
         stream: where to write; ``sys.stdout`` at the time a phase begins by default.
-        refresh_interval: the shortest time in seconds between two redraws of a bar.
+        refresh_interval: on a terminal, the shortest time in seconds between two redraws.
+        log_every_seconds: elsewhere, the shortest time in seconds between two step lines inside
+            a phase (``math.inf``: only the summary lines).
+        clock: an object with ``perf_counter()`` and ``time()``, as the ``time`` module (the
+            default) has; tests pass a fake one.
 
     Example:
         >>> exp.train(train_loader, valid_loader, epochs=5,
-        ...           callbacks=[ProgressionCallback(coloring=False, show_every_n_train_steps=10)])
+        ...           callbacks=[ProgressionCallback(coloring=False, log_every_seconds=10)])
     """
 
     needs_batch_values = False
@@ -77,56 +92,60 @@ class ProgressionCallback(Callback):
         show_every_n_test_steps: str | int = "all",
         stream: TextIO | None = None,
         refresh_interval: float = 0.1,
+        log_every_seconds: float = 30.0,
+        clock: Any = None,
     ) -> None:
         super().__init__()
         self.colors = palette(coloring)
         self.progress_bar = progress_bar
         self.smoothing = 0.0 if equal_weights else 0.3  # tqdm's EMA factor; 0 is the plain average
         self.show_on_valid = show_on_valid
+        shows = {"train": show_every_n_train_steps, "val": show_every_n_valid_steps}
+        shows["test"] = show_every_n_test_steps
         self.every = {
-            "train": every_n(show_every_n_train_steps, "show_every_n_train_steps"),
-            "val": every_n(show_every_n_valid_steps, "show_every_n_valid_steps"),
-            "test": every_n(show_every_n_test_steps, "show_every_n_test_steps"),
+            phase: every_n(value, f"show_every_n_{'valid' if phase == 'val' else phase}_steps")
+            for phase, value in shows.items()
         }
-        self.refresh_interval = check_number(
-            "refresh_interval", refresh_interval, minimum=0, finite=False, expected="a number of seconds >= 0"
-        )
+        self.refresh_interval = _seconds("refresh_interval", refresh_interval)
+        self.log_every_seconds = _seconds("log_every_seconds", log_every_seconds)
         self.stream = stream
+        self.clock = clock
         self._out: TextIO = sys.stdout
         self._live = False
         self._closed_output = False  # the reader went away: write nothing more
-        self._bar: Bar | None = None
-        self._phase = "train"
-        self._every_now = 1
-        self._next_refresh = 0.0
+        self._phase: Phase | None = None
+        self._line: TerminalLine | None = None  # the phase's line, on a terminal
 
     # ------------------------------------------------------------------------------- training
     def on_train_begin(self, logs: dict[str, Any]) -> None:
         self._start_output()
-        if not self.has_trainer:  # hooks called by hand: nothing to resume
+        if not self.has_trainer:  # hooks called by hand: no run to name, nothing to resume
             return
         trainer = self.trainer
+        self._write(start_line(self.params, trainer, self._wall_time) + "\n")
         if trainer.steps_in_epoch > 0:  # resumed in the middle of an epoch
-            self._open(
-                "train",
-                self.params.get("steps_per_epoch"),
-                trainer.steps_in_epoch,
-                self._epoch_text(trainer.epochs_completed + 1),
-            )
+            epoch = trainer.epochs_completed + 1
+            self._open("train", self.params.get("steps_per_epoch"), trainer.steps_in_epoch, epoch)
 
     def on_epoch_begin(self, epoch_number: int, logs: dict[str, Any]) -> None:
-        self._open("train", self.params.get("steps_per_epoch"), 0, self._epoch_text(epoch_number))
+        self._open("train", self.params.get("steps_per_epoch"), 0, epoch_number)
 
     def on_train_batch_end(self, batch_number: int, logs: dict[str, Any]) -> None:
-        if self._bar is not None and batch_number % self._every_now == 0:
-            now = time.perf_counter()
-            if now >= self._next_refresh:
-                self._refresh(self._bar, batch_number, now)
+        phase = self._phase
+        if phase is None:
+            return
+        if batch_number % phase.every == 0:
+            now = self._now()
+            if now >= phase.due:
+                phase.pace.update(batch_number, now)
+                self._show(phase, now)
+        if self._line is not None and self._line.stop_requested():
+            self._end_for_interrupt(phase, batch_number)
 
     def on_valid_begin(self, logs: dict[str, Any]) -> None:
         self._close()
         if self.show_on_valid and self.has_trainer:
-            self._open("val", None, 0, self._epoch_text(self.trainer.epochs_completed + 1) + "Valid ")
+            self._open("val", None, 0, self.trainer.epochs_completed + 1)
 
     on_valid_batch_end = on_train_batch_end
     on_test_batch_end = on_train_batch_end
@@ -148,7 +167,7 @@ class ProgressionCallback(Callback):
     # -------------------------------------------------------------------------------- testing
     def on_test_begin(self, logs: dict[str, Any]) -> None:
         self._start_output()
-        self._open("test", self.params.get("steps"), 0, f"{self._c('text')}Test ")
+        self._open("test", self.params.get("steps"), 0, None)
 
     def on_test_end(self, logs: dict[str, Any]) -> None:
         self._close()
@@ -157,11 +176,16 @@ class ProgressionCallback(Callback):
         self._write_summary(head, logs)
 
     # ------------------------------------------------------------------------------- drawing
+    def _now(self) -> float:
+        return (self.clock or time).perf_counter()
+
+    def _wall_time(self) -> float:
+        return (self.clock or time).time()
+
     def _start_output(self) -> None:
+        self._close()  # a phase that an exception left open
         self._out = self.stream if self.stream is not None else sys.stdout
-        isatty = getattr(self._out, "isatty", None)
-        self._live = bool(isatty()) if callable(isatty) else False
-        self._live = self._live and not self._closed_output
+        self._live = is_terminal(self._out) and not self._closed_output
 
     def _c(self, field: str) -> str:
         return self.colors[f"{field}_color"] if self._live else ""
@@ -170,85 +194,71 @@ class ProgressionCallback(Callback):
         epochs = self.params.get("epochs", "?")
         return f"{self._c('text')}Epoch: {self._c('ratio')}{epoch:>{len(str(epochs))}}/{epochs} "
 
-    def _open(self, phase: str, total: int | None, initial: int, head: str) -> None:
+    def _open(self, name: str, total: int | None, initial: int, epoch: int | None) -> None:
+        """Begin showing a phase; ``epoch`` None for a test."""
         self._close()
-        every = self.every[phase]
-        if not self._live or every is None or self._closed_output:
+        every = self.every[name]
+        if every is None or self._closed_output:
             return
-        self._phase, self._every_now = phase, every
-        text, ratio, time_c, bar_c = (self._c(f) for f in ("text", "ratio", "time", "progress_bar"))
-        reset = RESET if self.colors["text_color"] else ""
-        if total is None:
-            counter = f"{text}Step: {ratio}{{n_fmt}} {time_c}{{elapsed}}"
-        else:
-            bar = f" {bar_c}{{bar}}{reset}" if self.progress_bar else ""
-            counter = (
-                f"{text}Step: {ratio}{{n_fmt}}/{{total_fmt}} {{percentage:5.1f}}%{bar} "
-                f"{text}ETA: {time_c}{{remaining}}"
-            )
-        self._bar = Bar(
-            total=total,
-            initial=initial,
-            file=self._out,
-            leave=False,
-            bar_format=f"{head}{counter} {{metrics}}{reset}",
-            mininterval=0,
-            miniters=0,
-            smoothing=self.smoothing,
-            dynamic_ncols=True,
-        )
-        self._next_refresh = time.perf_counter() + self.refresh_interval
+        now = self._now()
+        head = f"{self._c('text')}Test " if epoch is None else self._epoch_text(epoch)
+        head += f"{self._c('text')}Valid " if name == "val" else ""
+        epochs = self.params.get("epochs")
+        left = epochs - epoch if name == "train" and isinstance(epochs, int) and epoch else 0
+        interval = self.refresh_interval if self._live else self.log_every_seconds
+        phase = Phase(name, head, total, every, Pace(self.smoothing, now, initial), now + interval, left)
+        self._phase = phase
+        if self._live:
+            self._line = TerminalLine(self._write)
+            self._line.hook_warnings()
+            self._show(phase, now)
 
-    def _refresh(self, bar: Bar, batch_number: int, now: float) -> None:
-        self._next_refresh = now + self.refresh_interval
-        bar.metrics = self._format_logs(self._running_values())
-        with self._guarded_output():
-            bar.update(batch_number - bar.n)
+    def _show(self, phase: Phase, now: float) -> None:
+        """Draw the phase's line (on a terminal) or print it (elsewhere)."""
+        phase.due = now + (self.refresh_interval if self._live else self.log_every_seconds)
+        values = running_values(self.trainer, phase.name) if self.has_trainer else {}
+        colors = {field: self._c(field) for field in ("text", "ratio", "time")}
+        fields = step_fields(phase, self._format_values(values), colors)
+        if self._line is None:
+            self._write(" ".join(field.text for field in fields if not field.is_bar) + "\n")
+            return
+        encoding = getattr(self._out, "encoding", None)
+        bar = bar_drawer(phase, self._c("progress_bar"), encoding) if self.progress_bar else None
+        self._line.draw_fields(fields, bar, RESET if self.colors["text_color"] else "")
 
-    def _running_values(self) -> dict[str, float]:
-        """The phase's running loss and batch metrics (one device-to-host copy)."""
-        if not self.has_trainer:
-            return {}
-        trainer = self.trainer
-        accumulator = trainer.train_metrics if self._phase == "train" else trainer.eval_metrics
-        if accumulator.sums is None or not accumulator.samples:
-            return {}
-        prefix = "" if self._phase == "train" else f"{self._phase}_"
-        values = (accumulator.sums / accumulator.samples).tolist()
-        return dict(zip(accumulator.batch_names(prefix), values, strict=True))
+    def _end_for_interrupt(self, phase: Phase, steps: int) -> None:
+        """A signal asked the loop to stop: leave the line as it stands, on a line of its own."""
+        if phase.pace.steps != steps:
+            phase.pace.update(steps, self._now())
+            self._show(phase, phase.pace.time)
+        self._close(keep_line=True)
 
-    def _close(self) -> None:
-        if self._bar is not None:
-            bar, self._bar = self._bar, None
-            with self._guarded_output():
-                bar.close()
+    def _close(self, *, keep_line: bool = False) -> None:
+        """Forget the phase shown; erase its terminal line, or leave it and move to the next line."""
+        line, self._line, self._phase = self._line, None, None
+        if line is not None:
+            line.release()
+            line.end_line() if keep_line else line.clear()
 
     def _write_summary(self, head: str, logs: dict[str, Any]) -> None:
-        if self._closed_output:
-            return
         seconds = logs.get("time")
         duration = f"{self._c('time')}{float(seconds):.2f}s " if is_number(seconds) else ""
         shown = {k: v for k, v in logs.items() if k not in ("epoch", "time")}
         reset = RESET if self._live and self.colors["text_color"] else ""
-        with self._guarded_output():
-            self._out.write(f"{head}{duration}{self._format_logs(shown)}{reset}\n")
-            self._out.flush()
+        self._write(f"{head}{duration}{' '.join(self._format_values(shown))}{reset}\n")
 
-    @contextlib.contextmanager
-    def _guarded_output(self) -> Iterator[None]:
-        """Swallow a broken pipe: stop writing, and let stdout's last flush at exit go nowhere."""
-        try:
-            yield
-        except OSError as error:
-            if not isinstance(error, BrokenPipeError) and error.errno != errno.EPIPE:
-                raise
+    def _format_values(self, values: dict[str, Any]) -> list[str]:
+        return format_values(values, self._c("text"), self._c("metric_value"))
+
+    def _write(self, text: str) -> None:
+        """Write unless the output is gone; the first write that finds it gone ends the display."""
+        if not self._closed_output and not write_through(self._out, text):
             self._closed_output, self._live = True, False
-            self._bar = None
-            silence_stdout(self._out)
+            self._close()  # writes nothing more
 
-    def _format_logs(self, values: dict[str, Any]) -> str:
-        text, value_c = self._c("text"), self._c("metric_value")
-        return " ".join(f"{text}{key}: {value_c}{format_number(value)}" for key, value in values.items())
+
+def _seconds(name: str, value: Any) -> float:
+    return check_number(name, value, minimum=0, finite=False, expected="a number of seconds >= 0")
 
 
 def with_progress(callbacks: Sequence[Any], progress: bool | dict[str, Any]) -> list[Any]:

@@ -1,4 +1,5 @@
-"""What the progress display draws with: colours, the tqdm bar, number formats, a safe stdout.
+"""What the progress display writes with: colours, number and time formats, the start-up line, a
+safe stdout.
 
 Helpers of :mod:`experiment.callbacks.progress`, kept apart so that the callback module holds the
 callback alone.
@@ -9,9 +10,8 @@ from __future__ import annotations
 import numbers
 import os
 import sys
+from collections.abc import Callable, Mapping
 from typing import Any, TypeGuard
-
-from tqdm import tqdm
 
 from experiment.arguments import check_int, reject
 from experiment.errors import ConfigurationError
@@ -40,17 +40,6 @@ DEFAULT_COLORS = {
 }
 
 
-class Bar(tqdm):
-    """tqdm without its monitor thread, with the running metrics as the ``{metrics}`` field."""
-
-    monitor_interval = 0
-    metrics = ""
-
-    @property
-    def format_dict(self) -> dict[str, Any]:
-        return {**super().format_dict, "metrics": self.metrics}
-
-
 def is_number(value: Any) -> TypeGuard[numbers.Real]:
     """A real number, NumPy's included (what scikit-learn's metrics return); not a bool."""
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
@@ -64,6 +53,78 @@ def format_number(value: Any) -> str:
     if value == 0 or 1e-3 <= abs(value) < 1e5:
         return f"{value:.4f}"
     return f"{value:.3e}"
+
+
+def format_values(values: Mapping[str, Any], text_color: str = "", value_color: str = "") -> list[str]:
+    """``["loss: 0.1235", ...]``: each value as :func:`format_number` shows it, after its name."""
+    return [f"{text_color}{key}: {value_color}{format_number(value)}" for key, value in values.items()]
+
+
+def format_interval(seconds: float) -> str:
+    """A duration as ``MM:SS``, or ``H:MM:SS`` from an hour on (as tqdm shows it)."""
+    minutes, secs = divmod(int(max(seconds, 0)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours:d}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
+
+
+def format_rate(steps_per_second: float) -> str:
+    """``12.3 steps/s``, or ``2.50 s/step`` when slower than a step per second."""
+    if steps_per_second < 1:
+        return f"{1 / steps_per_second:.2f} s/step"
+    digits = 2 if steps_per_second < 10 else 1 if steps_per_second < 100 else 0
+    return f"{steps_per_second:.{digits}f} steps/s"
+
+
+def format_age(seconds: float) -> str:
+    """How long ago, in the largest whole unit: ``just now``, ``40 s ago``, ``3 min ago``, ``5 h ago``."""
+    if seconds < 1:
+        return "just now"
+    if seconds < 60:
+        return f"{int(seconds)} s ago"
+    if seconds < 3600:
+        return f"{int(seconds // 60)} min ago"
+    if seconds < 2 * 86400:
+        return f"{int(seconds // 3600)} h ago"
+    return f"{int(seconds // 86400)} days ago"
+
+
+def start_line(params: Mapping[str, Any], trainer: Any, wall_time: Callable[[], float]) -> str:
+    """The line that says which run starts, or where it resumes.
+
+    Reads ``params``: ``epochs``, ``steps_per_epoch`` and, when the loop gives them, ``directory``,
+    ``checkpoint`` (None on a fresh start) and ``checkpoint_time`` (the checkpoint's modification
+    time, compared with ``wall_time()``). Without ``checkpoint``, a run counts as resumed when the
+    trainer has completed steps.
+
+    Example:
+        ``Resuming runs/x at epoch 7 of 20, step 120 of 300 (global step 1920), from checkpoint
+        state-000042.pt (committed 3 min ago)``; ``Starting runs/x: 20 epochs of 300 steps``.
+    """
+    name = str(params.get("directory") or "training")
+    epochs, steps = params.get("epochs"), params.get("steps_per_epoch")
+    if "checkpoint" in params:
+        resumed = params["checkpoint"] is not None
+    else:
+        resumed = trainer.epochs_completed > 0 or trainer.steps_in_epoch > 0
+    if not resumed:
+        plan = _count(epochs, "epoch") + (f" of {_count(steps, 'step')}" if steps else "")
+        return f"Starting {name}: {plan}"
+    epoch = f"epoch {trainer.epochs_completed + 1}" + (f" of {epochs}" if epochs else "")
+    if trainer.steps_in_epoch:
+        where = f"at {epoch}, step {trainer.steps_in_epoch}" + (f" of {steps}" if steps else "")
+    else:
+        where = f"at the start of {epoch}"
+    where += f" (global step {trainer.global_step})"
+    checkpoint, committed = params.get("checkpoint"), params.get("checkpoint_time")
+    if checkpoint is not None:
+        where += f", from checkpoint {checkpoint}"
+        if is_number(committed):
+            where += f" (committed {format_age(wall_time() - float(committed))})"
+    return f"Resuming {name} {where}"
+
+
+def _count(number: Any, unit: str) -> str:
+    return f"{number} {unit}{'' if number == 1 else 's'}"
 
 
 def silence_stdout(stream: Any) -> None:

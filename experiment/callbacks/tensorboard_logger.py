@@ -15,12 +15,15 @@ also holds data on another step axis (per batch, say), and give that writer ``pu
 from __future__ import annotations
 
 import numbers
+import re
+from collections.abc import Collection
 from typing import Any
 
 import torch
 
 from experiment.callbacks.base import Callback, missing_state_keys
 from experiment.errors import ConfigurationError
+from experiment.state.torch_nodes import plain_module
 
 #: The statistics written per parameter, in the order of the tracker's accumulators.
 GRADIENT_STATISTICS = ("norm_mean", "norm_std", "abs_mean", "min", "max")
@@ -40,6 +43,21 @@ def mark_restart(writer: Any, step: int) -> None:
     file_writer.add_event(Event(step=step, session_log=SessionLog(status=SessionLog.START)))
 
 
+#: The custom-scalars category under which each metric's training and validation curves share a chart.
+LAYOUT_CATEGORY = "training and validation"
+
+
+def paired_layout(keys: Collection[str]) -> dict[str, dict[str, list[Any]]]:
+    """A custom-scalars layout with one chart per metric logged with a ``val_`` twin.
+
+    The chart ``loss`` shows the tags ``loss`` and ``val_loss`` (tag patterns match whole names).
+    Empty when no key has a twin.
+    """
+    names = [key for key in keys if not key.startswith("val_") and f"val_{key}" in keys]
+    charts = {name: ["Multiline", [f"{re.escape(name)}$", f"val_{re.escape(name)}$"]] for name in names}
+    return {LAYOUT_CATEGORY: charts} if charts else {}
+
+
 def _is_resumed(callback: Callback) -> bool:
     if not callback.has_trainer:
         return False
@@ -51,6 +69,11 @@ class TensorBoardLogger(Callback):
 
     Tags are the log keys (``loss``, ``val_loss``, ``acc``, ``lr``, ``time``...) and the step is
     the epoch number. The writer is flushed at each epoch end, before the epoch is committed.
+
+    At its first epoch end, the callback also writes a custom-scalars layout (TensorBoard's Custom
+    Scalars tab, category ``training and validation``) with one chart per metric that has a
+    ``val_`` twin, so that ``loss`` and ``val_loss`` are drawn together. The layout is written at
+    step 0, which a resume's restart marker never drops.
 
     Args:
         writer: a ``torch.utils.tensorboard.SummaryWriter`` (the callback never closes it).
@@ -71,16 +94,31 @@ class TensorBoardLogger(Callback):
         _check_writer(writer)
         self.writer = writer
         self.purge_on_resume = purge_on_resume
+        self._layout_written = False
 
     def on_train_begin(self, logs: dict[str, Any]) -> None:
         if self.purge_on_resume and _is_resumed(self):
             mark_restart(self.writer, self.trainer.epochs_completed + 1)
 
     def on_epoch_end(self, epoch_number: int, logs: dict[str, Any]) -> None:
-        for key, value in logs.items():
-            if key != "epoch" and isinstance(value, numbers.Real) and not isinstance(value, bool):
-                self.writer.add_scalar(key, float(value), epoch_number)
+        scalars = {
+            key: float(value)
+            for key, value in logs.items()
+            if key != "epoch" and isinstance(value, numbers.Real) and not isinstance(value, bool)
+        }
+        for key, value in scalars.items():
+            self.writer.add_scalar(key, value, epoch_number)
+        if not self._layout_written:
+            self._write_layout(scalars)
         self.writer.flush()
+
+    def _write_layout(self, scalars: dict[str, float]) -> None:
+        """Write the custom-scalars layout once (a writer without ``add_custom_scalars`` gets none)."""
+        self._layout_written = True
+        layout = paired_layout(scalars)
+        add_custom_scalars = getattr(self.writer, "add_custom_scalars", None)
+        if layout and callable(add_custom_scalars):
+            add_custom_scalars(layout)
 
 
 class TensorBoardGradientTracker(Callback):
@@ -127,7 +165,7 @@ class TensorBoardGradientTracker(Callback):
     def on_train_begin(self, logs: dict[str, Any]) -> None:
         named = [
             (n, p)
-            for n, p in self.trainer.network.named_parameters()
+            for n, p in plain_module(self.trainer.network).named_parameters()
             if p.requires_grad and (self.keep_bias or "bias" not in n.rsplit(".", 1)[-1])
         ]
         names = [n for n, _ in named]

@@ -15,6 +15,8 @@ from experiment.errors import (
     ConfigurationError,
     RunDirectoryError,
 )
+from experiment.run.inference import Inference
+from experiment.run.objects import compiled
 from experiment.run.plan_making import check_callbacks, check_train_arguments, data_kind, make_plan
 from experiment.run.session import TrainingSession
 from experiment.run.testing import evaluate_saved_weights
@@ -24,6 +26,7 @@ from experiment.store.logs import load_logs
 from experiment.store.metadata import plain_config
 from experiment.store.relaunch import epochs_from_environment
 from experiment.training.components import resolve_device, resolve_loss, resolve_optimizer
+from experiment.training.custom_step import UserStep, check_step
 from experiment.training.loop import TrainingLoop
 from experiment.training.metrics import resolve_batch_metrics, resolve_epoch_metrics
 from experiment.training.precision import Precision
@@ -34,7 +37,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-class Experiment:
+class Experiment(Inference):
     """A network trained in a run directory that resumes exactly where training stopped.
 
     Args:
@@ -55,6 +58,17 @@ class Experiment:
             pass and the loss; "16-mixed" adds a GradScaler saved with every commit).
         accumulate_grad_batches: batches per optimizer step; ``global_step``,
             ``checkpoint_every`` and per-step schedulers count optimizer steps.
+        train_step: ``train_step(trainer, batch)`` returns the loss of a batch of any structure (a
+            tensor, or a dict with ``loss`` and, for metrics, ``y_pred`` and ``y_true``), in place
+            of ``loss_function(network(x), y)``; the library still does autocast, backward,
+            accumulation, ``on_backward_end`` and the optimizer step. The batch comes with its
+            tensors on ``device``. See :mod:`experiment.training.custom_step`.
+        eval_step: the same for validation, :meth:`test` and :meth:`evaluate` (run without
+            gradients, in eval mode); by default ``train_step``.
+        compile: True (or a dict of ``torch.compile`` options) compiles the network for training
+            and evaluation. Weights are saved without the ``_orig_mod.`` prefix of a compiled
+            module (as is a network given already compiled), so compiled and uncompiled runs
+            resume each other's files.
 
     Example:
         >>> exp = Experiment("runs/blobs", net, optimizer="adam", loss_function="cross_entropy",
@@ -79,6 +93,9 @@ class Experiment:
         tensorboard: bool = True,
         precision: str = "32-true",
         accumulate_grad_batches: int = 1,
+        train_step: UserStep | None = None,
+        eval_step: UserStep | None = None,
+        compile: bool | dict[str, Any] = False,
     ) -> None:
         if not isinstance(network, nn.Module):
             raise ConfigurationError(
@@ -96,7 +113,7 @@ class Experiment:
         self.tensorboard = tensorboard
         self._trained = False  # whether the network and optimizer were trained in this process
         self.loop = TrainingLoop(
-            network,
+            compiled(network, compile),
             self.optimizer,
             self.loss_function,  # type: ignore[arg-type]
             batch_metrics=resolve_batch_metrics(batch_metrics),
@@ -107,6 +124,7 @@ class Experiment:
                 "accumulate_grad_batches", accumulate_grad_batches, minimum=1, expected="a positive integer"
             ),
         )
+        self.loop.use_custom_steps(check_step("train_step", train_step), check_step("eval_step", eval_step))
 
     # ------------------------------------------------------------------------------- training
     def train(
@@ -158,7 +176,8 @@ class Experiment:
         """
         # `exp resume --epochs N` sets the target of this directory's run through the environment.
         epochs = epochs_from_environment(self.directory.path, epochs)
-        check_train_arguments(epochs, batch_size, checkpoint_every, steps_per_epoch, self.loss_function, seed)
+        loss = self.loss_function or self.loop.steps.compute  # a custom step computes its own loss
+        check_train_arguments(epochs, batch_size, checkpoint_every, steps_per_epoch, loss, seed)
         plan = make_plan(
             self.loop,
             train_data,

@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader, Dataset
 from experiment.arguments import check_int, reject
 from experiment.callbacks.base import HOOKS, CallbackList
 from experiment.errors import ConfigurationError, MonitorError
+from experiment.state.learning_rates import lr_names
 from experiment.state.monitor import missing_monitor_message
 from experiment.training.data import BatchSource, make_loader
 from experiment.training.loop import TrainingLoop
@@ -93,7 +94,7 @@ def resolve_monitor(
         return "val_loss" if has_validation else "loss"
     metrics = loop.train_metrics
     names = metrics.batch_names() + [name for name, _ in metrics.epoch_metrics]
-    known = {"loss", "lr", *names}
+    known = {"loss", *lr_names(loop.optimizer), *names}
     if has_validation:
         known |= {f"val_{name}" for name in names}
     if monitor == "val_loss" and not has_validation:

@@ -14,7 +14,7 @@ from typing import Any
 
 from experiment.state.monitor import BestTracker
 from experiment.state.stateful import Stateful
-from experiment.state.torch_nodes import ModuleNode, OptimizerNode
+from experiment.state.torch_nodes import ModuleNode, OptimizerNode, plain_module
 from experiment.state.tree import StateTree
 from experiment.training.loop import TrainingLoop
 
@@ -24,7 +24,8 @@ def run_state_tree(
 ) -> StateTree:
     """The named state of a run trained by ``loop``."""
     tree = StateTree()
-    tree.add("model", ModuleNode(loop.network), class_name=type(loop.network).__name__)
+    network = plain_module(loop.network)  # a compiled network is saved as the module it wraps
+    tree.add("model", ModuleNode(network), class_name=type(network).__name__)
     tree.add(
         "optimizer", OptimizerNode(loop.optimizer), check_class=True, class_name=type(loop.optimizer).__name__
     )

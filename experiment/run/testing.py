@@ -5,9 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from torch import nn
+
 from experiment.callbacks.base import CallbackList
 from experiment.errors import CheckpointError, ConfigurationError
 from experiment.state.compatibility import model_mismatches
+from experiment.state.torch_nodes import plain_module
 from experiment.store import metadata as meta
 from experiment.store import tsv
 from experiment.store.checkpoints import saved_weights
@@ -29,22 +32,37 @@ def evaluate_saved_weights(
     and append a row to test_log.tsv; return ``test_loss`` and the ``test_`` metrics.
 
     Raises:
-        ConfigurationError: no loss function, or an unknown ``checkpoint``.
+        ConfigurationError: no loss function (nor ``eval_step``), or an unknown ``checkpoint``.
         CheckpointError: nothing saved yet, or weights that do not fit the network.
     """
-    if loop.loss_function is None:
-        raise ConfigurationError("Testing needs a loss function: pass loss_function= to Experiment.")
+    if loop.loss_function is None and loop.eval_step is None:
+        raise ConfigurationError(
+            "Testing needs a loss function: pass loss_function= (or eval_step=) to Experiment."
+        )
     loader = make_loader(test_data, batch_size=batch_size, shuffle=False, seed=0, role="test_data")
     source = BatchSource(loader, None, "test_data")
     with directory.lock():
-        epoch, weights = saved_weights(directory, checkpoint)
-        problems = model_mismatches(weights, loop.network)
-        if problems:
-            raise CheckpointError("The saved weights do not fit the network: " + "; ".join(problems))
-        loop.network.load_state_dict(weights)
+        epoch = load_saved_weights(directory, loop.network, checkpoint)
         callback_list = CallbackList(callbacks)
         callback_list.setup({"steps": source.steps_per_epoch}, loop)
         logs = loop.evaluate(source, "test", callback_list)
         row = {"time": meta.now_iso(), "checkpoint": str(checkpoint), "epoch": epoch, **logs}
         tsv.append_row(directory.test_log_path, row)
     return logs
+
+
+def load_saved_weights(directory: RunDirectory, network: nn.Module, checkpoint: str | int) -> int:
+    """Load the weights ``checkpoint`` names ("best", "last" or an epoch) into ``network`` (the
+    module it wraps when compiled); return their epoch. The caller holds the directory's lock.
+
+    Raises:
+        ConfigurationError: an unknown ``checkpoint``.
+        CheckpointError: nothing saved yet, or weights that do not fit the network.
+    """
+    epoch, weights = saved_weights(directory, checkpoint)
+    module = plain_module(network)
+    problems = model_mismatches(weights, module)
+    if problems:
+        raise CheckpointError("The saved weights do not fit the network: " + "; ".join(problems))
+    module.load_state_dict(weights)
+    return epoch

@@ -1,8 +1,10 @@
 """Learning curves of one or several runs, one panel per metric (needs the ``[plot]`` extra).
 
 Each panel shows a metric's training curve (solid) and validation curve (dashed, from its ``val_``
-column) against the epoch; each run has its own colour and the legend names the runs. The figure
-is drawn with matplotlib's Agg canvas, without pyplot, so nothing global is touched.
+column) against the epoch; each run has its own colour and the legend names the runs. The x axis
+is labelled ``epoch`` and the y axis with the metric's name; the learning rate is drawn on a log
+axis when its values span more than a decade. The figure is drawn with matplotlib's Agg canvas,
+without pyplot, so nothing global is touched.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ PANEL_SIZE = (5.0, 3.6)  # inches; at DPI, a panel is 500 x 360 pixels
 DPI = 100
 MAX_COLUMNS = 3
 _NOT_METRICS = ("epoch", "time")
+LOG_SCALE_METRICS = ("lr",)  # drawn on a log axis when they span more than a decade
 
 
 def figure_pixels(panels: int) -> tuple[int, int]:
@@ -62,6 +65,22 @@ def plot_learning_curves(
         DataError: a directory has no completed epoch.
         ConfigurationError: a requested metric is logged by none of the runs.
     """
+    figure = learning_curves_figure(directories, metrics=metrics)
+    buffer = io.BytesIO()
+    suffix = Path(output_path).suffix.lstrip(".").lower() or "png"
+    figure.savefig(buffer, format=suffix, dpi=DPI)
+    atomic_write_bytes(Path(output_path), buffer.getvalue())
+    return Path(output_path)
+
+
+def learning_curves_figure(
+    directories: Sequence[str | os.PathLike[str]], *, metrics: Sequence[str] = ()
+) -> Any:
+    """The matplotlib ``Figure`` that :func:`plot_learning_curves` writes: one axes per metric, in order.
+
+    Raises:
+        MissingExtraError, DataError, ConfigurationError: as :func:`plot_learning_curves`.
+    """
     canvas_class, figure_class = _matplotlib()
     logs = {Path(d): load_logs(d) for d in directories}
     for directory, frame in logs.items():
@@ -78,11 +97,15 @@ def plot_learning_curves(
         axes = figure.add_subplot(rows, columns, index + 1)
         _draw_panel(axes, metric, logs, labels)
     figure.tight_layout()
-    buffer = io.BytesIO()
-    suffix = Path(output_path).suffix.lstrip(".").lower() or "png"
-    figure.savefig(buffer, format=suffix, dpi=DPI)
-    atomic_write_bytes(Path(output_path), buffer.getvalue())
-    return Path(output_path)
+    return figure
+
+
+def spans_decades(values: Sequence[float] | pd.Series) -> bool:
+    """Whether positive ``values`` span more than a factor of 10 (NaN ignored; False with a value <= 0)."""
+    known = [float(v) for v in values if not math.isnan(float(v))]
+    if not known or min(known) <= 0:
+        return False
+    return max(known) / min(known) > 10
 
 
 def _draw_panel(axes: Any, metric: str, logs: dict[Path, pd.DataFrame], labels: dict[Path, str]) -> None:
@@ -100,9 +123,18 @@ def _draw_panel(axes: Any, metric: str, logs: dict[Path, pd.DataFrame], labels: 
                 )
     axes.set_title(metric)
     axes.set_xlabel("epoch")
+    axes.set_ylabel(metric)
+    if metric in LOG_SCALE_METRICS and spans_decades(_values(metric, logs)):
+        axes.set_yscale("log")
     axes.xaxis.set_major_locator(_integer_locator())
     axes.grid(True, alpha=0.3)
     axes.legend(fontsize="small")
+
+
+def _values(metric: str, logs: dict[Path, pd.DataFrame]) -> list[float]:
+    """Every logged value of ``metric`` and its ``val_`` twin, over all runs."""
+    columns = (metric, f"val_{metric}")
+    return [v for frame in logs.values() for c in columns if c in frame.columns for v in frame[c].tolist()]
 
 
 def _choose(metrics: Sequence[str], available: list[str]) -> list[str]:

@@ -13,7 +13,8 @@ from torch import nn
 
 from experiment.callbacks.base import CallbackList
 from experiment.errors import DataError
-from experiment.training.batches import batch_size, forward, split_batch
+from experiment.training.batches import batch_size, forward, move_batch, split_batch
+from experiment.training.custom_step import bind_step, custom_measure
 from experiment.training.data import BatchSource
 from experiment.training.interrupts import InterruptFlag, TrainingInterrupted
 from experiment.training.metrics import EpochAccumulator
@@ -24,9 +25,33 @@ def hook_family(prefix: str) -> str:
     return "valid" if prefix == "val" else prefix
 
 
+#: ``measure(batch) -> (loss, y_pred, y_true, size)``: what evaluation computes of one batch.
+Measure = Callable[[Any], tuple[Any, Any, Any, int]]
+
+
+def pair_measure(network: nn.Module, loss_function: Any, device: torch.device) -> Measure:
+    """The built-in measure: split ``(x, y)``, ``network(x)``, ``loss_function(y_pred, y)``."""
+
+    def measure(batch: Any) -> tuple[Any, Any, Any, int]:
+        x, y = split_batch(batch, device)
+        y_pred = forward(network, x)
+        return loss_function(y_pred, y), y_pred, y, batch_size(x, y)
+
+    return measure
+
+
+def measure_for(trainer: Any) -> Measure:
+    """The measure of a :class:`~experiment.training.loop.TrainingLoop`: its ``eval_step`` when it
+    has one, else :func:`pair_measure` of its network and loss."""
+    if trainer.eval_step is None:
+        return pair_measure(trainer.network, trainer.loss_function, trainer.device)
+    compute = bind_step(trainer.eval_step, trainer, "eval_step", trainer.eval_metrics)
+    return custom_measure(compute, trainer.device)
+
+
 def evaluate(
     network: nn.Module,
-    loss_function: Any,
+    measure: Measure,
     metrics: EpochAccumulator,
     source: BatchSource,
     prefix: str,
@@ -34,10 +59,14 @@ def evaluate(
     interrupt: InterruptFlag | None = None,
     *,
     autocast: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext,
+    predictions: list[Any] | None = None,
 ) -> dict[str, Any]:
     """Run ``network`` over ``source`` in eval mode; return ``{prefix}_loss`` and the metrics.
 
-    ``autocast`` gives the context of the forward pass and the loss (the run's precision).
+    Args:
+        measure: computes each batch's loss, output, target and size (see :func:`pair_measure`).
+        autocast: the context of the forward pass and the loss (the run's precision).
+        predictions: when given, each batch's output is appended to it (on the CPU).
 
     Raises:
         DataError: ``source`` yielded no batch.
@@ -51,7 +80,7 @@ def evaluate(
     metrics.reset()
     try:
         with torch.no_grad(), autocast():
-            _run_batches(network, loss_function, metrics, source, prefix, callbacks, interrupt)
+            _run_batches(measure, metrics, source, prefix, callbacks, interrupt, predictions)
     finally:
         network.train(was_training)
     if metrics.samples == 0:
@@ -62,27 +91,26 @@ def evaluate(
 
 
 def _run_batches(
-    network: nn.Module,
-    loss_function: Any,
+    measure: Measure,
     metrics: EpochAccumulator,
     source: BatchSource,
     prefix: str,
     callbacks: CallbackList,
     interrupt: InterruptFlag | None,
+    predictions: list[Any] | None,
 ) -> None:
     family = hook_family(prefix)
     begin = callbacks.listeners(f"on_{family}_batch_begin")
     end = callbacks.listeners(f"on_{family}_batch_end")
     names = metrics.batch_names(f"{prefix}_")
-    device = metrics.device
     for batch_number, batch in enumerate(source.epoch(), start=1):
         for method in begin:
             method(batch_number, {})
         batch_started = time.perf_counter()
-        x, y = split_batch(batch, device)
-        y_pred = forward(network, x)
-        size = batch_size(x, y)
-        values = metrics.update(loss_function(y_pred, y), y_pred, y, size)
+        loss, y_pred, y_true, size = measure(batch)
+        values = metrics.update(loss, y_pred, y_true, size)
+        if predictions is not None:
+            predictions.append(move_batch(y_pred, torch.device("cpu")))
         if end:
             logs = {"batch": batch_number, "size": size, "time": time.perf_counter() - batch_started}
             logs.update(zip(names, values.reshape(-1).tolist()))

@@ -1,4 +1,9 @@
-"""SIGINT and SIGTERM during training: ask the loop to commit and stop; a second signal stops at once."""
+"""SIGINT, SIGTERM and SIGHUP during training: ask the loop to commit and stop; a second signal
+stops at once.
+
+SIGHUP is what a process gets when its terminal or ssh session closes: it is handled like SIGTERM,
+so that closing the window of a run commits its position (and the run exits with 128 + 1 = 129).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,8 @@ from collections.abc import Iterator
 from types import FrameType
 from typing import Any
 
-SIGNALS = (signal.SIGINT, signal.SIGTERM)
+#: The signals that stop training cleanly (SIGHUP where the platform has it).
+SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
 class TrainingInterrupted(Exception):
@@ -27,9 +33,28 @@ class InterruptFlag:
         self.signum: int | None = None
 
 
+class SignalHandler:
+    """The handler :func:`interrupt_on_signals` installs for each of :data:`SIGNALS`.
+
+    Its ``flag`` attribute is part of its interface: the progress display reads
+    ``signal.getsignal(signum).flag.signum`` to end its bar line before the loop commits and the
+    interrupt is reported, without a reference to the loop.
+    """
+
+    def __init__(self, flag: InterruptFlag, previous: dict[int, Any]) -> None:
+        self.flag = flag
+        self.previous = previous
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        if self.flag.signum is not None:
+            _restore(self.previous)
+            raise KeyboardInterrupt
+        self.flag.signum = signum
+
+
 @contextlib.contextmanager
 def interrupt_on_signals(flag: InterruptFlag) -> Iterator[InterruptFlag]:
-    """Route SIGINT/SIGTERM to ``flag`` for the duration of the block (main thread only).
+    """Route SIGINT, SIGTERM and SIGHUP to ``flag`` for the duration of the block (main thread only).
 
     The first signal only sets ``flag.signum``; the loop commits a checkpoint at the end of the
     current batch and stops. A second signal restores the previous handlers and raises
@@ -39,15 +64,9 @@ def interrupt_on_signals(flag: InterruptFlag) -> Iterator[InterruptFlag]:
         yield flag
         return
     previous: dict[int, Any] = {}
-
-    def handle(signum: int, frame: FrameType | None) -> None:
-        if flag.signum is not None:
-            _restore(previous)
-            raise KeyboardInterrupt
-        flag.signum = signum
-
+    handler = SignalHandler(flag, previous)
     for signum in SIGNALS:
-        previous[signum] = signal.signal(signum, handle)
+        previous[signum] = signal.signal(signum, handler)
     try:
         yield flag
     finally:

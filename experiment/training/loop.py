@@ -8,8 +8,9 @@ the cadence of step checkpoints)::
         on_epoch_begin                                     (skipped when resuming mid-epoch)
         for batch in the epoch's remaining batches:   (each pass of the loader: save the random state)
             on_train_batch_begin -> zero_grad, forward, loss -> backward -> on_backward_end
-            -> optimizer.step -> on_train_batch_end   (or train_step(x, y) when set: it does all that
-                                                       from zero_grad to step, without on_backward_end)
+            -> optimizer.step -> on_train_batch_end   (forward, loss: train_step(trainer, batch) if
+                                                       set; use_train_step's step(x, y) does all from
+                                                       zero_grad to step, without on_backward_end)
             signal received?       -> commits.commit("interrupt"); stop
             commits.due(step)?     -> commits.commit("step")
             stop_training?         -> leave the batch loop
@@ -33,7 +34,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -41,21 +42,19 @@ from torch import nn
 
 from experiment.callbacks.base import CallbackList
 from experiment.errors import CheckpointError, ConfigurationError, DataError, NonFiniteLossError
-from experiment.state.plain import plain_log_value
+from experiment.state.learning_rates import lr_logs
 from experiment.state.progress import Progress
 from experiment.state.rng import RandomState
 from experiment.training.batches import batch_size, split_batch
-from experiment.training.evaluation import evaluate
+from experiment.training.custom_step import TrainStep, UserStep, bind_step, move_whole
+from experiment.training.epoch_logs import plain_logs, step_schedulers
+from experiment.training.evaluation import evaluate, measure_for
 from experiment.training.interrupts import InterruptFlag, TrainingInterrupted
 from experiment.training.metrics import EpochAccumulator, MetricFn
 from experiment.training.plan import CommitPoints, NoCommits, TrainingPlan
 from experiment.training.precision import Precision
 from experiment.training.progress_view import ProgressView
 from experiment.training.step import StepRunner
-
-#: ``step(x, y) -> (loss, y_pred)``: replaces zero_grad, forward, loss, backward, on_backward_end
-#: and the optimizer step (``y_pred`` may be None without metrics).
-TrainStep = Callable[[Any, Any], tuple[torch.Tensor, Any]]
 
 
 class TrainingLoop(ProgressView):
@@ -102,6 +101,8 @@ class TrainingLoop(ProgressView):
         self.progress = Progress()
         self.rng = RandomState()
         self.train_step: TrainStep | None = None
+        #: The custom evaluation step (see :meth:`use_custom_steps`), or None for ``(x, y)`` batches.
+        self.eval_step: UserStep | None = None
 
     def use_train_step(self, step: TrainStep | None) -> None:
         """Train with ``step(x, y) -> (loss, y_pred)`` instead of the built-in step (None: built-in).
@@ -117,6 +118,17 @@ class TrainingLoop(ProgressView):
                 "a custom step does its own forward, backward and optimizer step."
             )
         self.train_step = step
+
+    def use_custom_steps(self, train_step: UserStep | None, eval_step: UserStep | None = None) -> None:
+        """Compute each batch's loss with ``train_step(trainer, batch)`` (and ``eval_step`` in
+        validation and test; by default ``train_step``) instead of the forward pass and the loss.
+
+        See :mod:`experiment.training.custom_step`. The loop still does ``zero_grad``, autocast,
+        backward, ``on_backward_end`` and the optimizer step; None: the built-in ``(x, y)`` step.
+        """
+        step = train_step
+        self.steps.compute = None if step is None else bind_step(step, self, "train_step", self.train_metrics)
+        self.eval_step = eval_step or train_step
 
     def reset(self) -> None:
         """Forget the position, history and random state of an earlier run (a fresh start)."""
@@ -148,7 +160,7 @@ class TrainingLoop(ProgressView):
         remaining = None if plan.train.steps_per_epoch is None else plan.train.steps_per_epoch - skipped
         if trained == 0 and (skipped == 0 or (remaining is not None and remaining > 0)):
             raise DataError(f"{plan.train.role} yielded no batches in epoch {epoch}; expected at least one.")
-        logs: dict[str, Any] = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"]}
+        logs: dict[str, Any] = {"epoch": epoch, **lr_logs(self.optimizer)}
         logs.update(self.train_metrics.averages())
         self._check_finite(logs["loss"], epoch)
         if plan.valid is not None:
@@ -190,14 +202,16 @@ class TrainingLoop(ProgressView):
         with_values = callbacks.needs_batch_values
         names = self.train_metrics.batch_names()
         progress, accumulate, last = self.progress, self.steps.accumulate, plan.train.steps_per_epoch
-        run = self.steps.run if self.train_step is None else None
+        custom = self.steps.compute is not None
+        split: Callable[[Any, torch.device], tuple[Any, Any]] = move_whole if custom else split_batch
+        run = (self.steps.run_custom if custom else self.steps.run) if self.train_step is None else None
         trained = 0
         for batch in batches:
             batch_number = progress.steps_in_epoch + 1
             for method in begin:
                 method(batch_number, {})
             started = time.perf_counter()
-            x, y = split_batch(batch, self.device)
+            x, y = split(batch, self.device)
             if accumulate == 1:
                 group_start = group_end = True
             else:
@@ -206,7 +220,7 @@ class TrainingLoop(ProgressView):
             if run is None:
                 loss, y_pred = self.train_step(x, y)  # type: ignore[misc]
             else:
-                loss, y_pred = run(x, y, batch_number, backward_end, group_start, group_end)
+                loss, y_pred, y = run(x, y, batch_number, backward_end, group_start, group_end)
             size = batch_size(x, y)
             values = self.train_metrics.update(loss, y_pred, y, size)
             progress.steps_in_epoch += 1
@@ -262,27 +276,24 @@ class TrainingLoop(ProgressView):
 
     # --------------------------------------------------------------------------------- evaluation
     def evaluate(
-        self, source: Any, prefix: str, callbacks: CallbackList, interrupt: InterruptFlag | None = None
+        self,
+        source: Any,
+        prefix: str,
+        callbacks: CallbackList,
+        interrupt: InterruptFlag | None = None,
+        *,
+        predictions: list[Any] | None = None,
     ) -> dict[str, Any]:
-        """Run the network over ``source`` without gradients; return ``{prefix}_loss`` and metrics."""
+        """Run the network over ``source`` without gradients, in the run's precision; return
+        ``{prefix}_loss`` and the metrics (each batch's output appended to ``predictions`` if given)."""
         return evaluate(
-            self.network, self.loss_function, self.eval_metrics, source, prefix, callbacks, interrupt
+            self.network,
+            measure_for(self),
+            self.eval_metrics,
+            source,
+            prefix,
+            callbacks,
+            interrupt,
+            autocast=self.precision.autocast,
+            predictions=predictions,
         )
-
-
-def step_schedulers(schedulers: Sequence[Any], logs: dict[str, Any], monitor: str) -> None:
-    """Step each LR scheduler once at an epoch end (ReduceLROnPlateau on the monitored value)."""
-    for scheduler in schedulers:
-        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            scheduler.step(logs[monitor])
-        else:
-            scheduler.step()
-
-
-def plain_logs(logs: dict[str, Any], epoch: int) -> dict[str, Any]:
-    """The epoch's logs with every value a Python number or text (NumPy scalars converted).
-
-    Raises:
-        ConfigurationError: a value is neither a number nor text (before anything is committed).
-    """
-    return {key: plain_log_value(key, value, epoch) for key, value in logs.items()}

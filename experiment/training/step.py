@@ -6,6 +6,9 @@ clipping sees unscaled, accumulated gradients, once per optimizer step) -> the o
 (through the scaler) -> the scaler's update. The loss is divided by ``accumulate`` before
 ``backward``, as Lightning does, so that a group's gradient is the mean over its batches. A step
 that the scaler skips for overflow is still an optimizer step for ``global_step``.
+
+With a custom step (:mod:`experiment.training.custom_step`), :meth:`StepRunner.run_custom` calls the
+user's function under autocast in place of the forward pass and the loss; the rest is the same.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import torch
 from torch import nn
 
 from experiment.training.batches import forward
+from experiment.training.custom_step import StepCompute
 from experiment.training.precision import Precision
 
 
@@ -44,6 +48,8 @@ class StepRunner:
         self._mixed = precision.mixed
         #: Whether gradients were accumulated since the last optimizer step.
         self.pending = False
+        #: The custom step's ``compute(batch) -> (loss, y_pred, y_true)`` for :meth:`run_custom`.
+        self.compute: StepCompute | None = None
 
     def run(
         self,
@@ -53,8 +59,12 @@ class StepRunner:
         backward_end: Sequence[Any],
         group_start: bool,
         group_end: bool,
-    ) -> tuple[torch.Tensor, Any]:
-        """Forward, loss and backward of one batch; the optimizer step when ``group_end``."""
+    ) -> tuple[torch.Tensor, Any, Any]:
+        """Forward, loss and backward of one batch; the optimizer step when ``group_end``.
+
+        Returns:
+            The loss, the network's output and the target ``y``.
+        """
         if group_start:
             self.optimizer.zero_grad(set_to_none=True)
         if self._mixed:
@@ -64,12 +74,43 @@ class StepRunner:
         else:
             y_pred = forward(self.network, x)
             loss = self.loss_function(y_pred, y)
+        # The backward below is _backward's, inlined: this is the per-step hot path.
         scaled = loss / self.accumulate if self.accumulate > 1 else loss
         (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
         self.pending = True
         if group_end:
             self.optimizer_step(batch_number, backward_end)
-        return loss, y_pred
+        return loss, y_pred, y
+
+    def run_custom(
+        self,
+        batch: Any,
+        _: Any,
+        batch_number: int,
+        backward_end: Sequence[Any],
+        group_start: bool,
+        group_end: bool,
+    ) -> tuple[torch.Tensor, Any, Any]:
+        """As :meth:`run`, with ``compute(batch)`` (under autocast) in place of the forward and loss.
+
+        Returns:
+            The loss, and the ``y_pred`` and ``y_true`` the step returned (None when it gave none).
+        """
+        if group_start:
+            self.optimizer.zero_grad(set_to_none=True)
+        with self.precision.autocast():
+            loss, y_pred, y_true = self.compute(batch)  # type: ignore[misc]
+        self._backward(loss, batch_number, backward_end, group_end)
+        return loss, y_pred, y_true
+
+    def _backward(
+        self, loss: torch.Tensor, batch_number: int, backward_end: Sequence[Any], group_end: bool
+    ) -> None:
+        scaled = loss / self.accumulate if self.accumulate > 1 else loss
+        (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
+        self.pending = True
+        if group_end:
+            self.optimizer_step(batch_number, backward_end)
 
     def optimizer_step(self, batch_number: int, backward_end: Sequence[Any]) -> None:
         """Unscale, call ``on_backward_end``, step the optimizer (through the scaler), update it."""

@@ -20,27 +20,15 @@ from experiment.callbacks.progress import ProgressionCallback, with_progress
 from experiment.training.metrics import EpochAccumulator
 from tests.support.cli import subprocess_env, write_training_module
 from tests.support.state_checks import assert_same_run, newest_state
+from tests.support.terminal import ANSI, FakeTerminal, frames
 from tests.support.training import make_data, train_run
-
-ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
-class FakeTerminal(io.StringIO):
-    """A stream that says it is a terminal."""
-
-    def isatty(self) -> bool:
-        return True
-
-
-def frames(text: str) -> list[str]:
-    """What a terminal would have shown, screen state after screen state, colours removed."""
-    return [frame.strip() for frame in re.split(r"[\r\n]", ANSI.sub("", text)) if frame.strip()]
 
 
 def test_progress_not_a_terminal_prints_one_line_per_epoch(tmp_path, capsys):
     train_run(tmp_path / "run", epochs=3)
     out = capsys.readouterr().out
-    lines = out.splitlines()
+    start, *lines = out.splitlines()
+    assert start.startswith("Starting ") and start.endswith(": 3 epochs of 6 steps")
     assert len(lines) == 3
     for epoch, line in enumerate(lines, start=1):
         assert line.startswith(f"Epoch: {epoch}/3 Steps: 6 ")
@@ -61,7 +49,7 @@ def test_progress_false_and_user_callbacks_replace_the_default(tmp_path, capsys)
     stream = io.StringIO()
     train_run(tmp_path / "run", epochs=2, callbacks=lambda: [ProgressionCallback(stream=stream)])
     assert capsys.readouterr().out == ""
-    assert len(stream.getvalue().splitlines()) == 2
+    assert len(stream.getvalue().splitlines()) == 1 + 2  # the start-up line, then one per epoch
     given = ProgressionCallback()
     assert with_progress([given], True) == [given]
     assert with_progress([], False) == []
@@ -91,7 +79,8 @@ def test_progress_terminal_resumed_mid_epoch_starts_at_the_saved_step(tmp_path):
         progress={"stream": stream, "refresh_interval": 0, "coloring": False},
     )
     shown = frames(stream.getvalue())
-    assert shown[0].startswith("Epoch: 2/2 Step: 2/6")  # step 8 was committed: epoch 2, step 2
+    assert shown[0].startswith("Resuming ") and " at epoch 2 of 2, step 2 of 6 " in shown[0]
+    assert shown[1].startswith("Epoch: 2/2 Step: 2/6")  # step 8 was committed: epoch 2, step 2
     assert "\x1b" not in stream.getvalue()
 
 
@@ -119,7 +108,9 @@ def test_progress_show_none_keeps_only_the_summary(tmp_path):
         epochs=1,
         progress={"stream": stream, "show_every_n_train_steps": "none", "show_every_n_valid_steps": "none"},
     )
-    assert [f.split(" Steps:")[0] for f in frames(stream.getvalue())] == ["Epoch: 1/1"]
+    start, *shown = frames(stream.getvalue())
+    assert start.startswith("Starting ")
+    assert [f.split(" Steps:")[0] for f in shown] == ["Epoch: 1/1"]
 
 
 def eta_after_a_slowdown(monkeypatch, *, equal_weights: bool) -> int:

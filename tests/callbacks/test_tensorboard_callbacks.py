@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from time import time as real_time
 from types import SimpleNamespace
@@ -10,6 +11,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.summary.writer import event_file_writer
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
@@ -17,6 +19,7 @@ from torch.utils.tensorboard import SummaryWriter
 from experiment import ConfigurationError
 from experiment.callbacks.tensorboard_logger import (
     GRADIENT_STATISTICS,
+    LAYOUT_CATEGORY,
     TensorBoardGradientTracker,
     TensorBoardLogger,
 )
@@ -51,6 +54,20 @@ def read_scalars(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
     return {
         tag: [(event.step, event.value) for event in accumulator.Scalars(tag)]
         for tag in accumulator.Tags()["scalars"]
+    }
+
+
+def read_layout(log_dir: Path) -> dict[str, dict[str, list[str]]]:
+    """The newest custom-scalars layout of ``log_dir``: {category: {chart: tag patterns}}."""
+    accumulator = EventAccumulator(str(log_dir), size_guidance={"tensors": 0})
+    accumulator.Reload()
+    if "custom_scalars__config__" not in accumulator.Tags()["tensors"]:
+        return {}
+    events = accumulator.Tensors("custom_scalars__config__")
+    layout = layout_pb2.Layout.FromString(events[-1].tensor_proto.string_val[0])
+    return {
+        category.title: {chart.title: list(chart.multiline.tag) for chart in category.chart}
+        for category in layout.category
     }
 
 
@@ -104,6 +121,37 @@ def test_tensorboard_logger_resume_drops_scalars_of_an_uncommitted_epoch(tmp_pat
         assert [step for step, _ in actual[tag]] == [1, 2, 3], tag
         if tag != "time":
             assert actual[tag] == expected[tag], tag
+
+
+def test_tensorboard_logger_charts_each_metric_with_its_validation_twin(tmp_path, writers):
+    train_run(tmp_path / "run", epochs=2, callbacks=lambda: [TensorBoardLogger(writers(tmp_path / "tb"))])
+    assert read_layout(tmp_path / "tb") == {
+        LAYOUT_CATEGORY: {
+            "loss": ["loss$", "val_loss$"],
+            "acc": ["acc$", "val_acc$"],
+            "f1": ["f1$", "val_f1$"],
+        }
+    }
+    patterns = read_layout(tmp_path / "tb")[LAYOUT_CATEGORY]["loss"]
+    tags = read_scalars(tmp_path / "tb")
+    assert [tag for tag in tags if any(re.match(p, tag) for p in patterns)] == ["loss", "val_loss"]
+
+
+def test_tensorboard_logger_layout_survives_a_resume_with_purged_epochs(tmp_path, writers):
+    for crash in ([CrashAtEpochEnd(2)], []):
+        train_run(
+            tmp_path / "run",
+            epochs=3,
+            callbacks=lambda c=crash: [TensorBoardLogger(writers(tmp_path / "tb")), *c],
+        )
+    assert set(read_layout(tmp_path / "tb")[LAYOUT_CATEGORY]) == {"loss", "acc", "f1"}
+    assert [step for step, _ in read_scalars(tmp_path / "tb")["loss"]] == [1, 2, 3]
+
+
+def test_tensorboard_logger_writes_no_layout_without_validation(tmp_path, writers):
+    logger = TensorBoardLogger(writers(tmp_path / "tb"))
+    logger.on_epoch_end(1, {"epoch": 1, "loss": 0.75, "lr": 0.1})
+    assert read_layout(tmp_path / "tb") == {}
 
 
 def test_tensorboard_logger_without_purge_keeps_the_stale_epoch(tmp_path, writers):

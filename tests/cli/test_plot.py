@@ -6,12 +6,18 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 from PIL import Image
 
 from cli.main import cli
 from experiment.errors import MissingExtraError
-from experiment.runs.plotting import figure_pixels, plot_learning_curves
+from experiment.runs.plotting import (
+    figure_pixels,
+    learning_curves_figure,
+    plot_learning_curves,
+    spans_decades,
+)
 from tests.support.cli import write_fake_run
 from tests.support.training import train_run
 
@@ -94,3 +100,37 @@ def test_plotting_writes_the_format_of_the_suffix(tmp_path):
     plot_learning_curves([run_dir], tmp_path / "curves.svg", metrics=["loss"])
 
     assert (tmp_path / "curves.svg").read_text().lstrip().startswith("<?xml")
+
+
+def _panels(figure) -> dict[str, object]:
+    return {axes.get_title(): axes for axes in figure.axes}
+
+
+def test_plotting_labels_the_axes_with_epoch_and_the_metric(tmp_path):
+    run_dir = write_fake_run(tmp_path / "run")
+
+    panels = _panels(learning_curves_figure([run_dir]))
+
+    assert list(panels) == ["loss", "acc", "lr"]
+    for metric, axes in panels.items():
+        assert (axes.get_xlabel(), axes.get_ylabel()) == ("epoch", metric)
+
+
+def test_plotting_draws_a_learning_rate_spanning_decades_on_a_log_axis(tmp_path):
+    def decaying(optimizer: torch.optim.Optimizer) -> list[object]:
+        return [torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.1)]
+
+    train_run(tmp_path / "decaying", epochs=3, schedulers=decaying, progress=False)
+    constant = write_fake_run(tmp_path / "constant")
+
+    decaying_panels = _panels(learning_curves_figure([tmp_path / "decaying"], metrics=["lr", "loss"]))
+    constant_panels = _panels(learning_curves_figure([constant], metrics=["lr"]))
+
+    assert decaying_panels["lr"].get_yscale() == "log"  # 0.1, 0.01, 0.001
+    assert decaying_panels["loss"].get_yscale() == "linear"
+    assert constant_panels["lr"].get_yscale() == "linear"
+
+
+def test_plotting_spans_decades_only_for_positive_values_over_a_factor_of_ten():
+    assert spans_decades([0.1, 0.001]) and spans_decades([1e-3, float("nan"), 1.0])
+    assert not spans_decades([0.1, 0.02]) and not spans_decades([0.0, 0.1]) and not spans_decades([])

@@ -1,4 +1,4 @@
-"""SIGTERM and SIGINT during train(): commit at the current step, mark the run interrupted, exit.
+"""SIGTERM, SIGINT and SIGHUP during train(): commit at the current step, mark the run interrupted, exit.
 
 The subprocess tests run a real training script; a callback in it waits at a given step (polling for
 a file the test writes once it has sent the signal), so that the signal lands at a known step. Running
@@ -107,7 +107,11 @@ def script_and_reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("signum", "exit_code"),
-    [pytest.param(signal.SIGTERM, 143, id="SIGTERM"), pytest.param(signal.SIGINT, 130, id="SIGINT")],
+    [
+        pytest.param(signal.SIGTERM, 143, id="SIGTERM"),
+        pytest.param(signal.SIGINT, 130, id="SIGINT"),
+        pytest.param(signal.SIGHUP, 129, id="SIGHUP"),
+    ],
 )
 def test_signals_subprocess_commits_exits_and_resumes_identical(
     tmp_path, script_and_reference, signum, exit_code
@@ -173,6 +177,37 @@ def test_signals_sigterm_in_process_exits_143_and_resumes_identical(
     assert_same_run(straight, resumed)
 
 
+@pytest.fixture
+def sighup_caught() -> Any:
+    """A SIGHUP handler of the test's own around the test: without the library's handler, a SIGHUP
+    would end the test runner. Yields the signals it received."""
+    received: list[int] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        received.append(signum)
+
+    previous = signal.signal(signal.SIGHUP, handler)
+    yield received
+    signal.signal(signal.SIGHUP, previous)
+
+
+def test_signals_sighup_in_process_exits_129_and_resumes_identical(run_dirs, sighup_caught):
+    """A closed terminal or ssh session (SIGHUP) commits and exits as SIGTERM does."""
+    before = signal.getsignal(signal.SIGHUP)
+    straight, resumed = run_dirs
+    train_run(straight, checkpoint_every=4)
+    with pytest.raises(SystemExit) as exited:
+        train_run(resumed, checkpoint_every=4, callbacks=lambda: [SendSignal(9, signal.SIGHUP)])
+    assert exited.value.code == 129
+    assert sighup_caught == []  # the training's handler took it
+    metadata = json.loads((resumed / "experiment.json").read_text())
+    assert (metadata["status"], metadata["message"]) == ("interrupted", "SIGHUP at epoch 2, step 3")
+    assert load_newest_state(RunDirectory(resumed))[0]["nodes"]["progress"]["global_step"] == 9
+    assert signal.getsignal(signal.SIGHUP) is before
+    train_run(resumed, checkpoint_every=4)
+    assert_same_run(straight, resumed)
+
+
 def test_signals_second_sigint_in_training_stops_at_once(run_dirs):
     before = signal.getsignal(signal.SIGINT)  # default_int_handler, or SIG_IGN in a background job
     straight, resumed = run_dirs
@@ -198,3 +233,14 @@ def test_signals_second_sigint_raises_keyboard_interrupt_from_the_handler():
             handler(signal.SIGINT, None)
         assert signal.getsignal(signal.SIGINT) is before[0]  # restored at once
     assert signal.getsignal(signal.SIGTERM) is before[1]
+
+
+def test_signals_sighup_shares_the_handler_that_exposes_its_flag():
+    before = signal.getsignal(signal.SIGHUP)
+    flag = InterruptFlag()
+    with interrupt_on_signals(flag):
+        handler = signal.getsignal(signal.SIGHUP)
+        assert handler is signal.getsignal(signal.SIGINT) and handler.flag is flag
+        handler(signal.SIGHUP, None)
+        assert flag.signum == signal.SIGHUP
+    assert signal.getsignal(signal.SIGHUP) is before

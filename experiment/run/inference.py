@@ -1,0 +1,173 @@
+"""Evaluating and predicting outside training: the network as it is in memory, or saved weights
+loaded first. Nothing is written and, but to read saved weights, the directory is not locked."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from experiment.arguments import check_int
+from experiment.callbacks.base import CallbackList
+from experiment.callbacks.progress import with_progress
+from experiment.errors import ConfigurationError
+from experiment.run.objects import load_optimizer_file
+from experiment.run.testing import load_saved_weights
+from experiment.store.directory import RunDirectory
+from experiment.training.data import BatchSource, make_loader
+from experiment.training.loop import TrainingLoop
+from experiment.training.prediction import concatenate, predict, prediction_inputs
+
+
+class Inference:
+    """The :class:`~experiment.Experiment` methods that use the network outside training:
+    ``evaluate``, ``predict`` and ``load_optimizer_state``."""
+
+    directory: RunDirectory
+    loop: TrainingLoop
+    optimizer: torch.optim.Optimizer
+
+    def evaluate(
+        self,
+        data: Any,
+        *,
+        batch_size: int = 32,
+        return_pred: bool = False,
+        callbacks: Sequence[Any] = (),
+        progress: bool | dict[str, Any] = False,
+    ) -> dict[str, Any] | tuple[dict[str, Any], Any]:
+        """Loss and metrics of the network as it is in memory (Poutyne's ``Model.evaluate``).
+
+        Nothing is written and the directory is not locked. Eval mode, no gradients, the run's
+        precision; ``eval_step`` when given. The network's training mode is restored after.
+
+        Args:
+            data: a DataLoader, a Dataset or ``(x, y)``, as for :meth:`test`.
+            batch_size: for Datasets and tuples.
+            return_pred: also return the outputs, concatenated on the CPU (see :meth:`predict`).
+            callbacks: receive the ``on_test_*`` hooks.
+            progress: as in :meth:`train` (off by default).
+
+        Returns:
+            ``test_loss`` and the ``test_`` metrics, as :meth:`test` names them; with
+            ``return_pred``, the pair ``(logs, predictions)``.
+        """
+        return evaluate_in_memory(
+            self.loop,
+            data,
+            batch_size=batch_size,
+            return_pred=return_pred,
+            callbacks=with_progress(callbacks, progress),
+        )
+
+    def predict(
+        self,
+        data: Any,
+        *,
+        checkpoint: str | int | None = None,
+        batch_size: int = 32,
+        has_targets: bool | None = None,
+    ) -> Any:
+        """The network's outputs over ``data``, concatenated on the CPU: a tensor, or the same nested
+        tuples, lists and dicts as the network returns, joined leaf by leaf.
+
+        Eval mode, no gradients, the run's precision; the training mode is restored after. A tuple
+        or list of inputs is passed as ``network(*x)``.
+
+        Args:
+            data: inputs only as a tensor or NumPy array; ``(x, y)`` arrays (``x`` is used); or a
+                Dataset, DataLoader or iterable whose batches are pairs ``(x, y)`` (``x`` is used) or
+                anything else, taken as the inputs.
+            checkpoint: None for the network as it is in memory; "best", "last" or an epoch loads
+                the saved weights first, as :meth:`test` does (the network keeps them).
+            batch_size: for tensors, arrays, Datasets and tuples.
+            has_targets: False takes every batch whole as the inputs (a network of two inputs
+                given ``(x1, x2)``); True requires ``(x, y)`` pairs; None guesses as above.
+        """
+        return predict_outputs(
+            self.directory,
+            self.loop,
+            data,
+            checkpoint=checkpoint,
+            batch_size=batch_size,
+            has_targets=has_targets,
+        )
+
+    def load_optimizer_state(self, filename: str | os.PathLike[str]) -> None:
+        """Load an optimizer state saved by :class:`~experiment.callbacks.OptimizerCheckpoint`
+        (Poutyne's ``Model.load_optimizer_state``), through the safe loader.
+
+        A resumed run's checkpoint still takes precedence over it when training starts.
+
+        Raises:
+            UnsafeCheckpointError: the file holds a pickle that would run code; nothing is loaded.
+            CheckpointError: the file is missing or damaged.
+            StateMismatchError: the state does not fit the optimizer; nothing is changed.
+        """
+        load_optimizer_file(self.optimizer, filename)
+
+
+def evaluate_in_memory(
+    loop: TrainingLoop,
+    data: Any,
+    *,
+    batch_size: int,
+    return_pred: bool,
+    callbacks: Sequence[Any],
+) -> dict[str, Any] | tuple[dict[str, Any], Any]:
+    """``test_loss`` and the ``test_`` metrics of ``loop.network`` on ``data`` (and the outputs,
+    concatenated on the CPU, when ``return_pred``).
+
+    Raises:
+        ConfigurationError: no loss function and no ``eval_step``, or outputs asked of an
+            ``eval_step`` that returns no ``y_pred``.
+        DataError: the data cannot be batched or yields no batch.
+    """
+    check_int("batch_size", batch_size, minimum=1, expected="a positive integer")
+    if loop.loss_function is None and loop.eval_step is None:
+        raise ConfigurationError(
+            "Evaluating needs a loss function: pass loss_function= (or eval_step=) to Experiment."
+        )
+    loader = make_loader(data, batch_size=batch_size, shuffle=False, seed=0, role="data")
+    source = BatchSource(loader, None, "data")
+    callback_list = CallbackList(callbacks)
+    callback_list.setup({"steps": source.steps_per_epoch}, loop)
+    predictions: list[Any] | None = [] if return_pred else None
+    logs = loop.evaluate(source, "test", callback_list, predictions=predictions)
+    if predictions is None:
+        return logs
+    if any(output is None for output in predictions):
+        raise ConfigurationError(
+            "evaluate(return_pred=True): eval_step returned no 'y_pred'. Return {'loss': loss, "
+            "'y_pred': y_pred, ...} from it, or call evaluate without return_pred."
+        )
+    return logs, concatenate(predictions)
+
+
+def predict_outputs(
+    directory: RunDirectory,
+    loop: TrainingLoop,
+    data: Any,
+    *,
+    checkpoint: str | int | None,
+    batch_size: int,
+    has_targets: bool | None,
+) -> Any:
+    """The outputs of ``loop.network`` over the inputs of ``data``, concatenated on the CPU, after
+    loading the weights ``checkpoint`` names (None: the network as it is).
+
+    Raises:
+        ConfigurationError: an invalid ``batch_size`` or ``checkpoint``.
+        CheckpointError: no saved weights, or weights that do not fit the network.
+        DataError: the data cannot be batched or yields no batch.
+    """
+    check_int("batch_size", batch_size, minimum=1, expected="a positive integer")
+    if has_targets not in (None, True, False):
+        raise ConfigurationError(f"has_targets: received {has_targets!r}; expected None, True or False.")
+    inputs = prediction_inputs(data, batch_size=batch_size, has_targets=has_targets)
+    if checkpoint is not None:
+        with directory.lock():
+            load_saved_weights(directory, loop.network, checkpoint)
+    return predict(loop.network, inputs, loop.device, autocast=loop.precision.autocast)
