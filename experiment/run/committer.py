@@ -69,6 +69,7 @@ class Committer:
         #: The run's identity (experiment.json's run_id), written into every commit.
         self.run_id: str | None = None
         self.restored_run_id: str | None = None
+        self._restored_path: Path | None = None
         #: Called once the run's first checkpoint is durable.
         self.on_first_commit: Callable[[], None] | None = None
         self._previous_best: int | None = None
@@ -204,7 +205,18 @@ class Committer:
         self.restored_run_id = saved.get("run_id")
         self._previous_best = self.best.epoch
         self._prune_after_restore(path)
+        self._restored_path = path
         return True
+
+    def restored_from(self) -> dict[str, Any]:
+        """``checkpoint`` (the name of the state file resumed from, None on a fresh start) and
+        ``checkpoint_time`` (its modification time)."""
+        path = self._restored_path
+        try:
+            when = path.stat().st_mtime if path is not None else None
+        except OSError:
+            when = None
+        return {"checkpoint": None if path is None else path.name, "checkpoint_time": when}
 
     def _prune_after_restore(self, loaded: Path) -> None:
         """Converge on what a commit leaves: the loaded state and the one before it, no best weights

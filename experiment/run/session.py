@@ -89,7 +89,10 @@ class TrainingSession:
         self.committer.on_first_commit = self._mark_committed
         loaders = [self.plan.train.loader, None if self.plan.valid is None else self.plan.valid.loader]
         self.loop.rng.track(find_generators(loaders))
-        if self.committer.restore(self.plan.epochs, check=self.record.problems):
+        restored = self.committer.restore(self.plan.epochs, check=self.record.problems)
+        self.plan.callback_params.update(self.committer.restored_from())
+        self.plan.callback_params["directory"] = str(self.directory.path)
+        if restored:
             position = f"epoch {self.loop.epochs_completed + 1}, step {self.loop.steps_in_epoch}"
             over = self.loop.stop_training or self.loop.epochs_completed >= self.plan.epochs
             self.record.resumed(self.committer.restored_run_id, position, over=over)

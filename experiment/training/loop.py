@@ -142,7 +142,12 @@ class TrainingLoop(ProgressView):
         """Train until ``plan.epochs`` epochs are completed or a callback stops training."""
         commits = commits or NoCommits()
         interrupt = interrupt or InterruptFlag()
-        plan.callbacks.setup({"epochs": plan.epochs, "steps_per_epoch": plan.train.steps_per_epoch}, self)
+        params = {
+            "epochs": plan.epochs,
+            "steps_per_epoch": plan.train.steps_per_epoch,
+            **plan.callback_params,
+        }
+        plan.callbacks.setup(params, self)
         if not self.progress.mid_epoch:
             self.rng.restore_step()
         plan.callbacks.call("on_train_begin", {})

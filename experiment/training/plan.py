@@ -21,6 +21,7 @@ class TrainingPlan:
         callbacks: the callbacks, called in order.
         schedulers: torch LR schedulers, stepped once per epoch (ReduceLROnPlateau on ``monitor``).
         monitor: the logged key that decides the best epoch.
+        callback_params: added to the ``params`` the callbacks receive.
     """
 
     train: BatchSource
@@ -29,6 +30,9 @@ class TrainingPlan:
     callbacks: CallbackList
     schedulers: Sequence[Any] = ()
     monitor: str = "val_loss"
+    #: More ``params`` for the callbacks (the run layer adds ``directory``, ``checkpoint`` and
+    #: ``checkpoint_time``, which the progress display names at start-up).
+    callback_params: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 class CommitPoints(Protocol):
