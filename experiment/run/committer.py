@@ -22,7 +22,7 @@ from experiment.state.monitor import BestTracker
 from experiment.state.plain import plain_state
 from experiment.state.progress import Progress
 from experiment.state.snapshot import Snapshot
-from experiment.state.torch_nodes import ModuleNode, OptimizerNode
+from experiment.state.torch_nodes import non_finite_in
 from experiment.state.tree import StateTree
 from experiment.store.checkpoints import TREE_FORMAT, load_newest_state
 from experiment.store.directory import RunDirectory
@@ -99,8 +99,6 @@ class Committer:
         """
         self.wait()
         self.tree.before_commit()
-        if not self.progress.stop_training:
-            self._refuse_non_finite()
         logs = self.progress.history[-1] if reason == "epoch" else None
         improved = logs is not None and self.best.update(logs)
         self.serial += 1
@@ -117,22 +115,27 @@ class Committer:
         best_path = self.directory.best_path(logs["epoch"]) if improved and logs is not None else None
         keep = {self.best.epoch, self._previous_best}
         self._previous_best = self.best.epoch
+        finite_check = None if self.progress.stop_training else self._non_finite_message()
         if not self.async_writes:
+            self._refuse_non_finite(state, finite_check)
             self._write_files(state, best_path)
             self._first_commit_durable()
             self.writer.submit(lambda: self._prune(keep))
             return
         copied = self.snapshot.take(state)
-        self.writer.submit(lambda: self._write(copied, best_path, keep))
+        self.writer.submit(lambda: self._write(copied, best_path, keep, finite_check))
 
     def wait(self, *, quiet: bool = False) -> None:
         """Wait for the background work in flight; raise its error unless ``quiet``."""
         self.writer.wait(quiet=quiet)
         self._first_commit_durable()
 
-    def _write(self, state: dict[str, Any], best_path: Path | None, keep: set[int | None]) -> None:
-        """In the writer thread: write the snapshot's files, then prune older ones."""
+    def _write(
+        self, state: dict[str, Any], best_path: Path | None, keep: set[int | None], finite_check: str | None
+    ) -> None:
+        """In the writer thread: check the snapshot, write its files, then prune older ones."""
         self.snapshot.wait_copied()
+        self._refuse_non_finite(state, finite_check)
         self._write_files(state, best_path)
         self._prune(keep)
 
@@ -152,21 +155,27 @@ class Committer:
         saved = self.tree.state_dict()["nodes"]
         return {name: plain_state(state, f"the state of {name!r}") for name, state in saved.items()}
 
-    def _refuse_non_finite(self) -> None:
-        for name in ("model", "optimizer"):
-            node = self.tree[name]
-            culprit = node.first_non_finite() if isinstance(node, (ModuleNode, OptimizerNode)) else None
-            if culprit is None:
-                continue
-            progress = self.progress
-            last = self.directory.state_paths()[:1]
-            raise NonFiniteStateError(
-                f"The {culprit} holds NaN or infinity at global step {progress.global_step} (epoch "
-                f"{progress.epochs_completed + 1}), although the loss was finite. Nothing of it was "
-                f"committed: the last checkpoint ({last[0].name if last else 'none yet'}) is intact. "
-                "Clip gradients (ClipNorm), lower the learning rate, check the data and the loss for "
-                "NaN, or add the TerminateOnNaN callback to stop cleanly instead."
-            )
+    def _non_finite_message(self) -> str:
+        """The error message of a non-finite state at this commit, with ``{culprit}`` to fill."""
+        progress = self.progress
+        last = self.directory.state_paths()[:1]
+        return (
+            f"The {{culprit}} holds NaN or infinity at global step {progress.global_step} (epoch "
+            f"{progress.epochs_completed + 1}), although the loss was finite. Nothing of it was "
+            f"committed: the last checkpoint ({last[0].name if last else 'none yet'}) is intact. "
+            "Clip gradients (ClipNorm), lower the learning rate, check the data and the loss for "
+            "NaN, or add the TerminateOnNaN callback to stop cleanly instead."
+        )
+
+    @staticmethod
+    def _refuse_non_finite(state: dict[str, Any], message: str | None) -> None:
+        """Raise NonFiniteStateError when the state to write holds NaN or infinity (``message``
+        None: not checked, because a callback is stopping training at this step)."""
+        if message is None:
+            return
+        culprit = non_finite_in(state["nodes"])
+        if culprit is not None:
+            raise NonFiniteStateError(message.format(culprit=culprit))
 
     def _prune(self, keep: set[int | None]) -> None:
         """Remove states older than the two newest and best weights of epochs not in ``keep``."""

@@ -36,11 +36,6 @@ class ModuleNode:
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.network.load_state_dict(state_dict)
 
-    def first_non_finite(self) -> str | None:
-        """The first parameter or buffer holding NaN or infinity, as ``network 'name'``."""
-        name = first_non_finite(dict(self.network.state_dict()))
-        return None if name is None else f"network {name!r}"
-
 
 class OptimizerNode:
     """The ``optimizer`` node, with parameter groups and state shapes checked before loading."""
@@ -56,11 +51,6 @@ class OptimizerNode:
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state_dict)
-
-    def first_non_finite(self) -> str | None:
-        """The first optimizer state tensor holding NaN or infinity, as ``optimizer state[i]['key']``."""
-        name = first_non_finite(optimizer_tensors(self.optimizer))
-        return None if name is None else f"optimizer {name}"
 
 
 def first_non_finite(tensors: dict[str, Any]) -> str | None:
@@ -88,10 +78,17 @@ def _extremes(value: torch.Tensor) -> torch.Tensor:
     return torch.stack([low, high]).float()
 
 
-def optimizer_tensors(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-    """The optimizer's state tensors, named ``state[<parameter index>][<key>]``."""
-    return {
+def non_finite_in(nodes: dict[str, Any]) -> str | None:
+    """The first tensor of a saved ``model`` or ``optimizer`` node holding NaN or infinity, named
+    for a message (``network '0.weight'``, ``optimizer state[3]['exp_avg']``), or None."""
+    name = first_non_finite(nodes.get("model", {}))
+    if name is not None:
+        return f"network {name!r}"
+    optimizer_state = nodes.get("optimizer", {}).get("state", {})
+    named = {
         f"state[{index}][{key!r}]": value
-        for index, state in enumerate(optimizer.state.values())
+        for index, state in optimizer_state.items()
         for key, value in state.items()
     }
+    name = first_non_finite(named)
+    return None if name is None else f"optimizer {name}"

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from experiment import Callback
-from experiment.errors import StorageError
+from experiment.errors import NonFiniteLossError, StorageError
 from experiment.run import committer as committer_module
 from experiment.state.snapshot import Snapshot
 from experiment.store.checkpoints import load_newest_state
@@ -79,10 +79,10 @@ def test_async_write_in_flight_ends_before_the_status_is_finished(tmp_path: Path
     real_write = committer_module.Committer._write
     real_write_metadata = RunDirectory.write_metadata
 
-    def slow_write(self, state: dict[str, Any], best_path, keep) -> None:
+    def slow_write(self, state: dict[str, Any], *args: Any) -> None:
         if state["reason"] == "epoch" and state["nodes"]["progress"]["epochs_completed"] == 2:
             release.wait(timeout=30)  # held until the training thread has returned from on_train_end
-        real_write(self, state, best_path, keep)
+        real_write(self, state, *args)
         log.append(f"written {state['serial']}")
 
     def write_metadata(self, metadata: dict[str, Any]) -> None:
@@ -127,3 +127,26 @@ def test_async_write_error_comes_back_at_the_next_commit_with_the_last_commit_in
     expected = train_run(tmp_path / "straight", epochs=3, checkpoint_every=2)
     actual = train_run(tmp_path, epochs=3, checkpoint_every=2, async_checkpoint=True)
     assert_same_training_state(expected, actual)
+
+
+def test_async_non_finite_state_is_never_written(tmp_path: Path):
+    class PoisonsGradients(Callback):
+        def on_backward_end(self, batch_number: int) -> None:
+            if self.trainer.global_step + 1 == 8:
+                for parameter in self.trainer.network.parameters():
+                    parameter.grad.fill_(float("nan"))
+
+    # The writer refuses the poisoned state of step 8; the NaN loss of the steps after it is seen
+    # at the epoch's end first, and the writer's refusal is logged behind it. Nothing is written.
+    with pytest.raises(NonFiniteLossError, match="Nothing of it was committed"):
+        train_run(
+            tmp_path,
+            epochs=3,
+            checkpoint_every=4,
+            async_checkpoint=True,
+            callbacks=lambda: [PoisonsGradients()],
+        )
+    tree, _ = load_newest_state(RunDirectory(tmp_path))
+    assert tree["nodes"]["progress"]["global_step"] == 6
+    assert all(torch.isfinite(value).all() for value in tree["nodes"]["model"].values())
+    assert json.loads((tmp_path / "experiment.json").read_text())["status"] == "failed"
