@@ -1,6 +1,6 @@
-"""Metric registry and on-device accumulation.
+"""Metric resolution and on-device accumulation.
 
-Batch metrics are callables ``(y_pred, y_true) -> tensor`` averaged over the epoch, weighted by batch
+Named metrics live in ``named_metrics`` (``accuracy`` is re-exported here). Batch metrics are callables ``(y_pred, y_true) -> tensor`` averaged over the epoch, weighted by batch
 size. Epoch metrics are objects with ``update(y_pred, y_true)``, ``compute()`` and ``reset()``
 (torchmetrics style). Sums stay on the device; they are read only when an epoch ends or something is
 displayed, so the training step never waits for the device.
@@ -15,22 +15,17 @@ from typing import Any
 import torch
 
 from experiment.errors import ConfigurationError, DataError
+from experiment.training import named_metrics
+from experiment.training.named_metrics import TopKAccuracy, accuracy, batch_metric, epoch_metric
 from experiment.training.targets import class_target_problem, describe
 
 MetricFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def accuracy(y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
-    """Percentage of samples whose arg-max (or, for one output, positive logit) is the label."""
-    if y_pred.ndim == y_true.ndim + 1 and y_pred.shape[-1] > 1:
-        predicted = y_pred.argmax(dim=-1)
-    else:
-        predicted = (y_pred.reshape(y_true.shape) > 0).to(y_true.dtype)
-    return (predicted == y_true).float().mean() * 100.0
-
-
 class F1:
-    """Macro-averaged F1 score over the classes seen in the epoch, a fraction in [0, 1].
+    """The former built-in ``f1`` (the named ``f1`` is now torchmetrics'), kept for callers.
+
+    Macro-averaged F1 score over the classes seen in the epoch, a fraction in [0, 1].
 
     Example:
         >>> metric = F1()
@@ -103,26 +98,16 @@ class ConcatenatingMetric:
         self.targets = list(state["targets"])
 
 
-BATCH_METRICS: dict[str, tuple[str, MetricFn]] = {
-    "accuracy": ("acc", accuracy),
-    "acc": ("acc", accuracy),
-}
-EPOCH_METRICS: dict[str, tuple[str, Callable[[], Any]]] = {
-    "f1": ("f1", F1),
-    "fscore_macro": ("f1", F1),
-}
-
-
 def resolve_batch_metrics(metrics: Iterable[Any]) -> list[tuple[str, MetricFn]]:
     """Turn names, callables or ``(name, callable)`` pairs into named batch metrics."""
-    resolved = [_resolve(m, BATCH_METRICS, "batch_metrics", lambda f: f) for m in metrics]
+    resolved = [_resolve(m, "batch_metrics", lambda f: f) for m in metrics]
     _check_unique(resolved, "batch_metrics")
     return resolved
 
 
 def resolve_epoch_metrics(metrics: Iterable[Any]) -> list[tuple[str, Any]]:
     """Turn names, metric objects, callables or ``(name, metric)`` pairs into named epoch metrics."""
-    resolved = [_resolve(m, EPOCH_METRICS, "epoch_metrics", _as_epoch_metric) for m in metrics]
+    resolved = [_resolve(m, "epoch_metrics", _as_epoch_metric) for m in metrics]
     _check_unique(resolved, "epoch_metrics")
     return resolved
 
@@ -133,15 +118,11 @@ def _as_epoch_metric(value: Any) -> Any:
     return ConcatenatingMetric(value)
 
 
-def _resolve(metric: Any, registry: dict[str, Any], role: str, wrap: Callable[[Any], Any]) -> Any:
+def _resolve(metric: Any, role: str, wrap: Callable[[Any], Any]) -> Any:
     if isinstance(metric, str):
-        if metric.lower() not in registry:
-            raise ConfigurationError(
-                f"Unknown {role} name: received {metric!r}; expected one of "
-                f"{sorted(registry)}, a callable (y_pred, y_true) -> tensor, or a (name, metric) pair."
-            )
-        name, factory = registry[metric.lower()]
-        return name, factory() if role == "epoch_metrics" else factory
+        return _named(metric, None, role)
+    if isinstance(metric, tuple) and len(metric) == 2 and isinstance(metric[1], dict):
+        return _named(metric[0], metric[1], role)
     if isinstance(metric, tuple) and len(metric) == 2 and isinstance(metric[0], str):
         return metric[0], wrap(metric[1])
     if callable(metric) or hasattr(metric, "update"):
@@ -155,6 +136,20 @@ def _resolve(metric: Any, registry: dict[str, Any], role: str, wrap: Callable[[A
         f"{role}: received {metric!r} of type {type(metric).__name__}; expected a metric name, "
         "a callable (y_pred, y_true) -> tensor or an object with update/compute/reset."
     )
+
+
+def _named(name: str, options: dict[str, Any] | None, role: str) -> tuple[str, Any]:
+    key = name.lower()
+    batch = role == "batch_metrics"
+    found = (batch_metric(key) if options is None else None) if batch else epoch_metric(key, options)
+    if found is None:
+        hint = " (an epoch metric: pass it in epoch_metrics)" if batch and epoch_metric(key) else ""
+        known = ["acc", "accuracy"] if batch else sorted(named_metrics.EPOCH_NAMES)
+        raise ConfigurationError(
+            f"Unknown {role} name: received {name!r}{hint}; expected one of {known + ['top{k}_acc']}, "
+            "a callable (y_pred, y_true) -> tensor, or a (name, metric) pair."
+        )
+    return found
 
 
 def _check_unique(resolved: list[tuple[str, Any]], role: str) -> None:
@@ -235,6 +230,10 @@ class EpochAccumulator:
         checked = [name for name, fn in self.batch_metrics if fn is accuracy]
         for name in checked + [name for name, metric in self.epoch_metrics if isinstance(metric, F1)]:
             problem = class_target_problem(name, y_pred, y_true)
+            if problem is not None:
+                raise DataError(problem)
+        for _, fn in self.batch_metrics:
+            problem = fn.target_problem(y_pred, y_true) if isinstance(fn, TopKAccuracy) else None
             if problem is not None:
                 raise DataError(problem)
 

@@ -135,5 +135,6 @@ def class_target_problem(metric: str, y_pred: Any, y_true: Any) -> str | None:
     )
     return (
         f"{expects} (an integer tensor of shape {tuple(y_pred.shape[:-1])}); {received}. {hint} "
-        "(for multi-label targets, pass a metric of your own)."
+        "(multi-label targets: float 0/1 labels of y_pred's shape, for the epoch metrics f1, precision, "
+        "recall and auroc)."
     )
