@@ -12,7 +12,6 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-import tqdm.std
 
 from experiment import ConfigurationError
 from experiment.callbacks import progress as progress_module
@@ -116,7 +115,6 @@ def test_progress_show_none_keeps_only_the_summary(tmp_path):
 def eta_after_a_slowdown(monkeypatch, *, equal_weights: bool) -> int:
     """Seconds of ETA shown after 10 steps of 1 s then 5 of 0.1 s, out of 20 steps."""
     clock = SimpleNamespace(now=0.0)
-    monkeypatch.setattr(tqdm.std, "time", lambda: clock.now)
     monkeypatch.setattr(progress_module, "time", SimpleNamespace(perf_counter=lambda: clock.now))
     stream = FakeTerminal()
     callback = ProgressionCallback(
