@@ -5,25 +5,15 @@ from __future__ import annotations
 from click.testing import CliRunner
 
 from cli.main import cli
-from tests.support.cli import write_fake_run
+from tests.support.cli import write_two_fake_runs
 
 
 def _invoke(*args: str) -> object:
     return CliRunner().invoke(cli, list(args))
 
 
-def _runs(tmp_path):
-    a = write_fake_run(
-        tmp_path / "a", values=[0.9, 0.4, 0.6], config={"lr": 0.1, "model": {"depth": 2}, "seed": 1}
-    )
-    b = write_fake_run(
-        tmp_path / "b", values=[0.8, 0.7], config={"lr": 0.01, "model": {"depth": 2}, "wd": 0.0}
-    )
-    return a, b
-
-
 def test_cli_diff_shows_differences_and_all_metrics(tmp_path):
-    a, b = _runs(tmp_path)
+    a, b = write_two_fake_runs(tmp_path)
 
     result = _invoke("diff", str(a), str(b))
 
@@ -38,7 +28,7 @@ def test_cli_diff_shows_differences_and_all_metrics(tmp_path):
 
 
 def test_cli_diff_all_shows_equal_config(tmp_path):
-    a, b = _runs(tmp_path)
+    a, b = write_two_fake_runs(tmp_path)
 
     result = _invoke("diff", str(a), str(b), "--all")
 
@@ -46,7 +36,7 @@ def test_cli_diff_all_shows_equal_config(tmp_path):
 
 
 def test_cli_diff_errors(tmp_path):
-    a, _ = _runs(tmp_path)
+    a, _ = write_two_fake_runs(tmp_path)
 
     result = _invoke("diff", str(a), str(tmp_path))
 

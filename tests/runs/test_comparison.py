@@ -6,21 +6,11 @@ import pytest
 
 from experiment.errors import RunDirectoryError
 from experiment.runs.comparison import compare_runs
-from tests.support.cli import write_fake_run
-
-
-def _runs(tmp_path):
-    a = write_fake_run(
-        tmp_path / "a", values=[0.9, 0.4, 0.6], config={"lr": 0.1, "model": {"depth": 2}, "seed": 1}
-    )
-    b = write_fake_run(
-        tmp_path / "b", values=[0.8, 0.7], config={"lr": 0.01, "model": {"depth": 2}, "wd": 0.0}
-    )
-    return a, b
+from tests.support.cli import write_fake_run, write_two_fake_runs
 
 
 def test_comparison_rows_hold_both_values(tmp_path):
-    a, b = _runs(tmp_path)
+    a, b = write_two_fake_runs(tmp_path)
 
     rows = {(row.section, row.key): row for row in compare_runs(a, b)}
 
@@ -33,7 +23,7 @@ def test_comparison_rows_hold_both_values(tmp_path):
 
 
 def test_comparison_sections_come_in_order(tmp_path):
-    a, b = _runs(tmp_path)
+    a, b = write_two_fake_runs(tmp_path)
 
     sections = list(dict.fromkeys(row.section for row in compare_runs(a, b)))
 

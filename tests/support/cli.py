@@ -213,3 +213,14 @@ def call_as_nobody(function: Callable[..., Any], *args: Any, **kwargs: Any) -> t
     os.waitpid(pid, 0)
     kind, _, message = report.partition("\t")
     return kind, message
+
+
+def write_two_fake_runs(tmp_path: Path) -> tuple[Path, Path]:
+    """Two fake runs whose logs, lengths and configs differ (a: 3 epochs, b: 2)."""
+    a = write_fake_run(
+        tmp_path / "a", values=[0.9, 0.4, 0.6], config={"lr": 0.1, "model": {"depth": 2}, "seed": 1}
+    )
+    b = write_fake_run(
+        tmp_path / "b", values=[0.8, 0.7], config={"lr": 0.01, "model": {"depth": 2}, "wd": 0.0}
+    )
+    return a, b
