@@ -37,7 +37,6 @@ class Committer:
         tree: the run's state tree (:func:`~experiment.run.run_state.run_state_tree`).
         progress: the tree's progress node (the history gives each epoch's logs).
         best: the tree's best-epoch tracker.
-        network: whose weights are saved when an epoch is the best so far.
         recorder: writes log.tsv and TensorBoard at each epoch end.
         checkpoint_every: also commit every this many training steps (None: at epoch ends only).
         callbacks: the run's callbacks, to match the callback states of a format-1 checkpoint.
@@ -51,7 +50,6 @@ class Committer:
         *,
         progress: Progress,
         best: BestTracker,
-        network: Any,
         recorder: EpochRecorder,
         checkpoint_every: int | None = None,
         callbacks: Sequence[Any] = (),
@@ -61,7 +59,6 @@ class Committer:
         self.tree = tree
         self.progress = progress
         self.best = best
-        self.network = network
         self.recorder = recorder
         self.checkpoint_every = checkpoint_every
         self.callbacks = list(callbacks)

@@ -67,7 +67,6 @@ class TrainingSession:
             tree,
             progress=loop.progress,
             best=best,
-            network=loop.network,
             recorder=self.recorder,
             checkpoint_every=checkpoint_every,
             callbacks=callbacks,
