@@ -203,7 +203,7 @@ class Committer:
         if saved.get("upgraded_from") == 1:
             saved = self._with_current_callback_keys(saved)
         progress = saved["nodes"]["progress"]
-        over = progress["stop_training"] or progress["epochs_completed"] >= epochs
+        over = Progress.saved_is_over(progress, epochs)
         self.check(saved, path, unchecked=("rng",) if over else (), more=check(saved) if check else ())
         self.tree.warn_about_optional(saved, path.name)
         self.tree.apply(saved)

@@ -8,6 +8,7 @@ import warnings
 from typing import Any
 
 from experiment.run.creation import creation_changes, creation_problems
+from experiment.state.progress import Progress
 from experiment.store import metadata as meta
 from experiment.store.directory import RunDirectory
 
@@ -57,7 +58,7 @@ class RunRecord:
                 "own checkpoints, or train in a new directory"
             )
         progress = saved["nodes"]["progress"]
-        over = progress["stop_training"] or progress["epochs_completed"] >= self.settings["epochs"]
+        over = Progress.saved_is_over(progress, self.settings["epochs"])
         if self.created_with is not None and not over:  # a run at its end trains no more
             current = self.creation if self.fresh_objects else {**self.creation, "optimizer": []}
             recorded = self.created_with if self.fresh_objects else {**self.created_with, "optimizer": []}

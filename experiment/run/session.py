@@ -93,14 +93,13 @@ class TrainingSession:
         self.plan.callback_params["directory"] = str(self.directory.path)
         if restored:
             position = f"epoch {self.loop.epochs_completed + 1}, step {self.loop.steps_in_epoch}"
-            over = self.loop.stop_training or self.loop.epochs_completed >= self.plan.epochs
+            over = self.loop.progress.is_over(self.plan.epochs)
             self.record.resumed(self.committer.restored_run_id, position, over=over)
         else:
             self._refuse_lost_history()
             self.loop.reset()
             seed_everything(seed)
-        progress = self.loop.progress
-        if progress.stop_training or progress.epochs_completed >= self.plan.epochs:
+        if self.loop.progress.is_over(self.plan.epochs):
             return self._already_over()
         return self._fit()
 

@@ -38,6 +38,15 @@ class Progress:
         self.epoch_time = 0.0
         self._clock_start: float | None = None
 
+    def is_over(self, epochs: int) -> bool:
+        """Whether training has reached ``epochs`` or was stopped: no more batches are drawn."""
+        return self.stop_training or self.epochs_completed >= epochs
+
+    @staticmethod
+    def saved_is_over(state_dict: dict[str, Any], epochs: int) -> bool:
+        """:meth:`is_over` for a saved progress state."""
+        return bool(state_dict["stop_training"]) or state_dict["epochs_completed"] >= epochs
+
     @property
     def mid_epoch(self) -> bool:
         """Whether the current epoch has begun (some of its steps are done)."""

@@ -18,6 +18,7 @@ from tests.support.cli import (
     exp_command,
     start_and_kill,
     subprocess_env,
+    wait_until_ready,
     write_fake_run,
     write_training_module,
 )
@@ -117,10 +118,7 @@ def test_cli_end_to_end_resume_passes_sigterm_on_and_returns_the_exit_code(tmp_p
         stdout=subprocess.PIPE,
         text=True,
     )
-    assert process.stdout is not None
-    for line in process.stdout:
-        if line.strip() == "READY":
-            break
+    wait_until_ready(process)
 
     process.send_signal(signal.SIGTERM)  # to exp only, as a scheduler's kill would
 

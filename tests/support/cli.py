@@ -97,10 +97,7 @@ def start_and_kill(argv: list[str], *, cwd: Path, block_at: int, **env: str) -> 
         stdout=subprocess.PIPE,
         text=True,
     )
-    assert process.stdout is not None
-    for line in process.stdout:
-        if line.strip() == "READY":
-            break
+    wait_until_ready(process)
     process.kill()
     process.communicate()
     return process.returncode
@@ -224,3 +221,11 @@ def write_two_fake_runs(tmp_path: Path) -> tuple[Path, Path]:
         tmp_path / "b", values=[0.8, 0.7], config={"lr": 0.01, "model": {"depth": 2}, "wd": 0.0}
     )
     return a, b
+
+
+def wait_until_ready(process: subprocess.Popen[str]) -> None:
+    """Read the child's output until it prints READY (its imports and set-up are done)."""
+    assert process.stdout is not None
+    for line in process.stdout:
+        if line.strip() == "READY":
+            return
