@@ -116,6 +116,17 @@ class Callback:
     #: ends as an uninterrupted run leaves it.
     restores_weights_at_end = False
 
+    #: Whether the callback only writes files or shows output, so that in a run of several
+    #: processes (torchrun) it runs on rank 0 alone. Callbacks whose state or actions must advance
+    #: the same on every rank keep it False and check :attr:`is_main_process` before writing.
+    main_process_only = False
+
+    @property
+    def is_main_process(self) -> bool:
+        """Whether the trainer runs as rank 0 of a distributed run (or as a single process)."""
+        world = getattr(getattr(self, "_attached_trainer", None), "world", None)
+        return getattr(world, "is_main", True)
+
     def __init__(self) -> None:
         self.params: dict[str, Any] = {}
         self._attached_trainer: Trainer | None = None

@@ -50,6 +50,8 @@ class CSVLogger(Callback):
         >>> pandas.read_csv("runs/blobs/epochs.csv")
     """
 
+    main_process_only = True  # under torchrun, rank 0 alone writes and shows progress
+
     #: Seconds between two writes of buffered batch rows; None writes them only at epoch ends,
     #: checkpoints and the end of training.
     flush_interval: float | None = 1.0

@@ -68,6 +68,8 @@ class MLFlowLogger(Callback):
         >>> mlflow_logger.run_id  # the same after any number of resumes
     """
 
+    main_process_only = True  # under torchrun, rank 0 alone writes and shows progress
+
     def __init__(
         self,
         *,

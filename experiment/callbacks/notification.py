@@ -60,6 +60,8 @@ class NotificationCallback(Callback):
         >>> exp.train(train_loader, valid_loader, epochs=100, callbacks=[notify])
     """
 
+    main_process_only = True  # under torchrun, rank 0 alone writes and shows progress
+
     needs_batch_values = False
 
     def __init__(

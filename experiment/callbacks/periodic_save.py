@@ -161,6 +161,8 @@ class PeriodicSaveCallback(HoldsMonitoredBest, Callback):
             ) from error
 
     def _write(self, path_text: str, epoch_number: int, logs: dict[str, Any]) -> None:
+        if not self.is_main_process:  # every rank keeps the state; rank 0 alone writes
+            return
         path = Path(path_text)
         path.parent.mkdir(parents=True, exist_ok=True)
         if not self.atomic_write:
@@ -174,7 +176,7 @@ class PeriodicSaveCallback(HoldsMonitoredBest, Callback):
             self.save_file(fd, epoch_number, logs)
 
     def _remove_pending(self) -> None:
-        if self.pending_removal is not None:
+        if self.pending_removal is not None and self.is_main_process:
             Path(self.pending_removal).unlink(missing_ok=True)
             self._log("Removed the previous best file %s", self.pending_removal)
             self.pending_removal = None

@@ -78,6 +78,8 @@ class ProgressionCallback(Callback):
         ...           callbacks=[ProgressionCallback(coloring=False, log_every_seconds=10)])
     """
 
+    main_process_only = True  # under torchrun, rank 0 alone writes and shows progress
+
     needs_batch_values = False
 
     def __init__(

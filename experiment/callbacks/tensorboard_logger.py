@@ -87,6 +87,8 @@ class TensorBoardLogger(Callback):
         >>> writer.close()
     """
 
+    main_process_only = True  # under torchrun, rank 0 alone writes and shows progress
+
     needs_batch_values = False
 
     def __init__(self, writer: Any, *, purge_on_resume: bool = True) -> None:
@@ -147,6 +149,8 @@ class TensorBoardGradientTracker(Callback):
         >>> writer = SummaryWriter("tb/my-run")
         >>> exp.train(train_loader, epochs=10, callbacks=[TensorBoardGradientTracker(writer)])
     """
+
+    main_process_only = True  # under torchrun, rank 0 alone writes and shows progress
 
     needs_batch_values = False
 

@@ -1,11 +1,16 @@
 """Committing a run's state tree to its directory, and restoring it when training resumes.
 
 One commit is one file, ``checkpoints/state-NNNNNN.pt``, holding plain data and tensors:
-``{"format", "serial", "reason", "classes", "nodes"}`` with one entry per node of the tree (see
-:mod:`experiment.run.run_state`). At an epoch end the best weights and the derived files are
-written first, then the state; older files are removed only after the new state is committed, and
-the previous state is kept as a fallback. The committer owns the cadence of step checkpoints
-(``checkpoint_every``); the loop only signals its moments.
+``{"format", "serial", "reason", "run_id", "world_size", "classes", "nodes"}`` with one entry per
+node of the tree (see :mod:`experiment.run.run_state`). At an epoch end the best weights and the
+derived files are written first, then the state; older files are removed only after the new state
+is committed, and the previous state is kept as a fallback. The committer owns the cadence of step
+checkpoints (``checkpoint_every``); the loop only signals its moments.
+
+In a distributed run every rank takes part in each commit: the per-rank nodes (random state,
+running metric sums) of every rank are gathered into rank 0's file, rank 0 alone writes, and every
+rank learns its outcome (a failed write raises the same error on every rank). On resume rank 0
+chooses and checks the checkpoint, and every rank loads that one and takes its own share.
 """
 
 from __future__ import annotations
@@ -17,16 +22,18 @@ from typing import Any
 from experiment.errors import NonFiniteStateError, StateMismatchError
 from experiment.run.background_writer import BackgroundWriter
 from experiment.run.recording import EpochRecorder
-from experiment.run.run_state import format_1_keys
+from experiment.run.run_state import PER_RANK_NODES, format_1_keys
 from experiment.state.monitor import BestTracker
 from experiment.state.plain import plain_state
 from experiment.state.progress import Progress
 from experiment.state.snapshot import Snapshot
 from experiment.state.torch_nodes import non_finite_in
 from experiment.state.tree import StateTree
-from experiment.store.checkpoints import TREE_FORMAT, load_newest_state
+from experiment.store.checkpoints import TREE_FORMAT, load_newest_state, upgrade_tree
 from experiment.store.directory import RunDirectory
 from experiment.store.files import save_tensors
+from experiment.store.safe_load import load_tensors
+from experiment.training.distributed import SINGLE, World
 
 
 class Committer:
@@ -41,6 +48,7 @@ class Committer:
         checkpoint_every: also commit every this many training steps (None: at epoch ends only).
         callbacks: the run's callbacks, to match the callback states of a format-1 checkpoint.
         async_writes: write commits in a background thread from a reused CPU snapshot.
+        world: the ranks of a distributed run (rank 0 writes).
     """
 
     def __init__(
@@ -54,8 +62,10 @@ class Committer:
         checkpoint_every: int | None = None,
         callbacks: Sequence[Any] = (),
         async_writes: bool = False,
+        world: World = SINGLE,
     ) -> None:
         self.directory = directory
+        self.world = world
         self.tree = tree
         self.progress = progress
         self.best = best
@@ -94,18 +104,26 @@ class Committer:
             ConfigurationError: a node's state is not plain data and tensors; nothing is written.
             StorageError: this write (synchronous) or the previous one (asynchronous) failed.
         """
-        self.wait()
         self.tree.before_commit()
         logs = self.progress.history[-1] if reason == "epoch" else None
         improved = logs is not None and self.best.update(logs)
         self.serial += 1
+        nodes = self._plain_nodes()  # after the best is updated, before any file is written
+        self.world.on_main(lambda: self._commit_here(reason, nodes, logs, improved))
+
+    def _commit_here(
+        self, reason: str, nodes: dict[str, Any], logs: dict[str, Any] | None, improved: bool
+    ) -> None:
+        """The part of a commit that writes: rank 0's (the only process, in most runs)."""
+        self._wait_here()
         state = {
             "format": TREE_FORMAT,
             "serial": self.serial,
             "reason": reason,
             "run_id": self.run_id,
+            "world_size": self.world.size,
             "classes": self.tree.classes(),
-            "nodes": self._plain_nodes(),  # after the best is updated, before any file is written
+            "nodes": nodes,
         }
         if logs is not None:
             self.recorder.record(logs)
@@ -123,8 +141,19 @@ class Committer:
         self.writer.submit(lambda: self._write(copied, best_path, keep, finite_check))
 
     def wait(self, *, quiet: bool = False) -> None:
-        """Wait for the background work in flight; raise its error unless ``quiet``."""
-        self.writer.wait(quiet=quiet)
+        """Wait for the background work in flight; raise its error unless ``quiet``.
+
+        Not ``quiet``, every rank of a distributed run calls it together and raises rank 0's error;
+        ``quiet`` (on the way out after another error) it waits on its own.
+        """
+        if quiet:
+            self.writer.wait(quiet=True)
+            self._first_commit_durable()
+            return
+        self.world.on_main(self._wait_here)
+
+    def _wait_here(self) -> None:
+        self.writer.wait()
         self._first_commit_durable()
 
     def _write(
@@ -149,8 +178,16 @@ class Committer:
             self.on_first_commit = None
 
     def _plain_nodes(self) -> dict[str, Any]:
+        """Every node's state as plain data; in a distributed run, on rank 0, each per-rank node
+        as ``{"world_size", "ranks": [state of rank 0, of rank 1, ...]}``."""
         saved = self.tree.state_dict()["nodes"]
-        return {name: plain_state(state, f"the state of {name!r}") for name, state in saved.items()}
+        nodes = {name: plain_state(state, f"the state of {name!r}") for name, state in saved.items()}
+        if self.world.distributed:
+            gathered = self.world.gather({name: nodes[name] for name in PER_RANK_NODES})
+            for name in PER_RANK_NODES:
+                ranks = None if gathered is None else [share[name] for share in gathered]
+                nodes[name] = {"world_size": self.world.size, "ranks": ranks}
+        return nodes
 
     def _non_finite_message(self) -> str:
         """The error message of a non-finite state at this commit, with ``{culprit}`` to fill."""
@@ -193,26 +230,64 @@ class Committer:
                 identity, what it was created with).
 
         Raises:
-            StateMismatchError: the saved state does not fit the objects given now; nothing is
-                applied and no file is changed.
+            StateMismatchError: the saved state does not fit the objects given now (or was written
+                by another number of processes); nothing is applied and no file is changed.
         """
-        found = load_newest_state(self.directory)
-        if found is None:
+        chosen = self.world.on_main(lambda: self._load_checked(epochs, check))
+        name = self.world.broadcast(None if chosen is None else chosen[1].name)
+        if name is None:
             return False
-        saved, path = found
-        if saved.get("upgraded_from") == 1:
-            saved = self._with_current_callback_keys(saved)
-        progress = saved["nodes"]["progress"]
-        over = Progress.saved_is_over(progress, epochs)
-        self.check(saved, path, unchecked=("rng",) if over else (), more=check(saved) if check else ())
-        self.tree.warn_about_optional(saved, path.name)
-        self.tree.apply(saved)
+        saved, path = chosen if chosen is not None else self._load_chosen(name)
+        self.tree.apply(self._own_share(saved))
         self.serial = saved["serial"]
         self.restored_run_id = saved.get("run_id")
         self._previous_best = self.best.epoch
-        self._prune_after_restore(path)
+        if self.world.is_main:
+            self._prune_after_restore(path)
         self._restored_path = path
         return True
+
+    def _load_checked(
+        self, epochs: int, check: Callable[[dict[str, Any]], list[str]] | None
+    ) -> tuple[dict[str, Any], Path] | None:
+        """Rank 0's choice: the newest checkpoint that loads, checked against this run."""
+        found = load_newest_state(self.directory)
+        if found is None:
+            return None
+        saved, path = found
+        if saved.get("upgraded_from") == 1:
+            saved = self._with_current_callback_keys(saved)
+        written_by = saved.get("world_size", 1)
+        if written_by != self.world.size:
+            raise StateMismatchError(
+                f"The checkpoint {path} was written with world size {written_by} (processes), and this "
+                f"run has world size {self.world.size}: each process would see other data and sum in "
+                "another order, so it cannot resume exactly. Launch it with as many processes as before "
+                f"({written_by} in all: plain python for 1, torchrun --nproc_per_node=... otherwise), or "
+                "train in a new directory. Nothing was loaded and the directory was not changed."
+            )
+        over = Progress.saved_is_over(saved["nodes"]["progress"], epochs)
+        own = self._own_share(saved)
+        self.check(own, path, unchecked=("rng",) if over else (), more=check(saved) if check else ())
+        self.tree.warn_about_optional(own, path.name)
+        return saved, path
+
+    def _load_chosen(self, name: str) -> tuple[dict[str, Any], Path]:
+        """The checkpoint that rank 0 chose and checked, read by another rank."""
+        path = self.directory.checkpoints_dir / name
+        saved = upgrade_tree(load_tensors(path))
+        if saved.get("upgraded_from") == 1:
+            saved = self._with_current_callback_keys(saved)
+        return saved, path
+
+    def _own_share(self, saved: dict[str, Any]) -> dict[str, Any]:
+        """``saved`` with this rank's entry in place of each per-rank node."""
+        nodes = dict(saved["nodes"])
+        for name in PER_RANK_NODES:
+            state = nodes.get(name)
+            if isinstance(state, dict) and "ranks" in state and "world_size" in state:
+                nodes[name] = state["ranks"][self.world.rank]
+        return {**saved, "nodes": nodes}
 
     def restored_from(self) -> dict[str, Any]:
         """``checkpoint`` (the name of the state file resumed from, None on a fresh start) and

@@ -35,6 +35,7 @@ def creation_record(loop: TrainingLoop, plan: TrainingPlan, kinds: dict[str, str
         "optimizer": hyperparameters(loop.optimizer),
         "precision": loop.precision.name,
         "accumulate_grad_batches": loop.steps.accumulate,
+        "world_size": loop.world.size,
         "data": data,
     }
 

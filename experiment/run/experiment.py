@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from torch import nn
@@ -27,6 +28,7 @@ from experiment.store.metadata import plain_config
 from experiment.store.relaunch import epochs_from_environment
 from experiment.training.components import resolve_device, resolve_loss, resolve_optimizer
 from experiment.training.custom_step import UserStep, check_step
+from experiment.training.distributed import current_world, training_device
 from experiment.training.loop import TrainingLoop
 from experiment.training.metrics import resolve_batch_metrics, resolve_epoch_metrics
 from experiment.training.precision import Precision
@@ -102,7 +104,8 @@ class Experiment(Inference):
                 f"network: received {type(network).__name__}; expected a torch.nn.Module."
             )
         self.directory = RunDirectory(directory)
-        self.device = resolve_device(device, network)
+        world = current_world()  # under torchrun: the process group, started here if need be
+        self.device = resolve_device(device if device is not None else training_device(world), network)
         network.to(self.device)
         self.network = network
         self.optimizer = resolve_optimizer(optimizer, network)
@@ -123,6 +126,7 @@ class Experiment(Inference):
             accumulate_grad_batches=check_int(
                 "accumulate_grad_batches", accumulate_grad_batches, minimum=1, expected="a positive integer"
             ),
+            world=world,
         )
         self.loop.use_custom_steps(check_step("train_step", train_step), check_step("eval_step", eval_step))
 
@@ -199,9 +203,7 @@ class Experiment(Inference):
             "async_checkpoint": bool(async_checkpoint),
             "steps_per_epoch": plan.train.steps_per_epoch,
         }
-        self.directory.prepare()
-        with self.directory.lock(), plan.train.installed():
-            self._check_resumable()
+        with self._owned_directory(), plan.train.installed():
             session = TrainingSession(
                 self.directory,
                 self.loop,
@@ -217,6 +219,20 @@ class Experiment(Inference):
             )
             self._trained = True
             return session.run(seed)
+
+    @contextlib.contextmanager
+    def _owned_directory(self) -> Iterator[None]:
+        """The directory, prepared and locked by this process (by rank 0 of a distributed run, the
+        others learning whether it could), without what interrupted writes left."""
+        with contextlib.ExitStack() as stack:
+
+            def take() -> None:
+                self.directory.prepare()
+                stack.enter_context(self.directory.lock())
+                self._check_resumable()
+
+            self.loop.world.on_main(take)
+            yield
 
     def _check_resumable(self) -> None:
         """Refuse a run cleaned to its best weights; remove what interrupted writes left."""

@@ -66,12 +66,20 @@ def make_plan(
         DataError: the data cannot be batched.
         MonitorError: ``monitor`` is not among the keys the run logs.
     """
-    train_loader = make_loader(train_data, batch_size=batch_size, shuffle=True, seed=seed, role="train_data")
+    world = loop.world
+    train_loader = make_loader(
+        train_data, batch_size=batch_size, shuffle=True, seed=seed, role="train_data", world=world
+    )
     valid = None
     if valid_data is not None:
-        loader = make_loader(valid_data, batch_size=batch_size, shuffle=False, seed=seed, role="valid_data")
+        loader = make_loader(
+            valid_data, batch_size=batch_size, shuffle=False, seed=seed, role="valid_data", world=world
+        )
         valid = BatchSource(loader, None, "valid_data")
-    callback_list = CallbackList(callbacks)
+    # Rank 0 alone writes files and shows progress: the other ranks leave out callbacks that do.
+    callback_list = CallbackList(
+        [cb for cb in callbacks if world.is_main or not getattr(cb, "main_process_only", False)]
+    )
     return TrainingPlan(
         train=BatchSource(train_loader, steps_per_epoch, "train_data"),
         valid=valid,

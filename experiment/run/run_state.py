@@ -4,7 +4,8 @@
 ``callbacks/<state_key>`` (stateful callbacks; they may come and go between runs), ``best`` (the
 best-epoch tracker), ``progress``, ``rng``, ``train_metrics`` (the loop's running sums) and, in
 "16-mixed" precision, ``scaler`` (the GradScaler).
-A feature that must survive a kill adds a node here.
+A feature that must survive a kill adds a node here. In a distributed run, the nodes of
+:data:`PER_RANK_NODES` hold one state per rank.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from experiment.state.stateful import Stateful
 from experiment.state.torch_nodes import ModuleNode, OptimizerNode, plain_module
 from experiment.state.tree import StateTree
 from experiment.training.loop import TrainingLoop
+
+#: The nodes that differ between the ranks of a distributed run: a commit saves every rank's.
+PER_RANK_NODES = ("rng", "train_metrics")
 
 
 def run_state_tree(

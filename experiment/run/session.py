@@ -1,5 +1,8 @@
 """One training call inside a locked run directory: resume or start, record the status, fit, and
-turn signals and failures into a status and an exit code."""
+turn signals and failures into a status and an exit code.
+
+In a distributed run every rank runs the session; rank 0 alone writes experiment.json, log.tsv and
+TensorBoard (the other ranks take part in the commits, see :mod:`experiment.run.committer`)."""
 
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ from experiment.run.recording import EpochRecorder
 from experiment.run.run_record import RunRecord
 from experiment.run.run_state import run_state_tree
 from experiment.state.monitor import BestTracker
-from experiment.state.rng import find_generators, seed_everything
+from experiment.state.rng import find_epoch_samplers, find_generators, seed_everything
 from experiment.store import tsv
 from experiment.store.directory import RunDirectory
 from experiment.training.interrupts import InterruptFlag, TrainingInterrupted, interrupt_on_signals
@@ -51,6 +54,7 @@ class TrainingSession:
         self.directory = directory
         self.loop = loop
         self.plan = plan
+        self.world = loop.world
         self.record = RunRecord(
             directory,
             creation=creation_record(loop, plan, data_kinds),
@@ -71,6 +75,7 @@ class TrainingSession:
             checkpoint_every=checkpoint_every,
             callbacks=callbacks,
             async_writes=async_checkpoint,
+            world=self.world,
         )
 
     def _mark_committed(self) -> None:
@@ -85,20 +90,23 @@ class TrainingSession:
             StateMismatchError: the checkpoint, or this call's objects and data, do not fit the run.
             RunDirectoryError: the directory has a history but no checkpoint to resume from.
         """
-        self.committer.on_first_commit = self._mark_committed
+        if self.world.is_main:
+            self.committer.on_first_commit = self._mark_committed
         loaders = [self.plan.train.loader, None if self.plan.valid is None else self.plan.valid.loader]
-        self.loop.rng.track(find_generators(loaders))
+        self.loop.rng.track(find_generators(loaders), find_epoch_samplers([self.plan.train.loader]))
         restored = self.committer.restore(self.plan.epochs, check=self.record.problems)
         self.plan.callback_params.update(self.committer.restored_from())
         self.plan.callback_params["directory"] = str(self.directory.path)
         if restored:
             position = f"epoch {self.loop.epochs_completed + 1}, step {self.loop.steps_in_epoch}"
             over = self.loop.progress.is_over(self.plan.epochs)
-            self.record.resumed(self.committer.restored_run_id, position, over=over)
+            if self.world.is_main:
+                self.record.resumed(self.committer.restored_run_id, position, over=over)
         else:
-            self._refuse_lost_history()
+            self.world.on_main(self._refuse_lost_history)
             self.loop.reset()
-            seed_everything(seed)
+            seed_everything(seed + self.world.rank)  # each rank draws its own dropout masks
+        self.loop.resumed = restored
         if self.loop.progress.is_over(self.plan.epochs):
             return self._already_over()
         return self._fit()
@@ -165,7 +173,8 @@ class TrainingSession:
 
     def _fit_and_wait(self) -> list[dict[str, Any]]:
         flag = InterruptFlag()
-        self.recorder.open(self.loop.history)
+        if self.world.is_main:
+            self.recorder.open(self.loop.history)
         try:
             with interrupt_on_signals(flag):
                 history = self.loop.fit(self.plan, self.committer, flag)
@@ -179,12 +188,16 @@ class TrainingSession:
         name = signal.Signals(signum).name
         where = f"epoch {self.loop.epochs_completed + 1}, step {self.loop.steps_in_epoch}"
         self.write_status("interrupted", f"{name} at {where}")
-        logger.warning(
-            "%s: checkpoint committed at %s in %s; run again to resume.", name, where, self.directory.path
-        )
+        if self.world.is_main:
+            logger.warning(
+                "%s: checkpoint committed at %s in %s; run again to resume.", name, where, self.directory.path
+            )
         raise SystemExit(128 + signum) from None
 
     def write_status(self, status: str, message: str | None = None) -> None:
-        """Record ``status`` (and the call's settings, config and changes) in experiment.json."""
+        """Record ``status`` (and the call's settings, config and changes) in experiment.json (on
+        rank 0 of a distributed run; the other ranks write nothing)."""
+        if not self.world.is_main:
+            return
         self.directory.write_metadata(self.record.with_status(status, message))
         self.committer.run_id = self.record.run_id

@@ -120,6 +120,14 @@ def _recorded_command(run: RunDirectory, metadata: dict[str, Any]) -> tuple[list
             f'{run.metadata_path} records no command ("command": {{"argv": [...], "cwd": ...}}); '
             "run the training script yourself, or start runs with `exp run MODULE:FUNCTION DIR`."
         )
+    nodes = command.get("nodes", 1)
+    if isinstance(nodes, int) and nodes > 1:
+        raise RunDirectoryError(
+            f"{run.path} was trained by torchrun on {nodes} nodes; it resumes only on all of them at "
+            "once, so resubmit the job that started it (the same command on every node, with the same "
+            f"number of processes). Its command on the first node was: {shell_line(argv)} (in "
+            f"{printable(cwd)})."
+        )
     if not Path(argv[0]).exists():
         raise RunDirectoryError(
             f"The recorded interpreter {printable(argv[0])} no longer exists; recreate that environment "

@@ -39,6 +39,18 @@ def find_generators(loaders: Iterable[Any]) -> list[torch.Generator]:
     return found
 
 
+def find_epoch_samplers(loaders: Iterable[Any]) -> list[Any]:
+    """The samplers of ``loaders`` whose order is set per pass with ``set_epoch`` (a
+    DistributedSampler keeps no generator: its order is a function of its seed and that epoch)."""
+    found: list[Any] = []
+    for loader in loaders:
+        batch_sampler = getattr(loader, "batch_sampler", None)
+        for holder in (getattr(loader, "sampler", None), getattr(batch_sampler, "sampler", None)):
+            if callable(getattr(holder, "set_epoch", None)) and all(holder is not s for s in found):
+                found.append(holder)
+    return found
+
+
 def capture_rng(generators: Iterable[torch.Generator] = ()) -> dict[str, Any]:
     """Snapshot every random generator the training can draw from."""
     version, mt_state, gauss = random.getstate()
@@ -84,7 +96,9 @@ class RandomState:
 
     A commit saves the random state of its moment (``step``) and the one captured when the loader's
     current pass began (``pass``, with ``pass_step``, the steps of the epoch done by then), from
-    which a mid-epoch resume redraws the pass's data order before it restores ``step``.
+    which a mid-epoch resume redraws the pass's data order before it restores ``step``. Samplers
+    ordered by ``set_epoch`` (DistributedSampler) get the index of each pass (``pass_index``,
+    counted over the whole run), and the current one again when a pass is redrawn.
 
     Example:
         >>> rng = RandomState()
@@ -94,23 +108,30 @@ class RandomState:
 
     def __init__(self) -> None:
         self.generators: list[torch.Generator] = []
+        self.samplers: list[Any] = []
         self.reset()
 
     def reset(self) -> None:
         """Forget the snapshots of an earlier run (a fresh start)."""
         self.pass_snapshot: dict[str, Any] | None = None
         self.pass_step = 0
+        self.pass_index = -1
         #: The saved ``step`` snapshot, put back by :meth:`restore_step` once training resumes.
         self.pending_step: dict[str, Any] | None = None
         self._pinned: dict[str, Any] | None = None
 
-    def track(self, generators: Iterable[torch.Generator]) -> None:
-        """The ``torch.Generator`` objects of the data loaders, saved and restored with the rest."""
+    def track(self, generators: Iterable[torch.Generator], samplers: Iterable[Any] = ()) -> None:
+        """The ``torch.Generator`` objects of the data loaders, saved and restored with the rest,
+        and the samplers to give each pass's index (:func:`find_epoch_samplers`)."""
         self.generators = list(generators)
+        self.samplers = list(samplers)
 
     def pass_started(self, steps_done: int) -> None:
         """The loader starts a pass now, ``steps_done`` steps into the epoch."""
         self.pass_snapshot, self.pass_step = capture_rng(self.generators), steps_done
+        self.pass_index += 1
+        for sampler in self.samplers:
+            sampler.set_epoch(self.pass_index)
 
     def epoch_finished(self) -> None:
         self.pass_snapshot, self.pass_step = None, 0
@@ -127,6 +148,8 @@ class RandomState:
         """Put back the random state of the start of the interrupted pass."""
         if self.pass_snapshot is not None:
             restore_rng(self.pass_snapshot, self.generators)
+        for sampler in self.samplers:
+            sampler.set_epoch(self.pass_index)
 
     def restore_step(self) -> None:
         """Put back the random state of the committed moment, once (no-op on a fresh run)."""
@@ -137,7 +160,12 @@ class RandomState:
     # ---------------------------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
         step = self._pinned if self._pinned is not None else capture_rng(self.generators)
-        return {"step": step, "pass": self.pass_snapshot, "pass_step": self.pass_step}
+        return {
+            "step": step,
+            "pass": self.pass_snapshot,
+            "pass_step": self.pass_step,
+            "pass_index": self.pass_index,
+        }
 
     def state_problems(self, state_dict: dict[str, Any]) -> list[str]:
         saved = len(state_dict["step"]["generators"])
@@ -153,4 +181,5 @@ class RandomState:
         self.pending_step = state_dict["step"]
         self.pass_snapshot = state_dict["pass"]
         self.pass_step = int(state_dict["pass_step"])
+        self.pass_index = int(state_dict.get("pass_index", -1))  # absent from older checkpoints
         self._pinned = None

@@ -129,7 +129,7 @@ def upgrade_tree(tree: dict[str, Any]) -> dict[str, Any]:
     second of a class) and is marked ``"upgraded_from": 1`` so that the run can match them.
     """
     if tree["format"] == TREE_FORMAT:
-        return tree
+        return _with_pass_index(tree)
     loop, old_classes = tree["loop"], tree["classes"]
     nodes: dict[str, Any] = {"model": tree["model"], "optimizer": tree["optimizer"]}
     classes = {"model": old_classes["network"], "optimizer": old_classes["optimizer"]}
@@ -149,7 +149,7 @@ def upgrade_tree(tree: dict[str, Any]) -> dict[str, Any]:
     nodes["progress"] = {key: loop[key] for key in progress_keys}
     nodes["rng"] = {"step": loop["rng"], "pass": loop["epoch_rng"], "pass_step": loop.get("pass_step", 0)}
     nodes["train_metrics"] = loop["train_metrics"] or {"samples": 0, "sums": None, "epoch_metrics": {}}
-    return {
+    upgraded = {
         "format": TREE_FORMAT,
         "serial": tree["serial"],
         "reason": tree["reason"],
@@ -157,3 +157,16 @@ def upgrade_tree(tree: dict[str, Any]) -> dict[str, Any]:
         "nodes": nodes,
         "upgraded_from": 1,
     }
+    return _with_pass_index(upgraded)
+
+
+def _with_pass_index(tree: dict[str, Any]) -> dict[str, Any]:
+    """Give the random state of a checkpoint written before ``pass_index`` was saved the index of
+    its loader pass, counted as one pass per epoch (those runs gave no sampler a pass index, so
+    the count only has to go on consistently)."""
+    rng = tree["nodes"].get("rng")
+    if not isinstance(rng, dict) or "step" not in rng or "pass_index" in rng:
+        return tree
+    progress = tree["nodes"]["progress"]
+    index = progress["epochs_completed"] - (0 if progress["steps_in_epoch"] else 1)
+    return {**tree, "nodes": {**tree["nodes"], "rng": {**rng, "pass_index": index}}}

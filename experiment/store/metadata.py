@@ -55,12 +55,35 @@ def recording_command(command: dict[str, Any]) -> Iterator[None]:
 
 
 def current_command() -> dict[str, Any]:
-    """The interpreter, arguments and working directory of this process, for ``exp resume``."""
+    """The interpreter, arguments and working directory of this process, for ``exp resume``.
+
+    A worker started by torchrun records torchrun's command line instead (its parent's, read
+    from /proc on Linux), so that ``exp resume`` relaunches every process; a run of several nodes
+    also records ``nodes``, since it is resumed by resubmitting the job, not from one machine.
+    """
     override = _entry_point_command.get()
     if override is not None:
         return {"argv": list(override["argv"]), "cwd": override["cwd"]}
+    launcher = _launcher_command()
+    if launcher is not None:
+        nodes = int(os.environ.get("GROUP_WORLD_SIZE", "1") or 1)
+        return {"argv": launcher, "cwd": os.getcwd(), **({"nodes": nodes} if nodes > 1 else {})}
     argv = list(getattr(sys, "orig_argv", [sys.executable, *sys.argv]))
     return {"argv": [sys.executable, *argv[1:]], "cwd": os.getcwd()}
+
+
+def _launcher_command() -> list[str] | None:
+    """torchrun's command line when this process is one of its workers, else None."""
+    if "TORCHELASTIC_RUN_ID" not in os.environ:
+        return None
+    try:
+        raw = pathlib.Path(f"/proc/{os.getppid()}/cmdline").read_bytes()
+    except OSError:
+        return None
+    argv = [word.decode(errors="surrogateescape") for word in raw.split(b"\0") if word]
+    if not any("torchrun" in word or "torch.distributed.run" in word for word in argv[:3]):
+        return None
+    return argv
 
 
 def new_metadata(

@@ -24,19 +24,31 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
 
 from experiment.errors import DataError
+from experiment.training.distributed import SINGLE, World
+from experiment.training.sharding import sharded_dataset_loader, sharded_loader
 
 
-def make_loader(data: Any, *, batch_size: int, shuffle: bool, seed: int, role: str) -> DataLoader | Any:
-    """Return something that yields batches for ``data``.
+def make_loader(
+    data: Any, *, batch_size: int, shuffle: bool, seed: int, role: str, world: World = SINGLE
+) -> DataLoader | Any:
+    """Return something that yields batches for ``data`` (this rank's share of it, in a
+    distributed ``world``: see :mod:`experiment.training.sharding`).
 
     Raises:
         DataError: ``data`` is of an unsupported type, or a tuple without samples or of mismatched
-            lengths.
+            lengths, or cannot be split between the ranks of ``world``.
     """
     if isinstance(data, DataLoader):
-        return data
+        return sharded_loader(data, world, train=shuffle, seed=seed, role=role) if world.distributed else data
     if isinstance(data, (tuple, list)) and len(data) == 2 and all(_is_array(part) for part in data):
         data = TensorDataset(*_checked_pair(data, role))
+    if isinstance(data, Dataset) and world.distributed:
+        return sharded_dataset_loader(data, world, batch_size=batch_size, train=shuffle, seed=seed, role=role)
+    if world.distributed:
+        raise DataError(
+            f"{role}: received {type(data).__name__}, which cannot be split between the {world.size} "
+            "processes of the run; expected a DataLoader, a map-style Dataset or a tuple (x, y)."
+        )
     if isinstance(data, Dataset):
         generator = torch.Generator().manual_seed(seed) if shuffle else None
         shuffle = shuffle and not isinstance(data, IterableDataset)

@@ -47,6 +47,7 @@ from experiment.state.progress import Progress
 from experiment.state.rng import RandomState
 from experiment.training.batches import batch_size, split_batch
 from experiment.training.custom_step import TrainStep, UserStep, bind_step, move_whole
+from experiment.training.distributed import SINGLE, AgreementSchedule, World, sharing_problems
 from experiment.training.epoch_logs import plain_logs, step_schedulers
 from experiment.training.evaluation import evaluate, measure_for
 from experiment.training.interrupts import InterruptFlag, TrainingInterrupted
@@ -87,17 +88,33 @@ class TrainingLoop(ProgressView):
         device: torch.device,
         precision: Precision | None = None,
         accumulate_grad_batches: int = 1,
+        world: World = SINGLE,
     ) -> None:
+        unsynced = sharing_problems(epoch_metrics) if world.distributed else []
+        if unsynced:
+            raise ConfigurationError(
+                f"epoch_metrics {unsynced}: under torchrun ({world.size} processes) an epoch metric must "
+                "combine every rank's batches; expected a metric name (such as 'f1') or a torchmetrics "
+                "Metric, which sync across processes when computed."
+            )
         self.network = network
+        self.world = world
         self.optimizer = optimizer
         self.loss_function = loss_function
         self.device = device
         self.precision = precision or Precision("32-true", device.type, None)
-        self.steps = StepRunner(network, optimizer, loss_function, self.precision, accumulate_grad_batches)
+        self.steps = StepRunner(
+            world.wrap(network, device), optimizer, loss_function, self.precision, accumulate_grad_batches
+        )
+        if world.distributed:
+            world.release_at_exit(self)
+        self._agreements = AgreementSchedule()
+        #: Whether the next training step is the first since the state was loaded (see _warm_up).
+        self.resumed = False
         #: Whether the batch that just ended also ended an accumulation group (an optimizer step).
         self.optimizer_stepped = False
-        self.train_metrics = EpochAccumulator(batch_metrics, epoch_metrics, device)
-        self.eval_metrics = EpochAccumulator(batch_metrics, copy.deepcopy(epoch_metrics), device)
+        self.train_metrics = EpochAccumulator(batch_metrics, epoch_metrics, device, world)
+        self.eval_metrics = EpochAccumulator(batch_metrics, copy.deepcopy(epoch_metrics), device, world)
         self.progress = Progress()
         self.rng = RandomState()
         self.train_step: TrainStep | None = None
@@ -134,6 +151,11 @@ class TrainingLoop(ProgressView):
         """Forget the position, history and random state of an earlier run (a fresh start)."""
         self.progress.reset()
         self.rng.reset()
+        self.resumed = False
+
+    def release(self) -> None:
+        """Drop the DistributedDataParallel wrapper (at interpreter exit, before its group goes)."""
+        self.steps.network = self.network
 
     # ----------------------------------------------------------------------------------- training
     def fit(
@@ -168,14 +190,20 @@ class TrainingLoop(ProgressView):
         logs: dict[str, Any] = {"epoch": epoch, **lr_logs(self.optimizer)}
         logs.update(self.train_metrics.averages())
         self._check_finite(logs["loss"], epoch)
+        self.world.share_buffers(self.network)  # what is evaluated and committed is rank 0's model
         if plan.valid is not None:
             logs.update(self._validate(plan.valid, plan.callbacks, commits, interrupt))
-        logs = plain_logs({"epoch": epoch, "time": self.progress.read_clock(), **logs}, epoch)
+        signum, epoch_time = self._agree_at_epoch_end(interrupt.signum, self.progress.read_clock())
+        logs = plain_logs({"epoch": epoch, "time": epoch_time, **logs}, epoch)
         step_schedulers(plan.schedulers, logs, plan.monitor)
         plan.callbacks.call("on_epoch_end", epoch, logs)
+        if self.world.distributed:  # a stop decided by a callback on one rank only
+            self.progress.stop_training = bool(self.world.agree([int(self.progress.stop_training)])[0])
         self.progress.epoch_done(plain_logs(logs, epoch))
         self.rng.epoch_finished()
         commits.commit("epoch")
+        if signum is not None:  # received during the epoch's end; its commit is the one above
+            raise TrainingInterrupted(signum)
 
     def _epoch_batches(self, plan: TrainingPlan, epoch: int) -> Iterator[Any]:
         """The epoch's remaining batches; a resumed epoch redraws its order, then skips the done ones."""
@@ -210,6 +238,7 @@ class TrainingLoop(ProgressView):
         custom = self.steps.compute is not None
         split: Callable[[Any, torch.device], tuple[Any, Any]] = move_whole if custom else split_batch
         run = (self.steps.run_custom if custom else self.steps.run) if self.train_step is None else None
+        one_process = not self.world.distributed
         trained = 0
         for batch in batches:
             batch_number = progress.steps_in_epoch + 1
@@ -222,6 +251,8 @@ class TrainingLoop(ProgressView):
             else:
                 group_start = batch_number % accumulate == 1
                 group_end = batch_number % accumulate == 0 or batch_number == last
+            if self.resumed:
+                self._warm_up(x, y)
             if run is None:
                 loss, y_pred = self.train_step(x, y)  # type: ignore[misc]
             else:
@@ -238,9 +269,9 @@ class TrainingLoop(ProgressView):
                     logs.update(zip(names, values.reshape(-1).tolist()))
                 for method in end:
                     method(batch_number, logs)
-            if group_end:
-                self._commit_point(commits, interrupt)
-            if progress.stop_training:
+            # One process stops at once; ranks stop together, at a step where they agreed.
+            agreed = self._commit_point(commits, interrupt) if group_end else one_process
+            if progress.stop_training and agreed:
                 break
         if self.steps.pending and not progress.stop_training:  # the epoch's last, shorter group
             self.steps.optimizer_step(progress.steps_in_epoch, backward_end)
@@ -248,22 +279,63 @@ class TrainingLoop(ProgressView):
             self._commit_point(commits, interrupt)
         return trained
 
-    def _commit_point(self, commits: CommitPoints, interrupt: InterruptFlag) -> None:
-        """After a step: commit and stop on a signal; commit when a step checkpoint is due."""
-        if interrupt.signum is not None:
+    def _warm_up(self, x: Any, y: Any) -> None:
+        """Before the first step of a resumed distributed run, one step that leaves no trace, so
+        that DDP's gradient buckets are laid out as in the uninterrupted run (see StepRunner.warm_up)."""
+        self.resumed = False
+        if self.world.distributed and self.train_step is None:
+            self.steps.warm_up(x, y)
+
+    def _commit_point(self, commits: CommitPoints, interrupt: InterruptFlag) -> bool:
+        """After an optimizer step: commit and stop on a signal; commit when a step checkpoint is due.
+
+        Ranks act on signals and stops only where they agree on them: at commit points and every
+        second or so of training. Return whether they agreed here (always true for one process).
+        """
+        step = self.progress.global_step
+        due = commits.due(step)
+        signum = interrupt.signum
+        if self.world.distributed:
+            if not (due or self._agreements.due(step)):
+                return False
+            signum = self._agree_in_epoch(signum, step)
+        if signum is not None:
+            self.world.share_buffers(self.network)
             commits.commit("interrupt")
-            raise TrainingInterrupted(interrupt.signum)
-        if commits.due(self.progress.global_step):
+            raise TrainingInterrupted(signum)
+        if due:
             if not self.progress.stop_training:
                 self._check_finite(self.train_metrics.mean_loss(), self.progress.epochs_completed + 1)
+            self.world.share_buffers(self.network)
             commits.commit("step")
+        return True
+
+    def _agree_in_epoch(self, signum: int | None, step: int) -> int | None:
+        """Agree with the other ranks on a signal, a stop and the step of the next agreement."""
+        progress, schedule = self.progress, self._agreements
+        agreed = self.world.agree([signum or 0, int(progress.stop_training), schedule.proposal(step)])
+        progress.stop_training = bool(agreed[1])
+        schedule.agreed(agreed[2])
+        return agreed[0] or None
+
+    def _agree_at_epoch_end(self, signum: int | None, epoch_time: float) -> tuple[int | None, float]:
+        """With other ranks: a signal received by any rank during the epoch's end, a stop asked on
+        any rank, and the epoch's time (the slowest rank's). One process: no signal (it was acted
+        on during validation), its own time."""
+        if not self.world.distributed:
+            return None, epoch_time
+        agreed = self.world.agree([signum or 0, int(self.progress.stop_training), round(epoch_time * 1e6)])
+        self.progress.stop_training = bool(agreed[1])
+        return agreed[0] or None, agreed[2] / 1e6
 
     def _validate(
         self, valid: Any, callbacks: CallbackList, commits: CommitPoints, interrupt: InterruptFlag
     ) -> dict[str, Any]:
         self.rng.pin()  # an interrupt during validation commits the random state of the end of training
         try:
-            return self.evaluate(valid, "val", callbacks, interrupt)
+            # Ranks do not stop inside validation (their shards may differ in length): a signal is
+            # agreed on at the epoch's end, after the validation.
+            return self.evaluate(valid, "val", callbacks, None if self.world.distributed else interrupt)
         except TrainingInterrupted:
             commits.commit("interrupt")
             raise

@@ -16,6 +16,7 @@ import torch
 
 from experiment.errors import ConfigurationError, DataError
 from experiment.training import named_metrics
+from experiment.training.distributed import SINGLE, World
 from experiment.training.named_metrics import TopKAccuracy, accuracy, batch_metric, epoch_metric
 from experiment.training.targets import class_target_problem, describe
 
@@ -163,15 +164,21 @@ def _check_unique(resolved: list[tuple[str, Any]], role: str) -> None:
 
 
 class EpochAccumulator:
-    """Running sums of the loss and batch metrics of one epoch (or evaluation), kept on device."""
+    """Running sums of the loss and batch metrics of one epoch (or evaluation), kept on device.
+
+    Each rank of a distributed run keeps its own sums (they are saved per rank); what is read
+    (:meth:`mean_loss`, :meth:`averages`) is summed over every rank of ``world``.
+    """
 
     def __init__(
         self,
         batch_metrics: list[tuple[str, MetricFn]],
         epoch_metrics: list[tuple[str, Any]],
         device: torch.device | None = None,
+        world: World = SINGLE,
     ):
         self.batch_metrics = batch_metrics
+        self.world = world
         self.device = device or torch.device("cpu")
         self.epoch_metrics = epoch_metrics
         self._weight_size = 0
@@ -242,16 +249,30 @@ class EpochAccumulator:
 
     def mean_loss(self) -> float:
         """The epoch's average loss so far (one device-to-host copy)."""
-        return float("nan") if self.sums is None else float(self.sums[0] / self.samples)
+        sums, samples = self._totals()
+        return float("nan") if sums is None else float(sums[0] / samples)
 
     def averages(self, prefix: str = "") -> dict[str, float]:
         """Read the epoch's averages (one device-to-host copy) and the epoch metrics."""
         names = self.batch_names(prefix)
-        values = [float("nan")] * len(names) if self.sums is None else (self.sums / self.samples).tolist()
+        sums, samples = self._totals()
+        values = [float("nan")] * len(names) if sums is None else (sums / samples).tolist()
         logs = dict(zip(names, values))
         for name, metric in self.epoch_metrics:
             logs[f"{prefix}{name}"] = float(metric.compute())
         return logs
+
+    def _totals(self) -> tuple[torch.Tensor | None, int | torch.Tensor]:
+        """The sums and the number of samples of every rank (this one's, in one process)."""
+        if not self.world.distributed:
+            return self.sums, self.samples
+        width = len(self.batch_metrics) + 1
+        local = torch.zeros(width + 1, dtype=torch.float64, device=self.device)
+        if self.sums is not None:
+            local[:width] = self.sums
+        local[width] = self.samples
+        total = self.world.total(local)
+        return (None, 0) if total[width] == 0 else (total[:width], total[width])
 
     def state_dict(self) -> dict[str, Any]:
         return {

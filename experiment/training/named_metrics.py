@@ -166,6 +166,9 @@ class NamedMetric:
         1.0
     """
 
+    #: compute() combines the states of every rank of a torch.distributed run.
+    syncs_across_processes = True
+
     def __init__(self, kind: str, name: str, options: dict[str, Any] | None = None) -> None:
         self.kind, self.name = kind, name
         self.options = dict(options or {})
@@ -213,10 +216,13 @@ class NamedMetric:
         self.updated = True
 
     def compute(self) -> torch.Tensor:
+        """The metric over the epoch; under torch.distributed, over every rank's batches (the
+        torchmetrics object gathers the other ranks' states and puts its own back)."""
         if not self.updated:
             return torch.tensor(float("nan"))
         if self.kind == "f1" and not self.options and self.spec and self.spec.get("task") == "multiclass":
-            return _macro_f1(self.metric.tp, self.metric.fp, self.metric.fn)
+            with self.metric.sync_context(should_sync=self.metric._to_sync):
+                return _macro_f1(self.metric.tp, self.metric.fp, self.metric.fn)
         return self.metric.compute() * self.scale
 
     def state_dict(self) -> dict[str, Any]:

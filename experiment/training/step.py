@@ -13,12 +13,14 @@ user's function under autocast in place of the forward pass and the loss; the re
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
+from experiment.state.rng import capture_rng, restore_rng
 from experiment.training.batches import forward
 from experiment.training.custom_step import StepCompute
 from experiment.training.precision import Precision
@@ -46,6 +48,8 @@ class StepRunner:
         self.accumulate = accumulate
         self.scaler: Any = precision.scaler
         self._mixed = precision.mixed
+        #: Micro-batches before a group's last skip DDP's gradient all-reduce (``no_sync``).
+        self._defers_sync = accumulate > 1 and isinstance(network, nn.parallel.DistributedDataParallel)
         #: Whether gradients were accumulated since the last optimizer step.
         self.pending = False
         #: The custom step's ``compute(batch) -> (loss, y_pred, y_true)`` for :meth:`run_custom`.
@@ -67,6 +71,14 @@ class StepRunner:
         """
         if group_start:
             self.optimizer.zero_grad(set_to_none=True)
+        if self._defers_sync and not group_end:
+            with self.network.no_sync():  # type: ignore[operator]
+                return self._run(x, y, batch_number, backward_end, group_end)
+        return self._run(x, y, batch_number, backward_end, group_end)
+
+    def _run(
+        self, x: Any, y: Any, batch_number: int, backward_end: Sequence[Any], group_end: bool
+    ) -> tuple[torch.Tensor, Any, Any]:
         if self._mixed:
             with self.precision.autocast():
                 y_pred = forward(self.network, x)
@@ -98,10 +110,39 @@ class StepRunner:
         """
         if group_start:
             self.optimizer.zero_grad(set_to_none=True)
-        with self.precision.autocast():
-            loss, y_pred, y_true = self.compute(batch)  # type: ignore[misc]
-        self._backward(loss, batch_number, backward_end, group_end)
+        deferred = (
+            self.network.no_sync()  # type: ignore[operator]
+            if self._defers_sync and not group_end
+            else contextlib.nullcontext()
+        )
+        with deferred:
+            with self.precision.autocast():
+                loss, y_pred, y_true = self.compute(batch)  # type: ignore[misc]
+            self._backward(loss, batch_number, backward_end, group_end)
         return loss, y_pred, y_true
+
+    def warm_up(self, x: Any, y: Any) -> None:
+        """One forward and backward of a batch through the DDP module that changes nothing: the
+        random state, the buffers and the gradients are put back.
+
+        DDP's first backward reduces every gradient in one flat bucket and lays the buckets out
+        anew after it; a ring all-reduce over 3 or more ranks sums each element in an order that
+        depends on its offset. A resumed process is a new DDP: without this step, its first real
+        step would sum in another order than the uninterrupted run's, and differ in the last bits.
+        """
+        saved_random = capture_rng()
+        buffers = [buffer.clone() for buffer in self.network.buffers()]
+        with self.precision.autocast():
+            if self.compute is not None:
+                loss = self.compute(x)[0]
+            else:
+                loss = self.loss_function(forward(self.network, x), y)
+        loss.backward()
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            for saved, buffer in zip(buffers, self.network.buffers()):
+                buffer.copy_(saved)
+        restore_rng(saved_random)
 
     def _backward(
         self, loss: torch.Tensor, batch_number: int, backward_end: Sequence[Any], group_end: bool

@@ -1,0 +1,255 @@
+"""One training run across the processes that torchrun (or a scheduler) launched.
+
+A :class:`World` is this process's view of the run's processes: its rank among ``size``, and the
+few collective operations the library needs. A single process is a world of one, in which every
+operation returns its input without communicating, so the loop and the committer call them
+unconditionally.
+
+Traffic is split in two, as torch's own checkpointing does: tensors that live on the training
+device (metric sums, BatchNorm buffers) go through the default group (NCCL on GPUs, gloo on CPUs);
+the library's control messages (the agreement on signals and stops, the gather of per-rank states,
+rank 0's verdict on a commit) go through a separate gloo group on the CPU, so they never make a GPU
+wait and never interleave with DDP's gradient all-reduce. Control collectives happen only at commit
+points, epoch ends and every few seconds of training (:class:`AgreementSchedule`), never per step.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import gc
+import os
+import time
+import weakref
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from experiment.errors import ExperimentError
+
+T = TypeVar("T")
+
+#: Seconds of training between two agreements of the ranks on signals and stops (well within
+#: torchrun's 30 s grace between its SIGTERM and its SIGKILL).
+AGREEMENT_SECONDS = 1.0
+
+
+class World:
+    """The processes of one run, seen from one of them.
+
+    Args:
+        size: the number of processes (``WORLD_SIZE``).
+        rank: this process's rank; rank 0 alone writes files.
+        local_rank: its rank on this node (``LOCAL_RANK``), the index of its GPU.
+        control: the gloo group of the library's control traffic (None: the default group).
+    """
+
+    def __init__(self, size: int = 1, rank: int = 0, local_rank: int = 0, control: Any = None) -> None:
+        self.size = size
+        self.rank = rank
+        self.local_rank = local_rank
+        self.control = control
+
+    @property
+    def distributed(self) -> bool:
+        return self.size > 1
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this process is rank 0, the one that writes files and shows progress."""
+        return self.rank == 0
+
+    # ----------------------------------------------------------------------- control messages
+    def agree(self, values: list[int]) -> list[int]:
+        """The element-wise maximum of ``values`` over every rank (one small gloo all-reduce)."""
+        if not self.distributed:
+            return values
+        tensor = torch.tensor(values, dtype=torch.int64)
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX, group=self.control)
+        return [int(value) for value in tensor.tolist()]
+
+    def gather(self, value: Any) -> list[Any] | None:
+        """Every rank's ``value`` in rank order, on rank 0 (None on the others)."""
+        if not self.distributed:
+            return [value]
+        gathered: list[Any] | None = [None] * self.size if self.is_main else None
+        dist.gather_object(value, gathered, dst=0, group=self.control)
+        return gathered
+
+    def broadcast(self, value: Any) -> Any:
+        """Rank 0's ``value``, on every rank."""
+        if not self.distributed:
+            return value
+        box = [value if self.is_main else None]
+        dist.broadcast_object_list(box, src=0, group=self.control)
+        return box[0]
+
+    def on_main(self, action: Callable[[], T]) -> T | None:
+        """Run ``action`` on rank 0 only; if it raises, raise the same error on every rank.
+
+        Returns:
+            The action's result on rank 0, None on the other ranks.
+        """
+        result: T | None = None
+        failure: BaseException | None = None
+        if self.is_main:
+            try:
+                result = action()
+            except Exception as error:  # reported to every rank below, then raised here
+                failure = error
+        if self.distributed:
+            verdict = self.broadcast(None if failure is None else _portable(failure))
+            if failure is None and verdict is not None:
+                kind, message = verdict
+                raise kind(message)
+        if failure is not None:
+            raise failure
+        return result
+
+    # ------------------------------------------------------------------------ device tensors
+    def total(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The sum of ``tensor`` over every rank, as a new tensor (the input is left as it is)."""
+        if not self.distributed:
+            return tensor
+        summed = tensor.clone()
+        dist.all_reduce(summed)
+        return summed
+
+    def share_buffers(self, module: nn.Module) -> None:
+        """Give every rank rank 0's buffers (BatchNorm statistics drift apart between ranks, each
+        updating them on its own batches), so that what is evaluated and saved is one model."""
+        if not self.distributed:
+            return
+        for buffer in module.buffers():
+            dist.broadcast(buffer, src=0)
+
+    def wrap(self, network: nn.Module, device: torch.device) -> nn.Module:
+        """``network`` wrapped in DistributedDataParallel for training (kept when it is one)."""
+        if not self.distributed or isinstance(network, nn.parallel.DistributedDataParallel):
+            return network
+        ids = (
+            [device.index if device.index is not None else self.local_rank] if device.type == "cuda" else None
+        )
+        return nn.parallel.DistributedDataParallel(network, device_ids=ids)
+
+    def release_at_exit(self, holder: Any) -> None:
+        """Call ``holder.release()`` before the process group is destroyed at interpreter exit.
+
+        A DDP wrapper still alive when the interpreter tears down made gloo abort the process in
+        about one launch in seven; releasing it first, then destroying the group, exits cleanly.
+        """
+        _HOLDERS.add(holder)
+
+
+def _portable(error: BaseException) -> tuple[type[BaseException], str]:
+    """An error as (class, message) that another rank can raise: the library's own classes as
+    they are, any other as a RuntimeError that names it."""
+    if isinstance(error, ExperimentError):
+        return type(error), str(error)
+    return RuntimeError, f"rank 0 failed with {type(error).__name__}: {error}"
+
+
+SINGLE = World()
+_HOLDERS: weakref.WeakSet[Any] = weakref.WeakSet()
+_CURRENT: tuple[Any, World] | None = None
+
+
+def current_world(device: torch.device | None = None) -> World:
+    """The world of this process: a single process unless ``WORLD_SIZE`` > 1 (torchrun and the
+    like), in which case the process group is started, unless the user started it.
+
+    The group is gloo on a CPU; with CUDA it is gloo for CPU tensors and NCCL for CUDA tensors. A
+    restarted torchrun attempt (``TORCHELASTIC_RESTART_COUNT`` > 0) joins through a store prefixed
+    with its attempt, since the addresses of the failed attempt are still in the store.
+    """
+    global _CURRENT
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size <= 1 and not (dist.is_available() and dist.is_initialized()):
+        return SINGLE
+    if not dist.is_initialized():
+        _start_process_group(size)
+        atexit.register(_shut_down)
+    group = dist.group.WORLD
+    if _CURRENT is not None and _CURRENT[0] is group:
+        return _CURRENT[1]
+    size, rank = dist.get_world_size(), dist.get_rank()
+    if size == 1:
+        return SINGLE
+    control = None if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
+    world = World(size, rank, int(os.environ.get("LOCAL_RANK", rank)), control)
+    _CURRENT = (group, world)
+    return world
+
+
+def _start_process_group(size: int) -> None:
+    backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
+    attempt = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+    if attempt == 0:
+        dist.init_process_group(backend)
+        return
+    store = dist.TCPStore(
+        os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False, wait_for_workers=False
+    )
+    prefixed = dist.PrefixStore(f"experiment/attempt_{attempt}", store)
+    dist.init_process_group(backend, store=prefixed, rank=int(os.environ["RANK"]), world_size=size)
+
+
+def _shut_down() -> None:
+    """At exit of a process whose group the library started: drop the DDP wrappers, then the group."""
+    for holder in list(_HOLDERS):
+        holder.release()
+    gc.collect()
+    if dist.is_initialized():
+        with contextlib.suppress(Exception):
+            dist.destroy_process_group()
+
+
+def training_device(world: World) -> torch.device | None:
+    """The device of this rank when the user named none: ``cuda:LOCAL_RANK`` under torchrun on a
+    machine with CUDA, else None (the network's own device)."""
+    if world.distributed and torch.cuda.is_available():
+        torch.cuda.set_device(world.local_rank)
+        return torch.device("cuda", world.local_rank)
+    return None
+
+
+class AgreementSchedule:
+    """The optimizer steps at which the ranks agree on signals and stops.
+
+    Every rank proposes the step that lies about :data:`AGREEMENT_SECONDS` of training ahead at
+    its own pace; the agreed step is the largest proposal, so all ranks meet at the same step.
+    """
+
+    def __init__(self, seconds: float = AGREEMENT_SECONDS) -> None:
+        self.seconds = seconds
+        self.next_step = 1
+        self._last: tuple[int, float] | None = None
+
+    def due(self, step: int) -> bool:
+        return step >= self.next_step
+
+    def proposal(self, step: int) -> int:
+        """The step this rank proposes for the next agreement."""
+        now = time.perf_counter()
+        last, self._last = self._last, (step, now)
+        if last is None or step <= last[0]:
+            return step + 1
+        per_step = (now - last[1]) / (step - last[0])
+        return step + max(1, min(100_000, int(self.seconds / max(per_step, 1e-9))))
+
+    def agreed(self, next_step: int) -> None:
+        self.next_step = next_step
+
+
+def sharing_problems(metrics: Iterable[tuple[str, Any]]) -> list[str]:
+    """The epoch metrics that cannot be combined across ranks (torchmetrics metrics sync
+    themselves in ``compute()``; other objects would log one rank's value)."""
+    return [
+        name
+        for name, metric in metrics
+        if not getattr(metric, "syncs_across_processes", False)
+        and not (hasattr(metric, "metric_state") and hasattr(metric, "sync"))
+    ]
