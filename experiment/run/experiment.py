@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from torch import nn
@@ -18,6 +17,7 @@ from experiment.errors import (
 )
 from experiment.run.inference import Inference
 from experiment.run.objects import compiled
+from experiment.run.ownership import owned
 from experiment.run.plan_making import check_callbacks, check_train_arguments, data_kind, make_plan
 from experiment.run.session import TrainingSession
 from experiment.run.testing import evaluate_saved_weights
@@ -203,7 +203,8 @@ class Experiment(Inference):
             "async_checkpoint": bool(async_checkpoint),
             "steps_per_epoch": plan.train.steps_per_epoch,
         }
-        with self._owned_directory(), plan.train.installed():
+        owner = owned(self.directory, self.loop.world, prepare=True, then=self._check_resumable)
+        with owner, plan.train.installed():
             session = TrainingSession(
                 self.directory,
                 self.loop,
@@ -219,20 +220,6 @@ class Experiment(Inference):
             )
             self._trained = True
             return session.run(seed)
-
-    @contextlib.contextmanager
-    def _owned_directory(self) -> Iterator[None]:
-        """The directory, prepared and locked by this process (by rank 0 of a distributed run, the
-        others learning whether it could), without what interrupted writes left."""
-        with contextlib.ExitStack() as stack:
-
-            def take() -> None:
-                self.directory.prepare()
-                stack.enter_context(self.directory.lock())
-                self._check_resumable()
-
-            self.loop.world.on_main(take)
-            yield
 
     def _check_resumable(self) -> None:
         """Refuse a run cleaned to its best weights; remove what interrupted writes left."""

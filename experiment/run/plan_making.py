@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader, Dataset
 from experiment.arguments import check_int, reject
 from experiment.callbacks.base import HOOKS, CallbackList
 from experiment.errors import ConfigurationError, MonitorError
+from experiment.run.ownership import callbacks_of_rank
 from experiment.state.learning_rates import lr_names
 from experiment.state.monitor import missing_monitor_message
 from experiment.training.data import BatchSource, make_loader
@@ -76,10 +77,7 @@ def make_plan(
             valid_data, batch_size=batch_size, shuffle=False, seed=seed, role="valid_data", world=world
         )
         valid = BatchSource(loader, None, "valid_data")
-    # Rank 0 alone writes files and shows progress: the other ranks leave out callbacks that do.
-    callback_list = CallbackList(
-        [cb for cb in callbacks if world.is_main or not getattr(cb, "main_process_only", False)]
-    )
+    callback_list = CallbackList(callbacks_of_rank(callbacks, world))
     return TrainingPlan(
         train=BatchSource(train_loader, steps_per_epoch, "train_data"),
         valid=valid,

@@ -192,6 +192,12 @@ class TrainingSession:
             logger.warning(
                 "%s: checkpoint committed at %s in %s; run again to resume.", name, where, self.directory.path
             )
+        if self.world.distributed:
+            self.world.agree([0])  # no rank leaves before rank 0 has recorded the stop
+            # torchrun stops the other ranks when the first exits; they are exiting already, with
+            # this code, and must not die of that signal on the way.
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         raise SystemExit(128 + signum) from None
 
     def write_status(self, status: str, message: str | None = None) -> None:

@@ -9,6 +9,7 @@ from torch import nn
 
 from experiment.callbacks.base import CallbackList
 from experiment.errors import CheckpointError, ConfigurationError
+from experiment.run.ownership import callbacks_of_rank, owned
 from experiment.state.compatibility import model_mismatches
 from experiment.state.torch_nodes import plain_module
 from experiment.store import metadata as meta
@@ -39,15 +40,19 @@ def evaluate_saved_weights(
         raise ConfigurationError(
             "Testing needs a loss function: pass loss_function= (or eval_step=) to Experiment."
         )
-    loader = make_loader(test_data, batch_size=batch_size, shuffle=False, seed=0, role="test_data")
+    world = loop.world
+    loader = make_loader(
+        test_data, batch_size=batch_size, shuffle=False, seed=0, role="test_data", world=world
+    )
     source = BatchSource(loader, None, "test_data")
-    with directory.lock():
+    with owned(directory, world):  # each rank tests its share; rank 0 writes the row
         epoch = load_saved_weights(directory, loop.network, checkpoint)
-        callback_list = CallbackList(callbacks)
+        callback_list = CallbackList(callbacks_of_rank(callbacks, world))
         callback_list.setup({"steps": source.steps_per_epoch}, loop)
         logs = loop.evaluate(source, "test", callback_list)
         row = {"time": meta.now_iso(), "checkpoint": str(checkpoint), "epoch": epoch, **logs}
-        tsv.append_row(directory.test_log_path, row)
+        if world.is_main:
+            tsv.append_row(directory.test_log_path, row)
     return logs
 
 

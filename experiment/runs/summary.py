@@ -58,10 +58,12 @@ class RunSummary:
     created_with: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def training(self) -> str:
-        """Precision, accumulation and commit mode, as recorded ("32-true" for runs before them)."""
+        """Processes, precision, accumulation and commit mode, as recorded ("32-true" and one
+        process for runs made before they were)."""
         precision = self.created_with.get("precision", "32-true")
         accumulate = self.created_with.get("accumulate_grad_batches", 1)
-        parts = [precision]
+        processes = self.created_with.get("world_size", 1)
+        parts = [precision] if processes == 1 else [f"{processes} processes (torchrun)", precision]
         if accumulate != 1:
             parts.append(f"{accumulate} batches per optimizer step")
         parts.append(

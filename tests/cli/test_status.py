@@ -275,3 +275,15 @@ def test_cli_status_shows_the_precision_accumulation_and_commit_mode(tmp_path):
 
     assert plain == "32-true, synchronous commits"
     assert mixed == "bf16-mixed, 2 batches per optimizer step, asynchronous commits"
+
+
+def test_cli_status_shows_how_many_processes_trained_a_distributed_run(tmp_path):
+    train_run(tmp_path / "run", epochs=1)
+    path = tmp_path / "run" / "experiment.json"
+    metadata = json.loads(path.read_text())
+    metadata["created_with"]["world_size"] = 2  # as rank 0 of a two-process torchrun run records it
+    path.write_text(json.dumps(metadata))
+
+    line = _field(_invoke("status", str(tmp_path / "run")).output, "training")
+
+    assert line == "2 processes (torchrun), 32-true, synchronous commits"
