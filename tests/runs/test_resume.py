@@ -169,3 +169,23 @@ def test_resume_plan_of_an_older_run_ignores_another_run_its_command_names(tmp_p
     _recorded_in(run_dir, cwd=str(work))  # train.py runs/original, its own directory hard-coded
 
     assert plan_resume(run_dir).argv[2] == "runs/original"
+
+
+def test_resume_plan_of_a_torchrun_run_reruns_torchrun(tmp_path):
+    (tmp_path / "work").mkdir()
+    argv = [sys.executable, "/usr/bin/torchrun", "--nproc_per_node=2", "train.py", "runs/x"]
+    run_dir = write_fake_run(
+        tmp_path / "run", command={"argv": argv, "cwd": str(tmp_path / "work")}, status="interrupted"
+    )
+
+    assert plan_resume(run_dir).argv == argv
+
+
+def test_resume_plan_of_a_run_on_several_nodes_says_to_resubmit_the_job(tmp_path):
+    (tmp_path / "work").mkdir()
+    argv = [sys.executable, "/usr/bin/torchrun", "--nnodes=2", "--nproc_per_node=8", "train.py"]
+    command = {"argv": argv, "cwd": str(tmp_path / "work"), "nodes": 2}
+    run_dir = write_fake_run(tmp_path / "run", command=command, status="interrupted")
+
+    with pytest.raises(RunDirectoryError, match=r"2 nodes.*resubmit the job.*--nnodes=2"):
+        plan_resume(run_dir)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -112,3 +114,25 @@ def test_metadata_plain_config_refuses_what_json_cannot_hold(config, match):
 def test_metadata_new_metadata_refuses_a_config_that_is_not_json():
     with pytest.raises(ConfigurationError, match=r"config\['p'\]: received set"):
         new_metadata({"p": {1}}, {})
+
+
+def test_metadata_a_torchrun_worker_records_the_torchrun_command(tmp_path):
+    """The worker's parent is the launcher: its command line (read from /proc) is what reruns every
+    rank. A stand-in named torchrun starts the worker, as torchrun's agent does."""
+    launcher = tmp_path / "torchrun"
+    launcher.write_text(
+        "import subprocess, sys\n"
+        "code = 'import json; from experiment.store.metadata import current_command; "
+        "print(json.dumps(current_command()))'\n"
+        "sys.exit(subprocess.run([sys.executable, '-c', code]).returncode)\n"
+    )
+    env = {**os.environ, "TORCHELASTIC_RUN_ID": "job-1", "GROUP_WORLD_SIZE": "2"}
+    args = [sys.executable, str(launcher), "--nproc_per_node=2", "train.py", "runs/x"]
+
+    result = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    recorded = json.loads(result.stdout)
+    assert recorded["argv"][1:] == [str(launcher), "--nproc_per_node=2", "train.py", "runs/x"]
+    assert recorded["nodes"] == 2
+    assert recorded["cwd"] == str(tmp_path)

@@ -1,0 +1,55 @@
+"""The single-process world, the agreement schedule and the epoch-metric check (the collective
+paths run under torchrun in tests/distributed)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from experiment.errors import ConfigurationError, StorageError
+from experiment.training.distributed import SINGLE, AgreementSchedule, World, sharing_problems
+from experiment.training.loop import TrainingLoop
+from experiment.training.metrics import F1, resolve_epoch_metrics
+
+
+def test_a_single_process_is_a_world_of_one_whose_operations_return_their_input():
+    tensor = torch.tensor([1.0, 2.0])
+
+    assert SINGLE.is_main and not SINGLE.distributed
+    assert SINGLE.agree([3, 0]) == [3, 0]
+    assert SINGLE.gather({"a": 1}) == [{"a": 1}]
+    assert SINGLE.broadcast("x") == "x"
+    assert SINGLE.total(tensor) is tensor
+    assert SINGLE.on_main(lambda: 5) == 5
+    with pytest.raises(StorageError, match="disk full"):
+        SINGLE.on_main(lambda: (_ for _ in ()).throw(StorageError("disk full")))
+
+
+def test_the_agreement_schedule_proposes_about_a_second_of_steps_ahead(monkeypatch):
+    clock = iter([100.0, 100.5])  # 10 steps in half a second: 20 steps per second
+    monkeypatch.setattr("experiment.training.distributed.time.perf_counter", lambda: next(clock))
+    schedule = AgreementSchedule(seconds=1.0)
+
+    assert schedule.due(1)
+    assert schedule.proposal(1) == 2  # no pace known yet: the next step
+    assert schedule.proposal(11) == 31
+    schedule.agreed(40)  # another rank was faster: the largest proposal wins
+    assert not schedule.due(39) and schedule.due(40)
+
+
+def test_epoch_metrics_that_cannot_sync_across_processes_are_refused_under_torchrun():
+    named = resolve_epoch_metrics(["f1", "auroc"])
+    assert sharing_problems(named) == []
+    assert sharing_problems([("old_f1", F1())]) == ["old_f1"]
+
+    network = torch.nn.Linear(2, 2)
+    with pytest.raises(ConfigurationError, match=r"old_f1.*torchmetrics"):
+        TrainingLoop(
+            network,
+            torch.optim.SGD(network.parameters(), lr=0.1),
+            torch.nn.functional.cross_entropy,
+            batch_metrics=[],
+            epoch_metrics=[("old_f1", F1())],
+            device=torch.device("cpu"),
+            world=World(size=2, rank=1),
+        )
