@@ -19,6 +19,11 @@ the cadence of step checkpoints)::
         -> progress.epoch_done(logs) -> commits.commit("epoch")
     on_train_end
 
+Under torchrun (a distributed ``world``) the ranks act on signals and stops only where they agree
+on them (:meth:`TrainingLoop._commit_point`: at commit points and every second or so of training;
+and at the epoch's end, after validation, which no signal interrupts); before validation and
+before each commit every rank takes rank 0's buffers; logged values are summed over the ranks.
+
 Progress is counted in completed units by the ``progress`` node (:class:`~experiment.state.progress.Progress`):
 ``epochs_completed``, ``steps_in_epoch`` (training steps done in the current epoch) and
 ``global_step``; the ``rng`` node (:class:`~experiment.state.rng.RandomState`) holds the random
