@@ -18,7 +18,7 @@ from experiment.run.testing import load_saved_weights
 from experiment.store.directory import RunDirectory
 from experiment.training.data import BatchSource, make_loader
 from experiment.training.loop import TrainingLoop
-from experiment.training.prediction import concatenate, predict, prediction_inputs
+from experiment.training.prediction import concatenate, predict, prediction_inputs, step_output
 
 
 class Inference:
@@ -166,8 +166,11 @@ def predict_outputs(
     check_int("batch_size", batch_size, minimum=1, expected="a positive integer")
     if has_targets not in (None, True, False):
         raise ConfigurationError(f"has_targets: received {has_targets!r}; expected None, True or False.")
-    inputs = prediction_inputs(data, batch_size=batch_size, has_targets=has_targets)
+    step = loop.eval_step
+    # A custom evaluation step takes each batch whole and decides what its inputs are.
+    inputs = prediction_inputs(data, batch_size=batch_size, has_targets=False if step else has_targets)
     if checkpoint is not None:
         with directory.lock():
             load_saved_weights(directory, loop.network, checkpoint)
-    return predict(loop.network, inputs, loop.device, autocast=loop.precision.autocast)
+    output = None if step is None else step_output(step, loop)
+    return predict(loop.network, inputs, loop.device, autocast=loop.precision.autocast, output=output)

@@ -12,7 +12,8 @@ What counts as the inputs of the data given to ``Experiment.predict``:
 
 ``has_targets`` overrides the guess: False takes every batch whole as the inputs (a tuple of
 arrays, or a batch ``(x1, x2)``, then feeds a network of several inputs), True requires pairs.
-A tuple or list of inputs is passed as ``network(*x)``.
+A tuple or list of inputs is passed as ``network(*x)``. With a custom evaluation step, every batch
+is given whole to the step and its ``y_pred`` is the output (:func:`step_output`).
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from experiment.errors import DataError
+from experiment.errors import ConfigurationError, DataError
 from experiment.training.batches import forward, move_batch
+from experiment.training.custom_step import step_result
 from experiment.training.data import make_loader
 
 
@@ -97,20 +99,26 @@ def predict(
     device: torch.device,
     *,
     autocast: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext,
+    output: Callable[[Any], Any] | None = None,
 ) -> Any:
     """The network's outputs over ``inputs`` in eval mode without gradients, concatenated on the CPU;
     the network's training mode is restored after.
 
+    Args:
+        output: computes the output of one batch already on ``device`` (by default
+            ``network(batch)``; a custom evaluation step's ``y_pred``, see :func:`step_output`).
+
     Raises:
         DataError: ``inputs`` yielded no batch, or outputs that cannot be concatenated.
     """
+    compute = output or (lambda batch: forward(network, batch))
     was_training = network.training
     network.eval()
     outputs = []
     try:
         with torch.no_grad(), autocast():
             for batch in inputs:
-                outputs.append(to_cpu(forward(network, move_batch(batch, device))))
+                outputs.append(to_cpu(compute(move_batch(batch, device))))
     finally:
         network.train(was_training)
     if not outputs:
@@ -158,3 +166,24 @@ def _check_all(outputs: list[Any], kind: Any, where: str) -> None:
                 f"The {where} is {type(outputs[0]).__name__} in one batch and {type(output).__name__} in "
                 "another; expected the same structure in every batch."
             )
+
+
+def step_output(step: Callable[[Any, Any], Any], trainer: Any) -> Callable[[Any], Any]:
+    """The output of a batch as the custom evaluation ``step(trainer, batch)`` gives it: its
+    ``y_pred``.
+
+    Raises:
+        ConfigurationError: the step returns no ``y_pred``.
+    """
+
+    def output(batch: Any) -> Any:
+        _, y_pred, _ = step_result(step(trainer, batch), "eval_step")
+        if y_pred is None:
+            raise ConfigurationError(
+                "predict() with an eval_step uses the 'y_pred' it returns, and it returned a loss only. "
+                "Return {'loss': loss, 'y_pred': y_pred} from eval_step (a loss may be 0 when the "
+                "batch has no targets)."
+            )
+        return y_pred
+
+    return output

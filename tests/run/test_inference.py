@@ -208,3 +208,35 @@ def test_evaluate_calls_the_test_hooks_of_its_callbacks(tmp_path: Path):
     hooks = Hooks()
     make_experiment(tmp_path / "run").evaluate(make_data(20), batch_size=16, callbacks=[hooks])
     assert hooks.calls == ["begin", "batch 1", "batch 2", "end ['test_acc', 'test_f1', 'test_loss', 'time']"]
+
+
+def test_predict_with_an_eval_step_gives_each_whole_batch_to_it_and_returns_its_y_pred(tmp_path: Path):
+    network = nn.Linear(4, 3)
+    seen = []
+
+    def eval_step(trainer, batch):  # dict batches, as text models have them
+        seen.append(sorted(batch))
+        y_pred = trainer.network(batch["features"]) * batch["scale"]
+        return {"loss": y_pred.sum() * 0, "y_pred": y_pred}
+
+    exp = Experiment(tmp_path / "run", network, loss_function="cross_entropy", eval_step=eval_step)
+    x = torch.randn(10, 4)
+    batches = [
+        {"features": x[:6], "scale": torch.tensor(2.0)},
+        {"features": x[6:], "scale": torch.tensor(2.0)},
+    ]
+
+    outputs = exp.predict(batches)
+
+    assert seen == [["features", "scale"], ["features", "scale"]]
+    assert _close(outputs, _expected_outputs(network, x) * 2)
+
+
+def test_predict_with_an_eval_step_that_returns_no_y_pred_says_what_to_return(tmp_path: Path):
+    network = nn.Linear(4, 3)
+    exp = Experiment(
+        tmp_path / "run", network, loss_function="cross_entropy", eval_step=lambda t, b: t.network(b[0]).sum()
+    )
+
+    with pytest.raises(ConfigurationError, match=r"eval_step.*'y_pred'"):
+        exp.predict((torch.randn(5, 4), torch.zeros(5, dtype=torch.long)))
