@@ -5,8 +5,9 @@ the data (its kind, batch size, samples, batches per pass, steps per epoch) and 
 call is compared with that record before anything is loaded:
 
 - what cannot stay exact is refused: other optimizer hyperparameters (the checkpoint would
-  silently keep the old ones), data of another kind, and, in the middle of an epoch, another batch
-  size, dataset length or number of steps per epoch;
+  silently keep the old ones), another precision, accumulation or custom step (by its name), data
+  of another kind, and, in the middle of an epoch, another batch size, dataset length or number of
+  steps per epoch;
 - what can be applied deliberately (another batch size or dataset at an epoch boundary, another
   config) is applied with a warning and recorded in experiment.json's ``changes``.
 """
@@ -36,8 +37,17 @@ def creation_record(loop: TrainingLoop, plan: TrainingPlan, kinds: dict[str, str
         "precision": loop.precision.name,
         "accumulate_grad_batches": loop.steps.accumulate,
         "world_size": loop.world.size,
+        "train_step": _step_name(loop.custom_train_step),
+        "eval_step": _step_name(loop.eval_step),
         "data": data,
     }
+
+
+def _step_name(step: Any) -> str | None:
+    """A custom step as its module and qualified name (None: the built-in step)."""
+    if step is None:
+        return None
+    return f"{getattr(step, '__module__', '?')}.{getattr(step, '__qualname__', type(step).__qualname__)}"
 
 
 def hyperparameters(optimizer: torch.optim.Optimizer) -> list[dict[str, Any]]:
@@ -70,7 +80,7 @@ def data_shape(source: BatchSource, kind: str) -> dict[str, Any]:
 def creation_problems(recorded: dict[str, Any], current: dict[str, Any], *, mid_epoch: bool) -> list[str]:
     """What in ``current`` cannot resume the run ``recorded`` describes exactly."""
     problems = _optimizer_problems(recorded["optimizer"], current["optimizer"])
-    for field in ("precision", "accumulate_grad_batches"):
+    for field in ("precision", "accumulate_grad_batches", "train_step", "eval_step"):
         if field in recorded and recorded[field] != current[field]:
             problems.append(
                 f"{field} was {recorded[field]!r} when the run was created and is {current[field]!r} "

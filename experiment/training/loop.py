@@ -125,6 +125,8 @@ class TrainingLoop(ProgressView):
         self.train_step: TrainStep | None = None
         #: The custom evaluation step (see :meth:`use_custom_steps`), or None for ``(x, y)`` batches.
         self.eval_step: UserStep | None = None
+        #: The custom training step of :meth:`use_custom_steps`, or None.
+        self.custom_train_step: UserStep | None = None
 
     def use_train_step(self, step: TrainStep | None) -> None:
         """Train with ``step(x, y) -> (loss, y_pred)`` instead of the built-in step (None: built-in).
@@ -150,6 +152,7 @@ class TrainingLoop(ProgressView):
         """
         step = train_step
         self.steps.compute = None if step is None else bind_step(step, self, "train_step", self.train_metrics)
+        self.custom_train_step = train_step
         self.eval_step = eval_step or train_step
 
     def reset(self) -> None:

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from experiment import ClipNorm, ConfigurationError, DataError, Experiment
+from experiment import ClipNorm, ConfigurationError, DataError, Experiment, StateMismatchError
 from tests.support.training import (
     Interrupt,
     InterruptAt,
@@ -220,3 +220,22 @@ def test_training_without_loss_function_or_train_step_is_refused(tmp_path: Path)
     exp = make_experiment(tmp_path, loss_function=None)
     with pytest.raises(ConfigurationError, match=r"Training needs a loss function"):
         exp.train(make_data(), epochs=1, progress=False)
+
+
+def unweighted_triple_step(trainer: Any, batch: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
+    x, y, _ = batch
+    y_pred = trainer.network(x)
+    return {"loss": nn.functional.cross_entropy(y_pred, y), "y_pred": y_pred, "y_true": y}
+
+
+def test_a_run_resumed_with_another_custom_step_is_refused(tmp_path: Path):
+    custom_run(tmp_path / "run", "triple", interrupt_at=5)
+    exp = make_experiment(tmp_path / "run", loss_function=None, train_step=unweighted_triple_step)
+    before = sorted(path.name for path in (tmp_path / "run" / "checkpoints").iterdir())
+
+    with pytest.raises(StateMismatchError, match=r"train_step was '.*\.triple_step'.*unweighted_triple_step"):
+        exp.train(
+            DataLoader(triples(), batch_size=16, shuffle=True), triples(48, seed=2), epochs=3, progress=False
+        )
+
+    assert sorted(path.name for path in (tmp_path / "run" / "checkpoints").iterdir()) == before

@@ -185,3 +185,28 @@ def test_named_metrics_regression_network_trains(tmp_path):
     exp.optimizer.add_param_group({"params": exp.network[-1].parameters()})
     exp.train((x, y.float().unsqueeze(-1)), epochs=1, progress=False)
     assert set(exp.logs.columns) >= {"mae", "mse", "r2"}
+
+
+def _regression_step(trainer, batch):
+    x, y = batch
+    y_pred = trainer.network(x)[:, 0]
+    target = y.float()
+    return {"loss": torch.nn.functional.mse_loss(y_pred, target), "y_pred": y_pred, "y_true": target}
+
+
+def test_named_regression_metrics_resume_mid_epoch_is_exact(tmp_path):
+    metrics = ["mae", "mse", "r2"]
+    experiment_options = {
+        "tensorboard": False,
+        "batch_metrics": [],
+        "epoch_metrics": metrics,
+        "train_step": _regression_step,
+    }
+    options = {"epochs": 3, "experiment_options": experiment_options}
+    expected = train_run(tmp_path / "straight", **options)
+    for step in (3, 10):  # in the first epoch, then in the second
+        train_run(tmp_path / "resumed", interrupt_at=step, checkpoint_every=2, **options)
+    actual = train_run(tmp_path / "resumed", checkpoint_every=2, **options)
+    assert_same_training_state(expected, actual)
+    assert {*metrics, *(f"val_{name}" for name in metrics)} <= set(actual.logs.columns)
+    assert actual.logs["mse"].notna().all()
