@@ -14,9 +14,11 @@ from experiment.callbacks.base import CallbackList
 from experiment.callbacks.progress import with_progress
 from experiment.errors import ConfigurationError
 from experiment.run.objects import load_optimizer_file
+from experiment.run.ownership import callbacks_of_rank
 from experiment.run.testing import load_saved_weights
 from experiment.store.directory import RunDirectory
 from experiment.training.data import BatchSource, make_loader
+from experiment.training.distributed import SINGLE
 from experiment.training.loop import TrainingLoop
 from experiment.training.prediction import concatenate, predict, prediction_inputs, step_output
 
@@ -130,9 +132,12 @@ def evaluate_in_memory(
         raise ConfigurationError(
             "Evaluating needs a loss function: pass loss_function= (or eval_step=) to Experiment."
         )
-    loader = make_loader(data, batch_size=batch_size, shuffle=False, seed=0, role="data")
+    # Under torchrun each rank evaluates its share and the sums are combined; outputs asked for
+    # are those of all the data, so then every rank evaluates all of it.
+    world = loop.world if not return_pred else SINGLE
+    loader = make_loader(data, batch_size=batch_size, shuffle=False, seed=0, role="data", world=world)
     source = BatchSource(loader, None, "data")
-    callback_list = CallbackList(callbacks)
+    callback_list = CallbackList(callbacks_of_rank(callbacks, loop.world))
     callback_list.setup({"steps": source.steps_per_epoch}, loop)
     predictions: list[Any] | None = [] if return_pred else None
     logs = loop.evaluate(source, "test", callback_list, predictions=predictions)
