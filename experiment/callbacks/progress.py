@@ -115,16 +115,28 @@ class ProgressionCallback(Callback):
         self._out: TextIO = sys.stdout
         self._live = False
         self._closed_output = False  # the reader went away: write nothing more
+        self._announced = False  # the start line was written before the checkpoint was loaded
         self._phase: Phase | None = None
         self._line: TerminalLine | None = None  # the phase's line, on a terminal
 
     # ------------------------------------------------------------------------------- training
+    def announce_start(self, params: dict[str, Any], position: Any) -> None:
+        """Write the start line now, before a resumed run loads its checkpoint (which may take a
+        while for a large state); ``position`` has the checkpoint's ``epochs_completed``,
+        ``steps_in_epoch`` and ``global_step``. Called by the run layer; ``on_train_begin`` then
+        does not write the line again."""
+        self._start_output()
+        self._write(start_line(params, position, self._wall_time) + "\n")
+        self._announced = True
+
     def on_train_begin(self, logs: dict[str, Any]) -> None:
         self._start_output()
+        announced, self._announced = getattr(self, "_announced", False), False
         if not self.has_trainer:  # hooks called by hand: no run to name, nothing to resume
             return
         trainer = self.trainer
-        self._write(start_line(self.params, trainer, self._wall_time) + "\n")
+        if not announced:
+            self._write(start_line(self.params, trainer, self._wall_time) + "\n")
         if trainer.steps_in_epoch > 0:  # resumed in the middle of an epoch
             epoch = trainer.epochs_completed + 1
             self._open("train", self.params.get("steps_per_epoch"), trainer.steps_in_epoch, epoch)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
+import types
 from typing import Any
 
 from experiment.errors import RunDirectoryError, StorageError
@@ -18,8 +19,10 @@ from experiment.run.recording import EpochRecorder
 from experiment.run.run_record import RunRecord
 from experiment.run.run_state import run_state_tree
 from experiment.state.monitor import BestTracker
+from experiment.state.progress import Progress
 from experiment.state.rng import find_epoch_samplers, find_generators, seed_everything
 from experiment.store import tsv
+from experiment.store.checkpoints import peek_progress
 from experiment.store.directory import RunDirectory
 from experiment.training.interrupts import InterruptFlag, TrainingInterrupted, interrupt_on_signals
 from experiment.training.loop import TrainingLoop
@@ -94,6 +97,8 @@ class TrainingSession:
             self.committer.on_first_commit = self._mark_committed
         loaders = [self.plan.train.loader, None if self.plan.valid is None else self.plan.valid.loader]
         self.loop.rng.track(find_generators(loaders), find_epoch_samplers([self.plan.train.loader]))
+        if self.world.is_main:
+            self._announce_resume()
         restored = self.committer.restore(self.plan.epochs, check=self.record.problems)
         self.plan.callback_params.update(self.committer.restored_from())
         self.plan.callback_params["directory"] = str(self.directory.path)
@@ -110,6 +115,30 @@ class TrainingSession:
         if self.loop.progress.is_over(self.plan.epochs):
             return self._already_over()
         return self._fit()
+
+    def _announce_resume(self) -> None:
+        """Let the progress display say where the run resumes before its checkpoint, maybe large,
+        is loaded (read from the newest state file without reading its tensors)."""
+        announce = [
+            cb.announce_start
+            for cb in self.plan.callbacks.callbacks
+            if callable(getattr(cb, "announce_start", None))
+        ]
+        newest = self.directory.state_paths()[:1]
+        progress = peek_progress(newest[0]) if announce and newest else None
+        if progress is None or Progress.saved_is_over(progress, self.plan.epochs):
+            return  # a fresh start, or no more training: on_train_begin says it, if it runs
+        params = {
+            **self.plan.callback_params,
+            "epochs": self.plan.epochs,
+            "steps_per_epoch": self.plan.train.steps_per_epoch,
+            "directory": str(self.directory.path),
+            "checkpoint": newest[0].name,
+            "checkpoint_time": newest[0].stat().st_mtime,
+        }
+        position = types.SimpleNamespace(**{key: progress[key] for key in Progress.POSITION})
+        for method in announce:
+            method(params, position)
 
     def _refuse_lost_history(self) -> None:
         """Refuse to start afresh over a run whose checkpoints are gone.

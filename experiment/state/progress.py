@@ -27,6 +27,9 @@ class Progress:
             resumes. The clock runs between :meth:`start_clock` and :meth:`read_clock`.
     """
 
+    #: The fields that say where a run stands (the rest is its history and clock).
+    POSITION = ("epochs_completed", "steps_in_epoch", "global_step")
+
     def __init__(self) -> None:
         self.reset()
 

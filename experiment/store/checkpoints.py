@@ -60,6 +60,20 @@ def load_newest_state(directory: RunDirectory) -> tuple[dict[str, Any], Path] | 
     return None
 
 
+def peek_progress(path: Path) -> dict[str, Any] | None:
+    """The ``progress`` node of a state file, read without reading its tensors (they are mapped,
+    not loaded) and without checking the file: for display only, before the real load. None when
+    the file cannot be read so.
+    """
+    import torch  # here, not at import: the store imports no torch
+
+    try:
+        tree = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        return dict(upgrade_tree(tree)["nodes"]["progress"])
+    except Exception:  # a damaged file: the real load reports it, with the fallback
+        return None
+
+
 def saved_weights(directory: RunDirectory, checkpoint: str | int) -> tuple[int, dict[str, Any]]:
     """The epoch and network weights that ``checkpoint`` names: "best", "last", or an epoch number
     (the best or the last epoch).

@@ -14,6 +14,7 @@ import pytest
 from experiment import Callback
 from experiment.callbacks.progress import ProgressionCallback
 from experiment.callbacks.progress_line import visible_width
+from experiment.store import checkpoints, safe_load
 from tests.support.terminal import ANSI, FakeClock, FakeTerminal, fake_trainer, frames
 from tests.support.training import train_run
 
@@ -82,6 +83,24 @@ def test_progress_start_line_of_a_real_run_then_of_its_resume(tmp_path):
     assert first.getvalue().startswith("Starting ") and ": 2 epochs of 6 steps\n" in first.getvalue()
     resumed = second.getvalue().splitlines()[0]
     assert resumed.startswith("Resuming ") and " at epoch 2 of 2, step 2 of 6 (global step 8)" in resumed
+
+
+def test_progress_start_line_of_a_resume_is_written_before_the_checkpoint_is_loaded(tmp_path, monkeypatch):
+    train_run(tmp_path / "run", epochs=2, interrupt_at=9, checkpoint_every=4, progress=False)
+    stream = io.StringIO()
+    shown_at_load = []
+    load = safe_load.load_tensors
+
+    def watched_load(path):
+        shown_at_load.append(stream.getvalue())
+        return load(path)
+
+    monkeypatch.setattr(checkpoints, "load_tensors", watched_load)
+    train_run(tmp_path / "run", epochs=2, checkpoint_every=4, progress={"stream": stream})
+
+    line = "at epoch 2 of 2, step 2 of 6 (global step 8), from checkpoint state-000003.pt"
+    assert line in shown_at_load[0]  # already on screen when the load began
+    assert stream.getvalue().count("Resuming ") == 1
 
 
 # -------------------------------------------------------------------------------- on a terminal
