@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from collections.abc import Sequence
@@ -44,7 +45,9 @@ class Experiment(Inference):
 
     Args:
         directory: the run directory (created if needed).
-        network: the module to train.
+        network: the module to train (under torchrun it is wrapped in DistributedDataParallel
+            while it trains; one given already wrapped is trained through that wrapper and saved
+            as the module inside it).
         optimizer: a name ("sgd", "adam", "adamw", ...), an optimizer instance, or a callable
             taking the parameters.
         loss_function: a name ("cross_entropy", "mse", "bce_with_logits", ...) or a callable.
@@ -104,6 +107,8 @@ class Experiment(Inference):
                 f"network: received {type(network).__name__}; expected a torch.nn.Module."
             )
         self.directory = RunDirectory(directory)
+        ddp = network if isinstance(network, nn.parallel.DistributedDataParallel) else None
+        network = network if ddp is None else ddp.module  # trained through the user's DDP, saved bare
         world = current_world()  # under torchrun: the process group, started here if need be
         self.device = resolve_device(device if device is not None else training_device(world), network)
         network.to(self.device)
@@ -129,6 +134,7 @@ class Experiment(Inference):
             world=world,
         )
         self.loop.use_custom_steps(check_step("train_step", train_step), check_step("eval_step", eval_step))
+        self.loop.ddp = ddp
 
     # ------------------------------------------------------------------------------- training
     def train(
@@ -219,7 +225,15 @@ class Experiment(Inference):
                 fresh_objects=not self._trained,
             )
             self._trained = True
-            return session.run(seed)
+            history = session.run(seed)
+        if self.loop.world.distributed:
+            # Ranks leave train() together, once rank 0 has recorded the end and released the lock
+            # (a rank may read the files next), and with this call's garbage collected: a script
+            # that then destroys the process group while it was still uncollected made gloo abort
+            # the process at exit in about one launch in six.
+            self.loop.world.agree([0])
+            gc.collect()
+        return history
 
     def _check_resumable(self) -> None:
         """Refuse a run cleaned to its best weights; remove what interrupted writes left."""

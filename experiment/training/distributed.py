@@ -21,7 +21,7 @@ import gc
 import os
 import time
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 import torch
@@ -126,22 +126,35 @@ class World:
         for buffer in module.buffers():
             dist.broadcast(buffer, src=0)
 
-    def wrap(self, network: nn.Module, device: torch.device) -> nn.Module:
-        """``network`` wrapped in DistributedDataParallel for training (kept when it is one)."""
-        if not self.distributed or isinstance(network, nn.parallel.DistributedDataParallel):
-            return network
-        ids = (
-            [device.index if device.index is not None else self.local_rank] if device.type == "cuda" else None
-        )
-        return nn.parallel.DistributedDataParallel(network, device_ids=ids)
-
-    def release_at_exit(self, holder: Any) -> None:
-        """Call ``holder.release()`` before the process group is destroyed at interpreter exit.
-
-        A DDP wrapper still alive when the interpreter tears down made gloo abort the process in
-        about one launch in seven; releasing it first, then destroying the group, exits cleanly.
+    @contextlib.contextmanager
+    def training_through_ddp(
+        self,
+        network: nn.Module,
+        device: torch.device,
+        use: Callable[[nn.Module], None],
+        wrapper: nn.Module | None = None,
+    ) -> Iterator[None]:
+        """For the block, ``use(DistributedDataParallel(network))`` (or the user's ``wrapper`` of it;
+        ``use(network)`` in one process); at the end ``use(network)`` again, so that the library
+        holds no DDP wrapper once training is over (one still alive when the process group is
+        destroyed, by the script or at interpreter exit, made gloo abort the process now and then).
         """
-        _HOLDERS.add(holder)
+        if not self.distributed:
+            use(network)
+            yield
+            return
+        if wrapper is None:
+            ids = (
+                [device.index if device.index is not None else self.local_rank]
+                if device.type == "cuda"
+                else None
+            )
+            wrapper = nn.parallel.DistributedDataParallel(network, device_ids=ids)
+        use(wrapper)
+        try:
+            yield
+        finally:
+            use(network)
 
 
 def _portable(error: BaseException) -> tuple[type[BaseException], str]:
@@ -153,8 +166,9 @@ def _portable(error: BaseException) -> tuple[type[BaseException], str]:
 
 
 SINGLE = World()
-_HOLDERS: weakref.WeakSet[Any] = weakref.WeakSet()
-_CURRENT: tuple[Any, World] | None = None
+#: The world of the current default group, which is held weakly: a group the script destroys must
+#: not live on here until the interpreter's teardown (gloo then aborts the process).
+_CURRENT: tuple[weakref.ref[Any], World] | None = None
 
 
 def current_world(device: torch.device | None = None) -> World:
@@ -173,14 +187,14 @@ def current_world(device: torch.device | None = None) -> World:
         _start_process_group(size)
         atexit.register(_shut_down)
     group = dist.group.WORLD
-    if _CURRENT is not None and _CURRENT[0] is group:
+    if _CURRENT is not None and _CURRENT[0]() is group:
         return _CURRENT[1]
     size, rank = dist.get_world_size(), dist.get_rank()
     if size == 1:
         return SINGLE
     control = None if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
     world = World(size, rank, int(os.environ.get("LOCAL_RANK", rank)), control)
-    _CURRENT = (group, world)
+    _CURRENT = (weakref.ref(group), world)
     return world
 
 
@@ -198,9 +212,7 @@ def _start_process_group(size: int) -> None:
 
 
 def _shut_down() -> None:
-    """At exit of a process whose group the library started: drop the DDP wrappers, then the group."""
-    for holder in list(_HOLDERS):
-        holder.release()
+    """At exit of a process whose group the library started: destroy the group."""
     gc.collect()
     if dist.is_initialized():
         with contextlib.suppress(Exception):

@@ -108,11 +108,7 @@ class TrainingLoop(ProgressView):
         self.loss_function = loss_function
         self.device = device
         self.precision = precision or Precision("32-true", device.type, None)
-        self.steps = StepRunner(
-            world.wrap(network, device), optimizer, loss_function, self.precision, accumulate_grad_batches
-        )
-        if world.distributed:
-            world.release_at_exit(self)
+        self.steps = StepRunner(network, optimizer, loss_function, self.precision, accumulate_grad_batches)
         self._agreements = AgreementSchedule()
         #: Whether the next training step is the first since the state was loaded (see _warm_up).
         self.resumed = False
@@ -125,6 +121,9 @@ class TrainingLoop(ProgressView):
         self.train_step: TrainStep | None = None
         #: The custom evaluation step (see :meth:`use_custom_steps`), or None for ``(x, y)`` batches.
         self.eval_step: UserStep | None = None
+        #: The DistributedDataParallel module the user built around ``network``, if any (else the
+        #: loop wraps it under torchrun, for the duration of :meth:`fit`).
+        self.ddp: nn.Module | None = None
         #: The custom training step of :meth:`use_custom_steps`, or None.
         self.custom_train_step: UserStep | None = None
 
@@ -161,10 +160,6 @@ class TrainingLoop(ProgressView):
         self.rng.reset()
         self.resumed = False
 
-    def release(self) -> None:
-        """Drop the DistributedDataParallel wrapper (at interpreter exit, before its group goes)."""
-        self.steps.network = self.network
-
     # ----------------------------------------------------------------------------------- training
     def fit(
         self, plan: TrainingPlan, commits: CommitPoints | None = None, interrupt: InterruptFlag | None = None
@@ -181,8 +176,10 @@ class TrainingLoop(ProgressView):
         if not self.progress.mid_epoch:
             self.rng.restore_step()
         plan.callbacks.call("on_train_begin", {})
-        while self.progress.epochs_completed < plan.epochs and not self.progress.stop_training:
-            self._run_epoch(plan, commits, interrupt)
+        # Under torchrun the steps go through DDP, which starts from rank 0's parameters.
+        with self.world.training_through_ddp(self.network, self.device, self.steps.use_network, self.ddp):
+            while self.progress.epochs_completed < plan.epochs and not self.progress.stop_training:
+                self._run_epoch(plan, commits, interrupt)
         plan.callbacks.call("on_train_end", {})
         return self.history
 

@@ -41,19 +41,23 @@ class StepRunner:
         precision: Precision,
         accumulate: int = 1,
     ) -> None:
-        self.network = network
         self.optimizer = optimizer
         self.loss_function = loss_function
         self.precision = precision
         self.accumulate = accumulate
         self.scaler: Any = precision.scaler
         self._mixed = precision.mixed
-        #: Micro-batches before a group's last skip DDP's gradient all-reduce (``no_sync``).
-        self._defers_sync = accumulate > 1 and isinstance(network, nn.parallel.DistributedDataParallel)
+        self.use_network(network)
         #: Whether gradients were accumulated since the last optimizer step.
         self.pending = False
         #: The custom step's ``compute(batch) -> (loss, y_pred, y_true)`` for :meth:`run_custom`.
         self.compute: StepCompute | None = None
+
+    def use_network(self, network: nn.Module) -> None:
+        """Run the steps through ``network`` (the trained module, or its DDP wrapper)."""
+        self.network = network
+        #: Micro-batches before a group's last skip DDP's gradient all-reduce (``no_sync``).
+        self._defers_sync = self.accumulate > 1 and isinstance(network, nn.parallel.DistributedDataParallel)
 
     def run(
         self,

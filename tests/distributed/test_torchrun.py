@@ -1,0 +1,175 @@
+"""Training under torchrun with 2 ranks: one launch of scenarios.py runs every scenario in-process
+(interrupt by an exception on every rank, resume, compare with an uninterrupted run); each test here
+asserts on one kind of check, for each scenario, from the result file rank 0 wrote.
+
+The launch takes about 25 s on a 2-core machine (4 s of it is torchrun starting); the scenarios and
+their stops are described in scenarios.py.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from experiment.errors import StateMismatchError
+from tests.distributed.scenarios import SCENARIOS
+from tests.distributed.workload import make_data_as, train
+from tests.support.state_checks import snapshot_files
+from tests.support.torchrun import Launch, run_torchrun
+
+SCRIPT = Path(__file__).with_name("scenarios.py")
+WORLD_SIZE = 2
+NAMES = sorted(SCENARIOS)
+LOCK_FILES = (".lock", ".lock.holder")  # taken (and the holder rewritten) before anything is checked
+
+
+@dataclass
+class Launched:
+    """The scenarios launch: torchrun's exit and output, rank 0's result file, any rank's error."""
+
+    workdir: Path
+    launch: Launch
+    result: dict[str, Any]
+    errors: dict[str, str]
+    #: The single-process run's files before the launch tried to resume it.
+    single_process_files: dict[str, tuple[bytes, int]]
+
+    def describe(self) -> str:
+        errors = "\n".join(f"--- {name} ---\n{text}" for name, text in sorted(self.errors.items()))
+        return f"{self.launch.describe()}\n{errors or '(no rank wrote an error file)'}"
+
+    def checks(self, name: str, check: str) -> list[str]:
+        """The problems found by ``check`` in scenario ``name``; fails if the scenario did not end."""
+        if name not in self.result.get("scenarios", {}):
+            pytest.fail(f"scenario {name!r} did not complete in the launch\n{self.describe()}")
+        return self.result["scenarios"][name]["checks"].get(check, [])
+
+
+def single_process_run(run_dir: Path) -> None:
+    """One epoch of the "tuple" scenario's network and data, trained by this (single) process."""
+    data = make_data_as("tuple", samples=96, valid_samples=40, batch_size=8)
+    outcome = train(run_dir, data, epochs=1, batch_size=8, checkpoint_every=2)
+    assert outcome.error is None and outcome.history is not None
+
+
+@pytest.fixture(scope="module")
+def launched(tmp_path_factory: pytest.TempPathFactory) -> Launched:
+    workdir = tmp_path_factory.mktemp("torchrun")
+    single_process_run(workdir / "single-process")
+    files = snapshot_files(workdir / "single-process", ignore=LOCK_FILES)
+    args = (str(workdir), "--single-process-run", str(workdir / "single-process"))
+    launch = run_torchrun(SCRIPT, *args, nproc=WORLD_SIZE, timeout=180)
+    result_path = workdir / "result.json"
+    result = json.loads(result_path.read_text()) if result_path.exists() else {}
+    errors_dir = workdir / "errors"
+    errors = {p.name: p.read_text() for p in errors_dir.glob("*.txt") if p.stat().st_size}
+    return Launched(workdir, launch, result, errors, files)
+
+
+def assert_no_problems(problems: list[str]) -> None:
+    assert problems == [], f"{len(problems)} problem(s):\n" + "\n".join(problems)
+
+
+def test_torchrun_scenarios_launch_completes_on_every_rank(launched):
+    assert launched.launch.returncode == 0, launched.describe()
+    assert launched.errors == {}, launched.describe()
+    assert launched.result.get("complete"), launched.describe()
+
+
+def test_torchrun_experiment_starts_the_process_group(launched):
+    assert launched.result.get("group_started_before") is False, launched.describe()
+    assert launched.result.get("group_started_by_library") is True, launched.describe()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_torchrun_interrupt_raised_on_every_rank_propagates_out_of_train(launched, name):
+    assert_no_problems(launched.checks(name, "interrupts"))
+
+
+@pytest.mark.parametrize(
+    ("name", "mid_group"),
+    [("dataset-accumulate", [True, False, True]), ("tuple-fp16-accumulate", [True, True])],
+)
+def test_torchrun_stops_land_inside_accumulation_groups(launched, name, mid_group):
+    """The scenarios do interrupt where they mean to: between the micro-batches of a group."""
+    launched.checks(name, "interrupts")  # fails if the scenario did not complete
+    stops = launched.result["scenarios"][name]["details"]["stops"]
+    where = [stop["ranks"][0][2] for stop in stops]
+    assert [not place["optimizer_stepped"] for place in where] == mid_group, where
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_torchrun_resume_ends_bit_identical_to_uninterrupted(launched, name):
+    assert_no_problems(launched.checks(name, "resume_state"))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_torchrun_every_rank_returns_the_logged_history(launched, name):
+    assert_no_problems(launched.checks(name, "history"))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_torchrun_random_streams_per_rank_survive_resume(launched, name):
+    assert_no_problems(launched.checks(name, "random_streams"))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_torchrun_each_rank_seeds_with_seed_plus_rank(launched, name):
+    assert_no_problems(launched.checks(name, "seeding"))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_torchrun_checkpoint_holds_world_size_and_every_rank_state(launched, name):
+    assert_no_problems(launched.checks(name, "checkpoint"))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_torchrun_rank_zero_alone_writes(launched, name):
+    assert_no_problems(launched.checks(name, "writers"))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_torchrun_parameters_equal_on_every_rank(launched, name):
+    """In "tuple", rank 1 builds other initial weights: DDP must start it from rank 0's."""
+    assert_no_problems(launched.checks(name, "ddp"))
+
+
+@pytest.mark.parametrize("name", ["dataset-accumulate", "loader-bf16-async"])
+def test_torchrun_training_data_sharded_by_distributed_sampler(launched, name):
+    assert_no_problems(launched.checks(name, "sampler"))
+
+
+def test_torchrun_validation_loss_counts_every_sample_once(launched):
+    assert_no_problems(launched.checks("tuple", "validation"))
+
+
+def test_torchrun_resume_with_another_world_size_is_refused(launched):
+    """A run made by one process, resumed by 2 ranks: StateMismatchError naming the world size."""
+    refusal = launched.result.get("refusal")
+    assert refusal is not None, launched.describe()
+    for rank, (kind, message) in enumerate(refusal):
+        assert kind == "StateMismatchError", f"rank {rank}: {kind}: {message}"
+        assert re.search(r"(?i)world.size", message), f"rank {rank}: {message}"
+    after = snapshot_files(launched.workdir / "single-process", ignore=LOCK_FILES)
+    changed = sorted(
+        name
+        for name in {*after, *launched.single_process_files}
+        if after.get(name) != launched.single_process_files.get(name)
+    )
+    assert changed == [], "the refused resume changed files of the run directory"
+
+
+def test_single_process_resume_of_torchrun_run_is_refused(launched):
+    """A run made by 2 ranks, resumed by one process: StateMismatchError naming the world size."""
+    launched.checks("tuple", "resume_state")  # fails if the scenario did not complete
+    run_dir = launched.workdir / "runs" / "tuple-uninterrupted"
+    data = make_data_as("tuple", samples=96, valid_samples=41, batch_size=8)
+    before = snapshot_files(run_dir, ignore=LOCK_FILES)
+    with pytest.raises(StateMismatchError, match="(?i)world.size"):
+        train(run_dir, data, epochs=4, batch_size=8, checkpoint_every=2)
+    assert snapshot_files(run_dir, ignore=LOCK_FILES) == before, "the refused resume changed files"
