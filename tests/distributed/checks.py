@@ -63,14 +63,14 @@ def log_problems(run_dir: Path, history: list[dict[str, Any]] | None) -> list[st
                 problems.append(
                     f"{run_dir.name}/log.tsv has no column {key!r} (columns: {list(log.columns)})"
                 )
-            elif not _same_number(value, logged[key]):
+            elif not same_number(value, logged[key]):
                 problems.append(
                     f"{run_dir.name}/log.tsv row {index + 1}, {key}: {logged[key]!r} != {value!r}"
                 )
     return problems
 
 
-def _same_number(a: Any, b: Any) -> bool:
+def same_number(a: Any, b: Any) -> bool:
     if isinstance(a, float) and math.isnan(a):
         return isinstance(b, float) and math.isnan(b)
     return a == b
@@ -219,6 +219,22 @@ def validation_share(
             network(x[rank::world_size]), y[rank::world_size], reduction="sum"
         )
     return float(losses), len(y[rank::world_size])
+
+
+def saved_weights_problems(run_dir: Path, model_keys: list[str]) -> list[str]:
+    """Every checkpoint file (state files' ``nodes/model``, best-epoch weights) holds the user's
+    module's keys, none with DDP's ``module.`` prefix."""
+    problems = []
+    for path in sorted((run_dir / "checkpoints").glob("*.pt")):
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        weights = saved["nodes"]["model"] if path.name.startswith("state-") else saved
+        prefixed = [key for key in weights if key.startswith("module.")]
+        if prefixed or sorted(weights) != sorted(model_keys):
+            problems.append(
+                f"{run_dir.name}/checkpoints/{path.name}: weights {sorted(weights)}, expected the user's "
+                f"module's {sorted(model_keys)} ({len(prefixed)} with the prefix 'module.')"
+            )
+    return problems
 
 
 def to_plain(value: Any) -> Any:

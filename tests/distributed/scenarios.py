@@ -5,14 +5,16 @@ Run by tests/distributed/test_torchrun.py (any number of ranks, 2 there)::
     torchrun --standalone --nproc-per-node=2 tests/distributed/scenarios.py WORKDIR \
         [--single-process-run DIR] [--only NAME ...]
 
-For each scenario of :data:`SCENARIOS` (data given as a tuple, a Dataset or a DataLoader; fp32, bf16
-or fp16 autocast; with or without gradient accumulation; synchronous or asynchronous commits) it
+For each scenario of :data:`SCENARIOS` (data given as a tuple, a Dataset, a DataLoader or one with the
+user's DistributedSampler; fp32, bf16 or fp16 autocast; with or without gradient accumulation;
+synchronous or asynchronous commits; a network given bare or wrapped in DistributedDataParallel) it
 trains an uninterrupted run, then a second run directory interrupted by an exception that a callback
 raises on every rank at chosen batches (mid-epoch, at an epoch's last batch, in the middle of an
 accumulation group), building a new network, optimizer and Experiment in this same process each time
-as a restarted script would, and finally resumes it to the end. What it checks is listed in
-:func:`run_scenario`. With ``--single-process-run DIR`` (a run made by one process) it also resumes
-DIR with every rank and records the error each one gets: a different world size must be refused.
+as a restarted script would, and finally resumes it to the end, then (when the scenario asks) tests,
+evaluates and predicts with it. What it checks is listed in :func:`run_scenario`. With
+``--single-process-run DIR`` (a run made by one process) it also resumes DIR with every rank and
+records the error each one gets: a different world size must be refused.
 
 Rank 0 writes WORKDIR/result.json after each scenario, so that a launch that dies midway still tells
 what it found so far. A rank that meets an unexpected error writes WORKDIR/errors/rank-N.txt and
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import copy
 import faulthandler
+import gc
 import json
 import math
 import os
@@ -40,8 +43,15 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from tests.distributed import checks
-from tests.distributed.workload import SEED, Data, Outcome, make_data_as, train
+from tests.distributed import checks, inference
+from tests.distributed.workload import (
+    SEED,
+    USER_SAMPLER_SEED,
+    Data,
+    Outcome,
+    make_data_as,
+    train,
+)
 from tests.support.run_comparison import run_differences
 
 
@@ -64,6 +74,15 @@ class Scenario:
     rank1_network_seed: int = 0
     #: Check that val_loss is the mean over every validation sample, each counted once.
     check_validation: bool = False
+    #: After the final resume, check test(), evaluate() and predict() against one process.
+    check_inference: bool = False
+    #: Give the Experiment the network wrapped in DistributedDataParallel by the user.
+    wrap_ddp: bool = False
+
+    @property
+    def sampler_seed(self) -> int:
+        """The seed of the DistributedSampler that must order the training data."""
+        return USER_SAMPLER_SEED if self.data == "user-sampler" else SEED
 
     def batches_per_epoch(self, world_size: int) -> int:
         return math.ceil(math.ceil(self.samples / world_size) / self.batch_size)
@@ -85,13 +104,19 @@ class Scenario:
         }
 
 
-#: With 2 ranks: "tuple" and "loader" have 6 batches per epoch, "dataset-accumulate" 5 (3 optimizer
-#: steps: 2 + 2 + 1), "tuple-fp16-accumulate" 6 (3 steps). Stops: mid-epoch after a step commit (3;
-#: 4), an epoch's last batch before its commit (6; 5), mid-epoch again (11; 8), in the middle of an
-#: accumulation group (3, 8; 5, 9).
+#: With 2 ranks: "tuple", "loader", "user-sampler" have 6 batches per epoch, "dataset-accumulate" 5
+#: (3 optimizer steps: 2 + 2 + 1), "tuple-fp16-accumulate" 6 (3 steps). Stops: mid-epoch after a step
+#: commit (3; 4), an epoch's last batch before its commit (6; 5; 12), mid-epoch again (11; 8; 9), in
+#: the middle of an accumulation group (3, 8; 5, 9).
 SCENARIOS = {
     "tuple": Scenario(
-        "tuple", samples=96, valid_samples=41, stops=(3, 6, 11), rank1_network_seed=99, check_validation=True
+        "tuple",
+        samples=96,
+        valid_samples=41,
+        stops=(3, 6, 11),
+        rank1_network_seed=99,
+        check_validation=True,
+        check_inference=True,
     ),
     "dataset-accumulate": Scenario("dataset", samples=80, stops=(3, 5, 8), accumulate=2, checkpoint_every=1),
     "loader-bf16-async": Scenario(
@@ -100,6 +125,8 @@ SCENARIOS = {
     "tuple-fp16-accumulate": Scenario(
         "tuple", samples=96, stops=(5, 9), precision="16-mixed", accumulate=2, checkpoint_every=2
     ),
+    "loader-user-sampler": Scenario("user-sampler", samples=96, stops=(4, 9), checkpoint_every=3),
+    "tuple-user-ddp": Scenario("tuple", samples=96, stops=(5, 12), rank1_network_seed=99, wrap_ddp=True),
 }
 
 
@@ -131,8 +158,13 @@ def run_scenario(scenario: Scenario, runs_dir: Path, name: str, audit: checks.Wr
       both runs; ``seeding``: rank r starts with seed SEED + r;
     - ``checkpoint``: the newest state file holds the world size and every rank's state;
     - ``writers``: rank 0 alone writes; ``ddp``: the parameters are the same on every rank;
-    - ``sampler`` (Dataset and DataLoader data): each rank loads its DistributedSampler share;
-    - ``validation`` (when asked): val_loss is the mean over every validation sample, once each.
+    - ``sampler`` (Dataset and DataLoader data): each rank loads its DistributedSampler share (of
+      the user's sampler, which the library keeps and moves to each epoch, for "user-sampler");
+    - ``validation`` (when asked): val_loss is the mean over every validation sample, once each;
+    - ``inference_logs``, ``test_log``, ``predictions`` (when asked): test(), evaluate() and
+      predict() after the final resume (see :func:`inference.inference_problems`);
+    - ``wrapped`` (a network given in the user's DistributedDataParallel): training went through
+      it, and every checkpoint file holds the bare module's keys.
     """
     rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     reference_dir, resumed_dir = runs_dir / f"{name}-uninterrupted", runs_dir / f"{name}-resumed"
@@ -141,6 +173,7 @@ def run_scenario(scenario: Scenario, runs_dir: Path, name: str, audit: checks.Wr
         **scenario.train_options(),
         "batches_per_epoch": scenario.batches_per_epoch(world_size),
         "experiment_options": scenario.experiment_options(),
+        "wrap_ddp": scenario.wrap_ddp,
     }
     audit.take()
     reference_data = scenario.make_data()
@@ -161,6 +194,8 @@ def run_scenario(scenario: Scenario, runs_dir: Path, name: str, audit: checks.Wr
     found["history"] += checks.history_problems(gather(reference.history), gather(resumed.history))
     for check, problems in _rank_problems(rank, {"uninterrupted": reference, "resumed": resumed}).items():
         found[check] += [problem for rank_problems in gather(problems) for problem in rank_problems]
+    if scenario.check_inference:  # before the audit: rank 0 alone writes test_log.tsv
+        _check_inference(resumed, reference_data, resumed_dir, scenario.epochs, found)
     pids, audits = gather(os.getpid()), gather(audit.take())
     if rank == 0:
         found["resume_state"] += run_differences(reference_dir, resumed_dir, scenario.epochs)
@@ -171,6 +206,8 @@ def run_scenario(scenario: Scenario, runs_dir: Path, name: str, audit: checks.Wr
             found["checkpoint"] += [
                 f"{run_dir.name}: {p}" for p in checks.checkpoint_problems(run_dir, world_size, model_keys)
             ]
+            if scenario.wrap_ddp:
+                found["wrapped"] += checks.saved_weights_problems(run_dir, model_keys)
     details = {"stops": stops, "history": reference.history}
     return {"checks": dict(found), "details": checks.to_plain(details)}
 
@@ -197,7 +234,24 @@ def _check_reference(scenario: Scenario, reference: Outcome, data: Data, found: 
         found["validation"] += _validation(reference, data, world_size)
     if data.recorder is not None:
         loaded = gather(reference.epochs_loaded)
-        found["sampler"] += checks.sampler_problems(loaded, scenario.samples, world_size, SEED)
+        found["sampler"] += checks.sampler_problems(
+            loaded, scenario.samples, world_size, scenario.sampler_seed
+        )
+    if scenario.data == "user-sampler":
+        found["sampler"] += [
+            f"rank {rank}: the user's DistributedSampler was left at epoch {epoch}; expected "
+            f"{scenario.epochs - 1}, set by the library at the last pass"
+            for rank, epoch in enumerate(gather(data.train.sampler.epoch))
+            if epoch != scenario.epochs - 1
+        ]
+    if scenario.wrap_ddp:
+        expected = scenario.epochs * scenario.batches_per_epoch(world_size)
+        found["wrapped"] += [
+            f"rank {rank}: the user's DistributedDataParallel ran {calls} forward passes; expected one "
+            f"per training batch ({expected})"
+            for rank, calls in enumerate(gather(reference.wrapper_calls))
+            if calls != expected
+        ]
 
 
 def _interrupt(
@@ -252,6 +306,17 @@ def _validation(reference: Any, data: Data, world_size: int) -> list[str]:
     return []
 
 
+def _check_inference(
+    outcome: Outcome, data: Data, run_dir: Path, epochs: int, found: dict[str, list[str]]
+) -> None:
+    """test(), evaluate() and predict() with every rank; rank 0 compares what each got with one
+    process (see :func:`inference.inference_problems`)."""
+    gathered = gather(inference.run_inference(outcome.experiment, data.valid))
+    if dist.get_rank() == 0:
+        for check, problems in inference.inference_problems(gathered, data.valid, run_dir, epochs).items():
+            found[check] += problems
+
+
 def run_refusal(run_dir: Path) -> list[Any]:
     """Resume a run made by one process with every rank; each rank's (error class, message)."""
     scenario = SCENARIOS["tuple"]
@@ -286,9 +351,15 @@ def main() -> None:
     runs_dir = args.workdir / "runs"
     audit = checks.WriteAudit(runs_dir)
     result: dict[str, Any] = {"world_size": int(os.environ["WORLD_SIZE"]), "scenarios": {}, "seconds": {}}
+    names = args.only or list(SCENARIOS)
     try:
+        # The user's DistributedDataParallel needs a group: the script starts it when no Experiment
+        # of an earlier scenario will have (a launch of --only such scenarios), and destroys it.
+        started_here = bool(names) and SCENARIOS[names[0]].wrap_ddp
+        if started_here:
+            dist.init_process_group("gloo")
         result["group_started_before"] = dist.is_initialized()
-        for name in args.only or SCENARIOS:
+        for name in names:
             started = time.perf_counter()
             outcome = run_scenario(SCENARIOS[name], runs_dir, name, audit)
             result["scenarios"][name] = outcome
@@ -304,6 +375,9 @@ def main() -> None:
     if rank == 0:
         result["complete"] = True
         write_json(args.workdir / "result.json", result)
+    if started_here:
+        gc.collect()  # no DDP wrapper may outlive the group
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Training under torchrun with 2 ranks: one launch of scenarios.py runs every scenario in-process
-(interrupt by an exception on every rank, resume, compare with an uninterrupted run); each test here
-asserts on one kind of check, for each scenario, from the result file rank 0 wrote.
+(interrupt by an exception on every rank, resume, compare with an uninterrupted run; then test,
+evaluate and predict with one of them); each test here asserts on one kind of check, for each
+scenario, from the result file rank 0 wrote.
 
 The launch takes about 25 s on a 2-core machine (4 s of it is torchrun starting); the scenarios and
 their stops are described in scenarios.py.
@@ -139,13 +140,38 @@ def test_torchrun_parameters_equal_on_every_rank(launched, name):
     assert_no_problems(launched.checks(name, "ddp"))
 
 
-@pytest.mark.parametrize("name", ["dataset-accumulate", "loader-bf16-async"])
+@pytest.mark.parametrize("name", ["dataset-accumulate", "loader-bf16-async", "loader-user-sampler"])
 def test_torchrun_training_data_sharded_by_distributed_sampler(launched, name):
+    """In "loader-user-sampler" the DataLoader has the user's DistributedSampler (another seed than
+    the run's): the library keeps it and calls its set_epoch at each pass."""
     assert_no_problems(launched.checks(name, "sampler"))
 
 
 def test_torchrun_validation_loss_counts_every_sample_once(launched):
     assert_no_problems(launched.checks("tuple", "validation"))
+
+
+def test_torchrun_test_and_evaluate_give_every_rank_the_logs_of_one_process(launched):
+    """test(checkpoint="last") and evaluate() (each rank its stride of 41 samples, summed) and
+    evaluate(return_pred=True) (every rank all of them): the logs one process computes over the same
+    batches with the same weights, bit for bit, on every rank."""
+    assert_no_problems(launched.checks("tuple", "inference_logs"))
+
+
+def test_torchrun_test_appends_one_row_to_test_log(launched):
+    """Rank 0 alone writes it: "writers" of the same scenario sees no write by another rank."""
+    assert_no_problems(launched.checks("tuple", "test_log"))
+    assert_no_problems(launched.checks("tuple", "writers"))
+
+
+def test_torchrun_predict_and_return_pred_give_every_rank_all_outputs(launched):
+    assert_no_problems(launched.checks("tuple", "predictions"))
+
+
+def test_torchrun_network_given_in_users_ddp_trains_through_it_and_saves_bare_module(launched):
+    """Training runs through the user's wrapper (one forward per batch) and every checkpoint file
+    holds the module's keys without 'module.'; resume identity is checked with every scenario."""
+    assert_no_problems(launched.checks("tuple-user-ddp", "wrapped"))
 
 
 def test_torchrun_resume_with_another_world_size_is_refused(launched):

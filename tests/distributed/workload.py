@@ -1,6 +1,7 @@
-"""What the torchrun scripts train: a tiny seeded network with BatchNorm and Dropout, AdamW, their data
-in the three forms a user gives (a tuple, a Dataset, a DataLoader), and the callbacks that interrupt
-and observe a run.
+"""What the torchrun scripts train: a tiny seeded network with BatchNorm and Dropout (optionally given
+already wrapped in DistributedDataParallel), AdamW, their data in the forms a user gives (a tuple, a
+Dataset, a DataLoader, one with a DistributedSampler of the user's), and the callbacks that
+interrupt and observe a run.
 
 Imported by the scripts that torchrun runs (scenarios.py, train_script.py) and by the tests, which
 build single-process runs of the same network.
@@ -8,19 +9,25 @@ build single-process runs of the same network.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
+from torch.utils.data.distributed import DistributedSampler
 
 from experiment import Callback, Experiment
 from tests.support.training import Interrupt, make_data
 
 #: The ``seed`` argument of every ``train`` call; rank r is expected to seed with SEED + r.
 SEED = 7
+#: The seed of the DistributedSampler that the user builds ("user-sampler" data): not SEED, so that
+#: the order each rank loads tells the user's sampler from one the library would have made.
+USER_SAMPLER_SEED = 11
 FEATURES = 6
 
 
@@ -75,8 +82,10 @@ class Data:
 
 
 def make_data_as(kind: str, *, samples: int, valid_samples: int, batch_size: int) -> Data:
-    """Training data as a ``"tuple"``, a ``"dataset"`` or a shuffling ``"loader"`` (the default
-    sampler, for the library to replace); validation data likewise (a tuple for a Dataset)."""
+    """Training data as a ``"tuple"``, a ``"dataset"``, a shuffling ``"loader"`` (the default
+    sampler, for the library to replace) or a ``"user-sampler"`` loader (a DistributedSampler
+    seeded with USER_SAMPLER_SEED, for the library to keep); validation data likewise (a tuple for
+    a Dataset and for the user's sampler)."""
     x, y = make_data(samples, FEATURES, seed=1)
     xv, yv = make_data(valid_samples, FEATURES, seed=2)
     if kind == "tuple":
@@ -88,7 +97,34 @@ def make_data_as(kind: str, *, samples: int, valid_samples: int, batch_size: int
         train = DataLoader(recorder, batch_size=batch_size, shuffle=True)
         valid = DataLoader(RecordingDataset(xv, yv), batch_size=batch_size)
         return Data(train, valid, recorder)
+    if kind == "user-sampler":
+        # What DistributedSampler(recorder, seed=...) gives once the group is started; the ranks
+        # are named so that the data can be made before the first Experiment starts it.
+        ranks = (dist.get_world_size(), dist.get_rank()) if dist.is_initialized() else _env_ranks()
+        sampler: DistributedSampler[int] = DistributedSampler(recorder, *ranks, seed=USER_SAMPLER_SEED)
+        return Data(DataLoader(recorder, batch_size=batch_size, sampler=sampler), (xv, yv), recorder)
     raise ValueError(f"unknown data kind {kind!r}")
+
+
+def _env_ranks() -> tuple[int, int]:
+    return int(os.environ["WORLD_SIZE"]), int(os.environ["RANK"])
+
+
+def wrapped_in_ddp(network: nn.Module) -> nn.parallel.DistributedDataParallel:
+    """``network`` wrapped by the user in DistributedDataParallel (on the CPU; the process group
+    must be started: by the Experiment of an earlier scenario, or by the script)."""
+    return nn.parallel.DistributedDataParallel(network)
+
+
+class ForwardCounter:
+    """Counts the calls of a module (a forward pre-hook): how often training went through it."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.calls = 0
+        module.register_forward_pre_hook(self._count)
+
+    def _count(self, module: nn.Module, inputs: Any) -> None:
+        self.calls += 1
 
 
 class StopAtBatch(Callback):
@@ -154,6 +190,7 @@ class Outcome:
     """What one ``train`` call left on one rank."""
 
     experiment: Experiment
+    #: The user's module (the one inside the DistributedDataParallel the user gave, if any).
     network: nn.Module
     history: list[dict[str, Any]] | None = None
     #: The logs the callbacks got at each epoch end of this call.
@@ -162,6 +199,8 @@ class Outcome:
     stopped_at: dict[str, Any] | None = None
     initial_seed: int | None = None
     epochs_loaded: list[list[int]] = field(default_factory=list)
+    #: With ``wrap_ddp``: the forward calls of the user's DistributedDataParallel.
+    wrapper_calls: int | None = None
 
 
 def train(
@@ -173,12 +212,17 @@ def train(
     stop_at: int | None = None,
     batches_per_epoch: int = 0,
     network_seed: int = 0,
+    wrap_ddp: bool = False,
     experiment_options: dict[str, Any] | None = None,
     **train_options: Any,
 ) -> Outcome:
-    """Build a fresh network, optimizer and Experiment on ``run_dir`` and train; catch Interrupt."""
+    """Build a fresh network (given to the Experiment inside a DistributedDataParallel of the user's
+    with ``wrap_ddp``), optimizer and Experiment on ``run_dir`` and train; catch Interrupt."""
     network = make_network(network_seed)
-    experiment = make_experiment(run_dir, network=network, **(experiment_options or {}))
+    wrapper = wrapped_in_ddp(network) if wrap_ddp else None
+    counter = ForwardCounter(wrapper) if wrapper is not None else None
+    given = wrapper if wrapper is not None else network
+    experiment = make_experiment(run_dir, network=given, **(experiment_options or {}))
     outcome = Outcome(experiment, network)
     stopper = StopAtBatch(stop_at, batches_per_epoch) if stop_at is not None else None
     probe, epoch_logs = SeedProbe(), EpochLogs()
@@ -205,4 +249,5 @@ def train(
     outcome.initial_seed = probe.initial_seed
     outcome.epoch_logs = epoch_logs.logs
     outcome.epochs_loaded = [list(e) for e in data.recorder.epochs] if data.recorder else []
+    outcome.wrapper_calls = counter.calls if counter is not None else None
     return outcome
