@@ -45,7 +45,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from sklearn.datasets import load_digits
+from bench_overhead import build, digits  # the same network, optimizer and data (scripts/ is on the path)
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 from torch.utils.data.distributed import DistributedSampler
@@ -54,19 +54,6 @@ from experiment import Callback, Experiment
 
 BATCH_SIZE = 32
 SEED = 42
-
-
-def digits() -> TensorDataset:
-    data = load_digits()
-    return TensorDataset(
-        torch.tensor(data.data, dtype=torch.float32) / 16.0, torch.tensor(data.target, dtype=torch.long)
-    )
-
-
-def build(seed: int = 0) -> tuple[nn.Module, torch.optim.Optimizer]:
-    torch.manual_seed(seed)
-    network = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Dropout(0.2), nn.Linear(128, 10))
-    return network, torch.optim.SGD(network.parameters(), lr=0.1, momentum=0.9)
 
 
 class Timing:
