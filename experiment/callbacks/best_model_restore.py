@@ -30,7 +30,9 @@ class BestModelRestore(HoldsMonitoredBest, Callback):
 
     Args:
         monitor: the key of the epoch logs that decides the best epoch.
-        mode: "min" when smaller is better, "max" when larger is better.
+        mode: "min" when smaller is better, "max" when larger is better; by default inferred from
+            ``monitor``'s name (accuracy-like keys "max", losses "min"; see
+            :func:`~experiment.state.best.inferred_mode`).
         verbose: log each new best epoch and the restore at INFO level (DEBUG otherwise).
 
     Example:
@@ -42,7 +44,7 @@ class BestModelRestore(HoldsMonitoredBest, Callback):
     needs_batch_values = False
     restores_weights_at_end = True
 
-    def __init__(self, *, monitor: str = "val_loss", mode: str = "min", verbose: bool = False) -> None:
+    def __init__(self, *, monitor: str = "val_loss", mode: str | None = None, verbose: bool = False) -> None:
         super().__init__()
         self.best = MonitoredBest(monitor, mode, owner="BestModelRestore")
         self.verbose = verbose

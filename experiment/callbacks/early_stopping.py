@@ -25,7 +25,7 @@ class PatienceChecker:
     without improvement (at least one), :meth:`update` answers True.
 
     Args:
-        mode: "min" or "max".
+        mode: "min" or "max"; None infers it from ``monitor``'s name.
         min_delta: the smallest change that counts as an improvement (its sign is ignored).
         patience: after this many values in a row without improvement, stop; 0 and 1 both stop at
             the first value that does not improve.
@@ -38,7 +38,7 @@ class PatienceChecker:
     """
 
     def __init__(
-        self, mode: str = "min", *, min_delta: float = 0.0, patience: int = 0, monitor: str = "value"
+        self, mode: str | None = "min", *, min_delta: float = 0.0, patience: int = 0, monitor: str = "value"
     ) -> None:
         self.tracked = MonitoredBest(monitor, mode, min_delta=min_delta, owner="EarlyStopping")
         self.patience = check_int("patience", patience, minimum=0)
@@ -98,7 +98,9 @@ class EarlyStopping(Callback):
         min_delta: a change smaller than this (in absolute value) is not an improvement.
         patience: epochs without improvement after which training stops; 0 stops at the first.
         verbose: log the stop at INFO level (DEBUG otherwise).
-        mode: "min" when smaller is better, "max" when larger is better.
+        mode: "min" when smaller is better, "max" when larger is better; by default inferred from
+            ``monitor``'s name (accuracy-like keys "max", losses "min"; see
+            :func:`~experiment.state.best.inferred_mode`).
 
     Example:
         >>> stopper = EarlyStopping(monitor="val_acc", mode="max", patience=5)
@@ -114,7 +116,7 @@ class EarlyStopping(Callback):
         min_delta: float = 0.0,
         patience: int = 0,
         verbose: bool = False,
-        mode: str = "min",
+        mode: str | None = None,
     ) -> None:
         super().__init__()
         self.monitor = monitor

@@ -27,7 +27,7 @@ from experiment.callbacks.scheduler_arguments import (
     training_param,
 )
 from experiment.errors import ExperimentError, StateMismatchError
-from experiment.state.best import monitor_changed, monitored_value
+from experiment.state.best import inferred_mode, monitor_changed, monitored_value
 from experiment.store.safe_load import load_tensors
 
 #: The entries of ReduceLROnPlateau's state that belong to the watched metric.
@@ -190,9 +190,12 @@ class ReduceLROnPlateau(_EpochScheduler):
 
     Args:
         monitor: the logged key to watch at each epoch end (``val_loss``, ``loss``, ``val_acc``...).
-        *args, **kwargs: the arguments of torch's ReduceLROnPlateau but the optimizer.
+        *args, **kwargs: the arguments of torch's ReduceLROnPlateau but the optimizer. Without
+            ``mode``, it is inferred from ``monitor``'s name ("max" for ``val_acc``, "min" for
+            ``val_loss``; :func:`~experiment.state.best.inferred_mode`).
 
     Raises:
+        ConfigurationError: no ``mode`` is given and ``monitor``'s direction is unknown.
         MonitorError: at an epoch end, ``monitor`` is not among the logged keys.
 
     Example:
@@ -204,13 +207,15 @@ class ReduceLROnPlateau(_EpochScheduler):
     def __init__(self, *args: Any, monitor: str = "val_loss", **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.monitor = monitor
+        if "mode" not in bound(self.scheduler_class, args, kwargs):
+            self.kwargs["mode"] = inferred_mode(monitor, role="ReduceLROnPlateau mode")
 
     def on_epoch_end(self, epoch_number: int, logs: dict[str, Any]) -> None:
         self._built().step(monitored_value(logs, self.monitor, role="ReduceLROnPlateau: monitor"))
 
     @property
     def mode(self) -> str:
-        """The torch scheduler's ``mode`` as given ("min" by default)."""
+        """The torch scheduler's ``mode``, as given or inferred from ``monitor``."""
         return str(bound(self.scheduler_class, self.args, self.kwargs).get("mode", "min"))
 
     def state_dict(self) -> dict[str, Any]:

@@ -23,7 +23,13 @@ from typing import IO, Any
 from experiment.arguments import check_int, reject
 from experiment.callbacks.base import Callback, missing_state_keys
 from experiment.errors import ConfigurationError
-from experiment.state.best import HoldsMonitoredBest, MonitoredBest, missing_monitor_message, monitored_value
+from experiment.state.best import (
+    HoldsMonitoredBest,
+    MonitoredBest,
+    known_mode,
+    missing_monitor_message,
+    monitored_value,
+)
 from experiment.store.files import atomic_writer
 
 logger = logging.getLogger(__name__)
@@ -37,7 +43,9 @@ class PeriodicSaveCallback(HoldsMonitoredBest, Callback):
             epoch's logs (``"weights.{epoch:02d}-{val_loss:.2f}.ckpt"``). Missing parent folders
             are created.
         monitor: the logged key that decides the best epoch (with ``save_best_only``).
-        mode: ``"min"`` or ``"max"``: whether a lower or a higher ``monitor`` is better.
+        mode: ``"min"`` or ``"max"``: whether a lower or a higher ``monitor`` is better; by
+            default inferred from ``monitor``'s name (:func:`~experiment.state.best.inferred_mode`;
+            needed with ``save_best_only`` only).
         save_best_only: write only when ``monitor`` improves on the best so far (checked every
             epoch; ``period`` then does not apply).
         keep_only_last_best: with ``save_best_only``, remove the previous best file when a new best
@@ -67,7 +75,7 @@ class PeriodicSaveCallback(HoldsMonitoredBest, Callback):
         filename: str | os.PathLike[str],
         *,
         monitor: str = "val_loss",
-        mode: str = "min",
+        mode: str | None = None,
         save_best_only: bool = False,
         keep_only_last_best: bool = False,
         period: int = 1,
@@ -87,6 +95,8 @@ class PeriodicSaveCallback(HoldsMonitoredBest, Callback):
             raise reject("open_mode", open_mode, "a write mode of open() such as 'wb' or 'w'")
         self.filename = os.fspath(filename)
         self.temporary_filename = None if temporary_filename is None else os.fspath(temporary_filename)
+        if mode is None and not save_best_only and known_mode(monitor) is None:
+            mode = "min"  # saves every `period` epochs: no file depends on which value is best
         self.best = MonitoredBest(monitor, mode, owner=type(self).__name__)
         self.save_best_only = save_best_only
         self.keep_only_last_best = keep_only_last_best

@@ -22,7 +22,7 @@ from experiment.run.ownership import owned
 from experiment.run.plan_making import check_callbacks, check_train_arguments, data_kind, make_plan
 from experiment.run.session import TrainingSession
 from experiment.run.testing import evaluate_saved_weights
-from experiment.state.monitor import check_mode
+from experiment.state.monitor import check_mode, resolve_mode
 from experiment.store.directory import RunDirectory
 from experiment.store.logs import load_logs
 from experiment.store.metadata import plain_config
@@ -55,7 +55,10 @@ class Experiment(Inference):
         epoch_metrics: names ("f1") or objects with update/compute/reset.
         monitor_metric: the logged key that decides the best epoch; by default ``val_loss``, or
             ``loss`` when training has no validation data.
-        monitor_mode: "min" or "max".
+        monitor_mode: "min" or "max"; by default inferred from the monitored key's name:
+            accuracy, top-k accuracy, F1, precision, recall, AUROC and R² → "max"; losses, MAE
+            and MSE → "min" (with or without the ``val_`` prefix). A key of unknown direction
+            (a custom metric's name) needs it.
         device: where to train; by default where the network's parameters are.
         config: hyperparameters to record in experiment.json (JSON-serialisable).
         tensorboard: whether to write TensorBoard scalars.
@@ -92,7 +95,7 @@ class Experiment(Inference):
         batch_metrics: Sequence[Any] = (),
         epoch_metrics: Sequence[Any] = (),
         monitor_metric: str | None = None,
-        monitor_mode: str = "min",
+        monitor_mode: str | None = None,
         device: Any = None,
         config: dict[str, Any] | None = None,
         tensorboard: bool = True,
@@ -116,7 +119,15 @@ class Experiment(Inference):
         self.optimizer = resolve_optimizer(optimizer, network)
         self.loss_function = resolve_loss(loss_function)
         self.monitor_metric = monitor_metric
-        self.monitor_mode = check_mode(monitor_mode, role="monitor_mode")
+        # Checked now, so that a monitor of unknown direction is refused before anything is written;
+        # without a monitor_metric, the mode of the default monitor is known only when train() runs.
+        self.monitor_mode = (
+            resolve_mode(monitor_mode, monitor_metric, role="monitor_mode")
+            if monitor_metric is not None
+            else None
+            if monitor_mode is None
+            else check_mode(monitor_mode, role="monitor_mode")
+        )
         self.config = plain_config(config or {})
         self.tensorboard = tensorboard
         self._trained = False  # whether the network and optimizer were trained in this process
@@ -200,11 +211,12 @@ class Experiment(Inference):
             monitor=self.monitor_metric,
             seed=seed,
         )
+        monitor_mode = resolve_mode(self.monitor_mode, plan.monitor, role="monitor_mode")
         settings = {
             "epochs": epochs,
             "seed": seed,
             "monitor_metric": plan.monitor,
-            "monitor_mode": self.monitor_mode,
+            "monitor_mode": monitor_mode,
             "checkpoint_every": checkpoint_every,
             "async_checkpoint": bool(async_checkpoint),
             "steps_per_epoch": plan.train.steps_per_epoch,
@@ -215,7 +227,7 @@ class Experiment(Inference):
                 self.directory,
                 self.loop,
                 plan,
-                monitor_mode=self.monitor_mode,
+                monitor_mode=monitor_mode,
                 checkpoint_every=checkpoint_every,
                 settings=settings,
                 config=self.config,

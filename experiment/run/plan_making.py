@@ -6,6 +6,7 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
+from torch.optim.lr_scheduler import ReduceLROnPlateau
 from torch.utils.data import DataLoader, Dataset
 
 from experiment.arguments import check_int, reject
@@ -13,7 +14,9 @@ from experiment.callbacks.base import HOOKS, CallbackList
 from experiment.errors import ConfigurationError, MonitorError
 from experiment.run.ownership import callbacks_of_rank
 from experiment.state.learning_rates import lr_names
-from experiment.state.monitor import missing_monitor_message
+from experiment.state.monitor import known_mode, missing_monitor_message
+from experiment.training.arrays import is_array_tuple
+from experiment.training.batches import parameter_dtype
 from experiment.training.data import BatchSource, make_loader
 from experiment.training.loop import TrainingLoop
 from experiment.training.plan import TrainingPlan
@@ -68,23 +71,41 @@ def make_plan(
         MonitorError: ``monitor`` is not among the keys the run logs.
     """
     world = loop.world
+    dtype = parameter_dtype(loop.network)  # the floating arrays of a tuple are cast to it
     train_loader = make_loader(
-        train_data, batch_size=batch_size, shuffle=True, seed=seed, role="train_data", world=world
+        train_data,
+        batch_size=batch_size,
+        shuffle=True,
+        seed=seed,
+        role="train_data",
+        world=world,
+        whole_batches=loop.custom_train_step is not None,
+        dtype=dtype,
     )
     valid = None
     if valid_data is not None:
         loader = make_loader(
-            valid_data, batch_size=batch_size, shuffle=False, seed=seed, role="valid_data", world=world
+            valid_data,
+            batch_size=batch_size,
+            shuffle=False,
+            seed=seed,
+            role="valid_data",
+            world=world,
+            whole_batches=loop.eval_step is not None,
+            dtype=dtype,
         )
         valid = BatchSource(loader, None, "valid_data")
     callback_list = CallbackList(callbacks_of_rank(callbacks, world))
+    monitor = resolve_monitor(monitor, loop, valid is not None, callback_list.callbacks)
+    schedulers = check_schedulers(lr_schedulers)
+    check_plateau_modes(schedulers, monitor)
     return TrainingPlan(
         train=BatchSource(train_loader, steps_per_epoch, "train_data"),
         valid=valid,
         epochs=epochs,
         callbacks=callback_list,
-        schedulers=check_schedulers(lr_schedulers),
-        monitor=resolve_monitor(monitor, loop, valid is not None, callback_list.callbacks),
+        schedulers=schedulers,
+        monitor=monitor,
     )
 
 
@@ -118,13 +139,16 @@ def resolve_monitor(
 
 
 def data_kind(data: Any) -> str:
-    """How the user gave the data: "DataLoader", "Dataset", "tuple" (x, y), "iterable" or "none"."""
+    """How the user gave the data: "DataLoader", "Dataset", "tuple" (x, y), "tuple of 3 arrays"
+    (any other number of arrays, for a custom step), "iterable" or "none"."""
     if data is None:
         return "none"
     if isinstance(data, DataLoader):
         return "DataLoader"
     if isinstance(data, Dataset):
         return "Dataset"
+    if is_array_tuple(data) and len(data) != 2:
+        return f"tuple of {len(data)} arrays"
     if isinstance(data, (tuple, list)):
         return "tuple"
     return "iterable"
@@ -156,6 +180,24 @@ def check_schedulers(schedulers: Any) -> list[Any]:
                 "a torch LR scheduler built on the optimizer (e.g. torch.optim.lr_scheduler.StepLR(exp.optimizer, 10))",
             )
     return items
+
+
+def check_plateau_modes(schedulers: Sequence[Any], monitor: str) -> None:
+    """Refuse a torch ReduceLROnPlateau whose mode contradicts the direction of the monitored key.
+
+    Such a scheduler is stepped on ``monitor``; built with torch's default ``mode="min"`` on an
+    accuracy, it would lower the learning rate while the accuracy improves.
+    """
+    expected = known_mode(monitor)
+    for index, scheduler in enumerate(schedulers):
+        mode = getattr(scheduler, "mode", None)
+        if isinstance(scheduler, ReduceLROnPlateau) and expected is not None and mode != expected:
+            raise ConfigurationError(
+                f"lr_schedulers[{index}]: a ReduceLROnPlateau with mode={mode!r} is stepped on the "
+                f"monitored {monitor!r}, which is better {'larger' if expected == 'max' else 'smaller'}: "
+                f"it would reduce the learning rate while {monitor!r} improves. Build it with "
+                f"mode={expected!r}."
+            )
 
 
 def _as_list(name: str, value: Any, expected: str) -> list[Any]:

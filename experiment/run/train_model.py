@@ -62,7 +62,7 @@ def train_model(
     tensorboard: bool = True,
     progress: bool | dict[str, Any] = True,
     monitor_metric: str = "loss",
-    monitor_mode: str = "min",
+    monitor_mode: str | None = None,
     **policies: Any,
 ) -> list[dict[str, Any]]:
     """Train ``network`` for ``n_epochs`` epochs in ``directory``; a rerun resumes where it stopped.
@@ -94,7 +94,8 @@ def train_model(
         progress: show progress (a dict: ProgressionCallback options); False shows nothing.
         monitor_metric: the logged key that picks the best epoch, e.g. a ``validate`` metric
             (``"val_accuracy"``); checked at the first epoch end.
-        monitor_mode: "min" or "max".
+        monitor_mode: "min" or "max"; by default inferred from ``monitor_metric``'s name
+            (``val_accuracy`` → "max", ``loss`` → "min"), as :class:`Experiment` does.
         **policies: policies by name: value policies (their values reach ``train_step`` as keyword
             arguments and are logged), plain values (taken as ``Constant``), or other
             :class:`~experiment.schedules.value_policies.Policy` objects such as an early stop.

@@ -14,14 +14,28 @@ from __future__ import annotations
 
 import math
 import numbers
+import re
 import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from experiment.arguments import check_number, reject
-from experiment.errors import MonitorError
+from experiment.errors import ConfigurationError, MonitorError
 
 MODES = ("min", "max")
+
+#: Keys whose larger values are better: accuracy and top-k accuracy, F1, precision, recall, AUROC and
+#: R² (as the library logs them, and with a prefix such as ``balanced_`` or ``macro_``).
+_LARGER_IS_BETTER = re.compile(
+    r"(?:^|_)(?:acc|accuracy|f1|f1_score|fscore(?:_\w+)?|precision|recall|auroc|auc|r2)$"
+)
+#: Keys whose smaller values are better: losses, mean absolute and (root) mean squared errors.
+_SMALLER_IS_BETTER = re.compile(r"(?:^|_)(?:\w*loss|mae|mse|rmse)$")
+#: What the directions are, as error messages state them.
+KNOWN_DIRECTIONS = (
+    "accuracy, top-k accuracy, F1, precision, recall, AUROC and R2 are better larger ('max'); "
+    "losses, MAE and MSE smaller ('min')"
+)
 
 
 def check_mode(mode: Any, *, role: str = "mode") -> str:
@@ -33,6 +47,52 @@ def check_mode(mode: Any, *, role: str = "mode") -> str:
     if mode not in MODES:
         raise reject(role, mode, "'min' or 'max'")
     return str(mode)
+
+
+def inferred_mode(monitor: str, *, role: str = "mode") -> str:
+    """Whether a larger ("max") or a smaller ("min") value of the logged key ``monitor`` is better.
+
+    The direction is read from the key's name, with its ``val_`` or ``test_`` prefix removed:
+    accuracy (``acc``, ``top5_acc``), F1, precision, recall, AUROC and R² → "max"; losses, MAE
+    and MSE → "min". Any other key has no direction the library can know.
+
+    Raises:
+        ConfigurationError: the key's direction is unknown; the message asks for ``role``.
+
+    Example:
+        >>> inferred_mode("val_acc"), inferred_mode("loss"), inferred_mode("val_top5_acc")
+        ('max', 'min', 'max')
+    """
+    mode = known_mode(monitor)
+    if mode is not None:
+        return mode
+    raise ConfigurationError(
+        f"{role}: not given, and whether a larger or a smaller {monitor!r} is better cannot be told "
+        f"from its name ({KNOWN_DIRECTIONS}). Pass {role.rsplit(' ', 1)[-1]}='max' if larger is better, "
+        "'min' if smaller is."
+    )
+
+
+def known_mode(monitor: str) -> str | None:
+    """The mode :func:`inferred_mode` gives ``monitor``, or None when its direction is unknown."""
+    name = monitor.lower()
+    for prefix in ("val_", "test_"):
+        name = name.removeprefix(prefix)
+    if _LARGER_IS_BETTER.search(name):
+        return "max"
+    if _SMALLER_IS_BETTER.search(name):
+        return "min"
+    return None
+
+
+def resolve_mode(mode: str | None, monitor: str, *, role: str = "mode") -> str:
+    """``mode`` checked, or, when it is None, the mode inferred from ``monitor`` (:func:`inferred_mode`).
+
+    Raises:
+        ConfigurationError: ``mode`` is neither None, "min" nor "max", or it is None and the
+            direction of ``monitor`` is unknown.
+    """
+    return inferred_mode(monitor, role=role) if mode is None else check_mode(mode, role=role)
 
 
 def is_improvement(value: float | None, best: float | None, mode: str, min_delta: float = 0.0) -> bool:
@@ -92,12 +152,14 @@ class MonitoredBest:
 
     Args:
         monitor: the logged key (``"val_loss"``, ``"val_acc"``...).
-        mode: "min" when smaller is better, "max" when larger is better.
+        mode: "min" when smaller is better, "max" when larger is better; None infers it from
+            ``monitor``'s name (:func:`inferred_mode`).
         min_delta: the margin a value must beat the best by to improve (its sign is ignored).
         owner: the name used in warnings and errors (the class that holds this best).
 
     Raises:
-        ConfigurationError: ``mode`` is not "min" or "max", or ``min_delta`` is not a number.
+        ConfigurationError: ``mode`` is not "min", "max" or None, ``mode`` is None and
+            ``monitor``'s direction is unknown, or ``min_delta`` is not a number.
 
     Example:
         >>> best = MonitoredBest("val_loss", "min")
@@ -108,10 +170,16 @@ class MonitoredBest:
     """
 
     def __init__(
-        self, monitor: str, mode: str, *, min_delta: float = 0.0, owner: str = "MonitoredBest"
+        self,
+        monitor: str,
+        mode: str | None,
+        *,
+        min_delta: float = 0.0,
+        owner: str = "MonitoredBest",
+        role: str | None = None,
     ) -> None:
         self.monitor = monitor
-        self.mode = check_mode(mode)
+        self.mode = resolve_mode(mode, monitor, role=role or f"{owner} mode")
         self.min_delta = abs(check_number("min_delta", min_delta, finite=False, expected="a number"))
         self.owner = owner
         self.epoch: int | None = None

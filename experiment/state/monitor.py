@@ -12,10 +12,13 @@ from experiment.state.best import (
     HoldsMonitoredBest,
     MonitoredBest,
     check_mode,
+    inferred_mode,
     is_improvement,
+    known_mode,
     missing_monitor_message,
     monitor_changed,
     monitored_value,
+    resolve_mode,
 )
 
 __all__ = [
@@ -23,10 +26,13 @@ __all__ = [
     "BestTracker",
     "MonitoredBest",
     "check_mode",
+    "inferred_mode",
     "is_improvement",
+    "known_mode",
     "missing_monitor_message",
     "monitor_changed",
     "monitored_value",
+    "resolve_mode",
 ]
 
 
@@ -43,10 +49,8 @@ class BestTracker(HoldsMonitoredBest):
         True
     """
 
-    def __init__(self, monitor: str, mode: str) -> None:
-        self.best = MonitoredBest(
-            monitor, check_mode(mode, role="monitor_mode"), owner="The run's best epoch"
-        )
+    def __init__(self, monitor: str, mode: str | None) -> None:
+        self.best = MonitoredBest(monitor, mode, owner="The run's best epoch", role="monitor_mode")
 
     @property
     def epoch(self) -> int | None:

@@ -108,5 +108,5 @@ def test_learning_rate_monitor_of_several_groups_is_known(tmp_path: Path):
     exp.monitor_metric = "lr"
     with pytest.raises(MonitorError, match=r"lr_group_0"):
         exp.train(make_data(), epochs=1, progress=False)
-    exp.monitor_metric = "lr_group_1"
+    exp.monitor_metric, exp.monitor_mode = "lr_group_1", "min"  # a learning rate has no direction of its own
     exp.train(make_data(), epochs=1, progress=False)
