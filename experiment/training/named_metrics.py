@@ -6,6 +6,9 @@ accumulated on the device): ``f1``, ``precision``, ``recall``, ``auroc``, ``mae`
 and ``acc``/``top{k}_acc`` too (in percent). A named epoch metric is built at its first batch, with the
 task and the number of classes inferred from that batch (see ``infer_spec``) unless given, and fixed
 from then on; its state carries that spec, so that a resume rebuilds the same metric before loading.
+
+torchmetrics (which imports SciPy) is imported when the first named epoch metric is built, not with
+this module: a run without one does not pay for it at start-up.
 """
 
 from __future__ import annotations
@@ -14,22 +17,23 @@ import re
 from typing import Any
 
 import torch
-import torchmetrics
 
 from experiment.errors import ConfigurationError, DataError
 from experiment.training.targets import class_target_problem, describe
 
+#: The torchmetrics class (by name, so that importing this module does not import torchmetrics)
+#: that each classification and regression metric builds.
 CLASSIFICATION = {
-    "accuracy": torchmetrics.Accuracy,
-    "f1": torchmetrics.F1Score,
-    "precision": torchmetrics.Precision,
-    "recall": torchmetrics.Recall,
-    "auroc": torchmetrics.AUROC,
+    "accuracy": "Accuracy",
+    "f1": "F1Score",
+    "precision": "Precision",
+    "recall": "Recall",
+    "auroc": "AUROC",
 }
 REGRESSION = {
-    "mae": torchmetrics.MeanAbsoluteError,
-    "mse": torchmetrics.MeanSquaredError,
-    "r2": torchmetrics.R2Score,
+    "mae": "MeanAbsoluteError",
+    "mse": "MeanSquaredError",
+    "r2": "R2Score",
 }
 #: Epoch metric names (lower case) and the metric each one computes.
 EPOCH_NAMES = {"acc": "accuracy", "fscore_macro": "f1"} | {n: n for n in (*CLASSIFICATION, *REGRESSION)}
@@ -181,7 +185,9 @@ class NamedMetric:
 
     def _build(self, spec: dict[str, Any]) -> None:
         kwargs = {key: value for key, value in spec.items() if key != "inputs"} | self.options
-        factory = CLASSIFICATION.get(self.kind) or REGRESSION[self.kind]
+        import torchmetrics  # here, not at module level: it costs seconds at start-up (SciPy)
+
+        factory = getattr(torchmetrics, CLASSIFICATION.get(self.kind) or REGRESSION[self.kind])
         try:
             self.metric = factory(**kwargs)
         except (TypeError, ValueError) as error:
