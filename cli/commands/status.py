@@ -20,9 +20,11 @@ def status(directory: Path) -> None:
     """Show the status, progress, best epoch, last checkpoint, size and configuration of a run.
 
     Status is one of: running (with its pid and host), finished, stopped (early, by a callback),
-    interrupted (by a signal, or killed) and failed (with the error). The position is read from the
-    newest checkpoint that loads (an unreadable one is reported, not fatal); everything else from
-    experiment.json, log.tsv and the files' names.
+    interrupted (by a signal, or killed) and failed (with the error). Steps are optimizer steps
+    (with accumulate_grad_batches=N, one per N batches); the batches done are added for a run
+    stopped inside an epoch. The position is read from the newest checkpoint that loads (an
+    unreadable one is reported, not fatal); everything else from experiment.json, log.tsv and the
+    files' names.
     """
     summary = summarize(directory)
     try:
@@ -55,16 +57,18 @@ def _epochs(summary: RunSummary, position: RunPosition | None) -> str:
 
 
 def _steps(summary: RunSummary, position: RunPosition | None) -> str:
-    per_epoch = summary.steps_per_epoch
-    planned = per_epoch * summary.epochs_planned if per_epoch and summary.epochs_planned else None
+    """Optimizer steps done / planned (global_step's unit); a checkpoint in the middle of an epoch
+    adds the batches done in that epoch (the data position, a finer unit under accumulation)."""
+    planned = f"{format_value(summary.optimizer_steps_planned())} optimizer steps"
     if position is not None:
-        done = position.global_step
         within = (
-            f" (epoch {position.epochs_completed + 1}: {position.steps_in_epoch} / {format_value(per_epoch)})"
+            f" (epoch {position.epochs_completed + 1}: {position.steps_in_epoch} / "
+            f"{format_value(summary.steps_per_epoch)} batches)"
         )
-        return f"{done} / {format_value(planned)}" + (within if position.steps_in_epoch else "")
+        return f"{position.global_step} / {planned}" + (within if position.steps_in_epoch else "")
+    per_epoch = summary.optimizer_steps_per_epoch()
     done_estimate = summary.epochs_done * per_epoch if per_epoch else None
-    return f"{format_value(done_estimate)} / {format_value(planned)}"
+    return f"{format_value(done_estimate)} / {planned}"
 
 
 def _best(summary: RunSummary, position: RunPosition | None) -> str:

@@ -71,6 +71,23 @@ class RunSummary:
         )
         return ", ".join(parts)
 
+    @property
+    def accumulate_grad_batches(self) -> int:
+        """Batches per optimizer step, as recorded (1 for runs made before it was)."""
+        return int(self.created_with.get("accumulate_grad_batches", 1))
+
+    def optimizer_steps_per_epoch(self) -> int | None:
+        """Optimizer steps in a full epoch: one per group of ``accumulate_grad_batches`` batches, the
+        epoch's last, shorter group included (None when ``steps_per_epoch`` is unknown)."""
+        if not self.steps_per_epoch:
+            return None
+        return -(-self.steps_per_epoch // self.accumulate_grad_batches)
+
+    def optimizer_steps_planned(self) -> int | None:
+        """Optimizer steps of the whole run, the unit of ``global_step`` (None when unknown)."""
+        per_epoch = self.optimizer_steps_per_epoch()
+        return per_epoch * self.epochs_planned if per_epoch and self.epochs_planned else None
+
     def to_dict(self) -> dict[str, Any]:
         """The summary as JSON-serialisable data."""
         data = dataclasses.asdict(self)

@@ -43,7 +43,7 @@ def test_cli_status_shows_a_run_that_failed_mid_epoch(tmp_path):
     assert result.exit_code == 0, result.output
     assert _field(result.output, "status") == "failed: Interrupt: interrupted at step 9"
     assert _field(result.output, "epochs") == "1 / 3"
-    assert _field(result.output, "steps") == "8 / 18 (epoch 2: 2 / 6)"
+    assert _field(result.output, "steps") == "8 / 18 optimizer steps (epoch 2: 2 / 6 batches)"
     assert _field(result.output, "best").startswith("epoch 1: val_loss = ")
     assert _field(result.output, "checkpoint").endswith("s ago), state-000003.pt")
     assert _field(result.output, "size").endswith("kB")
@@ -57,8 +57,23 @@ def test_cli_status_shows_a_finished_run(tmp_path):
 
     assert _field(result.output, "status") == "finished"
     assert _field(result.output, "epochs") == "2 / 2"
-    assert _field(result.output, "steps") == "12 / 12"
+    assert _field(result.output, "steps") == "12 / 12 optimizer steps"
     assert _field(result.output, "config") == "(none)"
+
+
+def test_cli_status_counts_optimizer_steps_under_accumulation(tmp_path):
+    # 5 batches an epoch in groups of 3: a group of 3, then the epoch's last, shorter group of 2.
+    options = {"experiment_options": {"accumulate_grad_batches": 3}, "steps_per_epoch": 5}
+    train_run(tmp_path / "finished", epochs=3, **options)
+    train_run(tmp_path / "mid", epochs=3, interrupt_at=4, checkpoint_every=1, **options)
+
+    finished = _invoke("status", str(tmp_path / "finished")).output
+    mid = _invoke("status", str(tmp_path / "mid")).output
+
+    assert _field(finished, "status") == "finished"
+    assert _field(finished, "steps") == "6 / 6 optimizer steps"
+    # step 3 was committed after batch 3 of epoch 2; step 4 (batch 5) failed before its commit
+    assert _field(mid, "steps") == "3 / 6 optimizer steps (epoch 2: 3 / 5 batches)"
 
 
 def test_cli_status_shows_the_pid_and_host_of_a_running_run(tmp_path):
@@ -67,7 +82,8 @@ def test_cli_status_shows_the_pid_and_host_of_a_running_run(tmp_path):
         result = _invoke("status", str(run_dir))
 
     assert _field(result.output, "status") == f"running: pid {os.getpid()} on host {os.uname().nodename}"
-    assert _field(result.output, "steps") == "12 / 20"  # no checkpoint: epochs done x steps per epoch
+    # no checkpoint: epochs done x optimizer steps per epoch
+    assert _field(result.output, "steps") == "12 / 20 optimizer steps"
 
 
 def test_cli_status_reports_a_killed_run_as_interrupted(tmp_path):
