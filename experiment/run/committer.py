@@ -315,7 +315,7 @@ class Committer:
         self, saved: dict[str, Any], path: Path, *, unchecked: Sequence[str] = (), more: Sequence[str] = ()
     ) -> None:
         """Raise StateMismatchError listing every way ``saved`` does not fit; change nothing."""
-        problems = [*more, *self.tree.problems(saved, unchecked=unchecked)]
+        problems = [*self.tree.problems(saved, unchecked=unchecked), *more]
         if problems:
             raise StateMismatchError(
                 f"The checkpoint {path} does not fit the objects given now:\n  - "

@@ -1,8 +1,8 @@
 """What a run was created with, and how a resumed call differs from it.
 
-experiment.json records, at the run's first call, the optimizer's hyperparameters, the shape of
-the data (its kind, batch size, samples, batches per pass, steps per epoch) and the config. A later
-call is compared with that record before anything is loaded:
+experiment.json records, at the run's first call, the optimizer's class and hyperparameters, the
+shape of the data (its kind, batch size, samples, batches per pass, steps per epoch) and the config.
+A later call is compared with that record before anything is loaded:
 
 - what cannot stay exact is refused: other optimizer hyperparameters (the checkpoint would
   silently keep the old ones), another precision, accumulation or custom step (by its name), data
@@ -27,12 +27,13 @@ _DATA_FIELDS = ("batch_size", "samples", "batches_per_pass", "steps_per_epoch")
 
 
 def creation_record(loop: TrainingLoop, plan: TrainingPlan, kinds: dict[str, str]) -> dict[str, Any]:
-    """The record of a call: optimizer hyperparameters per group, precision, accumulation and the
-    shape of each data source."""
+    """The record of a call: the optimizer's class and hyperparameters per group, precision,
+    accumulation and the shape of each data source."""
     data = {"train_data": data_shape(plan.train, kinds["train_data"])}
     if plan.valid is not None:
         data["valid_data"] = data_shape(plan.valid, kinds["valid_data"])
     return {
+        "optimizer_class": f"{type(loop.optimizer).__module__}.{type(loop.optimizer).__qualname__}",
         "optimizer": hyperparameters(loop.optimizer),
         "precision": loop.precision.name,
         "accumulate_grad_batches": loop.steps.accumulate,
@@ -119,19 +120,24 @@ def creation_changes(recorded: dict[str, Any], current: dict[str, Any]) -> list[
 
 
 def _optimizer_problems(then: list[dict[str, Any]], now: list[dict[str, Any]]) -> list[str]:
+    """One problem listing every hyperparameter that differs, with the advice once."""
     if len(then) != len(now):
         return []  # the state tree reports a different number of parameter groups
-    problems = []
-    for index, (old, new) in enumerate(zip(then, now)):
-        for key in sorted(set(old) | set(new)):
-            if old.get(key) != new.get(key):
-                problems.append(
-                    f"the optimizer's {key} (group {index}) was {old.get(key)!r} when the run was created "
-                    f"and is {new.get(key)!r} now; the checkpoint would silently keep the old value. Build "
-                    "the optimizer as before (change a learning rate during a run with an LR scheduler "
-                    "or OptimizerPolicy), or train in a new directory."
-                )
-    return problems
+    differences = [
+        f"{key} (group {index}): {old.get(key)!r} when the run was created, {new.get(key)!r} now"
+        for index, (old, new) in enumerate(zip(then, now))
+        for key in sorted(set(old) | set(new))
+        if old.get(key) != new.get(key)
+    ]
+    if not differences:
+        return []
+    return [
+        "the optimizer's hyperparameters differ from those the run was created with, and the "
+        "checkpoint would silently keep the old values:\n      "
+        + "\n      ".join(differences)
+        + "\n    Build the optimizer as before (change a learning rate during a run with an LR "
+        "scheduler or OptimizerPolicy), or train in a new directory."
+    ]
 
 
 def _json_value(value: Any) -> Any:

@@ -60,11 +60,19 @@ class RunRecord:
         progress = saved["nodes"]["progress"]
         over = Progress.saved_is_over(progress, self.settings["epochs"])
         if self.created_with is not None and not over:  # a run at its end trains no more
-            current = self.creation if self.fresh_objects else {**self.creation, "optimizer": []}
-            recorded = self.created_with if self.fresh_objects else {**self.created_with, "optimizer": []}
+            # Hyperparameters are compared only for an optimizer built for this call and of the run's
+            # class: the state tree reports another class, which makes every hyperparameter differ.
+            compare = self.fresh_objects and not self._optimizer_class_changed(saved)
+            current = self.creation if compare else {**self.creation, "optimizer": []}
+            recorded = self.created_with if compare else {**self.created_with, "optimizer": []}
             mid_epoch = progress["steps_in_epoch"] > 0
             problems += creation_problems(recorded, current, mid_epoch=mid_epoch)
         return problems
+
+    def _optimizer_class_changed(self, saved: dict[str, Any]) -> bool:
+        """Whether the optimizer's class differs from the one the checkpoint ``saved`` was written by."""
+        now = str(self.creation.get("optimizer_class", "")).rsplit(".", 1)[-1]
+        return saved.get("classes", {}).get("optimizer") not in (None, now)
 
     def resumed(self, saved_run_id: str | None, position: str, *, over: bool) -> None:
         """Adopt the checkpoint's identity if experiment.json lost it; warn about applied changes

@@ -120,14 +120,16 @@ class StateTree:
         """
         nodes, classes = saved["nodes"], saved["classes"]
         skipped = set(unchecked)
-        problems = self._group_problems(classes)
+        problems, class_problems = self._group_problems(classes), []
         for name, entry in self._entries.items():
             if name not in nodes:
                 if not (entry.optional or self._in_group(name) or self._optional_kind(name)):
                     problems.append(f"the checkpoint holds no state for {name!r}")
                 continue
             if entry.check_class and classes.get(name) != entry.class_name:
-                problems.append(f"the {name} is {entry.class_name} now but was {classes.get(name)}")
+                class_problems.append(
+                    f"the {name} is {entry.class_name} now, {classes.get(name)} when the run was created"
+                )
                 continue
             if isinstance(entry.node, ChecksState) and name not in skipped:
                 problems += entry.node.state_problems(nodes[name])
@@ -135,7 +137,7 @@ class StateTree:
             known = name in self._entries or self._in_group(name) or self._optional_kind(name)
             if not known:
                 problems.append(f"the checkpoint holds state for {name!r}, which nothing takes now")
-        return problems
+        return class_problems + problems  # another class explains the rest: it comes first
 
     def load_state_dict(self, saved: dict[str, Any]) -> None:
         """Check the whole saved tree, then load every node that has a saved state.

@@ -73,10 +73,30 @@ def test_errors_network_mismatch_lists_keys_and_changes_nothing(finished_run):
     assert all(torch.equal(value, weights[key]) for key, value in network.state_dict().items())
 
 
+def test_errors_optimizer_of_another_class_says_so_first_without_hyperparameter_noise(finished_run):
+    network = make_network()
+    exp = Experiment(
+        finished_run,
+        network,
+        optimizer=torch.optim.Adam(network.parameters(), lr=0.1),
+        loss_function="cross_entropy",
+        batch_metrics=["accuracy"],
+        epoch_metrics=["f1"],
+    )
+    with pytest.raises(StateMismatchError) as raised:
+        train_with(exp)
+    problems = str(raised.value).splitlines()[1:]
+    assert problems[0] == "  - the optimizer is Adam now, SGD when the run was created"
+    assert not any("betas" in line or "momentum" in line for line in problems)
+
+
 @pytest.mark.parametrize(
     ("optimizer", "expected"),
     [
-        (lambda params: torch.optim.Adam(params, lr=0.01), r"the optimizer is Adam now but was SGD"),
+        (
+            lambda params: torch.optim.Adam(params, lr=0.01),
+            r"the optimizer is Adam now, SGD when the run was created",
+        ),
         (
             lambda params: torch.optim.SGD(
                 [{"params": params[:2]}, {"params": params[2:]}], lr=0.1, momentum=0.9

@@ -171,10 +171,22 @@ def test_another_learning_rate_is_refused_and_changes_nothing(tmp_path: Path):
     network_exp.optimizer.param_groups[0]["lr"] = 0.01
     with pytest.raises(
         StateMismatchError,
-        match=r"the optimizer's lr \(group 0\) was 0.1 when the run was created and is 0.01 now",
+        match=r"the optimizer's hyperparameters differ.*\n +lr \(group 0\): 0.1 when the run was created, 0.01 now",
     ):
         network_exp.train(make_data(), make_data(48, seed=2), epochs=3)
     assert snapshot_files(tmp_path, ignore=LOCK_FILES) == before
+
+
+def test_several_other_hyperparameters_listed_once_with_one_advice(tmp_path: Path):
+    train_run(tmp_path, epochs=2)
+    exp = make_experiment(tmp_path)
+    exp.optimizer.param_groups[0].update(lr=0.01, momentum=0.5)
+    with pytest.raises(StateMismatchError) as raised:
+        exp.train(make_data(), make_data(48, seed=2), epochs=3)
+    message = str(raised.value)
+    assert "lr (group 0): 0.1 when the run was created, 0.01 now" in message
+    assert "momentum (group 0): 0.9 when the run was created, 0.5 now" in message
+    assert message.count("Build the optimizer as before") == 1
 
 
 def test_another_batch_size_mid_epoch_is_refused(tmp_path: Path):
