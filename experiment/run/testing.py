@@ -16,6 +16,7 @@ from experiment.store import metadata as meta
 from experiment.store import tsv
 from experiment.store.checkpoints import saved_weights
 from experiment.store.directory import RunDirectory
+from experiment.training.batches import parameter_dtype
 from experiment.training.data import BatchSource, make_loader
 from experiment.training.loop import TrainingLoop
 
@@ -42,7 +43,14 @@ def evaluate_saved_weights(
         )
     world = loop.world
     loader = make_loader(
-        test_data, batch_size=batch_size, shuffle=False, seed=0, role="test_data", world=world
+        test_data,
+        batch_size=batch_size,
+        shuffle=False,
+        seed=0,
+        role="test_data",
+        world=world,
+        whole_batches=loop.eval_step is not None,
+        dtype=parameter_dtype(loop.network),
     )
     source = BatchSource(loader, None, "test_data")
     with owned(directory, world):  # each rank tests its share; rank 0 writes the row

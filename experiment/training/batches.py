@@ -1,4 +1,5 @@
-"""What the loop does with one batch before the network sees it: split, move, measure."""
+"""What the loop does with one batch before the network sees it: split, move, measure; and the
+first batch's forward pass, whose failure is explained in terms of the data."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import torch
 from torch import nn
 
 from experiment.errors import DataError
+from experiment.training.targets import describe
 
 
 def split_batch(batch: Any, device: torch.device) -> tuple[Any, Any]:
@@ -33,6 +35,77 @@ def split_batch(batch: Any, device: torch.device) -> tuple[Any, Any]:
 def forward(network: nn.Module, x: Any) -> Any:
     """``network(*x)`` when ``x`` is a tuple or list of inputs, else ``network(x)``."""
     return network(*x) if isinstance(x, (tuple, list)) else network(x)
+
+
+def first_forward(network: nn.Module, x: Any, role: str) -> Any:
+    """:func:`forward` of a source's first batch; a RuntimeError of torch (a feature count or dtype
+    the network cannot take) becomes a DataError giving the inputs' shapes and what the network
+    expects, the original error as its cause. Out-of-memory errors pass through.
+
+    Raises:
+        DataError: the forward pass raised a RuntimeError.
+    """
+    try:
+        return forward(network, x)
+    except (torch.OutOfMemoryError, NotImplementedError):
+        raise
+    except RuntimeError as error:
+        raise DataError(_input_problem(network, x, role, error)) from error
+
+
+#: Attributes of the layers that say what input size they take, and the input dimension it is.
+_INPUT_SIZES = (("in_features", -1), ("input_size", -1), ("in_channels", 1))
+
+
+def _input_problem(network: nn.Module, x: Any, role: str, error: RuntimeError) -> str:
+    inputs = list(x) if isinstance(x, (tuple, list)) else [x]
+    described = ", ".join(describe(item) for item in inputs)
+    dtype = parameter_dtype(network)
+    message = f"{role}: the network failed on the first batch, whose inputs are {described}; its parameters are {dtype}"
+    tensors = [item for item in inputs if isinstance(item, torch.Tensor)]
+    layer = _first_layer(network)
+    found = None
+    if layer is not None:
+        name, module, attribute, size, dimension = layer
+        message += (
+            f" and its first layer with a known input size, {name!r} ({type(module).__name__}), takes "
+            f"{attribute}={size}"
+        )
+        if tensors and tensors[0].ndim > max(dimension, 0) and tensors[0].shape[dimension] != size:
+            found = (tensors[0].shape[dimension], size, "features" if dimension == -1 else "channels")
+    message += ". "
+    if dtype is not None and any(t.dtype.is_floating_point and t.dtype != dtype for t in tensors):
+        message += (
+            f"Convert the inputs to {dtype} in the dataset (x.to({dtype})), or pass the arrays as one "
+            "tuple (x, y), whose floating-point arrays the library casts to the parameters' dtype. "
+        )
+    elif found is not None:
+        given, size, what = found
+        message += (
+            f"The inputs have {given} {what}: give {size}, or build the network's first layer for {given}. "
+        )
+    else:
+        message += "Check that the inputs fit the network's first layer. "
+    return message + f"torch: {error}"
+
+
+def _first_layer(network: nn.Module) -> tuple[str, nn.Module, str, int, int] | None:
+    """The first registered layer that says what input size it takes: its name, the module, the
+    attribute, the size and the input dimension it applies to."""
+    for name, module in network.named_modules():
+        for attribute, dimension in _INPUT_SIZES:
+            size = getattr(module, attribute, None)
+            if isinstance(size, int) and not isinstance(size, bool) and size > 0:
+                return name, module, attribute, size, dimension
+    return None
+
+
+def parameter_dtype(network: nn.Module) -> torch.dtype | None:
+    """The dtype of the network's first floating-point parameter; None when it has none."""
+    for parameter in network.parameters():
+        if parameter.dtype.is_floating_point:
+            return parameter.dtype
+    return None
 
 
 def batch_size(x: Any, y: Any) -> int:

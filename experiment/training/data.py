@@ -1,7 +1,8 @@
 """Turning user data into batches, and replaying an epoch's data order after a resume.
 
 ``train``/``test`` accept a ``DataLoader``, a ``Dataset`` or a tuple ``(x, y)`` of tensors or NumPy
-arrays. Datasets and tuples are batched here with a loader whose shuffling generator is seeded by the
+arrays (of any number of arrays with a custom step, see :mod:`experiment.training.arrays`). Datasets
+and tuples are batched here with a loader whose shuffling generator is seeded by the
 run, so their order is part of the saved random state.
 
 Mid-epoch resume: the loader's index sampler is wrapped by :class:`SkippingSampler`, which, when the
@@ -19,29 +20,46 @@ import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from experiment.errors import DataError
+from experiment.training.arrays import array_dataset, bare_array_error, is_array, is_array_tuple
 from experiment.training.distributed import SINGLE, World
 from experiment.training.sharding import sharded_dataset_loader, sharded_loader
 
 
 def make_loader(
-    data: Any, *, batch_size: int, shuffle: bool, seed: int, role: str, world: World = SINGLE
+    data: Any,
+    *,
+    batch_size: int,
+    shuffle: bool,
+    seed: int,
+    role: str,
+    world: World = SINGLE,
+    whole_batches: bool = False,
+    dtype: torch.dtype | None = None,
 ) -> DataLoader | Any:
     """Return something that yields batches for ``data`` (this rank's share of it, in a
     distributed ``world``: see :mod:`experiment.training.sharding`).
 
+    Args:
+        whole_batches: whether a custom step receives the batches: then a tuple of any number of
+            arrays is batched element-wise, else only ``(x, y)`` (see :mod:`experiment.training.arrays`).
+        dtype: the dtype of the network's parameters, to which the floating-point arrays of a tuple
+            are cast; None keeps their dtype.
+
     Raises:
-        DataError: ``data`` is of an unsupported type, or a tuple without samples or of mismatched
-            lengths, or cannot be split between the ranks of ``world``.
+        DataError: ``data`` is of an unsupported type, a bare array, or a tuple of arrays that the
+            step cannot take, without samples or of mismatched lengths, or cannot be split between
+            the ranks of ``world``.
     """
     if isinstance(data, DataLoader):
         return sharded_loader(data, world, train=shuffle, seed=seed, role=role) if world.distributed else data
-    if isinstance(data, (tuple, list)) and len(data) == 2 and all(_is_array(part) for part in data):
-        data = TensorDataset(*_checked_pair(data, role))
+    if is_array(data):
+        raise bare_array_error(data, role)
+    if is_array_tuple(data):
+        data = array_dataset(data, role, whole_batches=whole_batches, dtype=dtype)
     if isinstance(data, Dataset) and world.distributed:
         return sharded_dataset_loader(data, world, batch_size=batch_size, train=shuffle, seed=seed, role=role)
     if world.distributed:
@@ -59,31 +77,6 @@ def make_loader(
         f"{role}: received {type(data).__name__}; expected a torch DataLoader, a Dataset or a "
         "tuple (x, y) of tensors or NumPy arrays."
     )
-
-
-def _checked_pair(data: Any, role: str) -> tuple[torch.Tensor, torch.Tensor]:
-    x, y = (_as_tensor(part) for part in data)
-    if x.ndim == 0 or y.ndim == 0:
-        raise DataError(
-            f"{role}: received (x, y) with shapes {tuple(x.shape)} and {tuple(y.shape)}; expected "
-            "arrays whose first dimension counts the samples. Add it, e.g. x.reshape(1, -1)."
-        )
-    if len(x) != len(y):
-        raise DataError(f"{role}: x and y must have the same length; received {len(x)} and {len(y)} samples.")
-    if len(x) == 0:
-        raise DataError(
-            f"{role}: received (x, y) with 0 samples (x of shape {tuple(x.shape)}); expected at least "
-            "one. Check the step that selected or split the data."
-        )
-    return x, y
-
-
-def _is_array(value: Any) -> bool:
-    return isinstance(value, (torch.Tensor, np.ndarray))
-
-
-def _as_tensor(value: Any) -> torch.Tensor:
-    return torch.from_numpy(value) if isinstance(value, np.ndarray) else value
 
 
 def loader_length(loader: Any) -> int | None:

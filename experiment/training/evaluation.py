@@ -13,7 +13,7 @@ from torch import nn
 
 from experiment.callbacks.base import CallbackList
 from experiment.errors import DataError
-from experiment.training.batches import batch_size, forward, move_batch, split_batch
+from experiment.training.batches import batch_size, first_forward, forward, move_batch, split_batch
 from experiment.training.custom_step import bind_step, custom_measure
 from experiment.training.data import BatchSource
 from experiment.training.interrupts import InterruptFlag, TrainingInterrupted
@@ -29,22 +29,26 @@ def hook_family(prefix: str) -> str:
 Measure = Callable[[Any], tuple[Any, Any, Any, int]]
 
 
-def pair_measure(network: nn.Module, loss_function: Any, device: torch.device) -> Measure:
-    """The built-in measure: split ``(x, y)``, ``network(x)``, ``loss_function(y_pred, y)``."""
+def pair_measure(network: nn.Module, loss_function: Any, device: torch.device, role: str = "data") -> Measure:
+    """The built-in measure: split ``(x, y)``, ``network(x)``, ``loss_function(y_pred, y)``; the
+    first batch's failure in the network is explained (:func:`first_forward`, naming ``role``)."""
+    checked = False
 
     def measure(batch: Any) -> tuple[Any, Any, Any, int]:
+        nonlocal checked
         x, y = split_batch(batch, device)
-        y_pred = forward(network, x)
+        y_pred = forward(network, x) if checked else first_forward(network, x, role)
+        checked = True
         return loss_function(y_pred, y), y_pred, y, batch_size(x, y)
 
     return measure
 
 
-def measure_for(trainer: Any) -> Measure:
+def measure_for(trainer: Any, role: str = "data") -> Measure:
     """The measure of a :class:`~experiment.training.loop.TrainingLoop`: its ``eval_step`` when it
-    has one, else :func:`pair_measure` of its network and loss."""
+    has one, else :func:`pair_measure` of its network and loss (over the data of ``role``)."""
     if trainer.eval_step is None:
-        return pair_measure(trainer.network, trainer.loss_function, trainer.device)
+        return pair_measure(trainer.network, trainer.loss_function, trainer.device, role)
     compute = bind_step(trainer.eval_step, trainer, "eval_step", trainer.eval_metrics)
     return custom_measure(compute, trainer.device)
 

@@ -370,7 +370,7 @@ class TrainingLoop(ProgressView):
         ``{prefix}_loss`` and the metrics (each batch's output appended to ``predictions`` if given)."""
         return evaluate(
             self.network,
-            measure_for(self),
+            measure_for(self, source.role),
             self.eval_metrics,
             source,
             prefix,

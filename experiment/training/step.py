@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from experiment.state.rng import capture_rng, restore_rng
-from experiment.training.batches import forward
+from experiment.training.batches import first_forward, forward
 from experiment.training.custom_step import StepCompute
 from experiment.training.precision import Precision
 
@@ -48,6 +48,8 @@ class StepRunner:
         self.scaler: Any = precision.scaler
         self._mixed = precision.mixed
         self.use_network(network)
+        #: Whether the first batch went through the network (its failure is explained once).
+        self._inputs_checked = False
         #: Whether gradients were accumulated since the last optimizer step.
         self.pending = False
         #: The custom step's ``compute(batch) -> (loss, y_pred, y_true)`` for :meth:`run_custom`.
@@ -85,10 +87,10 @@ class StepRunner:
     ) -> tuple[torch.Tensor, Any, Any]:
         if self._mixed:
             with self.precision.autocast():
-                y_pred = forward(self.network, x)
+                y_pred = forward(self.network, x) if self._inputs_checked else self._first_forward(x)
                 loss = self.loss_function(y_pred, y)
         else:
-            y_pred = forward(self.network, x)
+            y_pred = forward(self.network, x) if self._inputs_checked else self._first_forward(x)
             loss = self.loss_function(y_pred, y)
         # The backward below is _backward's, inlined: this is the per-step hot path.
         scaled = loss / self.accumulate if self.accumulate > 1 else loss
@@ -97,6 +99,11 @@ class StepRunner:
         if group_end:
             self.optimizer_step(batch_number, backward_end)
         return loss, y_pred, y
+
+    def _first_forward(self, x: Any) -> Any:
+        y_pred = first_forward(self.network, x, "train_data")
+        self._inputs_checked = True
+        return y_pred
 
     def run_custom(
         self,
