@@ -14,6 +14,10 @@ What counts as the inputs of the data given to ``Experiment.predict``:
 arrays, or a batch ``(x1, x2)``, then feeds a network of several inputs), True requires pairs.
 A tuple or list of inputs is passed as ``network(*x)``. With a custom evaluation step, every batch
 is given whole to the step and its ``y_pred`` is the output (:func:`step_output`).
+
+Outputs come back in float32 where the network gave half precision (bfloat16 or float16, as a
+mixed-precision run's autocast does): NumPy has no bfloat16, so ``.numpy()`` would fail, and float32
+holds every half-precision value exactly. Float64, integer and bool leaves are returned as they are.
 """
 
 from __future__ import annotations
@@ -101,8 +105,9 @@ def predict(
     autocast: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext,
     output: Callable[[Any], Any] | None = None,
 ) -> Any:
-    """The network's outputs over ``inputs`` in eval mode without gradients, concatenated on the CPU;
-    the network's training mode is restored after.
+    """The network's outputs over ``inputs`` in eval mode without gradients, concatenated on the CPU
+    (half-precision outputs as float32, see :func:`concatenate`); the network's training mode is
+    restored after.
 
     Args:
         output: computes the output of one batch already on ``device`` (by default
@@ -131,10 +136,15 @@ def to_cpu(output: Any) -> Any:
     return move_batch(output, torch.device("cpu"))
 
 
+#: The tensor types given back as float32 (see the module's documentation).
+HALF_PRECISION = (torch.float16, torch.bfloat16)
+
+
 def concatenate(outputs: list[Any], where: str = "output") -> Any:
     """Batch outputs joined along the first dimension, leaf by leaf through tuples, lists and dicts.
 
-    0-dim tensors are stacked; leaves that are not tensors are gathered in a list.
+    0-dim tensors are stacked; leaves that are not tensors are gathered in a list. Half-precision
+    tensors (bfloat16, float16) become float32; other dtypes are kept.
 
     Raises:
         DataError: the batches' outputs differ in structure.
@@ -142,7 +152,8 @@ def concatenate(outputs: list[Any], where: str = "output") -> Any:
     first = outputs[0]
     if isinstance(first, torch.Tensor):
         _check_all(outputs, torch.Tensor, where)
-        return torch.stack(outputs) if first.ndim == 0 else torch.cat(outputs)
+        tensor = torch.stack(outputs) if first.ndim == 0 else torch.cat(outputs)
+        return tensor.float() if tensor.dtype in HALF_PRECISION else tensor
     if isinstance(first, dict):
         _check_all(outputs, dict, where)
         if any(output.keys() != first.keys() for output in outputs):

@@ -64,11 +64,66 @@ def test_evaluate_return_pred_gives_the_outputs_in_order(tmp_path: Path):
     assert set(logs) == {"test_loss", "test_acc", "test_f1"}
 
 
-def test_evaluate_runs_in_the_runs_precision(tmp_path: Path):
+def _bf16_outputs(network: nn.Module, *inputs: torch.Tensor) -> object:
+    network.eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        return network(*inputs)
+
+
+def test_evaluate_runs_in_the_runs_precision_and_returns_float32(tmp_path: Path):
     exp = make_experiment(tmp_path / "run", precision="bf16-mixed")
     x, y = make_data(20)
     _, predictions = exp.evaluate((x, y), return_pred=True)
-    assert predictions.dtype == torch.bfloat16
+    expected = _bf16_outputs(exp.network, x)
+    assert expected.dtype == torch.bfloat16
+    assert predictions.dtype == torch.float32
+    assert torch.equal(predictions, expected.float())
+
+
+@pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed"])
+def test_predict_of_a_mixed_precision_run_returns_float32_that_numpy_takes(tmp_path: Path, precision):
+    exp = train_run(tmp_path / "run", epochs=1, experiment_options={"precision": precision})
+    x, _ = make_data(20)
+    predictions = exp.predict(x)
+    exp.network.eval()
+    dtype = torch.bfloat16 if precision == "bf16-mixed" else torch.float16
+    with torch.no_grad(), torch.autocast("cpu", dtype=dtype):
+        expected = exp.network(x)
+    assert expected.dtype == dtype
+    assert predictions.dtype == torch.float32
+    assert torch.equal(predictions, expected.float())  # the half values, upcast exactly
+    assert predictions.numpy().dtype == "float32"
+
+
+class MixedOutputs(nn.Module):
+    """Outputs of every kind of leaf: the autocast's bfloat16, float64, integers and booleans."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> dict[str, object]:
+        out = self.linear(x)
+        return {"logits": out, "parts": (out.double(), [out.argmax(dim=1), out > 0]), "total": out.sum()}
+
+
+def test_predict_upcasts_only_half_precision_leaves_of_nested_outputs(tmp_path: Path):
+    torch.manual_seed(0)
+    network = MixedOutputs()
+    exp = Experiment(tmp_path / "run", network, loss_function="mse", precision="bf16-mixed")
+    x = torch.randn(11, 6)
+    predictions = exp.predict(x, batch_size=4)
+    batches = [_bf16_outputs(network, chunk) for chunk in x.split(4)]
+    logits = torch.cat([batch["logits"] for batch in batches])
+    assert logits.dtype == torch.bfloat16
+    assert predictions["logits"].dtype == torch.float32
+    assert torch.equal(predictions["logits"], logits.float())
+    assert predictions["total"].dtype == torch.float32
+    assert torch.equal(predictions["total"], torch.stack([batch["total"] for batch in batches]).float())
+    double, (labels, positive) = predictions["parts"]
+    assert double.dtype == torch.float64 and torch.equal(double, logits.double())
+    assert labels.dtype == torch.int64 and torch.equal(labels, logits.argmax(dim=1))
+    assert positive.dtype == torch.bool and torch.equal(positive, logits > 0)
 
 
 def test_evaluate_without_a_loss_function_is_refused(tmp_path: Path):
