@@ -26,7 +26,13 @@ COLUMNS = ("run", "status", "epochs", "best", "updated")
     help="Order of the lines: best groups the runs by monitored metric, best first (by "
     "its mode); updated puts the most recent first, epochs the most advanced first.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of run summaries instead.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print a JSON list of run summaries instead: times in ISO 8601 (UTC), logged values as "
+    "numbers, NaN as null.",
+)
 def ls(root: Path, sort_by: str, as_json: bool) -> None:
     """List the run directories below ROOT (default: the current directory).
 
@@ -40,7 +46,7 @@ def ls(root: Path, sort_by: str, as_json: bool) -> None:
     if as_json:
         data = [{"run": _name(s.path, root), **s.to_dict()} for s in runs]
         data += [{"run": _name(path, root), "path": str(path), "error": error} for path, error in broken]
-        click.echo(json.dumps(data, indent=2))
+        click.echo(json.dumps(data, indent=2, allow_nan=False))  # strict JSON: to_dict gives NaN as None
         return
     if not found:
         click.echo(f"No run directory below {root}.", err=True)

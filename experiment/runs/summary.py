@@ -9,6 +9,8 @@ step of an interrupted run (``exp status``).
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import math
 import os
 import warnings
 from collections.abc import Iterator
@@ -89,11 +91,19 @@ class RunSummary:
         return per_epoch * self.epochs_planned if per_epoch and self.epochs_planned else None
 
     def to_dict(self) -> dict[str, Any]:
-        """The summary as JSON-serialisable data."""
+        """The summary as strict JSON data: every time in ISO 8601 with its UTC offset (``created``
+        as recorded, ``updated`` and ``last_checkpoint_time`` converted alike), the logged values
+        of ``last_row`` and ``best_row`` as numbers, and a number that is not finite (NaN, inf)
+        anywhere as None (JSON has no such number)."""
         data = dataclasses.asdict(self)
         data["path"] = str(self.path)
         data["last_checkpoint"] = None if self.last_checkpoint is None else str(self.last_checkpoint)
-        return data
+        data["updated"] = iso_time(self.updated)
+        data["last_checkpoint_time"] = iso_time(self.last_checkpoint_time)
+        for key in ("last_row", "best_row"):
+            row = data[key]
+            data[key] = None if row is None else {name: log_value(text) for name, text in row.items()}
+        return _finite(data)
 
 
 def summarize(directory: str | os.PathLike[str]) -> RunSummary:
@@ -207,6 +217,37 @@ def read_position(directory: str | os.PathLike[str]) -> RunPosition | None:
         best["epoch"],
         best["value"],
     )
+
+
+def log_value(text: str) -> int | float | str | None:
+    """A cell of log.tsv as the value it stands for: an int, a float (NaN included), None for an
+    empty cell, the text itself when it is not a number."""
+    if text == "":
+        return None
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def iso_time(timestamp: float | None) -> str | None:
+    """Seconds since the epoch as ISO 8601 in UTC, to the second, as experiment.json's ``created``."""
+    if timestamp is None:
+        return None
+    return datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every float that is not finite, in nested dicts and lists, replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_finite(item) for item in value]
+    return value
 
 
 def _mtime(path: Path) -> float | None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 from click.testing import CliRunner
 
 from cli.main import cli
+from experiment import Experiment
 from tests.support.cli import write_two_fake_runs
+from tests.support.training import make_data, make_network, train_run
 
 
 def _invoke(*args: str) -> object:
@@ -42,3 +44,29 @@ def test_cli_diff_errors(tmp_path):
 
     assert result.exit_code == 1 and "is not a run directory" in result.output
     assert _invoke("diff", str(a)).exit_code == 2
+
+
+def test_cli_diff_shows_what_the_runs_were_created_with(tmp_path):
+    train_run(tmp_path / "a", epochs=1)  # SGD(lr=0.1, momentum=0.9), batches of 16
+    exp = Experiment(
+        tmp_path / "b",
+        make_network(),
+        optimizer="adam",
+        loss_function="cross_entropy",
+        accumulate_grad_batches=2,
+    )
+    exp.train(make_data(), epochs=1, batch_size=16, progress=False)
+
+    lines = [
+        line.split() for line in _invoke("diff", str(tmp_path / "a"), str(tmp_path / "b")).output.splitlines()
+    ]
+    every = _invoke("diff", str(tmp_path / "a"), str(tmp_path / "b"), "--all").output
+    every_line = [line.split() for line in every.splitlines()]
+
+    assert ["*", "created_with", "optimizer_class", "torch.optim.sgd.SGD", "torch.optim.adam.Adam"] in lines
+    assert ["*", "created_with", "optimizer.lr", "0.1", "0.001"] in lines
+    assert ["*", "created_with", "optimizer.momentum", "0.9", "-"] in lines
+    assert ["*", "created_with", "accumulate_grad_batches", "1", "2"] in lines
+    assert not any(line[1:3] == ["created_with", "precision"] for line in lines)  # equal: hidden
+    assert ["created_with", "precision", "32-true", "32-true"] in every_line
+    assert ["created_with", "data.train_data.batch_size", "16", "16"] in every_line

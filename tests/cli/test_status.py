@@ -194,6 +194,44 @@ def test_cli_ls_json_lists_run_summaries(runs_root):
     assert data[2]["message"] == "RuntimeError: boom" and data[2]["config"] == {"lr": 0.1}
 
 
+def test_cli_ls_json_gives_times_in_iso_8601_and_logged_values_as_numbers(runs_root):
+    state = runs_root / "a" / "checkpoints" / "state-000003.pt"
+    state.write_bytes(b"not loaded by ls")
+    for path in (state, state.parent):  # the folder's time too, changed by the new file
+        os.utime(path, (1_000_000, 1_000_000))
+
+    data = json.loads(_invoke("ls", str(runs_root), "--json").output)
+
+    assert data[0]["created"] == "2026-01-01T00:00:00+00:00"  # as recorded in experiment.json
+    assert data[0]["updated"] == "1970-01-12T13:46:40+00:00"  # the newest file's time, in UTC
+    assert data[1]["updated"] == "1970-01-12T13:46:41+00:00"
+    assert data[0]["last_checkpoint_time"] == "1970-01-12T13:46:40+00:00"
+    assert data[1]["last_checkpoint_time"] is None
+    assert data[0]["last_row"] == {
+        "epoch": 3,
+        "time": 0.5,
+        "lr": 0.1,
+        "loss": 0.7 + 0.1,  # as write_fake_run computes it
+        "acc": 52.0,
+        "val_loss": 0.7,
+        "val_acc": 42.0,
+    }
+    assert data[0]["best_row"]["epoch"] == 2 and data[0]["best_row"]["val_loss"] == 0.5
+
+
+def test_cli_ls_json_gives_a_value_that_is_not_a_number_as_null(tmp_path):
+    write_fake_run(tmp_path / "run", values=[0.5, float("nan")])
+
+    output = _invoke("ls", str(tmp_path), "--json").output
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"{constant} is not JSON")
+
+    data = json.loads(output, parse_constant=refuse)
+    assert data[0]["last_row"]["val_loss"] is None and data[0]["last_row"]["loss"] is None
+    assert data[0]["best_value"] == 0.5
+
+
 def test_cli_ls_shows_an_unreadable_run_without_failing(runs_root):
     (runs_root / "broken").mkdir()
     (runs_root / "broken" / "experiment.json").write_text("{")

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
 import pytest
 
 from experiment.errors import RunDirectoryError
@@ -59,3 +63,56 @@ def test_comparison_refuses_a_directory_that_is_not_a_run(tmp_path):
 
     with pytest.raises(RunDirectoryError, match=r"empty is not a run directory"):
         compare_runs(a, tmp_path / "empty")
+
+
+def _with_creation(run_dir: Path, **created_with: Any) -> Path:
+    path = run_dir / "experiment.json"
+    metadata = json.loads(path.read_text())
+    path.write_text(json.dumps({**metadata, "created_with": created_with}))
+    return run_dir
+
+
+def test_comparison_flattens_what_the_runs_were_created_with(tmp_path):
+    sgd = {"lr": 0.1, "momentum": 0.9, "betas": None}
+    a = _with_creation(
+        write_fake_run(tmp_path / "a"),
+        optimizer_class="torch.optim.sgd.SGD",
+        optimizer=[sgd],
+        precision="32-true",
+        accumulate_grad_batches=1,
+        data={"train_data": {"batch_size": 16}},
+    )
+    b = _with_creation(
+        write_fake_run(tmp_path / "b"),
+        optimizer_class="torch.optim.sgd.SGD",
+        optimizer=[{**sgd, "lr": 0.05}],
+        precision="bf16-mixed",
+        accumulate_grad_batches=4,
+        data={"train_data": {"batch_size": 16}},
+    )
+
+    rows = {row.key: row for row in compare_runs(a, b) if row.section == "created_with"}
+
+    assert (rows["optimizer.lr"].a, rows["optimizer.lr"].b) == (0.1, 0.05)
+    assert rows["accumulate_grad_batches"].differs and rows["precision"].differs
+    assert not rows["optimizer_class"].differs and not rows["optimizer.momentum"].differs
+    assert rows["data.train_data.batch_size"].a == 16 and not rows["data.train_data.batch_size"].differs
+
+
+def test_comparison_numbers_the_parameter_groups_of_several(tmp_path):
+    a = _with_creation(write_fake_run(tmp_path / "a"), optimizer=[{"lr": 0.1}, {"lr": 0.01}])
+    b = _with_creation(write_fake_run(tmp_path / "b"), optimizer=[{"lr": 0.1}, {"lr": 0.02}])
+
+    rows = {row.key: row for row in compare_runs(a, b) if row.section == "created_with"}
+
+    assert list(rows) == ["optimizer.0.lr", "optimizer.1.lr"]
+    assert not rows["optimizer.0.lr"].differs and (rows["optimizer.1.lr"].a, rows["optimizer.1.lr"].b) == (
+        0.01,
+        0.02,
+    )
+
+
+def test_comparison_of_runs_made_before_created_with_has_no_such_rows(tmp_path):
+    a, b = write_two_fake_runs(tmp_path)
+
+    assert [row for row in compare_runs(a, b) if row.section == "created_with"] == []
