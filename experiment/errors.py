@@ -19,8 +19,16 @@ class DataError(ExperimentError, ValueError):
     """The data given to train or test cannot be used (empty loader, unsupported type)."""
 
 
-class MonitorError(ConfigurationError):
-    """The monitored metric is not among the keys that are logged."""
+class MonitorError(ConfigurationError, KeyError):
+    """The monitored metric is not among the keys that are logged.
+
+    It is also a ``KeyError``, the error Poutyne and Keras raise for a missing monitor, so code
+    written for them (``except KeyError``) catches it too.
+    """
+
+    def __str__(self) -> str:
+        # KeyError's str() shows its argument as a repr (quoted); the message reads as written.
+        return str(self.args[0]) if len(self.args) == 1 else super().__str__()
 
 
 class NonFiniteLossError(ExperimentError, FloatingPointError):

@@ -75,6 +75,12 @@ def test_early_stopping_missing_monitor_lists_the_logged_keys():
         stopper.on_epoch_end(1, {"epoch": 1, "time": 0.1, "loss": 1.0})
 
 
+def test_early_stopping_missing_monitor_in_training_is_caught_as_a_key_error(tmp_path):
+    stopper = lambda: [EarlyStopping(monitor="val_precision", mode="max")]  # noqa: E731
+    with pytest.raises(KeyError, match=r"received 'val_precision', which is not among the logged keys"):
+        train_run(tmp_path / "run", epochs=2, callbacks=stopper)
+
+
 def test_early_stopping_state_round_trips_as_plain_data(tmp_path):
     stopper = _stopper(patience=3)
     for epoch, value in enumerate([1.0, 0.8, 0.9], start=1):

@@ -98,6 +98,15 @@ def test_monitor_helpers_stay_importable_from_state_monitor():
         monitored_value({"loss": 1.0}, "acc")
 
 
+def test_monitor_error_is_a_key_error_whose_message_reads_plainly():
+    with pytest.raises(KeyError) as caught:  # what Poutyne and Keras users catch
+        monitored_value({"loss": 1.0}, "val_acc")
+    assert isinstance(caught.value, MonitorError) and isinstance(caught.value, ConfigurationError)
+    message = str(caught.value)
+    assert message.startswith("monitor_metric: received 'val_acc', which is not among the logged keys")
+    assert message == caught.value.args[0]  # not quoted as KeyError's str() would
+
+
 def test_best_tracker_reads_epoch_and_value_from_logs():
     tracker = BestTracker("val_loss", "min")
     assert tracker.update({"epoch": 1, "val_loss": 0.5}) is True
