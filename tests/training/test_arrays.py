@@ -7,9 +7,11 @@ import logging
 import numpy as np
 import pytest
 import torch
+from torch.utils.data.distributed import DistributedSampler
 
 from experiment.errors import DataError
 from experiment.training.data import make_loader
+from experiment.training.distributed import World
 
 
 def loader(data, *, whole_batches=True, dtype=None, role="train_data", batch_size=4):
@@ -105,3 +107,23 @@ def test_arrays_a_pair_of_the_parameters_dtype_is_kept_as_given(caplog):
         dataset = loader((x, y), whole_batches=False, dtype=torch.float32).dataset
     assert dataset.tensors[0] is x and dataset.tensors[1] is y
     assert caplog.messages == []
+
+
+def test_arrays_a_triple_is_sharded_between_ranks_through_the_dataset_path():
+    x, y, w = torch.arange(10.0).unsqueeze(1), torch.arange(10), torch.arange(10.0) * 2
+    shards = []
+    for rank in range(2):
+        sharded = make_loader(
+            (x, y, w),
+            batch_size=2,
+            shuffle=True,
+            seed=7,
+            role="train_data",
+            world=World(size=2, rank=rank),
+            whole_batches=True,
+        )
+        assert isinstance(sharded.sampler, DistributedSampler) and sharded.sampler.seed == 7
+        batches = list(sharded)
+        assert all(len(batch) == 3 and torch.equal(batch[0].squeeze(1) * 2, batch[2]) for batch in batches)
+        shards.append([int(i) for batch in batches for i in batch[1]])
+    assert sorted(shards[0] + shards[1]) == list(range(10))
