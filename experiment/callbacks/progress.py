@@ -129,6 +129,11 @@ class ProgressionCallback(Callback):
         self._write(start_line(params, position, self._wall_time) + "\n")
         self._announced = True
 
+    def announce_no_training(self, line: str) -> None:
+        """Write the one line that says why a ``train()`` call trains nothing (its run is over)."""
+        self._start_output()
+        self._write(line + "\n")
+
     def on_train_begin(self, logs: dict[str, Any]) -> None:
         self._start_output()
         announced, self._announced = getattr(self, "_announced", False), False

@@ -10,6 +10,7 @@ import contextlib
 import logging
 import signal
 import types
+import warnings
 from typing import Any
 
 from experiment.errors import RunDirectoryError, StorageError
@@ -24,6 +25,7 @@ from experiment.state.rng import find_epoch_samplers, find_generators, seed_ever
 from experiment.store import tsv
 from experiment.store.checkpoints import peek_progress
 from experiment.store.directory import RunDirectory
+from experiment.training.distributed import lost_peer_reason
 from experiment.training.interrupts import InterruptFlag, TrainingInterrupted, interrupt_on_signals
 from experiment.training.loop import TrainingLoop
 from experiment.training.plan import TrainingPlan
@@ -113,8 +115,35 @@ class TrainingSession:
             seed_everything(seed + self.world.rank)  # each rank draws its own dropout masks
         self.loop.resumed = restored
         if self.loop.progress.is_over(self.plan.epochs):
+            if self._asks_for_less():
+                return self.loop.history
             return self._already_over()
         return self._fit()
+
+    def _asks_for_less(self) -> bool:
+        """Whether this call's ``epochs`` is below what the run has done or targets; if so, warn.
+
+        Such a call trains nothing and changes nothing: the recorded target and status stay (a
+        Keras habit reads ``epochs`` as the number to add; here it is the run's total).
+        """
+        target, done = self.plan.epochs, self.loop.epochs_completed
+        recorded = self.record.metadata.get("settings", {}).get("epochs")
+        if done <= target and not (isinstance(recorded, int) and recorded > target):
+            return False
+        if self.world.is_main:
+            goal = max(done, recorded) if isinstance(recorded, int) else done
+            warnings.warn(
+                f"{self.directory.path} has {done} epoch(s) (target {goal}); epochs={target} is the "
+                f"run's total, not a number to add: nothing to train, and the recorded target stays "
+                f"{goal}. "
+                + (
+                    f"Pass epochs={goal} to train on to it."
+                    if goal > done
+                    else f"Pass epochs={done + target} to train {target} more epoch(s)."
+                ),
+                stacklevel=4,
+            )
+        return True
 
     def _announce_resume(self) -> None:
         """Let the progress display say where the run resumes before its checkpoint, maybe large,
@@ -169,6 +198,17 @@ class TrainingSession:
         callbacks.setup(
             {"epochs": self.plan.epochs, "steps_per_epoch": self.plan.train.steps_per_epoch}, self.loop
         )
+        done, target = self.loop.epochs_completed, self.plan.epochs
+        line = (
+            f"{self.directory.path} was stopped early, by a callback, after {done} of {target} "
+            "epoch(s); nothing to train."
+            if self.loop.stop_training
+            else f"{self.directory.path} has its {done} epoch(s); nothing to train (pass a larger "
+            "epochs= to train further)."
+        )
+        for callback in callbacks.callbacks:
+            if callable(getattr(callback, "announce_no_training", None)):
+                callback.announce_no_training(line)
         if self.record.metadata.get("status") in ("finished", "stopped"):
             for callback in callbacks.callbacks:
                 if getattr(callback, "restores_weights_at_end", False):
@@ -192,8 +232,14 @@ class TrainingSession:
             raise
         except BaseException as error:
             self.committer.wait(quiet=True)
+            # Under torchrun, a rank killed or crashed makes the others' collectives fail: for them
+            # the run was interrupted (it resumes from the last commit), not failed.
+            peer = lost_peer_reason(error) if self.world.distributed else None
+            status, message = (
+                ("interrupted", peer) if peer else ("failed", f"{type(error).__name__}: {error}")
+            )
             with contextlib.suppress(StorageError):  # a full disk must not hide the original error
-                self.write_status("failed", f"{type(error).__name__}: {error}")
+                self.write_status(status, message)
             raise
         finally:
             self.recorder.close()
