@@ -32,9 +32,35 @@ from experiment.errors import ExperimentError
 
 T = TypeVar("T")
 
+#: What collectives say when another process of the run is gone (gloo's TCP transport, NCCL, the
+#: rendezvous store): its connections were reset or closed under this one.
+_PEER_GONE = (
+    "connection reset by peer",
+    "connection closed by peer",
+    "broken pipe",
+    "connection refused",
+    "remote process exited",
+    "communicator was aborted",
+)
+
 #: Seconds of training between two agreements of the ranks on signals and stops (well within
 #: torchrun's 30 s grace between its SIGTERM and its SIGKILL).
 AGREEMENT_SECONDS = 1.0
+
+
+def lost_peer_reason(error: BaseException) -> str | None:
+    """One line saying that another process of the run ended, if ``error`` is how a collective
+    reported it (killed or crashed: its connections went away); None for any other error."""
+    if not isinstance(error, RuntimeError):  # DistBackendError and DistNetworkError included
+        return None
+    text = str(error)
+    marker = next((m for m in _PEER_GONE if m in text.lower()), None)
+    if marker is None:
+        return None
+    return (
+        f"another process of the run ended (killed or crashed): a collective failed with "
+        f"'{marker}' ({type(error).__name__})"
+    )
 
 
 class World:

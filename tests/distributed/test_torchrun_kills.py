@@ -79,6 +79,10 @@ def test_torchrun_sigkill_of_rank_1_mid_epoch_resumes_bit_identical(reference, t
         killed = launch.wait(TIMEOUT)
     assert killed.returncode != 0 and not killed.timed_out, killed.describe()
     assert committed_step(run_dir) == 8, "the last commit before the kill is step 8's"
+    # rank 0 saw its peer vanish (a failed collective, or torchrun's SIGTERM): an interruption
+    recorded = json.loads((run_dir / "experiment.json").read_text())
+    assert recorded["status"] == "interrupted", recorded.get("message")
+    assert "Connection reset" not in (recorded.get("message") or ""), recorded["message"]
     rerun(run_dir)
     assert_same_as(reference, run_dir)
 

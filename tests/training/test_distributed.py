@@ -53,3 +53,16 @@ def test_epoch_metrics_that_cannot_sync_across_processes_are_refused_under_torch
             device=torch.device("cpu"),
             world=World(size=2, rank=1),
         )
+
+
+def test_lost_peer_reason_names_a_peer_that_went_away_in_one_line():
+    from experiment.training.distributed import lost_peer_reason
+
+    gloo = RuntimeError(
+        "[../third_party/gloo/gloo/transport/tcp/pair.cc:534] Connection closed by peer [127.0.0.1]:5593"
+    )
+    reason = lost_peer_reason(gloo)
+    assert reason is not None and "\n" not in reason
+    assert reason.startswith("another process of the run ended (killed or crashed)")
+    assert lost_peer_reason(RuntimeError("mat1 and mat2 shapes cannot be multiplied")) is None
+    assert lost_peer_reason(ValueError("Connection reset by peer")) is None
