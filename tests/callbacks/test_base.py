@@ -12,8 +12,11 @@ import pytest
 import experiment
 import experiment.callbacks as callbacks_package
 from experiment.callbacks.base import Callback, CallbackList, state_key_of
+from experiment.callbacks.delay import DelayCallback
 from experiment.callbacks.early_stopping import EarlyStopping
+from experiment.callbacks.forwarding import ForwardingCallback
 from experiment.errors import ConfigurationError
+from tests.support.training import train_run
 
 
 class Probe(Callback):
@@ -96,6 +99,87 @@ def test_callback_list_setup_gives_params_and_trainer():
     probe, trainer = Probe(), SimpleNamespace()
     CallbackList([probe]).setup({"epochs": 2}, trainer)  # type: ignore[arg-type]
     assert probe.params == {"epochs": 2} and probe.trainer is trainer
+
+
+class Recorder(Callback):
+    """Records the hooks it receives, with the trainer it had then."""
+
+    def __init__(self, name: str, events: list[tuple[str, str]]) -> None:
+        super().__init__()
+        self.name, self.events = name, events
+
+    def on_train_begin(self, logs: dict[str, Any]) -> None:
+        self.events.append((self.name, f"train_begin {self.params['epochs']} epochs"))
+
+    def on_train_batch_end(self, batch_number: int, logs: dict[str, Any]) -> None:
+        if batch_number == 1:
+            self.events.append((self.name, f"batch 1 of epoch {self.trainer.epochs_completed + 1}"))
+
+    def on_epoch_end(self, epoch_number: int, logs: dict[str, Any]) -> None:
+        self.events.append((self.name, f"epoch_end {epoch_number}"))
+
+
+def test_callback_list_iterates_and_has_a_length():
+    first, second = Probe(), EarlyStopping()
+    callbacks = CallbackList([first, second])
+    assert list(callbacks) == [first, second] and len(callbacks) == 2
+    assert [type(cb).__name__ for cb in callbacks] == ["Probe", "EarlyStopping"]
+    assert len(CallbackList([])) == 0
+
+
+def test_callback_list_append_indexes_the_hooks_of_the_new_callback():
+    events: list[tuple[str, str]] = []
+    callbacks = CallbackList([Probe()])
+    assert callbacks.listeners("on_epoch_end") == [] and callbacks.needs_batch_values is False
+    callbacks.append(Recorder("late", events))
+    assert len(callbacks) == 2 and callbacks.needs_batch_values is True
+    callbacks.call("on_epoch_end", 1, {})
+    assert events == [("late", "epoch_end 1")]
+
+
+def test_callback_list_append_after_setup_gives_the_same_params_and_trainer():
+    trainer = SimpleNamespace(epochs_completed=0)
+    callbacks = CallbackList([Probe()])
+    callbacks.setup({"epochs": 3}, trainer)  # type: ignore[arg-type]
+    late = Recorder("late", [])
+    callbacks.append(late)
+    assert late.params == {"epochs": 3} and late.trainer is trainer
+
+
+def test_callback_list_append_while_training_runs_raises(tmp_path):
+    class AppendsWhileRunning(ForwardingCallback):
+        def on_epoch_begin(self, epoch_number: int, logs: dict[str, Any]) -> None:
+            self.callbacks.append(Probe())
+
+    with pytest.raises(
+        ConfigurationError, match=r"CallbackList.append: received Probe while training or testing runs"
+    ):
+        train_run(tmp_path / "run", epochs=1, callbacks=lambda: [AppendsWhileRunning([Probe()])])
+
+
+def test_callback_list_appended_before_training_runs_with_the_trainer_in_real_training(tmp_path):
+    events: list[tuple[str, str]] = []
+    delayed = DelayCallback(Recorder("first", events), epoch_delay=1)
+    delayed.callbacks.append(Recorder("appended", events))  # as a Poutyne user does
+    train_run(tmp_path / "run", epochs=2, callbacks=lambda: [delayed])
+    assert events == [
+        ("first", "train_begin 2 epochs"),
+        ("appended", "train_begin 2 epochs"),
+        ("first", "batch 1 of epoch 2"),
+        ("appended", "batch 1 of epoch 2"),
+        ("first", "epoch_end 2"),
+        ("appended", "epoch_end 2"),
+    ]
+
+
+def test_callback_list_takes_callbacks_again_once_training_ended():
+    callbacks = CallbackList([Probe()])
+    callbacks.call("on_train_begin", {})
+    with pytest.raises(ConfigurationError, match="while training or testing runs"):
+        callbacks.append(Probe())
+    callbacks.call("on_train_end", {})
+    callbacks.append(Probe())
+    assert len(callbacks) == 2
 
 
 def test_callbacks_package_exports_every_public_callback():
