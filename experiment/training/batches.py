@@ -56,48 +56,48 @@ def first_forward(network: nn.Module, x: Any, role: str) -> Any:
 #: Attributes of the layers that say what input size they take, and the input dimension it is.
 _INPUT_SIZES = (("in_features", -1), ("input_size", -1), ("in_channels", 1))
 
+_CHECK_FIRST_LAYER = "Check that the inputs fit the network's first layer."
+
 
 def _input_problem(network: nn.Module, x: Any, role: str, error: RuntimeError) -> str:
     inputs = list(x) if isinstance(x, (tuple, list)) else [x]
-    described = ", ".join(describe(item) for item in inputs)
-    dtype = parameter_dtype(network)
-    message = f"{role}: the network failed on the first batch, whose inputs are {described}; its parameters are {dtype}"
     tensors = [item for item in inputs if isinstance(item, torch.Tensor)]
-    layer = _first_layer(network)
-    found = None
-    if layer is not None:
-        name, module, attribute, size, dimension = layer
-        message += (
-            f" and its first layer with a known input size, {name!r} ({type(module).__name__}), takes "
-            f"{attribute}={size}"
-        )
-        if tensors and tensors[0].ndim > max(dimension, 0) and tensors[0].shape[dimension] != size:
-            found = (tensors[0].shape[dimension], size, "features" if dimension == -1 else "channels")
-    message += ". "
+    dtype = parameter_dtype(network)
+    expects, fix = _layer_expectation(network, tensors)
     if dtype is not None and any(t.dtype.is_floating_point and t.dtype != dtype for t in tensors):
-        message += (
+        fix = (
             f"Convert the inputs to {dtype} in the dataset (x.to({dtype})), or pass the arrays as one "
-            "tuple (x, y), whose floating-point arrays the library casts to the parameters' dtype. "
+            "tuple (x, y), whose floating-point arrays the library casts to the parameters' dtype."
         )
-    elif found is not None:
-        given, size, what = found
-        message += (
-            f"The inputs have {given} {what}: give {size}, or build the network's first layer for {given}. "
-        )
-    else:
-        message += "Check that the inputs fit the network's first layer. "
-    return message + f"torch: {error}"
+    held = f"its parameters are {dtype}" if dtype is not None else "it has no floating-point parameters"
+    described = ", ".join(describe(item) for item in inputs)
+    return (
+        f"{role}: the network failed on the first batch, whose inputs are {described}; {held}{expects}. "
+        f"{fix} torch: {error}"
+    )
 
 
-def _first_layer(network: nn.Module) -> tuple[str, nn.Module, str, int, int] | None:
-    """The first registered layer that says what input size it takes: its name, the module, the
-    attribute, the size and the input dimension it applies to."""
+def _layer_expectation(network: nn.Module, tensors: list[torch.Tensor]) -> tuple[str, str]:
+    """What the first registered layer with a known input size takes, in words, and the fix when
+    the first input's size differs from it."""
     for name, module in network.named_modules():
         for attribute, dimension in _INPUT_SIZES:
             size = getattr(module, attribute, None)
-            if isinstance(size, int) and not isinstance(size, bool) and size > 0:
-                return name, module, attribute, size, dimension
-    return None
+            if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
+                continue
+            words = (
+                f" and its first layer with a known input size, {name!r} ({type(module).__name__}), "
+                f"takes {attribute}={size}"
+            )
+            given = tensors[0].shape[dimension] if tensors and tensors[0].ndim > max(dimension, 0) else size
+            if given == size:
+                return words, _CHECK_FIRST_LAYER
+            what = "features" if dimension == -1 else "channels"
+            return (
+                words,
+                f"The inputs have {given} {what}: give {size}, or build the network's first layer for {given}.",
+            )
+    return "", _CHECK_FIRST_LAYER
 
 
 def parameter_dtype(network: nn.Module) -> torch.dtype | None:
