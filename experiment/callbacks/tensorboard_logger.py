@@ -1,8 +1,9 @@
 """TensorBoard callbacks for a writer of the user's own: epoch scalars and gradient statistics.
 
 The run directory already holds TensorBoard scalars of every epoch (``RUN/tensorboard/``), repaired
-on resume. These callbacks are for a ``SummaryWriter`` the user creates, elsewhere or with other
-settings. Both log on the epoch axis (TensorBoard's step is the epoch number).
+on resume, and the custom-scalars layout that :class:`TensorBoardLogger` writes. These callbacks are
+for a ``SummaryWriter`` the user creates, elsewhere or with other settings. Both log on the epoch
+axis (TensorBoard's step is the epoch number).
 
 A restarted script creates a new writer, hence a new event file next to the old one, which may hold
 scalars of an epoch that was written but not committed before the crash. With ``purge_on_resume``
@@ -15,8 +16,6 @@ also holds data on another step axis (per batch, say), and give that writer ``pu
 from __future__ import annotations
 
 import numbers
-import re
-from collections.abc import Collection
 from typing import Any
 
 import torch
@@ -24,6 +23,16 @@ import torch
 from experiment.callbacks.base import Callback, missing_state_keys
 from experiment.errors import ConfigurationError
 from experiment.state.torch_nodes import plain_module
+from experiment.store.tensorboard_layout import LAYOUT_CATEGORY, paired_layout
+
+__all__ = [
+    "GRADIENT_STATISTICS",
+    "LAYOUT_CATEGORY",
+    "TensorBoardGradientTracker",
+    "TensorBoardLogger",
+    "mark_restart",
+    "paired_layout",
+]
 
 #: The statistics written per parameter, in the order of the tracker's accumulators.
 GRADIENT_STATISTICS = ("norm_mean", "norm_std", "abs_mean", "min", "max")
@@ -41,21 +50,6 @@ def mark_restart(writer: Any, step: int) -> None:
     # file writer, which is (re)created on demand by _get_file_writer.
     file_writer = writer._get_file_writer()
     file_writer.add_event(Event(step=step, session_log=SessionLog(status=SessionLog.START)))
-
-
-#: The custom-scalars category under which each metric's training and validation curves share a chart.
-LAYOUT_CATEGORY = "training and validation"
-
-
-def paired_layout(keys: Collection[str]) -> dict[str, dict[str, list[Any]]]:
-    """A custom-scalars layout with one chart per metric logged with a ``val_`` twin.
-
-    The chart ``loss`` shows the tags ``loss`` and ``val_loss`` (tag patterns match whole names).
-    Empty when no key has a twin.
-    """
-    names = [key for key in keys if not key.startswith("val_") and f"val_{key}" in keys]
-    charts = {name: ["Multiline", [f"{re.escape(name)}$", f"val_{re.escape(name)}$"]] for name in names}
-    return {LAYOUT_CATEGORY: charts} if charts else {}
 
 
 def _is_resumed(callback: Callback) -> bool:
