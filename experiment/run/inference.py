@@ -77,7 +77,9 @@ class Inference:
         tuples, lists and dicts as the network returns, joined leaf by leaf.
 
         Eval mode, no gradients, the run's precision; the training mode is restored after. A tuple
-        or list of inputs is passed as ``network(*x)``.
+        or list of inputs is passed as ``network(*x)``. Half-precision outputs (bfloat16, float16:
+        those of a "bf16-mixed" or "16-mixed" run) come back as float32, which NumPy takes; other
+        dtypes are kept.
 
         Args:
             data: inputs only as a tensor or NumPy array; ``(x, y)`` arrays (``x`` is used); or a
