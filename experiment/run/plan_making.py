@@ -6,15 +6,16 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-from torch.optim.lr_scheduler import ReduceLROnPlateau
 from torch.utils.data import DataLoader, Dataset
 
 from experiment.arguments import check_int, reject
 from experiment.callbacks.base import HOOKS, CallbackList
+from experiment.callbacks.scheduler_stepping import EveryOptimizerStep
 from experiment.errors import ConfigurationError, MonitorError
+from experiment.run.lr_scheduler_arguments import check_schedulers
 from experiment.run.ownership import callbacks_of_rank
 from experiment.state.learning_rates import lr_names
-from experiment.state.monitor import known_mode, missing_monitor_message
+from experiment.state.monitor import missing_monitor_message
 from experiment.training.arrays import is_array_tuple
 from experiment.training.batches import parameter_dtype
 from experiment.training.data import BatchSource, make_loader
@@ -95,16 +96,17 @@ def make_plan(
             dtype=dtype,
         )
         valid = BatchSource(loader, None, "valid_data")
-    callback_list = CallbackList(callbacks_of_rank(callbacks, world))
-    monitor = resolve_monitor(monitor, loop, valid is not None, callback_list.callbacks)
-    schedulers = check_schedulers(lr_schedulers)
-    check_plateau_modes(schedulers, monitor)
+    monitor = resolve_monitor(monitor, loop, valid is not None, callbacks)
+    schedulers = check_schedulers(lr_schedulers, monitor)
+    stepping = [EveryOptimizerStep(scheduler) for scheduler in schedulers.per_step]
+    callback_list = CallbackList(callbacks_of_rank([*stepping, *callbacks], world))
     return TrainingPlan(
         train=BatchSource(train_loader, steps_per_epoch, "train_data"),
         valid=valid,
         epochs=epochs,
         callbacks=callback_list,
-        schedulers=schedulers,
+        schedulers=schedulers.all,
+        epoch_schedulers=schedulers.per_epoch,
         monitor=monitor,
     )
 
@@ -165,39 +167,6 @@ def check_callbacks(callbacks: Any) -> list[Any]:
                 "a Callback instance (an object with on_epoch_end, on_train_batch_end, ... methods)",
             )
     return items
-
-
-def check_schedulers(schedulers: Any) -> list[Any]:
-    """``schedulers`` as a list of torch LR schedulers (objects with step() and state_dict())."""
-    items = _as_list("lr_schedulers", schedulers, "a list of torch LR schedulers")
-    for index, scheduler in enumerate(items):
-        if isinstance(scheduler, type) or not all(
-            callable(getattr(scheduler, name, None)) for name in ("step", "state_dict", "load_state_dict")
-        ):
-            raise reject(
-                f"lr_schedulers[{index}]",
-                scheduler,
-                "a torch LR scheduler built on the optimizer (e.g. torch.optim.lr_scheduler.StepLR(exp.optimizer, 10))",
-            )
-    return items
-
-
-def check_plateau_modes(schedulers: Sequence[Any], monitor: str) -> None:
-    """Refuse a torch ReduceLROnPlateau whose mode contradicts the direction of the monitored key.
-
-    Such a scheduler is stepped on ``monitor``; built with torch's default ``mode="min"`` on an
-    accuracy, it would lower the learning rate while the accuracy improves.
-    """
-    expected = known_mode(monitor)
-    for index, scheduler in enumerate(schedulers):
-        mode = getattr(scheduler, "mode", None)
-        if isinstance(scheduler, ReduceLROnPlateau) and expected is not None and mode != expected:
-            raise ConfigurationError(
-                f"lr_schedulers[{index}]: a ReduceLROnPlateau with mode={mode!r} is stepped on the "
-                f"monitored {monitor!r}, which is better {'larger' if expected == 'max' else 'smaller'}: "
-                f"it would reduce the learning rate while {monitor!r} improves. Build it with "
-                f"mode={expected!r}."
-            )
 
 
 def _as_list(name: str, value: Any, expected: str) -> list[Any]:

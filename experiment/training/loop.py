@@ -200,7 +200,8 @@ class TrainingLoop(ProgressView):
             logs.update(self._validate(plan.valid, plan.callbacks, commits, interrupt))
         signum, epoch_time = self._agree_at_epoch_end(interrupt.signum, self.progress.read_clock())
         logs = plain_logs({"epoch": epoch, "time": epoch_time, **logs}, epoch)
-        step_schedulers(plan.schedulers, logs, plan.monitor)
+        epoch_schedulers = plan.schedulers if plan.epoch_schedulers is None else plan.epoch_schedulers
+        step_schedulers(epoch_schedulers, logs, plan.monitor)
         plan.callbacks.call("on_epoch_end", epoch, logs)
         if self.world.distributed:  # a stop decided by a callback on one rank only
             self.progress.stop_training = bool(self.world.agree([int(self.progress.stop_training)])[0])

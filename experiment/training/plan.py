@@ -19,7 +19,10 @@ class TrainingPlan:
         valid: the validation batches, evaluated at each epoch end; optional.
         epochs: the total number of epochs of the run (not the number to add).
         callbacks: the callbacks, called in order.
-        schedulers: torch LR schedulers, stepped once per epoch (ReduceLROnPlateau on ``monitor``).
+        schedulers: the torch LR schedulers of the call, each saved with every commit.
+        epoch_schedulers: those of ``schedulers`` stepped once per epoch (ReduceLROnPlateau on
+            ``monitor``); the others step after every optimizer step, through a callback. None:
+            all of them.
         monitor: the logged key that decides the best epoch.
         callback_params: added to the ``params`` the callbacks receive.
     """
@@ -29,6 +32,7 @@ class TrainingPlan:
     epochs: int
     callbacks: CallbackList
     schedulers: Sequence[Any] = ()
+    epoch_schedulers: Sequence[Any] | None = None
     monitor: str = "val_loss"
     #: More ``params`` for the callbacks (the run layer adds ``directory``, ``checkpoint`` and
     #: ``checkpoint_time``, which the progress display names at start-up).
