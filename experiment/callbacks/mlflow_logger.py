@@ -13,7 +13,9 @@ the logger makes sure that each one is sent once:
   were never sent, and the resumed attempt sends them once;
 - if training died after an epoch's metrics were sent but before that epoch was committed, the
   resumed run recomputes that epoch and, before sending it, skips the (metric, step) pairs that
-  MLflow already holds.
+  MLflow already holds;
+- the ``last-epoch`` metric of a training's end is logged at the step of that epoch, and not again
+  when a run killed after sending it ends its training once more.
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ from experiment.errors import ConfigurationError, MissingExtraError
 
 #: MLflow refuses more metrics than this in one ``log_batch`` call.
 MAX_METRICS_PER_CALL = 1000
+
+#: The metric logged when training ends: the number of epochs completed (Poutyne's name).
+LAST_EPOCH = "last-epoch"
 
 
 def _client_class() -> Any:
@@ -48,6 +53,8 @@ class MLFlowLogger(Callback):
     Epoch metrics are logged with ``step`` = the epoch number; with ``batch_granularity`` the
     batch loss and metrics are logged too, as ``batch_<name>`` with ``step`` = the global step.
     Test metrics (``test_loss``...) are logged with ``step`` = the number of completed epochs.
+    When training ends, the metric ``last-epoch`` (Poutyne's) holds the number of epochs completed,
+    at that same step, so a run trained further later adds a point instead of overwriting it.
     Parameters and metrics logged before training starts are sent once the run is open (on a
     resume, after the saved run id is restored). The run is marked finished when training ends.
 
@@ -95,23 +102,27 @@ class MLFlowLogger(Callback):
     def log_config_params(self, config_params: Mapping[str, Any]) -> None:
         """Log a configuration as parameters; nested keys and list positions are joined with dots
         (``model.hidden``, ``layers.0``)."""
-        if not isinstance(config_params, Mapping):
-            raise reject(
-                "config_params",
-                config_params,
-                "a mapping of parameter names to values",
-                received=type(config_params).__name__,
-            )
-        for name, value in _flatten(config_params):
+        for name, value in _flatten(_checked_mapping("config_params", config_params)):
             self.log_param(name, value)
 
     def log_param(self, param_name: str, value: Any) -> None:
         """Log one parameter (MLflow refuses a new value for a parameter already logged)."""
         self._send("param", (param_name, value))
 
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Log each ``name: value`` of ``params`` as a parameter, as :meth:`log_param` does (values
+        are logged as they are; :meth:`log_config_params` flattens nested ones)."""
+        for name, value in _checked_mapping("params", params).items():
+            self.log_param(name, value)
+
     def log_metric(self, metric_name: str, value: float, step: int | None = None) -> None:
         """Log one metric value, at ``step`` if given."""
         self._send("metric", (metric_name, float(value), step))
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        """Log each ``name: value`` of ``metrics``, all at ``step`` if given."""
+        for name, value in _checked_mapping("metrics", metrics).items():
+            self.log_metric(name, value, step=step)
 
     def _send(self, kind: str, item: tuple[Any, ...]) -> None:
         if not self._active:
@@ -145,8 +156,13 @@ class MLFlowLogger(Callback):
         self._pending = []
 
     def on_train_end(self, logs: dict[str, Any]) -> None:
-        if self.run_id is not None:
-            self._client.set_terminated(self.run_id, status="FINISHED")
+        if self.run_id is None:
+            return  # nothing of this training was logged (its run never began here)
+        if not self._active:  # a run already over whose end was not reached: reopen its MLflow run
+            self._open_run()
+        if self.has_trainer:
+            self._log_last_epoch(self.trainer.epochs_completed)
+        self._client.set_terminated(self.run_id, status="FINISHED")
 
     def on_test_begin(self, logs: dict[str, Any]) -> None:
         self._finish_after_test = not self._active
@@ -197,6 +213,12 @@ class MLFlowLogger(Callback):
             sent[key] = {metric.step for metric in self._client.get_metric_history(self.run_id, key)}
         return [record for record in records if record[2] not in sent[record[0]]]
 
+    def _log_last_epoch(self, epochs: int) -> None:
+        """Log ``last-epoch`` at the step ``epochs``, unless an attempt killed after it did."""
+        logged = self._client.get_metric_history(self.run_id, LAST_EPOCH)
+        if all(metric.step != epochs for metric in logged):
+            self._log_records([[LAST_EPOCH, float(epochs), epochs, _now_ms()]])
+
     def _log_records(self, records: list[list[Any]]) -> None:
         from mlflow.entities import Metric
 
@@ -215,6 +237,12 @@ class MLFlowLogger(Callback):
         self.run_id = state["run_id"]
         self._pending = [list(record) for record in state["pending"]]
         self._active = False
+
+
+def _checked_mapping(role: str, value: Any) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise reject(role, value, "a mapping of names to values", received=type(value).__name__)
+    return value
 
 
 def _numeric(logs: dict[str, Any], skip: tuple[str, ...]) -> list[tuple[str, float]]:

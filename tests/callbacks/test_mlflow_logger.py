@@ -8,10 +8,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from experiment import ConfigurationError
+from experiment import Callback, ConfigurationError
 from experiment.callbacks.mlflow_logger import MLFlowLogger
 from experiment.errors import MissingExtraError
-from tests.support.training import CrashAtEpochEnd, make_data, train_run
+from tests.support.training import CrashAtEpochEnd, Interrupt, make_data, train_run
 
 mlflow_tracking = pytest.importorskip("mlflow.tracking")
 
@@ -165,3 +165,76 @@ def test_mlflow_logger_logs_numpy_scalars_of_the_epoch_logs(tracking_uri, client
     assert history(client, logger.run_id, "loss") == [(1, 0.25)]
     assert history(client, logger.run_id, "auc") == [(1, 0.75)]
     assert history(client, logger.run_id, "hits") == [(1, 3.0)]
+
+
+def test_mlflow_logger_log_params_and_log_metrics_send_each_entry(tmp_path, tracking_uri, client):
+    made: list[MLFlowLogger] = []
+
+    def factory() -> list[Any]:
+        logger = MLFlowLogger(experiment_name="dicts", tracking_uri=tracking_uri)
+        logger.log_params({"optimizer": "sgd", "batch_size": 16})  # before the run exists: queued
+        logger.log_metrics({"baseline_acc": 33.0, "baseline_loss": 1.1}, step=0)
+        made.append(logger)
+        return [logger]
+
+    train_run(tmp_path / "run", epochs=1, callbacks=factory)
+    logger = made[0]
+    logger.log_metrics({"calibration": 0.5, "ece": 0.125})  # after training: sent at once
+    assert client.get_run(logger.run_id).data.params == {"optimizer": "sgd", "batch_size": "16"}
+    assert history(client, logger.run_id, "baseline_acc") == [(0, 33.0)]
+    assert history(client, logger.run_id, "baseline_loss") == [(0, 1.1)]
+    assert history(client, logger.run_id, "calibration") == [(0, 0.5)]
+    assert history(client, logger.run_id, "ece") == [(0, 0.125)]
+
+
+@pytest.mark.parametrize("method", ["log_params", "log_metrics"])
+def test_mlflow_logger_log_params_and_metrics_need_a_mapping(tracking_uri, method):
+    logger = MLFlowLogger(tracking_uri=tracking_uri)
+    with pytest.raises(ConfigurationError, match=r"received list; expected a mapping of names to values"):
+        getattr(logger, method)([("lr", 0.1)])
+
+
+class StopAfter(Callback):
+    def __init__(self, epoch: int) -> None:
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch_number: int, logs: dict[str, Any]) -> None:
+        if epoch_number == self.epoch:
+            self.trainer.stop_training = True
+
+
+def test_mlflow_logger_last_epoch_is_logged_at_each_training_end_at_its_step(tmp_path, tracking_uri, client):
+    made: list[MLFlowLogger] = []
+    factory = make_loggers(tracking_uri, "last-epoch", made)
+    train_run(tmp_path / "run", epochs=2, callbacks=factory)
+    train_run(tmp_path / "run", epochs=4, callbacks=factory)  # the same run, trained further
+    assert made[0].run_id == made[1].run_id
+    assert history(client, made[0].run_id, "last-epoch") == [(2, 2.0), (4, 4.0)]
+    stopped: list[MLFlowLogger] = []
+    train_run(
+        tmp_path / "stopped",
+        epochs=4,
+        callbacks=lambda: [StopAfter(3), *make_loggers(tracking_uri, "stopped", stopped)()],
+    )
+    assert history(client, stopped[0].run_id, "last-epoch") == [(3, 3.0)]  # completed, not asked
+
+
+class CrashAtTrainEnd(Callback):
+    def on_train_end(self, logs: dict[str, Any]) -> None:
+        raise Interrupt("killed after the other callbacks ended their training")
+
+
+def test_mlflow_logger_last_epoch_is_not_repeated_when_an_ended_run_ends_again(
+    tmp_path, tracking_uri, client
+):
+    made: list[MLFlowLogger] = []
+    factory = make_loggers(tracking_uri, "ends-twice", made)
+    train_run(tmp_path / "run", epochs=2, callbacks=lambda: [*factory(), CrashAtTrainEnd()])
+    # the status is not "finished": training it again runs every on_train_end once more
+    train_run(tmp_path / "run", epochs=2, callbacks=factory)
+    run_id = made[0].run_id
+    assert made[1].run_id == run_id
+    assert history(client, run_id, "last-epoch") == [(2, 2.0)]
+    assert [step for step, _ in history(client, run_id, "loss")] == [1, 2]
+    assert client.get_run(run_id).info.status == "FINISHED"
