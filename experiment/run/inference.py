@@ -187,7 +187,7 @@ def predict_outputs(
     # A custom evaluation step takes each batch whole and decides what its inputs are.
     inputs = prediction_inputs(data, batch_size=batch_size, has_targets=False if step else has_targets)
     if checkpoint is not None:
-        with directory.lock():
+        with directory.reading():  # a run on a read-only mount can be read too
             load_saved_weights(directory, loop.network, checkpoint)
     output = None if step is None else step_output(step, loop)
     return predict(loop.network, inputs, loop.device, autocast=loop.precision.autocast, output=output)

@@ -16,6 +16,7 @@ Layout (a stable contract, documented in README)::
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -26,7 +27,12 @@ from typing import Any
 
 from experiment.arguments import reject
 from experiment.errors import RunDirectoryError
-from experiment.store.files import atomic_write_text, refuse_symlink
+from experiment.store.files import (
+    atomic_write_text,
+    on_read_only_mount,
+    read_only_mount_message,
+    refuse_symlink,
+)
 from experiment.store.lock import DirectoryLock, is_locked
 from experiment.store.metadata import check_metadata, plain_config
 
@@ -85,11 +91,15 @@ class RunDirectory:
         try:
             self.checkpoints_dir.mkdir(parents=True, exist_ok=True)
         except OSError as error:
+            if error.errno == errno.EROFS and self.path.is_dir():
+                raise RunDirectoryError(read_only_mount_message(self.path)) from error
             raise RunDirectoryError(
                 f"Cannot create the run directory {self.path}: {error.strerror}. Choose a writable "
                 "location or fix the permissions."
             ) from error
         for folder in (self.path, self.checkpoints_dir):
+            if on_read_only_mount(folder):
+                raise RunDirectoryError(read_only_mount_message(folder))
             if not os.access(folder, os.W_OK | os.X_OK):
                 raise RunDirectoryError(
                     f"The run directory {folder} is read-only; training needs to write checkpoints "
@@ -104,6 +114,16 @@ class RunDirectory:
         """
         self.check_links()
         return DirectoryLock(self.lock_path, self.holder_path)
+
+    def reading(self) -> contextlib.AbstractContextManager[None]:
+        """The directory's lock held to read saved files; a shared lock that writes nothing where
+        this process may not write the run (see :meth:`DirectoryLock.reading`).
+
+        Raises:
+            RunDirectoryError: a file or folder of the run is a symbolic link.
+            DirectoryLockedError: another live process holds the lock (on entering).
+        """
+        return self.lock().reading()
 
     def check_links(self) -> None:
         """Check that no file or folder of the run is a symbolic link, which a write or a cleanup

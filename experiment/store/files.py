@@ -35,6 +35,25 @@ def refuse_symlink(path: Path) -> Path:
     return path
 
 
+def read_only_mount_message(folder: Path) -> str:
+    """Why a run on a read-only file system (results shared read-only) cannot be written, and what
+    to do: said the same way by every write that is refused there."""
+    return (
+        f"The run directory {folder} is on a read-only file system. Training, test() (which appends "
+        "to test_log.tsv) and exp clean write there, so nothing was done and nothing changed. Copy the "
+        "run somewhere writable (cp -a RUN COPY) and use the copy. What only reads works where it is: "
+        "Experiment(...).predict(x, checkpoint=...), evaluate, exp status, ls, logs, plot and diff."
+    )
+
+
+def on_read_only_mount(path: Path) -> bool:
+    """Whether ``path`` lies on a file system mounted read-only, where even root cannot write."""
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
 def fsync_dir(dir_path: Path) -> None:
     """Make the entries of ``dir_path`` (creations, renames, removals) durable."""
     fd = os.open(dir_path, os.O_RDONLY)
