@@ -40,6 +40,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "experiment.callbacks.trainer": ("Trainer",),
     "experiment.callbacks.clipping": ("ClipNorm", "ClipValue"),
     "experiment.callbacks.csv_logger": ("CSVLogger", "AtomicCSVLogger"),
+    "experiment.callbacks.gradient_tracker": ("GradientTracker",),
     "experiment.callbacks.tensorboard_logger": ("TensorBoardLogger", "TensorBoardGradientTracker"),
     "experiment.callbacks.progress": ("ProgressionCallback",),
     "experiment.callbacks.mlflow_logger": ("MLFlowLogger",),

@@ -19,6 +19,7 @@ from experiment.callbacks.csv_logger import AtomicCSVLogger, CSVLogger
 from experiment.callbacks.delay import DelayCallback
 from experiment.callbacks.early_stopping import EarlyStopping, PatienceChecker
 from experiment.callbacks.forwarding import ForwardingCallback
+from experiment.callbacks.gradient_tracker import GradientTracker
 from experiment.callbacks.lr_schedulers import (
     CosineAnnealingLR,
     CosineAnnealingWarmRestarts,
@@ -58,6 +59,7 @@ __all__ = [
     "EarlyStopping",
     "ExponentialLR",
     "ForwardingCallback",
+    "GradientTracker",
     "LRSchedulerCallback",
     "LRSchedulerCheckpoint",
     "LambdaLR",

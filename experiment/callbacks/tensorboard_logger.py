@@ -18,11 +18,9 @@ from __future__ import annotations
 import numbers
 from typing import Any
 
-import torch
-
-from experiment.callbacks.base import Callback, missing_state_keys
+from experiment.callbacks.base import Callback
+from experiment.callbacks.gradient_tracker import GRADIENT_STATISTICS, GradientTracker
 from experiment.errors import ConfigurationError
-from experiment.state.torch_nodes import plain_module
 from experiment.store.tensorboard_layout import LAYOUT_CATEGORY, paired_layout
 
 __all__ = [
@@ -33,9 +31,6 @@ __all__ = [
     "mark_restart",
     "paired_layout",
 ]
-
-#: The statistics written per parameter, in the order of the tracker's accumulators.
-GRADIENT_STATISTICS = ("norm_mean", "norm_std", "abs_mean", "min", "max")
 
 
 def mark_restart(writer: Any, step: int) -> None:
@@ -117,22 +112,14 @@ class TensorBoardLogger(Callback):
             add_custom_scalars(layout)
 
 
-class TensorBoardGradientTracker(Callback):
+class TensorBoardGradientTracker(GradientTracker):
     """Writes per-parameter gradient statistics of each epoch to a ``SummaryWriter``.
 
-    After every backward pass, for each tracked parameter, the L2 norm of its gradient, the mean of
-    its absolute values and its smallest and largest entries are folded into running statistics kept
-    on the device (no copy to the host per batch). At the epoch end, five scalars per parameter are
-    written under ``gradients/<parameter name>/``:
-
-    - ``norm_mean`` and ``norm_std``: mean and (population) standard deviation over the epoch's
-      batches of the gradient's L2 norm;
-    - ``abs_mean``: mean over the batches of the mean absolute gradient entry;
-    - ``min`` and ``max``: the smallest and largest gradient entry seen in the epoch.
-
-    A parameter without a gradient in a batch counts as a zero gradient. The running statistics are
-    saved with each checkpoint, so an epoch interrupted and resumed reports the same values as an
-    uninterrupted one.
+    The statistics are those of :class:`~experiment.callbacks.gradient_tracker.GradientTracker`
+    (kept on the device, saved with each checkpoint, so that an epoch interrupted and resumed
+    reports the same values as an uninterrupted one). At the epoch end, five scalars per parameter
+    are written under ``gradients/<parameter name>/``: ``norm_mean``, ``norm_std``, ``abs_mean``,
+    ``min`` and ``max``.
 
     Args:
         writer: a ``torch.utils.tensorboard.SummaryWriter`` (the callback never closes it).
@@ -144,112 +131,24 @@ class TensorBoardGradientTracker(Callback):
         >>> exp.train(train_loader, epochs=10, callbacks=[TensorBoardGradientTracker(writer)])
     """
 
-    main_process_only = True  # under torchrun, rank 0 alone writes and shows progress
-
-    needs_batch_values = False
-
     def __init__(self, writer: Any, keep_bias: bool = False, *, purge_on_resume: bool = True) -> None:
-        super().__init__()
+        super().__init__(keep_bias=keep_bias)
         _check_writer(writer)
         self.writer = writer
-        self.keep_bias = bool(keep_bias)
         self.purge_on_resume = purge_on_resume
-        self.names: list[str] = []
-        self._parameters: list[torch.nn.Parameter] = []
-        self._sizes = torch.zeros(0)
-        self.count = 0
-        self.stats: dict[str, torch.Tensor] | None = None
 
     def on_train_begin(self, logs: dict[str, Any]) -> None:
-        named = [
-            (n, p)
-            for n, p in plain_module(self.trainer.network).named_parameters()
-            if p.requires_grad and (self.keep_bias or "bias" not in n.rsplit(".", 1)[-1])
-        ]
-        names = [n for n, _ in named]
-        if self.stats is not None and names != self.names:
-            raise ConfigurationError(
-                f"TensorBoardGradientTracker: the saved statistics track {self.names}, but the "
-                f"network now has {names} to track. Keep keep_bias and the network as in the "
-                "interrupted run."
-            )
-        self.names, self._parameters = names, [p for _, p in named]
-        if self._parameters:
-            device = self._parameters[0].device
-            # built once: a tensor made from host numbers at every step would wait for the device
-            self._sizes = torch.tensor(
-                [p.numel() for p in self._parameters], dtype=torch.float32, device=device
-            )
-            if self.stats is not None:
-                self.stats = {key: value.to(device) for key, value in self.stats.items()}
+        super().on_train_begin(logs)
         if self.purge_on_resume and _is_resumed(self):
             mark_restart(self.writer, self.trainer.epochs_completed + 1)
 
-    def on_epoch_begin(self, epoch_number: int, logs: dict[str, Any]) -> None:
-        self.count, self.stats = 0, None
-
-    def on_backward_end(self, batch_number: int) -> None:
-        if not self._parameters:
-            return
-        with torch.no_grad():
-            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self._parameters]
-            norms = torch.stack(torch._foreach_norm(grads, 2)).float()
-            abs_sums = torch.stack(torch._foreach_norm(grads, 1)).float()
-            mins = torch.stack([g.min() for g in grads]).float()
-            maxs = torch.stack([g.max() for g in grads]).float()
-            self._accumulate(norms, abs_sums / self._sizes, mins, maxs)
-
-    def _accumulate(
-        self, norms: torch.Tensor, abs_means: torch.Tensor, mins: torch.Tensor, maxs: torch.Tensor
+    def log_gradient_statistics(
+        self, epoch_number: int, statistics: dict[str, dict[str, float]], logs: dict[str, Any]
     ) -> None:
-        self.count += 1
-        if self.stats is None:
-            self.stats = {
-                "norm_mean": norms,
-                "norm_m2": torch.zeros_like(norms),
-                "abs_sum": abs_means,
-                "min": mins,
-                "max": maxs,
-            }
-            return
-        stats = self.stats
-        delta = norms - stats["norm_mean"]  # Welford's update: stable without float64
-        stats["norm_mean"] = stats["norm_mean"] + delta / self.count
-        stats["norm_m2"] = stats["norm_m2"] + delta * (norms - stats["norm_mean"])
-        stats["abs_sum"] = stats["abs_sum"] + abs_means
-        stats["min"] = torch.minimum(stats["min"], mins)
-        stats["max"] = torch.maximum(stats["max"], maxs)
-
-    def on_epoch_end(self, epoch_number: int, logs: dict[str, Any]) -> None:
-        if self.stats is None:
-            return
-        stats = self.stats
-        table = torch.stack(
-            [
-                stats["norm_mean"],
-                (stats["norm_m2"] / self.count).sqrt(),
-                stats["abs_sum"] / self.count,
-                stats["min"],
-                stats["max"],
-            ]
-        ).tolist()
-        for statistic, values in zip(GRADIENT_STATISTICS, table, strict=True):
-            for name, value in zip(self.names, values, strict=True):
-                self.writer.add_scalar(f"gradients/{name}/{statistic}", value, epoch_number)
+        for statistic in GRADIENT_STATISTICS:
+            for name, values in statistics.items():
+                self.writer.add_scalar(f"gradients/{name}/{statistic}", values[statistic], epoch_number)
         self.writer.flush()
-        self.count, self.stats = 0, None
-
-    def state_dict(self) -> dict[str, Any]:
-        stats = None if self.stats is None else {k: v.detach().cpu() for k, v in self.stats.items()}
-        return {"names": list(self.names), "count": self.count, "stats": stats}
-
-    def state_problems(self, state: dict[str, Any]) -> list[str]:
-        return missing_state_keys("TensorBoardGradientTracker", state, ("names", "count", "stats"))
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.names = list(state["names"])
-        self.count = int(state["count"])
-        self.stats = None if state["stats"] is None else dict(state["stats"])
 
 
 def _check_writer(writer: Any) -> None:
