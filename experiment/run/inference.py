@@ -185,7 +185,12 @@ def predict_outputs(
         raise ConfigurationError(f"has_targets: received {has_targets!r}; expected None, True or False.")
     step = loop.eval_step
     # A custom evaluation step takes each batch whole and decides what its inputs are.
-    inputs = prediction_inputs(data, batch_size=batch_size, has_targets=False if step else has_targets)
+    inputs = prediction_inputs(
+        data,
+        batch_size=batch_size,
+        has_targets=False if step else has_targets,
+        dtype=parameter_dtype(loop.network),
+    )
     if checkpoint is not None:
         with directory.reading():  # a run on a read-only mount can be read too
             load_saved_weights(directory, loop.network, checkpoint)

@@ -81,7 +81,7 @@ def array_dataset(
             "(x_b, y_b, weight_b) for (x, y, sample_weight))."
         )
     tensors = _checked([torch.from_numpy(p) if isinstance(p, np.ndarray) else p for p in data], role)
-    return TensorDataset(*_cast(tensors, dtype, role))
+    return TensorDataset(*cast_floating(tensors, dtype, role))
 
 
 def _custom_step_advice(role: str) -> str:
@@ -120,7 +120,7 @@ def _checked(tensors: list[torch.Tensor], role: str) -> list[torch.Tensor]:
     return tensors
 
 
-def _cast(tensors: list[torch.Tensor], dtype: torch.dtype | None, role: str) -> list[torch.Tensor]:
+def cast_floating(tensors: list[torch.Tensor], dtype: torch.dtype | None, role: str) -> list[torch.Tensor]:
     """``tensors`` with the floating-point ones cast to ``dtype``; a log line says which were."""
     if dtype is None:
         return tensors

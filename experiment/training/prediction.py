@@ -33,13 +33,21 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from experiment.errors import ConfigurationError, DataError
+from experiment.training.arrays import cast_floating
 from experiment.training.batches import forward, move_batch
 from experiment.training.custom_step import step_result
 from experiment.training.data import make_loader
 
 
-def prediction_inputs(data: Any, *, batch_size: int, has_targets: bool | None) -> Iterator[Any]:
+def prediction_inputs(
+    data: Any, *, batch_size: int, has_targets: bool | None, dtype: torch.dtype | None = None
+) -> Iterator[Any]:
     """The inputs of each batch of ``data`` (see the module's documentation).
+
+    Args:
+        dtype: the network's parameter dtype: floating arrays given as a tensor, a NumPy array or
+            a tuple of them are cast to it once (NumPy's float64 for a float32 network), as
+            training casts them; batches of a Dataset, DataLoader or iterable are not.
 
     Raises:
         DataError: ``data`` cannot be batched, or a batch is not a pair when ``has_targets`` is True.
@@ -53,15 +61,18 @@ def prediction_inputs(data: Any, *, batch_size: int, has_targets: bool | None) -
         tensor = torch.from_numpy(data) if isinstance(data, np.ndarray) else data
         if tensor.ndim == 0:
             raise DataError(f"data: received a 0-dim {type(data).__name__}; expected one sample per row.")
+        (tensor,) = cast_floating([tensor], dtype, "data")
         return iter(tensor.split(batch_size))
-    loader = _loader(data, batch_size=batch_size, has_targets=has_targets)
+    loader = _loader(data, batch_size=batch_size, has_targets=has_targets, dtype=dtype)
     return (_inputs(batch, has_targets) for batch in loader)
 
 
-def _loader(data: Any, *, batch_size: int, has_targets: bool | None) -> Iterable[Any]:
+def _loader(
+    data: Any, *, batch_size: int, has_targets: bool | None, dtype: torch.dtype | None
+) -> Iterable[Any]:
     arrays = isinstance(data, (tuple, list)) and all(isinstance(a, (torch.Tensor, np.ndarray)) for a in data)
     if arrays and data and (has_targets is False or len(data) != 2):
-        return _inputs_loader(data, batch_size=batch_size, has_targets=has_targets)
+        return _inputs_loader(data, batch_size=batch_size, has_targets=has_targets, dtype=dtype)
     if not isinstance(data, Dataset) and (
         isinstance(data, (str, bytes, dict)) or not hasattr(data, "__iter__")
     ):
@@ -69,10 +80,12 @@ def _loader(data: Any, *, batch_size: int, has_targets: bool | None) -> Iterable
             f"data: received {type(data).__name__}; expected inputs as a tensor or NumPy array, (x, y) "
             "arrays, a Dataset, a DataLoader or an iterable of batches."
         )
-    return make_loader(data, batch_size=batch_size, shuffle=False, seed=0, role="data")
+    return make_loader(data, batch_size=batch_size, shuffle=False, seed=0, role="data", dtype=dtype)
 
 
-def _inputs_loader(arrays: Any, *, batch_size: int, has_targets: bool | None) -> DataLoader:
+def _inputs_loader(
+    arrays: Any, *, batch_size: int, has_targets: bool | None, dtype: torch.dtype | None
+) -> DataLoader:
     """Batches of several input arrays, for a network of several inputs."""
     if has_targets:
         raise DataError(f"data: received {len(arrays)} arrays with has_targets=True; expected (x, y).")
@@ -83,7 +96,9 @@ def _inputs_loader(arrays: Any, *, batch_size: int, has_targets: bool | None) ->
             f"data: received input arrays of {lengths} samples; expected the same number of samples "
             "(at least one) in each. Give batches one by one through a DataLoader or a generator."
         )
-    return DataLoader(TensorDataset(*tensors), batch_size=batch_size, shuffle=False)
+    return DataLoader(
+        TensorDataset(*cast_floating(tensors, dtype, "data")), batch_size=batch_size, shuffle=False
+    )
 
 
 def _inputs(batch: Any, has_targets: bool | None) -> Any:

@@ -295,3 +295,19 @@ def test_predict_with_an_eval_step_that_returns_no_y_pred_says_what_to_return(tm
 
     with pytest.raises(ConfigurationError, match=r"eval_step.*'y_pred'"):
         exp.predict((torch.randn(5, 4), torch.zeros(5, dtype=torch.long)))
+
+
+def test_predict_casts_float64_numpy_inputs_to_the_networks_dtype(tmp_path: Path):
+    """NumPy's default float64 (scikit-learn's too) as inputs alone, (x, y) or several inputs."""
+    import numpy as np
+
+    exp = make_experiment(tmp_path)
+    x, y = make_data()
+    expected = exp.predict(x)
+    x64 = x.numpy().astype(np.float64)
+    assert torch.equal(exp.predict(x64), expected)
+    assert torch.equal(exp.predict((x64, y.numpy())), expected)
+    assert torch.equal(exp.predict(torch.from_numpy(x64)), expected)
+    two_inputs = nn.Bilinear(6, 6, 2)
+    exp2 = Experiment(tmp_path / "two", two_inputs, loss_function="cross_entropy")
+    assert exp2.predict((x64, x64), has_targets=False).dtype == torch.float32
