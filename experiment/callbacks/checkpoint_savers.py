@@ -6,7 +6,6 @@ Every file written here holds plain data and tensors (``torch.save`` of a ``stat
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -43,33 +42,20 @@ class ModelCheckpoint(PeriodicSaveCallback):
     """
 
     def __init__(self, *args: Any, restore_best: bool = False, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        if restore_best and not self.save_best_only:
-            raise ConfigurationError(
-                "restore_best=True needs save_best_only=True (only best saves are restored); "
-                "received save_best_only=False. Pass save_best_only=True as well."
-            )
-        self.restore_best = restore_best
-
-    @property
-    def restores_weights_at_end(self) -> bool:  # type: ignore[override]
-        return self.restore_best
+        super().__init__(*args, restore_best=restore_best, **kwargs)
 
     def save_file(self, fd: IO[Any], epoch_number: int, logs: dict[str, Any]) -> None:
         torch.save(plain_module(self.trainer.network).state_dict(), fd)
 
-    def on_train_end(self, logs: dict[str, Any]) -> None:
-        super().on_train_end(logs)
-        if not self.restore_best:
-            return
-        if self.best_filename is None:
-            warnings.warn(
-                "ModelCheckpoint(restore_best=True): no best weights were saved, nothing to restore.",
-                stacklevel=2,
-            )
-            return
-        plain_module(self.trainer.network).load_state_dict(load_tensors(Path(self.best_filename)))
-        self._log("Restored the weights of epoch %s from %s", self.best_epoch, self.best_filename)
+    def restore(self, fd: IO[Any]) -> None:
+        """Load weights this callback saved (a file open in binary mode) into the network."""
+        plain_module(self.trainer.network).load_state_dict(
+            torch.load(fd, map_location="cpu", weights_only=True)
+        )
+
+    def restore_file(self, path: Path) -> None:
+        """Load the weights of ``path`` into the network, checked as the run's own files are."""
+        plain_module(self.trainer.network).load_state_dict(load_tensors(path))
 
 
 class OptimizerCheckpoint(PeriodicSaveCallback):
@@ -92,23 +78,55 @@ class PeriodicSaveLambda(PeriodicSaveCallback):
     Args:
         func: writes the file's content to ``fd``.
         *args: ``filename``, see :class:`PeriodicSaveCallback`.
+        restore: reads a saved file back, ``restore(fd)`` with ``fd`` open in ``read_mode``; with
+            ``restore_best=True``, it is called with the best saved file at the end of training.
         **kwargs: the options of :class:`PeriodicSaveCallback` (``open_mode="w"`` for text).
+
+    Raises:
+        ConfigurationError: ``func`` or ``restore`` is not callable, or ``restore_best=True``
+            without ``restore``.
 
     Example:
         >>> note = PeriodicSaveLambda(lambda fd, epoch, logs: fd.write(f"{epoch}\\t{logs['loss']}\\n"),
         ...                           "runs/a/last.txt", open_mode="w")
+        >>> best = PeriodicSaveLambda(lambda fd, epoch, logs: torch.save(net.state_dict(), fd),
+        ...                           "runs/a/best.pt", save_best_only=True, restore_best=True,
+        ...                           restore=lambda fd: net.load_state_dict(torch.load(fd)))
     """
 
     def __init__(
-        self, func: Callable[[IO[Any], int, dict[str, Any]], Any], *args: Any, **kwargs: Any
+        self,
+        func: Callable[[IO[Any], int, dict[str, Any]], Any],
+        *args: Any,
+        restore: Callable[[IO[Any]], Any] | None = None,
+        **kwargs: Any,
     ) -> None:
         if not callable(func):
             raise reject("func", func, "a callable (fd, epoch_number, logs)", received=type(func).__name__)
-        super().__init__(*args, **kwargs)
+        if restore is not None and not callable(restore):
+            raise reject("restore", restore, "None or a callable (fd)", received=type(restore).__name__)
         self.func = func
+        self.restore_function = restore  # before the base checks that restore_best can restore
+        super().__init__(*args, **kwargs)
 
     def save_file(self, fd: IO[Any], epoch_number: int, logs: dict[str, Any]) -> None:
         self.func(fd, epoch_number, logs)
+
+    def _can_restore(self) -> bool:
+        return self.restore_function is not None
+
+    def restore(self, fd: IO[Any]) -> None:
+        """Call the ``restore`` function with ``fd``.
+
+        Raises:
+            ConfigurationError: no ``restore`` function was given.
+        """
+        if self.restore_function is None:
+            raise ConfigurationError(
+                "PeriodicSaveLambda.restore: this callback received restore=None, so it cannot read "
+                "a file back. Pass restore=lambda fd: ... to PeriodicSaveLambda."
+            )
+        self.restore_function(fd)
 
 
 class LRSchedulerCheckpoint(PeriodicSaveCallback, ForwardingCallback):

@@ -11,12 +11,16 @@ previous best file is removed only once that epoch is committed (at the next epo
 the start or end of training), so a crash in between never leaves the committed state without its
 best file; and a resumed run redoes an uncommitted epoch's save under the same name, so no file is
 duplicated.
+
+With ``restore_best`` (and ``save_best_only``), the end of training reads the best saved file back
+through :meth:`restore` (Poutyne's hook).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import warnings
 from pathlib import Path
 from typing import IO, Any
 
@@ -48,6 +52,9 @@ class PeriodicSaveCallback(HoldsMonitoredBest, Callback):
             needed with ``save_best_only`` only).
         save_best_only: write only when ``monitor`` improves on the best so far (checked every
             epoch; ``period`` then does not apply).
+        restore_best: at the end of training, read the best saved file back with :meth:`restore`
+            (for subclasses that implement it): the file of the best epoch. Needs
+            ``save_best_only``.
         keep_only_last_best: with ``save_best_only``, remove the previous best file when a new best
             is written under another name.
         period: without ``save_best_only``, write every ``period`` epochs (epochs ``period``,
@@ -58,9 +65,12 @@ class PeriodicSaveCallback(HoldsMonitoredBest, Callback):
         atomic_write: write through a temporary file and an atomic rename (recommended); when
             false, open the final file directly.
         open_mode: the mode given to ``open``: ``"wb"`` for binary data, ``"w"`` for text.
+        read_mode: the mode in which ``restore_best`` opens the file for :meth:`restore`; by
+            default ``"rb"``, or ``"r"`` when ``open_mode`` is a text mode.
 
     Raises:
-        ConfigurationError: an option is invalid.
+        ConfigurationError: an option is invalid, or ``restore_best`` is asked of a callback that
+            cannot restore or without ``save_best_only``.
 
     Example:
         >>> class SaveEpochNumber(PeriodicSaveCallback):
@@ -83,6 +93,8 @@ class PeriodicSaveCallback(HoldsMonitoredBest, Callback):
         temporary_filename: str | os.PathLike[str] | None = None,
         atomic_write: bool = True,
         open_mode: str = "wb",
+        restore_best: bool = False,
+        read_mode: str | None = None,
     ) -> None:
         super().__init__()
         period = check_int("period", period, minimum=1, expected="a positive integer")
@@ -93,9 +105,15 @@ class PeriodicSaveCallback(HoldsMonitoredBest, Callback):
             )
         if not isinstance(open_mode, str) or not any(letter in open_mode for letter in "wax"):
             raise reject("open_mode", open_mode, "a write mode of open() such as 'wb' or 'w'")
+        if read_mode is None:
+            read_mode = "rb" if "b" in open_mode else "r"
+        if not isinstance(read_mode, str) or "r" not in read_mode or any(c in read_mode for c in "wax+"):
+            raise reject("read_mode", read_mode, "a read mode of open() such as 'rb' or 'r'")
         self.filename = os.fspath(filename)
         self.temporary_filename = None if temporary_filename is None else os.fspath(temporary_filename)
-        if mode is None and not save_best_only and known_mode(monitor) is None:
+        if restore_best:
+            self._check_restorable(save_best_only)
+        if mode is None and not (save_best_only or restore_best) and known_mode(monitor) is None:
             mode = "min"  # saves every `period` epochs: no file depends on which value is best
         self.best = MonitoredBest(monitor, mode, owner=type(self).__name__)
         self.save_best_only = save_best_only
@@ -104,13 +122,46 @@ class PeriodicSaveCallback(HoldsMonitoredBest, Callback):
         self.verbose = verbose
         self.atomic_write = atomic_write
         self.open_mode = open_mode
+        self.restore_best = bool(restore_best)
+        self.read_mode = read_mode
         self.best_filename: str | None = None
         self.pending_removal: str | None = None
+
+    def _check_restorable(self, save_best_only: bool) -> None:
+        name = type(self).__name__
+        if not self._can_restore():
+            raise ConfigurationError(
+                f"restore_best=True: {name} cannot read a saved file back (it implements no "
+                "restore(fd)). Drop restore_best, or implement restore(fd) in your subclass."
+            )
+        if not save_best_only:
+            raise ConfigurationError(
+                "restore_best=True needs save_best_only=True (only best saves are restored); "
+                "received save_best_only=False. Pass save_best_only=True as well."
+            )
+
+    @property
+    def restores_weights_at_end(self) -> bool:  # type: ignore[override]
+        """Whether ``on_train_end`` reads the best file back (``restore_best``)."""
+        return self.restore_best
 
     # ------------------------------------------------------------------------------ to override
     def save_file(self, fd: IO[Any], epoch_number: int, logs: dict[str, Any]) -> None:
         """Write this epoch's content to the open file ``fd``."""
         raise NotImplementedError(f"{type(self).__name__} must implement save_file(fd, epoch_number, logs).")
+
+    def restore(self, fd: IO[Any]) -> None:
+        """Read back a file this callback wrote, open in ``read_mode`` (at the end of training with
+        ``restore_best``: the best one). Subclasses that can restore implement it."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement restore(fd).")
+
+    def _can_restore(self) -> bool:
+        return type(self).restore is not PeriodicSaveCallback.restore
+
+    def restore_file(self, path: Path) -> None:
+        """Restore from the file at ``path``: open it in ``read_mode`` and call :meth:`restore`."""
+        with open(path, self.read_mode) as fd:
+            self.restore(fd)
 
     # ------------------------------------------------------------------------------------ hooks
     def on_train_begin(self, logs: dict[str, Any]) -> None:
@@ -121,6 +172,8 @@ class PeriodicSaveCallback(HoldsMonitoredBest, Callback):
 
     def on_train_end(self, logs: dict[str, Any]) -> None:
         self._remove_pending()
+        if self.restore_best:
+            self._restore_best()
 
     def on_epoch_end(self, epoch_number: int, logs: dict[str, Any]) -> None:
         if self.save_best_only:
@@ -131,6 +184,17 @@ class PeriodicSaveCallback(HoldsMonitoredBest, Callback):
             path = self.format_filename(self.filename, epoch_number, logs)
             self._write(path, epoch_number, logs)
             self._log("Epoch %d: saved %s", epoch_number, path)
+
+    def _restore_best(self) -> None:
+        if self.best_filename is None:
+            warnings.warn(
+                f"{type(self).__name__}(restore_best=True): no file was saved with {self.monitor!r} "
+                "logged, nothing to restore.",
+                stacklevel=3,
+            )
+            return
+        self.restore_file(Path(self.best_filename))
+        self._log("Restored epoch %s from %s", self.best_epoch, self.best_filename)
 
     def _save_best(self, epoch_number: int, logs: dict[str, Any], value: float) -> None:
         path = self.format_filename(self.filename, epoch_number, logs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 from types import SimpleNamespace
@@ -217,6 +218,10 @@ def test_model_checkpoint_restore_best_loads_best_weights_at_train_end(tmp_path)
         assert not torch.equal(value, snapshots[3][key])
 
 
+def same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a)
+
+
 def test_model_checkpoint_restore_best_needs_save_best_only(tmp_path):
     with pytest.raises(ConfigurationError, match="restore_best=True needs save_best_only=True"):
         ModelCheckpoint(tmp_path / "w.pt", restore_best=True)
@@ -225,8 +230,25 @@ def test_model_checkpoint_restore_best_needs_save_best_only(tmp_path):
 def test_model_checkpoint_restore_best_without_any_save_warns(tmp_path):
     checkpoint = ModelCheckpoint(tmp_path / "w.pt", save_best_only=True, restore_best=True)
     checkpoint.set_trainer(fake_trainer())
-    with pytest.warns(UserWarning, match="no best weights were saved"):
+    with pytest.warns(UserWarning, match=r"ModelCheckpoint\(restore_best=True\): no file was saved"):
         checkpoint.on_train_end({})
+
+
+@pytest.mark.parametrize("saver", [OptimizerCheckpoint, EpochWriter])
+def test_periodic_save_restore_best_needs_a_callback_that_can_restore(tmp_path, saver):
+    with pytest.raises(ConfigurationError, match=rf"{saver.__name__} cannot read a saved file back"):
+        saver(tmp_path / "w{epoch}.txt", save_best_only=True, restore_best=True)
+
+
+def test_model_checkpoint_restore_loads_weights_from_an_open_file(tmp_path):
+    trainer = fake_trainer()
+    checkpoint = run_epochs(ModelCheckpoint(tmp_path / "w.pt"), [0.5], trainer=trainer)
+    saved = {k: v.clone() for k, v in trainer.network.state_dict().items()}
+    with torch.no_grad():
+        trainer.network.weight.add_(1.0)
+    with open(tmp_path / "w.pt", checkpoint.read_mode) as fd:  # "rb": Poutyne's restore(fd)
+        checkpoint.restore(fd)
+    assert same_weights(trainer.network.state_dict(), saved)
 
 
 def test_optimizer_checkpoint_writes_optimizer_state(tmp_path):
@@ -257,6 +279,54 @@ def test_periodic_save_lambda_calls_func_with_file_epoch_and_logs(tmp_path):
 def test_periodic_save_lambda_needs_callable(tmp_path):
     with pytest.raises(ConfigurationError, match="func: received str"):
         PeriodicSaveLambda("write", tmp_path / "note.txt")
+
+
+def write_epoch(fd: IO[Any], epoch: int, logs: dict[str, Any]) -> None:
+    fd.write(f"epoch {epoch}")
+
+
+def test_periodic_save_lambda_restore_best_reads_the_best_file_back_at_train_end(tmp_path):
+    restored: list[str] = []
+    saver = PeriodicSaveLambda(
+        write_epoch,
+        tmp_path / "w{epoch}.txt",
+        open_mode="w",
+        save_best_only=True,
+        restore_best=True,
+        restore=lambda fd: restored.append(fd.read()),
+    )
+    assert saver.read_mode == "r"  # text, as written
+    run_epochs(saver, [0.5, 0.3, 0.4])
+    assert restored == ["epoch 2"]
+    assert saver.restores_weights_at_end is True  # a run already over restores it again
+
+
+def test_periodic_save_lambda_restore_is_called_with_the_file(tmp_path):
+    seen: list[str] = []
+    saver = PeriodicSaveLambda(
+        write_epoch, tmp_path / "w.txt", open_mode="w", restore=lambda fd: seen.append(fd.read())
+    )
+    (tmp_path / "w.txt").write_text("epoch 7")
+    with open(tmp_path / "w.txt") as fd:
+        saver.restore(fd)
+    assert seen == ["epoch 7"]
+    run_epochs(saver, [0.5])  # without restore_best, nothing is restored at the end
+    assert seen == ["epoch 7"]
+
+
+def test_periodic_save_lambda_restore_best_needs_a_restore_function(tmp_path):
+    with pytest.raises(ConfigurationError, match="PeriodicSaveLambda cannot read a saved file back"):
+        PeriodicSaveLambda(write_epoch, tmp_path / "w.txt", save_best_only=True, restore_best=True)
+    with pytest.raises(ConfigurationError, match="restore: received str; expected None or a callable"):
+        PeriodicSaveLambda(write_epoch, tmp_path / "w.txt", restore="load")
+    saver = PeriodicSaveLambda(write_epoch, tmp_path / "w.txt")
+    with pytest.raises(ConfigurationError, match=r"received restore=None.*Pass restore=lambda fd"):
+        saver.restore(io.StringIO("epoch 1"))
+
+
+def test_periodic_save_read_mode_must_be_a_read_mode(tmp_path):
+    with pytest.raises(ConfigurationError, match=r"read_mode: received 'r\+'; expected a read mode"):
+        ModelCheckpoint(tmp_path / "w.pt", read_mode="r+")
 
 
 class CountingScheduler(Callback):
