@@ -28,11 +28,14 @@ class ModelCheckpoint(PeriodicSaveCallback):
     Args:
         *args: ``filename``, see :class:`PeriodicSaveCallback`.
         restore_best: at the end of training, load the weights of the best saved epoch back into
-            the network. Needs ``save_best_only=True``.
+            the network. With ``save_best_only``, the best epoch's; without it, the best of the
+            epochs saved every ``period`` epochs (``filename`` must then hold ``{epoch}``, so that
+            every saved epoch keeps its file; see :class:`PeriodicSaveCallback`).
         **kwargs: the options of :class:`PeriodicSaveCallback`.
 
     Raises:
-        ConfigurationError: ``restore_best`` without ``save_best_only``.
+        ConfigurationError: ``restore_best`` without ``save_best_only`` and a filename without
+            ``{epoch}``, or with a monitor whose direction is unknown and no ``mode``.
 
     Example:
         >>> best = ModelCheckpoint("runs/a/weights/best-{epoch:03d}.pt", monitor="val_acc", mode="max",

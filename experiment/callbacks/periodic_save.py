@@ -12,14 +12,18 @@ the start or end of training), so a crash in between never leaves the committed 
 best file; and a resumed run redoes an uncommitted epoch's save under the same name, so no file is
 duplicated.
 
-With ``restore_best`` (and ``save_best_only``), the end of training reads the best saved file back
-through :meth:`restore` (Poutyne's hook).
+With ``restore_best``, the end of training reads the best saved file back through :meth:`restore`
+(Poutyne's hook). Without ``save_best_only`` the best is the best of the epochs saved every
+``period`` epochs, each under its own name: a filename without ``{epoch}`` would be overwritten by
+later saves and lose the best one, so it is refused.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
+import string
 import warnings
 from pathlib import Path
 from typing import IO, Any
@@ -53,8 +57,10 @@ class PeriodicSaveCallback(HoldsMonitoredBest, Callback):
         save_best_only: write only when ``monitor`` improves on the best so far (checked every
             epoch; ``period`` then does not apply).
         restore_best: at the end of training, read the best saved file back with :meth:`restore`
-            (for subclasses that implement it): the file of the best epoch. Needs
-            ``save_best_only``.
+            (for subclasses that implement it). With ``save_best_only``, the file of the best
+            epoch. Without it, the best of the epochs saved every ``period`` epochs (with
+            ``period=1``, the best epoch); ``filename`` must then hold ``{epoch}`` so that each
+            save keeps its own file, and ``mode`` must be known, as with ``save_best_only``.
         keep_only_last_best: with ``save_best_only``, remove the previous best file when a new best
             is written under another name.
         period: without ``save_best_only``, write every ``period`` epochs (epochs ``period``,
@@ -70,7 +76,7 @@ class PeriodicSaveCallback(HoldsMonitoredBest, Callback):
 
     Raises:
         ConfigurationError: an option is invalid, or ``restore_best`` is asked of a callback that
-            cannot restore or without ``save_best_only``.
+            cannot restore or with a filename that every save overwrites.
 
     Example:
         >>> class SaveEpochNumber(PeriodicSaveCallback):
@@ -134,10 +140,12 @@ class PeriodicSaveCallback(HoldsMonitoredBest, Callback):
                 f"restore_best=True: {name} cannot read a saved file back (it implements no "
                 "restore(fd)). Drop restore_best, or implement restore(fd) in your subclass."
             )
-        if not save_best_only:
+        if not save_best_only and not _names_epoch(self.filename):
             raise ConfigurationError(
-                "restore_best=True needs save_best_only=True (only best saves are restored); "
-                "received save_best_only=False. Pass save_best_only=True as well."
+                f"restore_best=True without save_best_only: received filename={self.filename!r}, "
+                "which every save overwrites, so the best epoch's file would be lost; expected a "
+                "filename holding {epoch} (e.g. 'weights-{epoch:03d}.pt'). Put {epoch} in it, or "
+                "pass save_best_only=True."
             )
 
     @property
@@ -176,14 +184,18 @@ class PeriodicSaveCallback(HoldsMonitoredBest, Callback):
             self._restore_best()
 
     def on_epoch_end(self, epoch_number: int, logs: dict[str, Any]) -> None:
+        role = f"{type(self).__name__}(monitor=...)"
         if self.save_best_only:
-            value = monitored_value(logs, self.monitor, role=f"{type(self).__name__}(monitor=...)")
+            value = monitored_value(logs, self.monitor, role=role)
             if self.best.improves(value):
                 self._save_best(epoch_number, logs, value)
         elif epoch_number % self.period == 0:
+            tracked = monitored_value(logs, self.monitor, role=role) if self.restore_best else None
             path = self.format_filename(self.filename, epoch_number, logs)
             self._write(path, epoch_number, logs)
             self._log("Epoch %d: saved %s", epoch_number, path)
+            if self.best.update(tracked, epoch_number):  # None (no best) without restore_best
+                self.best_filename = path
 
     def _restore_best(self) -> None:
         if self.best_filename is None:
@@ -293,3 +305,12 @@ class PeriodicSaveCallback(HoldsMonitoredBest, Callback):
         best = {"monitor": self.monitor, "mode": self.mode, "epoch": state.get("best_epoch")}
         rest = {key: value for key, value in state.items() if key not in ("best_value", "best_epoch")}
         return {"best": {**best, "value": state["best_value"]}, **rest}
+
+
+def _names_epoch(template: str) -> bool:
+    """Whether the format string ``template`` has an ``{epoch}`` field (so each epoch gets its name)."""
+    try:
+        fields = [field for _, field, _, _ in string.Formatter().parse(template) if field]
+    except ValueError:
+        return False  # not a format string: the first save says why
+    return any(re.split(r"[.\[]", field, maxsplit=1)[0] == "epoch" for field in fields)

@@ -218,13 +218,62 @@ def test_model_checkpoint_restore_best_loads_best_weights_at_train_end(tmp_path)
         assert not torch.equal(value, snapshots[3][key])
 
 
+def run_perturbed(checkpoint: ModelCheckpoint, losses: list[float]) -> dict[int, dict[str, torch.Tensor]]:
+    """Drive ``checkpoint`` over epochs whose weights differ; return each epoch's weights."""
+    trainer, perturb = fake_trainer(), PerturbWeights()
+    for callback in (perturb, checkpoint):
+        callback.set_trainer(trainer)
+    checkpoint.on_train_begin({})
+    snapshots = {}
+    for epoch, loss in enumerate(losses, start=1):
+        logs = {"epoch": epoch, "val_loss": loss}
+        checkpoint.on_epoch_begin(epoch, {})
+        perturb.on_epoch_end(epoch, logs)
+        snapshots[epoch] = {k: v.clone() for k, v in trainer.network.state_dict().items()}
+        checkpoint.on_epoch_end(epoch, logs)
+    checkpoint.on_train_end({})
+    snapshots[0] = trainer.network.state_dict()  # the weights training ends with
+    return snapshots
+
+
 def same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a)
 
 
-def test_model_checkpoint_restore_best_needs_save_best_only(tmp_path):
-    with pytest.raises(ConfigurationError, match="restore_best=True needs save_best_only=True"):
-        ModelCheckpoint(tmp_path / "w.pt", restore_best=True)
+def test_model_checkpoint_restore_best_without_save_best_only_restores_the_best_saved_epoch(tmp_path):
+    checkpoint = ModelCheckpoint(tmp_path / "w{epoch}.pt", restore_best=True)
+    snapshots = run_perturbed(checkpoint, [0.5, 0.3, 0.4])
+    assert names(tmp_path) == ["w1.pt", "w2.pt", "w3.pt"]  # every epoch saved
+    assert (checkpoint.best_epoch, checkpoint.best_filename) == (2, str(tmp_path / "w2.pt"))
+    assert same_weights(snapshots[0], snapshots[2]) and not same_weights(snapshots[0], snapshots[3])
+
+
+def test_model_checkpoint_restore_best_with_a_period_restores_the_best_of_the_saved_epochs(tmp_path):
+    checkpoint = ModelCheckpoint(tmp_path / "w{epoch}.pt", period=2, restore_best=True)
+    snapshots = run_perturbed(checkpoint, [0.1, 0.4, 0.5, 0.3])  # epoch 1 is best but never saved
+    assert names(tmp_path) == ["w2.pt", "w4.pt"]
+    assert checkpoint.best_epoch == 4 and same_weights(snapshots[0], snapshots[4])
+
+
+def test_model_checkpoint_restore_best_without_save_best_only_refuses_a_file_every_save_overwrites(tmp_path):
+    with pytest.raises(ConfigurationError, match=r"which every save overwrites.*expected a filename holding"):
+        ModelCheckpoint(tmp_path / "last-{val_loss:.1f}.pt", restore_best=True)
+    ModelCheckpoint(tmp_path / "last.pt", save_best_only=True, restore_best=True)  # one best file: fine
+
+
+@pytest.mark.parametrize("options", [{"save_best_only": True}, {"restore_best": True}])
+def test_model_checkpoint_monitor_of_unknown_direction_needs_a_mode_when_the_best_matters(tmp_path, options):
+    with pytest.raises(
+        ConfigurationError, match=r"mode: not given, and whether a larger or a smaller 'val_iou'"
+    ):
+        ModelCheckpoint(tmp_path / "w{epoch}.pt", monitor="val_iou", **options)
+    ModelCheckpoint(tmp_path / "w{epoch}.pt", monitor="val_iou")  # every epoch saved: no best needed
+
+
+def test_model_checkpoint_restore_best_missing_monitor_raises_at_the_save(tmp_path):
+    checkpoint = ModelCheckpoint(tmp_path / "w{epoch}.pt", monitor="val_top5_acc", restore_best=True)
+    with pytest.raises(MonitorError, match=r"ModelCheckpoint\(monitor=...\): received 'val_top5_acc'"):
+        run_epochs(checkpoint, [0.5])
 
 
 def test_model_checkpoint_restore_best_without_any_save_warns(tmp_path):
@@ -299,6 +348,18 @@ def test_periodic_save_lambda_restore_best_reads_the_best_file_back_at_train_end
     run_epochs(saver, [0.5, 0.3, 0.4])
     assert restored == ["epoch 2"]
     assert saver.restores_weights_at_end is True  # a run already over restores it again
+
+
+def test_periodic_save_lambda_restore_best_every_period_restores_the_best_saved_file(tmp_path):
+    restored: list[bytes] = []
+    saver = PeriodicSaveLambda(
+        lambda fd, epoch, logs: fd.write(bytes([epoch])),
+        tmp_path / "w{epoch}.bin",
+        restore_best=True,
+        restore=lambda fd: restored.append(fd.read()),
+    )
+    run_epochs(saver, [0.5, 0.3, 0.4])
+    assert restored == [bytes([2])]  # opened in "rb", as written in "wb"
 
 
 def test_periodic_save_lambda_restore_is_called_with_the_file(tmp_path):
@@ -440,6 +501,40 @@ def test_periodic_save_resume_matches_uninterrupted(run_dirs):
     assert expected_files["scheduler-5.pt"]["last_epoch"] == 5
     assert expected.logs["lr"].tolist() == [0.1, 0.1, 0.05, 0.05, 0.025]
     assert_same_saved_files(expected_files, actual_files)
+
+
+class ScriptedScore(Callback):
+    """Logs ``score`` at each epoch end from a script, so that the best epoch (2) is not the last."""
+
+    adds_epoch_logs = True
+    SCORES = {1: 0.5, 2: 0.2, 3: 0.4, 4: 0.3, 5: 0.6}
+
+    def on_epoch_end(self, epoch_number: int, logs: dict[str, Any]) -> None:
+        logs["score"] = self.SCORES[epoch_number]
+
+
+def every_epoch_restoring_best(run_dir: Path) -> list[Any]:
+    path = run_dir / "saved" / "every-{epoch:02d}.pt"
+    return [ScriptedScore(), ModelCheckpoint(path, monitor="score", mode="min", restore_best=True)]
+
+
+def test_model_checkpoint_restore_best_every_epoch_resumes_to_the_same_best_weights(run_dirs):
+    straight, resumed = run_dirs
+    expected = train_run(straight, epochs=5, callbacks=lambda: every_epoch_restoring_best(straight))
+    for step in (3, 10):
+        train_run(resumed, epochs=5, interrupt_at=step, callbacks=lambda: every_epoch_restoring_best(resumed))
+    train_run(  # epoch 3's file written, the epoch not committed
+        resumed, epochs=5, callbacks=lambda: [*every_epoch_restoring_best(resumed), CrashAtEpochEnd(3)]
+    )
+    actual = train_run(resumed, epochs=5, callbacks=lambda: every_epoch_restoring_best(resumed))
+    assert_same_training_state(expected, actual)
+    assert_same_saved_files(saved_files(straight), saved_files(resumed))
+    best = torch.load(straight / "saved" / "every-02.pt", weights_only=True)
+    last = torch.load(straight / "saved" / "every-05.pt", weights_only=True)
+    assert same_weights(expected.network.state_dict(), best)
+    assert not same_weights(best, last)
+    again = train_run(resumed, epochs=5, callbacks=lambda: every_epoch_restoring_best(resumed))
+    assert same_weights(again.network.state_dict(), best)  # a run already over ends as it ended
 
 
 # ------------------------------------------------------------------------ the monitored best on resume
