@@ -15,10 +15,11 @@ from experiment.callbacks.progress import with_progress
 from experiment.errors import ConfigurationError
 from experiment.run.objects import load_optimizer_file
 from experiment.run.ownership import callbacks_of_rank
+from experiment.run.plan_making import evaluation_loader
 from experiment.run.testing import load_saved_weights
 from experiment.store.directory import RunDirectory
 from experiment.training.batches import parameter_dtype
-from experiment.training.data import BatchSource, make_loader
+from experiment.training.data import BatchSource
 from experiment.training.distributed import SINGLE
 from experiment.training.loop import TrainingLoop
 from experiment.training.prediction import concatenate, predict, prediction_inputs, step_output
@@ -138,16 +139,7 @@ def evaluate_in_memory(
     # Under torchrun each rank evaluates its share and the sums are combined; outputs asked for
     # are those of all the data, so then every rank evaluates all of it.
     world = loop.world if not return_pred else SINGLE
-    loader = make_loader(
-        data,
-        batch_size=batch_size,
-        shuffle=False,
-        seed=0,
-        role="data",
-        world=world,
-        whole_batches=loop.eval_step is not None,
-        dtype=parameter_dtype(loop.network),
-    )
+    loader = evaluation_loader(loop, data, role="data", batch_size=batch_size, world=world)
     source = BatchSource(loader, None, "data")
     callback_list = CallbackList(callbacks_of_rank(callbacks, loop.world))
     callback_list.setup({"steps": source.steps_per_epoch}, loop)

@@ -19,6 +19,7 @@ from experiment.state.monitor import missing_monitor_message
 from experiment.training.arrays import is_array_tuple
 from experiment.training.batches import parameter_dtype
 from experiment.training.data import BatchSource, make_loader
+from experiment.training.distributed import World
 from experiment.training.loop import TrainingLoop
 from experiment.training.plan import TrainingPlan
 
@@ -72,7 +73,6 @@ def make_plan(
         MonitorError: ``monitor`` is not among the keys the run logs.
     """
     world = loop.world
-    dtype = parameter_dtype(loop.network)  # the floating arrays of a tuple are cast to it
     train_loader = make_loader(
         train_data,
         batch_size=batch_size,
@@ -81,20 +81,11 @@ def make_plan(
         role="train_data",
         world=world,
         whole_batches=loop.custom_train_step is not None,
-        dtype=dtype,
+        dtype=parameter_dtype(loop.network),  # the floating arrays of a tuple are cast to it
     )
     valid = None
     if valid_data is not None:
-        loader = make_loader(
-            valid_data,
-            batch_size=batch_size,
-            shuffle=False,
-            seed=seed,
-            role="valid_data",
-            world=world,
-            whole_batches=loop.eval_step is not None,
-            dtype=dtype,
-        )
+        loader = evaluation_loader(loop, valid_data, role="valid_data", batch_size=batch_size, seed=seed)
         valid = BatchSource(loader, None, "valid_data")
     monitor = resolve_monitor(monitor, loop, valid is not None, callbacks)
     schedulers = check_schedulers(lr_schedulers, monitor)
@@ -108,6 +99,24 @@ def make_plan(
         schedulers=schedulers.all,
         epoch_schedulers=schedulers.per_epoch,
         monitor=monitor,
+    )
+
+
+def evaluation_loader(
+    loop: TrainingLoop, data: Any, *, role: str, batch_size: int, world: World | None = None, seed: int = 0
+) -> Any:
+    """Batches of ``data`` for validation, test or evaluation by ``loop``, in order: this rank's
+    share in a distributed ``world`` (the loop's by default), whole batches for a custom
+    evaluation step, floating arrays of a tuple cast to the network's parameter dtype."""
+    return make_loader(
+        data,
+        batch_size=batch_size,
+        shuffle=False,
+        seed=seed,
+        role=role,
+        world=loop.world if world is None else world,
+        whole_batches=loop.eval_step is not None,
+        dtype=parameter_dtype(loop.network),
     )
 
 

@@ -10,14 +10,14 @@ from torch import nn
 from experiment.callbacks.base import CallbackList
 from experiment.errors import CheckpointError, ConfigurationError
 from experiment.run.ownership import callbacks_of_rank, owned
+from experiment.run.plan_making import evaluation_loader
 from experiment.state.compatibility import model_mismatches
 from experiment.state.torch_nodes import plain_module
 from experiment.store import metadata as meta
 from experiment.store import tsv
 from experiment.store.checkpoints import saved_weights
 from experiment.store.directory import RunDirectory
-from experiment.training.batches import parameter_dtype
-from experiment.training.data import BatchSource, make_loader
+from experiment.training.data import BatchSource
 from experiment.training.loop import TrainingLoop
 
 
@@ -42,16 +42,7 @@ def evaluate_saved_weights(
             "Testing needs a loss function: pass loss_function= (or eval_step=) to Experiment."
         )
     world = loop.world
-    loader = make_loader(
-        test_data,
-        batch_size=batch_size,
-        shuffle=False,
-        seed=0,
-        role="test_data",
-        world=world,
-        whole_batches=loop.eval_step is not None,
-        dtype=parameter_dtype(loop.network),
-    )
+    loader = evaluation_loader(loop, test_data, role="test_data", batch_size=batch_size)
     source = BatchSource(loader, None, "test_data")
     with owned(directory, world):  # each rank tests its share; rank 0 writes the row
         epoch = load_saved_weights(directory, loop.network, checkpoint)
