@@ -7,11 +7,7 @@ made, a TensorBoard file written. A fresh interpreter imports the front door and
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
-from tests.support.cli import REPO_ROOT, subprocess_env
+from tests.support.cli import probe_json
 
 HEAVY = ("torchmetrics", "scipy", "matplotlib", "pandas", "mlflow", "tensorboard", "torch.utils.tensorboard")
 
@@ -26,15 +22,7 @@ print(json.dumps(sorted(m for m in heavy if m in sys.modules)))
 
 
 def _heavy_after(code: str) -> list[str]:
-    completed = subprocess.run(
-        [sys.executable, "-c", _PROBE, code, *HEAVY],
-        cwd=REPO_ROOT,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return json.loads(completed.stdout)
+    return probe_json(_PROBE, code, *HEAVY)
 
 
 def test_start_up_imports_experiment_loads_no_torchmetrics_scipy_or_loggers():

@@ -7,11 +7,7 @@ on purpose. So a fresh interpreter imports every module of those packages and lo
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
-from tests.support.cli import REPO_ROOT, subprocess_env
+from tests.support.cli import probe_json
 
 LIGHT_PACKAGES = ("experiment.store", "experiment.runs", "cli")
 
@@ -32,15 +28,7 @@ print(json.dumps({"imported": imported, "heavy": heavy}))
 
 
 def _probe(*packages: str) -> dict[str, list[str]]:
-    completed = subprocess.run(
-        [sys.executable, "-c", _PROBE, *packages],
-        cwd=REPO_ROOT,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return json.loads(completed.stdout)
+    return probe_json(_PROBE, *packages)
 
 
 def test_light_imports_read_side_does_not_import_torch():

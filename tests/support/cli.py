@@ -229,3 +229,17 @@ def wait_until_ready(process: subprocess.Popen[str]) -> None:
     for line in process.stdout:
         if line.strip() == "READY":
             return
+
+
+def probe_json(code: str, *args: str) -> Any:
+    """Run ``code`` in a fresh interpreter (arguments in ``sys.argv[1:]``) from the repository root;
+    return the JSON it prints."""
+    completed = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        cwd=REPO_ROOT,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(completed.stdout)
