@@ -62,7 +62,9 @@ def test_cli_end_to_end_script_killed_then_resumed_matches_uninterrupted(workdir
     )
     assert code == -signal.SIGKILL
     status = _exp(workdir, "status", "script-run")
-    assert "interrupted" in status.stdout and "6 / 12 optimizer steps (epoch 2: 2 / 4 batches)" in status.stdout
+    assert (
+        "interrupted" in status.stdout and "6 / 12 optimizer steps (epoch 2: 2 / 4 batches)" in status.stdout
+    )
 
     resumed = _exp(workdir, "resume", "script-run")
 
