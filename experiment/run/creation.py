@@ -26,12 +26,12 @@ from experiment.training.plan import TrainingPlan
 _DATA_FIELDS = ("batch_size", "samples", "batches_per_pass", "steps_per_epoch")
 
 
-def creation_record(loop: TrainingLoop, plan: TrainingPlan, kinds: dict[str, str]) -> dict[str, Any]:
+def creation_record(loop: TrainingLoop, plan: TrainingPlan) -> dict[str, Any]:
     """The record of a call: the optimizer's class and hyperparameters per group, precision,
     accumulation and the shape of each data source."""
-    data = {"train_data": data_shape(plan.train, kinds["train_data"])}
+    data = {"train_data": data_shape(plan.train)}
     if plan.valid is not None:
-        data["valid_data"] = data_shape(plan.valid, kinds["valid_data"])
+        data["valid_data"] = data_shape(plan.valid)
     return {
         "optimizer_class": f"{type(loop.optimizer).__module__}.{type(loop.optimizer).__qualname__}",
         "optimizer": hyperparameters(loop.optimizer),
@@ -62,7 +62,8 @@ def hyperparameters(optimizer: torch.optim.Optimizer) -> list[dict[str, Any]]:
     return groups
 
 
-def data_shape(source: BatchSource, kind: str) -> dict[str, Any]:
+def data_shape(source: BatchSource) -> dict[str, Any]:
+    """How a data source was given (its kind) and its shape, as experiment.json records them."""
     loader = source.loader
     dataset = getattr(loader, "dataset", None)
     try:
@@ -70,7 +71,7 @@ def data_shape(source: BatchSource, kind: str) -> dict[str, Any]:
     except TypeError:
         samples = None
     return {
-        "kind": kind,
+        "kind": source.kind,
         "batch_size": getattr(loader, "batch_size", None),
         "samples": samples,
         "batches_per_pass": source.pass_length,

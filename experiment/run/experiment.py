@@ -19,8 +19,9 @@ from experiment.errors import (
 from experiment.run.inference import Inference
 from experiment.run.objects import compiled
 from experiment.run.ownership import owned
-from experiment.run.plan_making import check_callbacks, check_train_arguments, data_kind, make_plan
+from experiment.run.plan_making import check_callbacks, check_train_arguments, make_plan
 from experiment.run.session import TrainingSession
+from experiment.run.settings import RunSettings
 from experiment.run.testing import evaluate_saved_weights
 from experiment.state.monitor import check_mode, resolve_mode
 from experiment.store.directory import RunDirectory
@@ -211,33 +212,28 @@ class Experiment(Inference):
             monitor=self.monitor_metric,
             seed=seed,
         )
-        monitor_mode = resolve_mode(self.monitor_mode, plan.monitor, role="monitor_mode")
-        settings = {
-            "epochs": epochs,
-            "seed": seed,
-            "monitor_metric": plan.monitor,
-            "monitor_mode": monitor_mode,
-            "checkpoint_every": checkpoint_every,
-            "async_checkpoint": bool(async_checkpoint),
-            "steps_per_epoch": plan.train.steps_per_epoch,
-        }
+        settings = RunSettings(
+            epochs=epochs,
+            seed=seed,
+            monitor_metric=plan.monitor,
+            monitor_mode=resolve_mode(self.monitor_mode, plan.monitor, role="monitor_mode"),
+            checkpoint_every=checkpoint_every,
+            async_checkpoint=bool(async_checkpoint),
+            steps_per_epoch=plan.train.steps_per_epoch,
+        )
         owner = owned(self.directory, self.loop.world, prepare=True, then=self._check_resumable)
         with owner, plan.train.installed():
             session = TrainingSession(
                 self.directory,
                 self.loop,
                 plan,
-                monitor_mode=monitor_mode,
-                checkpoint_every=checkpoint_every,
-                settings=settings,
+                settings,
                 config=self.config,
                 tensorboard=self.tensorboard,
-                async_checkpoint=bool(async_checkpoint),
-                data_kinds={"train_data": data_kind(train_data), "valid_data": data_kind(valid_data)},
                 fresh_objects=not self._trained,
             )
             self._trained = True
-            history = session.run(seed)
+            history = session.run()
         if self.loop.world.distributed:
             # Ranks leave train() together, once rank 0 has recorded the end and released the lock
             # (a rank may read the files next), and with this call's garbage collected: a script

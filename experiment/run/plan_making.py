@@ -6,8 +6,6 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-from torch.utils.data import DataLoader, Dataset
-
 from experiment.arguments import check_int, reject
 from experiment.callbacks.base import HOOKS, CallbackList
 from experiment.callbacks.scheduler_stepping import EveryOptimizerStep
@@ -16,9 +14,8 @@ from experiment.run.lr_scheduler_arguments import check_schedulers
 from experiment.run.ownership import callbacks_of_rank
 from experiment.state.learning_rates import lr_names
 from experiment.state.monitor import missing_monitor_message
-from experiment.training.arrays import is_array_tuple
 from experiment.training.batches import parameter_dtype
-from experiment.training.data import BatchSource, make_loader
+from experiment.training.data import BatchSource, data_kind, make_loader
 from experiment.training.distributed import World
 from experiment.training.loop import TrainingLoop
 from experiment.training.plan import TrainingPlan
@@ -86,13 +83,13 @@ def make_plan(
     valid = None
     if valid_data is not None:
         loader = evaluation_loader(loop, valid_data, role="valid_data", batch_size=batch_size, seed=seed)
-        valid = BatchSource(loader, None, "valid_data")
+        valid = BatchSource(loader, None, "valid_data", kind=data_kind(valid_data))
     monitor = resolve_monitor(monitor, loop, valid is not None, callbacks)
     schedulers = check_schedulers(lr_schedulers, monitor)
     stepping = [EveryOptimizerStep(scheduler) for scheduler in schedulers.per_step]
     callback_list = CallbackList(callbacks_of_rank([*stepping, *callbacks], world))
     return TrainingPlan(
-        train=BatchSource(train_loader, steps_per_epoch, "train_data"),
+        train=BatchSource(train_loader, steps_per_epoch, "train_data", kind=data_kind(train_data)),
         valid=valid,
         epochs=epochs,
         callbacks=callback_list,
@@ -147,22 +144,6 @@ def resolve_monitor(
     if monitor not in known:
         raise MonitorError(missing_monitor_message(monitor, known, "monitor_metric"))
     return monitor
-
-
-def data_kind(data: Any) -> str:
-    """How the user gave the data: "DataLoader", "Dataset", "tuple" (x, y), "tuple of 3 arrays"
-    (any other number of arrays, for a custom step), "iterable" or "none"."""
-    if data is None:
-        return "none"
-    if isinstance(data, DataLoader):
-        return "DataLoader"
-    if isinstance(data, Dataset):
-        return "Dataset"
-    if is_array_tuple(data) and len(data) != 2:
-        return f"tuple of {len(data)} arrays"
-    if isinstance(data, (tuple, list)):
-        return "tuple"
-    return "iterable"
 
 
 def check_callbacks(callbacks: Any) -> list[Any]:

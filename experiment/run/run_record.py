@@ -8,6 +8,7 @@ import warnings
 from typing import Any
 
 from experiment.run.creation import creation_changes, creation_problems
+from experiment.run.settings import RunSettings
 from experiment.state.progress import Progress
 from experiment.store import metadata as meta
 from experiment.store.directory import RunDirectory
@@ -31,7 +32,7 @@ class RunRecord:
         *,
         creation: dict[str, Any],
         config: dict[str, Any],
-        settings: dict[str, Any],
+        settings: RunSettings,
         fresh_objects: bool,
     ) -> None:
         self.directory = directory
@@ -58,7 +59,7 @@ class RunRecord:
                 "own checkpoints, or train in a new directory"
             )
         progress = saved["nodes"]["progress"]
-        over = Progress.saved_is_over(progress, self.settings["epochs"])
+        over = Progress.saved_is_over(progress, self.settings.epochs)
         if self.created_with is not None and not over:  # a run at its end trains no more
             # Hyperparameters are compared only for an optimizer built for this call and of the run's
             # class: the state tree reports another class, which makes every hyperparameter differ.
@@ -100,11 +101,11 @@ class RunRecord:
         """experiment.json's new content: settings, config, identity, creation record, changes, status."""
         if self.directory.is_run():
             current = self.directory.read_metadata()
-            current["settings"] = {**current.get("settings", {}), **self.settings}
+            current["settings"] = {**current.get("settings", {}), **self.settings.recorded()}
             if self.config:
                 current["config"] = self.config
         else:
-            current = meta.new_metadata(self.config, self.settings)
+            current = meta.new_metadata(self.config, self.settings.recorded())
             if self.run_id is not None:  # experiment.json was lost: keep the checkpoints' identity
                 current["run_id"] = self.run_id
         self.run_id = current.setdefault("run_id", uuid.uuid4().hex)

@@ -19,6 +19,7 @@ from experiment.run.creation import creation_record
 from experiment.run.recording import EpochRecorder
 from experiment.run.run_record import RunRecord
 from experiment.run.run_state import run_state_tree
+from experiment.run.settings import RunSettings
 from experiment.state.monitor import BestTracker
 from experiment.state.progress import Progress
 from experiment.state.rng import find_epoch_samplers, find_generators, seed_everything
@@ -37,8 +38,11 @@ class TrainingSession:
     """Trains ``loop`` on ``plan`` in ``directory`` (whose lock the caller holds).
 
     Args:
-        settings: what experiment.json records of the call (epochs, seed, monitor, cadence...).
+        settings: the call's settings, recorded in experiment.json as they are.
         config: the user's hyperparameters, recorded in experiment.json and TensorBoard.
+        tensorboard: whether to write TensorBoard scalars.
+        fresh_objects: whether the network and optimizer are untrained in this process (their
+            hyperparameters are then compared with the run's).
     """
 
     def __init__(
@@ -46,29 +50,26 @@ class TrainingSession:
         directory: RunDirectory,
         loop: TrainingLoop,
         plan: TrainingPlan,
+        settings: RunSettings,
         *,
-        monitor_mode: str,
-        checkpoint_every: int | None,
-        settings: dict[str, Any],
         config: dict[str, Any],
         tensorboard: bool,
-        async_checkpoint: bool = False,
-        data_kinds: dict[str, str],
         fresh_objects: bool = True,
     ) -> None:
         self.directory = directory
         self.loop = loop
         self.plan = plan
+        self.settings = settings
         self.world = loop.world
         self.record = RunRecord(
             directory,
-            creation=creation_record(loop, plan, data_kinds),
+            creation=creation_record(loop, plan),
             config=config,
             settings=settings,
             fresh_objects=fresh_objects,
         )
         self.recorder = EpochRecorder(directory, tensorboard=tensorboard, hparams=config)
-        best = BestTracker(plan.monitor, monitor_mode)
+        best = BestTracker(plan.monitor, settings.monitor_mode)
         callbacks = plan.callbacks.callbacks
         tree = run_state_tree(loop, schedulers=plan.schedulers, callbacks=callbacks, best=best)
         self.committer = Committer(
@@ -77,9 +78,9 @@ class TrainingSession:
             progress=loop.progress,
             best=best,
             recorder=self.recorder,
-            checkpoint_every=checkpoint_every,
+            checkpoint_every=settings.checkpoint_every,
             callbacks=callbacks,
-            async_writes=async_checkpoint,
+            async_writes=settings.async_checkpoint,
             world=self.world,
         )
 
@@ -88,7 +89,7 @@ class TrainingSession:
         if not metadata.get("committed"):
             self.directory.write_metadata({**metadata, "committed": True})
 
-    def run(self, seed: int) -> list[dict[str, Any]]:
+    def run(self) -> list[dict[str, Any]]:
         """Resume from the newest checkpoint (or start afresh, seeded) and train to the plan's end.
 
         Raises:
@@ -112,7 +113,7 @@ class TrainingSession:
         else:
             self.world.on_main(self._refuse_lost_history)
             self.loop.reset()
-            seed_everything(seed + self.world.rank)  # each rank draws its own dropout masks
+            seed_everything(self.settings.seed + self.world.rank)  # each rank draws its own dropout masks
         self.loop.resumed = restored
         if self.loop.progress.is_over(self.plan.epochs):
             if self._asks_for_less():

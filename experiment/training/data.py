@@ -79,6 +79,22 @@ def make_loader(
     )
 
 
+def data_kind(data: Any) -> str:
+    """How the user gave the data: "DataLoader", "Dataset", "tuple" (x, y), "tuple of 3 arrays"
+    (any other number of arrays, for a custom step), "iterable" or "none"."""
+    if data is None:
+        return "none"
+    if isinstance(data, DataLoader):
+        return "DataLoader"
+    if isinstance(data, Dataset):
+        return "Dataset"
+    if is_array_tuple(data) and len(data) != 2:
+        return f"tuple of {len(data)} arrays"
+    if isinstance(data, (tuple, list)):
+        return "tuple"
+    return "iterable"
+
+
 def loader_length(loader: Any) -> int | None:
     """Number of batches in one pass, or None when the loader cannot tell."""
     try:
@@ -158,10 +174,13 @@ def _refuse_persistent_workers(loader: Any, role: str) -> None:
 class BatchSource:
     """Yields the batches of each epoch, able to start an epoch past its first ``skip`` batches."""
 
-    def __init__(self, loader: Any, steps_per_epoch: int | None, role: str) -> None:
+    def __init__(
+        self, loader: Any, steps_per_epoch: int | None, role: str, *, kind: str = "iterable"
+    ) -> None:
         _refuse_persistent_workers(loader, role)
         self.loader = loader
         self.role = role
+        self.kind = kind  # how the user gave the data (see data_kind), recorded with the run
         self.pass_length = loader_length(loader)
         if self.pass_length == 0:
             raise DataError(
