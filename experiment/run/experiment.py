@@ -239,7 +239,7 @@ class Experiment(Inference):
             # (a rank may read the files next), and with this call's garbage collected: a script
             # that then destroys the process group while it was still uncollected made gloo abort
             # the process at exit in about one launch in six.
-            self.loop.world.agree([0])
+            self.loop.world.barrier()
             gc.collect()
         return history
 

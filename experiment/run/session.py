@@ -269,7 +269,7 @@ class TrainingSession:
                 "%s: checkpoint committed at %s in %s; run again to resume.", name, where, self.directory.path
             )
         if self.world.distributed:
-            self.world.agree([0])  # no rank leaves before rank 0 has recorded the stop
+            self.world.barrier()  # no rank leaves before rank 0 has recorded the stop
             # torchrun stops the other ranks when the first exits; they are exiting already, with
             # this code, and must not die of that signal on the way.
             signal.signal(signal.SIGTERM, signal.SIG_IGN)

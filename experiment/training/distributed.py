@@ -97,6 +97,19 @@ class World:
         dist.all_reduce(tensor, op=dist.ReduceOp.MAX, group=self.control)
         return [int(value) for value in tensor.tolist()]
 
+    def agree_on(self, **values: int) -> dict[str, int]:
+        """Each named value's maximum over every rank, in one all-reduce of :meth:`agree`.
+
+        Example:
+            >>> SINGLE.agree_on(signal=15, stop=0)
+            {'signal': 15, 'stop': 0}
+        """
+        return dict(zip(values, self.agree(list(values.values()))))
+
+    def barrier(self) -> None:
+        """Wait until every rank reaches this point (on the control group)."""
+        self.agree([0])
+
     def gather(self, value: Any) -> list[Any] | None:
         """Every rank's ``value`` in rank order, on rank 0 (None on the others)."""
         if not self.distributed:

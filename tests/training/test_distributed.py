@@ -66,3 +66,10 @@ def test_lost_peer_reason_names_a_peer_that_went_away_in_one_line():
     assert reason.startswith("another process of the run ended (killed or crashed)")
     assert lost_peer_reason(RuntimeError("mat1 and mat2 shapes cannot be multiplied")) is None
     assert lost_peer_reason(ValueError("Connection reset by peer")) is None
+
+
+def test_world_agree_on_names_each_agreed_value_and_barrier_returns_in_one_process():
+    from experiment.training.distributed import SINGLE
+
+    assert SINGLE.agree_on(signal=15, stop=1, next_step=40) == {"signal": 15, "stop": 1, "next_step": 40}
+    assert SINGLE.barrier() is None
