@@ -19,7 +19,8 @@ A callback that keeps memory of the run (counters, best values) implements ``sta
 must happen just before a commit (flushing a buffer) goes in ``before_commit()``; ``state_dict()``
 has no side effects. A callback whose saved state can be unfit for it (another number of wrapped
 callbacks, a corrupt value) implements ``state_problems(state_dict) -> list[str]``, checked before
-anything is loaded. Setting ``self.trainer.stop_training = True`` stops training cleanly after the
+anything is loaded, and decorates its ``load_state_dict`` with
+:func:`~experiment.callbacks.saved_state.checked_load` so that a direct call checks first too. Setting ``self.trainer.stop_training = True`` stops training cleanly after the
 current batch's epoch; the stop is part of the saved state.
 """
 
@@ -68,16 +69,6 @@ def state_key_of(callback: Any) -> str:
     if isinstance(key, str) and key:
         return key
     return f"{type(callback).__module__}.{type(callback).__qualname__}"
-
-
-def missing_state_keys(owner: str, state: Any, required: Iterable[str]) -> list[str]:
-    """The problem of a saved ``state`` that is not a dict or lacks some ``required`` keys (or none)."""
-    if not isinstance(state, dict):
-        return [f"{owner}: the saved state is a {type(state).__name__}; expected a dict"]
-    missing = [key for key in required if key not in state]
-    if missing:
-        return [f"{owner}: the saved state lacks {missing} (it holds {sorted(map(str, state))})"]
-    return []
 
 
 class Callback:

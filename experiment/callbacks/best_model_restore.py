@@ -8,7 +8,8 @@ from typing import Any
 
 import torch
 
-from experiment.callbacks.base import Callback, missing_state_keys
+from experiment.callbacks.base import Callback
+from experiment.callbacks.saved_state import checked_load, missing_state_keys
 from experiment.state.best import HoldsMonitoredBest, MonitoredBest, monitor_changed, monitored_value
 from experiment.state.torch_nodes import plain_module
 
@@ -87,6 +88,7 @@ class BestModelRestore(HoldsMonitoredBest, Callback):
             self.best.state_problems(state["best"])
         )
 
+    @checked_load
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore the best and its weights; a best of another monitor or mode warns and starts afresh."""
         state = _upgraded(state)

@@ -13,10 +13,11 @@ from typing import IO, Any
 import torch
 
 from experiment.arguments import reject
-from experiment.callbacks.base import CallbackList, missing_state_keys
+from experiment.callbacks.base import CallbackList
 from experiment.callbacks.forwarding import ForwardingCallback
 from experiment.callbacks.periodic_save import PeriodicSaveCallback
-from experiment.errors import ConfigurationError, StateMismatchError
+from experiment.callbacks.saved_state import checked_load, missing_state_keys
+from experiment.errors import ConfigurationError
 from experiment.state.stateful import ChecksState
 from experiment.state.torch_nodes import plain_module
 from experiment.store.safe_load import load_tensors
@@ -201,15 +202,13 @@ class LRSchedulerCheckpoint(PeriodicSaveCallback, ForwardingCallback):
             problems = self.lr_scheduler.state_problems(state_dict["lr_scheduler"])
         return problems
 
+    @checked_load
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore the bookkeeping and the scheduler's state.
 
         Raises:
             StateMismatchError: :meth:`state_problems` finds the state unfit; nothing is changed.
         """
-        problems = self.state_problems(state_dict)
-        if problems:
-            raise StateMismatchError("; ".join(problems))
         super().load_state_dict(state_dict)
         loader = getattr(self.lr_scheduler, "load_state_dict", None)
         if loader is not None:

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from experiment.arguments import reject
-from experiment.callbacks.base import Callback, missing_state_keys
+from experiment.callbacks.base import Callback
+from experiment.callbacks.saved_state import checked_load, missing_state_keys
 from experiment.state.learning_rates import lr_logs, lr_names
 from experiment.store.files import append_text, atomic_writer
 
@@ -129,6 +130,7 @@ class CSVLogger(Callback):
     def state_problems(self, state: dict[str, Any]) -> list[str]:
         return missing_state_keys(type(self).__name__, state, ("columns", "size", "rows"))
 
+    @checked_load
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.columns = None if state["columns"] is None else list(state["columns"])
         self.rows = int(state["rows"])

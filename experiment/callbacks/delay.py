@@ -6,9 +6,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from experiment.arguments import check_int
-from experiment.callbacks.base import missing_state_keys
 from experiment.callbacks.forwarding import ForwardingCallback
-from experiment.errors import StateMismatchError
+from experiment.callbacks.saved_state import checked_load, missing_state_keys
 
 _STATE_KEYS = ("epochs_counted", "batches_counted", "epoch_begun", "callbacks")
 
@@ -126,15 +125,13 @@ class DelayCallback(ForwardingCallback):
             state["callbacks"]
         )
 
+    @checked_load
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Load the counters and the delayed callbacks' states.
 
         Raises:
             StateMismatchError: :meth:`state_problems` finds the state unfit; nothing is changed.
         """
-        problems = self.state_problems(state)
-        if problems:
-            raise StateMismatchError("; ".join(problems))
         self.load_inner_states(state["callbacks"])
         self.epochs_counted = int(state["epochs_counted"])
         self.batches_counted = int(state["batches_counted"])

@@ -11,7 +11,8 @@ import logging
 from typing import Any
 
 from experiment.arguments import check_int
-from experiment.callbacks.base import Callback, missing_state_keys
+from experiment.callbacks.base import Callback
+from experiment.callbacks.saved_state import checked_load, missing_state_keys
 from experiment.state.best import MonitoredBest, monitor_changed, monitored_value
 
 logger = logging.getLogger(__name__)
@@ -162,6 +163,7 @@ class EarlyStopping(Callback):
             state["best"]
         )
 
+    @checked_load
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore the patience window; one of another monitor or mode warns and starts afresh."""
         state = _upgraded(state)

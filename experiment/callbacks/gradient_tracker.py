@@ -15,7 +15,8 @@ from typing import Any
 
 import torch
 
-from experiment.callbacks.base import Callback, missing_state_keys
+from experiment.callbacks.base import Callback
+from experiment.callbacks.saved_state import checked_load, missing_state_keys
 from experiment.errors import ConfigurationError
 from experiment.state.torch_nodes import plain_module
 
@@ -163,6 +164,7 @@ class GradientTracker(Callback):
     def state_problems(self, state: dict[str, Any]) -> list[str]:
         return missing_state_keys(type(self).__name__, state, ("names", "count", "stats"))
 
+    @checked_load
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.names = list(state["names"])
         self.count = int(state["count"])

@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 from torch.optim import lr_scheduler
 
 from experiment.callbacks.base import Callback, optimizer_stepped
+from experiment.callbacks.saved_state import check_saved_state, checked_load
 from experiment.callbacks.scheduler_arguments import (
     bound,
     check_arguments,
@@ -26,7 +27,7 @@ from experiment.callbacks.scheduler_arguments import (
     plain,
     training_param,
 )
-from experiment.errors import ExperimentError, StateMismatchError
+from experiment.errors import ExperimentError
 from experiment.state.best import inferred_mode, monitor_changed, monitored_value
 from experiment.store.safe_load import load_tensors
 
@@ -99,15 +100,13 @@ class LRSchedulerCallback(Callback):
             ]
         return []
 
+    @checked_load
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Keep ``state_dict`` until training begins and the scheduler is built.
 
         Raises:
             StateMismatchError: :meth:`state_problems` finds the state unfit; nothing is changed.
         """
-        problems = self.state_problems(state_dict)
-        if problems:
-            raise StateMismatchError("; ".join(problems))
         self._loaded_state = copy.deepcopy(dict(state_dict)) or None
 
     def load_state(self, filename: str | os.PathLike[str]) -> None:
@@ -128,9 +127,7 @@ class LRSchedulerCallback(Callback):
         """
         path = Path(filename)
         state = load_tensors(path)
-        problems = self.state_problems(state)
-        if problems:
-            raise StateMismatchError(f"{path}: " + "; ".join(problems))
+        check_saved_state(self, state, source=path)
         self.load_state_dict(state)
 
 

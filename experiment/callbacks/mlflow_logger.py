@@ -26,7 +26,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from experiment.arguments import reject
-from experiment.callbacks.base import Callback, missing_state_keys
+from experiment.callbacks.base import Callback
+from experiment.callbacks.saved_state import checked_load, missing_state_keys
 from experiment.errors import ConfigurationError, MissingExtraError
 
 #: MLflow refuses more metrics than this in one ``log_batch`` call.
@@ -233,6 +234,7 @@ class MLFlowLogger(Callback):
     def state_problems(self, state: dict[str, Any]) -> list[str]:
         return missing_state_keys("MLFlowLogger", state, ("run_id", "pending"))
 
+    @checked_load
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.run_id = state["run_id"]
         self._pending = [list(record) for record in state["pending"]]

@@ -11,7 +11,8 @@ from typing import Any
 import torch
 
 from experiment.arguments import check_int
-from experiment.callbacks.base import Callback, missing_state_keys, optimizer_stepped
+from experiment.callbacks.base import Callback, optimizer_stepped
+from experiment.callbacks.saved_state import missing_state_keys
 from experiment.errors import ConfigurationError
 from experiment.schedules.phases import Phase, plot_values
 

@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from experiment.arguments import check_int, reject
-from experiment.callbacks.base import Callback, missing_state_keys
+from experiment.callbacks.base import Callback
+from experiment.callbacks.saved_state import checked_load, missing_state_keys
 from experiment.errors import ConfigurationError
 from experiment.state.best import (
     HoldsMonitoredBest,
@@ -286,6 +287,7 @@ class PeriodicSaveCallback(HoldsMonitoredBest, Callback):
             self.best.state_problems(state_dict["best"])
         )
 
+    @checked_load
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore the saved best; one of another monitor or mode warns and the best starts fresh.
 

@@ -28,8 +28,9 @@ from typing import Any
 import torch
 
 from experiment.arguments import reject
-from experiment.callbacks.base import Callback, missing_state_keys
-from experiment.errors import ConfigurationError, StateMismatchError
+from experiment.callbacks.base import Callback
+from experiment.callbacks.saved_state import checked_load, missing_state_keys
+from experiment.errors import ConfigurationError
 from experiment.schedules.value_policies import StopTraining, ValuePolicy, wants_train_losses
 from experiment.state.stateful import ChecksState, Stateful
 
@@ -181,15 +182,13 @@ class PolicyRunner(Callback):
             for problem in self.policies[name].state_problems(saved[name])
         ]
 
+    @checked_load
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore the epoch position, the epoch's losses and each stateful policy.
 
         Raises:
             StateMismatchError: :meth:`state_problems` finds the state unfit; nothing is changed.
         """
-        problems = self.state_problems(state_dict)
-        if problems:
-            raise StateMismatchError("; ".join(problems))
         self.started_epoch = state_dict["started_epoch"]
         self.train_losses = [float(loss) for loss in state_dict["train_losses"]]
         self.stopped_by = state_dict["stopped_by"]
