@@ -6,8 +6,9 @@ training layer.
 
 from __future__ import annotations
 
-from experiment.callbacks.base import HOOKS, Callback, CallbackList, state_key_of
+from experiment.callbacks.base import HOOKS, Callback, state_key_of
 from experiment.callbacks.best_model_restore import BestModelRestore
+from experiment.callbacks.callback_list import CallbackList
 from experiment.callbacks.checkpoint_savers import (
     LRSchedulerCheckpoint,
     ModelCheckpoint,

@@ -13,7 +13,7 @@ from typing import IO, Any
 import torch
 
 from experiment.arguments import reject
-from experiment.callbacks.base import CallbackList
+from experiment.callbacks.callback_list import CallbackList
 from experiment.callbacks.forwarding import ForwardingCallback
 from experiment.callbacks.periodic_save import PeriodicSaveCallback
 from experiment.callbacks.saved_state import checked_load, missing_state_keys

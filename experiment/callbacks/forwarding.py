@@ -13,7 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
-from experiment.callbacks.base import Callback, CallbackList
+from experiment.callbacks.base import Callback
+from experiment.callbacks.callback_list import CallbackList
 from experiment.callbacks.trainer import Trainer
 from experiment.state.stateful import ChecksState, Stateful
 

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from experiment.arguments import check_int
-from experiment.callbacks.base import CallbackList
+from experiment.callbacks.callback_list import CallbackList
 from experiment.callbacks.progress import with_progress
 from experiment.errors import ConfigurationError
 from experiment.run.objects import load_optimizer_file

@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from experiment.arguments import check_int, reject
-from experiment.callbacks.base import HOOKS, CallbackList
+from experiment.callbacks.base import HOOKS
+from experiment.callbacks.callback_list import CallbackList
 from experiment.callbacks.scheduler_stepping import EveryOptimizerStep
 from experiment.errors import ConfigurationError, MonitorError
 from experiment.run.lr_scheduler_arguments import check_schedulers

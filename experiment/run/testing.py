@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import nn
 
-from experiment.callbacks.base import CallbackList
+from experiment.callbacks.callback_list import CallbackList
 from experiment.errors import CheckpointError, ConfigurationError
 from experiment.run.ownership import callbacks_of_rank, owned
 from experiment.run.plan_making import evaluation_loader

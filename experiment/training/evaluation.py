@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from experiment.callbacks.base import CallbackList
+from experiment.callbacks.callback_list import CallbackList
 from experiment.errors import DataError
 from experiment.training.batches import batch_size, first_forward, forward, move_batch, split_batch
 from experiment.training.custom_step import bind_step, custom_measure

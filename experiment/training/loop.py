@@ -45,7 +45,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from experiment.callbacks.base import CallbackList
+from experiment.callbacks.callback_list import CallbackList
 from experiment.errors import CheckpointError, ConfigurationError, DataError, NonFiniteLossError
 from experiment.state.learning_rates import lr_logs
 from experiment.state.progress import Progress

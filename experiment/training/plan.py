@@ -6,7 +6,7 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from experiment.callbacks.base import CallbackList
+from experiment.callbacks.callback_list import CallbackList
 from experiment.training.data import BatchSource
 
 

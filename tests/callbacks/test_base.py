@@ -11,7 +11,9 @@ import pytest
 
 import experiment
 import experiment.callbacks as callbacks_package
-from experiment.callbacks.base import Callback, CallbackList, state_key_of
+from experiment.callbacks import base
+from experiment.callbacks.base import Callback, state_key_of
+from experiment.callbacks.callback_list import CallbackList
 from experiment.callbacks.delay import DelayCallback
 from experiment.callbacks.early_stopping import EarlyStopping
 from experiment.callbacks.forwarding import ForwardingCallback
@@ -188,6 +190,12 @@ def test_callbacks_package_exports_every_public_callback():
     assert callbacks_package.EarlyStopping is EarlyStopping
     assert experiment.ForwardingCallback is callbacks_package.ForwardingCallback
     assert experiment.DelayCallback is callbacks_package.DelayCallback
+
+
+def test_callback_list_has_a_module_of_its_own_and_is_exported_by_the_package():
+    assert CallbackList.__module__ == "experiment.callbacks.callback_list"
+    assert callbacks_package.CallbackList is CallbackList
+    assert not hasattr(base, "CallbackList")  # one name for one class
 
 
 def test_callbacks_package_does_not_import_the_training_layer():
