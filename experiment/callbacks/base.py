@@ -1,19 +1,13 @@
 """The Callback base class (the dispatcher that calls its hooks is
 :class:`~experiment.callbacks.callback_list.CallbackList`).
 
-Hook names and ``logs`` contents follow Poutyne's Callback, so its users feel at home:
+Hook names and ``logs`` contents follow Poutyne's Callback, so its users feel at home. Each hook's
+docstring says when the loops call it and what ``logs`` holds then; the order within one epoch is::
 
-- ``on_train_begin(logs)`` / ``on_train_end(logs)``: ``logs`` is empty.
-- ``on_epoch_begin(epoch_number, logs)``: ``logs`` is empty.
-- ``on_epoch_end(epoch_number, logs)``: ``epoch``, ``time``, ``lr``, ``loss``, the batch and epoch
-  metrics, then ``val_loss`` and the ``val_`` metrics when there is validation data.
-- ``on_train_batch_begin(batch_number, logs)``: ``logs`` is empty.
-- ``on_train_batch_end(batch_number, logs)``: ``batch``, ``size``, ``time``, ``loss`` and the batch
-  metrics of that batch.
-- ``on_backward_end(batch_number)``: after ``loss.backward()``, before ``optimizer.step()``.
-- ``on_valid_begin`` / ``on_valid_batch_begin`` / ``on_valid_batch_end`` / ``on_valid_end`` and the
-  ``on_test_*`` family: as above, with keys prefixed ``val_`` or ``test_``; the ``*_end`` logs hold
-  ``time`` and the averaged loss and metrics.
+    on_epoch_begin
+    for each batch:  on_train_batch_begin, [on_backward_end], on_train_batch_end
+    on_valid_begin, for each batch: on_valid_batch_begin, on_valid_batch_end, on_valid_end
+    on_epoch_end
 
 A callback that keeps memory of the run (counters, best values) implements ``state_dict()`` and
 ``load_state_dict()``; the run saves it with each checkpoint and restores it on resume. Work that
@@ -21,8 +15,9 @@ must happen just before a commit (flushing a buffer) goes in ``before_commit()``
 has no side effects. A callback whose saved state can be unfit for it (another number of wrapped
 callbacks, a corrupt value) implements ``state_problems(state_dict) -> list[str]``, checked before
 anything is loaded, and decorates its ``load_state_dict`` with
-:func:`~experiment.callbacks.saved_state.checked_load` so that a direct call checks first too. Setting ``self.trainer.stop_training = True`` stops training cleanly after the
-current batch's epoch; the stop is part of the saved state.
+:func:`~experiment.callbacks.saved_state.checked_load` so that a direct call checks first too.
+Setting ``self.trainer.stop_training = True`` stops training cleanly after the current batch's
+epoch; the stop is part of the saved state.
 """
 
 from __future__ import annotations
@@ -164,21 +159,68 @@ class Callback:
     def set_trainer(self, trainer: Trainer) -> None:
         self._attached_trainer = trainer
 
-    def on_train_begin(self, logs: dict[str, Any]) -> None: ...
-    def on_train_end(self, logs: dict[str, Any]) -> None: ...
-    def on_epoch_begin(self, epoch_number: int, logs: dict[str, Any]) -> None: ...
-    def on_epoch_end(self, epoch_number: int, logs: dict[str, Any]) -> None: ...
-    def on_train_batch_begin(self, batch_number: int, logs: dict[str, Any]) -> None: ...
-    def on_train_batch_end(self, batch_number: int, logs: dict[str, Any]) -> None: ...
-    def on_backward_end(self, batch_number: int) -> None: ...
-    def on_valid_begin(self, logs: dict[str, Any]) -> None: ...
-    def on_valid_end(self, logs: dict[str, Any]) -> None: ...
-    def on_valid_batch_begin(self, batch_number: int, logs: dict[str, Any]) -> None: ...
-    def on_valid_batch_end(self, batch_number: int, logs: dict[str, Any]) -> None: ...
-    def on_test_begin(self, logs: dict[str, Any]) -> None: ...
-    def on_test_end(self, logs: dict[str, Any]) -> None: ...
-    def on_test_batch_begin(self, batch_number: int, logs: dict[str, Any]) -> None: ...
-    def on_test_batch_end(self, batch_number: int, logs: dict[str, Any]) -> None: ...
+    def on_train_begin(self, logs: dict[str, Any]) -> None:
+        """Called once per ``train()`` with epochs to run (each resumed attempt too), before the first
+        batch; ``logs`` is empty."""
+
+    def on_train_end(self, logs: dict[str, Any]) -> None:
+        """Called after the last epoch or the one a callback stopped training in (not when an error or
+        a signal ends it; again, on a run already over, if ``restores_weights_at_end``); ``logs`` is
+        empty."""
+
+    def on_epoch_begin(self, epoch_number: int, logs: dict[str, Any]) -> None:
+        """Called before the first batch of epoch ``epoch_number`` (from 1), not again when a resumed run
+        continues that epoch; ``logs`` is empty."""
+
+    def on_epoch_end(self, epoch_number: int, logs: dict[str, Any]) -> None:
+        """Called after the epoch's batches and validation, before its commit; ``logs`` holds ``epoch``,
+        ``time`` (the epoch's seconds), ``lr`` (``lr_group_<i>`` for several groups), ``loss`` and the
+        metrics averaged over the epoch, then ``val_loss`` and the ``val_`` metrics when there is
+        validation data (keys a callback adds here are recorded with the epoch)."""
+
+    def on_train_batch_begin(self, batch_number: int, logs: dict[str, Any]) -> None:
+        """Called before training batch ``batch_number`` (from 1 in each epoch; a resumed epoch goes on
+        counting); ``logs`` is empty."""
+
+    def on_train_batch_end(self, batch_number: int, logs: dict[str, Any]) -> None:
+        """Called after the batch's step (and the optimizer step, when it ended a group of accumulated
+        batches: :func:`optimizer_stepped`); ``logs`` holds ``batch``, ``size`` and ``time``, and
+        ``loss`` and the batch metrics of that batch when a callback has ``needs_batch_values``."""
+
+    def on_backward_end(self, batch_number: int) -> None:
+        """Called once per optimizer step, after the backward pass of the batch ``batch_number`` that
+        ends the group (each batch without accumulation), with the gradients unscaled, just before
+        ``optimizer.step()``; not called for ``train_model``'s own ``train_step``."""
+
+    def on_valid_begin(self, logs: dict[str, Any]) -> None:
+        """Called at the start of each epoch's validation, after its training batches; ``logs`` is
+        empty."""
+
+    def on_valid_end(self, logs: dict[str, Any]) -> None:
+        """Called after the validation data's last batch; ``logs`` holds ``time``, then ``val_loss`` and
+        the ``val_`` metrics averaged over the validation data."""
+
+    def on_valid_batch_begin(self, batch_number: int, logs: dict[str, Any]) -> None:
+        """Called before validation batch ``batch_number`` (from 1); ``logs`` is empty."""
+
+    def on_valid_batch_end(self, batch_number: int, logs: dict[str, Any]) -> None:
+        """Called after validation batch ``batch_number``; ``logs`` holds ``batch``, ``size``, ``time``,
+        ``val_loss`` and the ``val_`` batch metrics of that batch."""
+
+    def on_test_begin(self, logs: dict[str, Any]) -> None:
+        """Called at the start of ``test()`` or ``evaluate()``, before the first batch; ``logs`` is
+        empty."""
+
+    def on_test_end(self, logs: dict[str, Any]) -> None:
+        """Called after the test data's last batch; ``logs`` holds ``time``, then ``test_loss`` and the
+        ``test_`` metrics averaged over the test data."""
+
+    def on_test_batch_begin(self, batch_number: int, logs: dict[str, Any]) -> None:
+        """Called before test batch ``batch_number`` (from 1); ``logs`` is empty."""
+
+    def on_test_batch_end(self, batch_number: int, logs: dict[str, Any]) -> None:
+        """Called after test batch ``batch_number``; ``logs`` holds ``batch``, ``size``, ``time``,
+        ``test_loss`` and the ``test_`` batch metrics of that batch."""
 
 
 def overrides(callback: Any, hook: str) -> bool:
