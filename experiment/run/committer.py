@@ -23,7 +23,7 @@ from experiment.errors import NonFiniteStateError, StateMismatchError
 from experiment.run.background_writer import BackgroundWriter
 from experiment.run.recording import EpochRecorder
 from experiment.run.run_state import PER_RANK_NODES, format_1_keys
-from experiment.state.monitor import BestTracker
+from experiment.state.best_tracker import BestTracker
 from experiment.state.plain import plain_state
 from experiment.state.progress import Progress
 from experiment.state.snapshot import Snapshot
@@ -254,7 +254,7 @@ class Committer:
         found = load_newest_state(self.directory)
         if found is None:
             return None
-        saved, path = found
+        saved, path = found[0], found[1].path
         if saved.get("upgraded_from") == 1:
             saved = self._with_current_callback_keys(saved)
         written_by = saved.get("world_size", 1)

@@ -23,7 +23,7 @@ from experiment.run.plan_making import check_callbacks, check_train_arguments, m
 from experiment.run.session import TrainingSession
 from experiment.run.settings import RunSettings
 from experiment.run.testing import evaluate_saved_weights
-from experiment.state.monitor import check_mode, resolve_mode
+from experiment.state.best import check_mode, resolve_mode
 from experiment.store.directory import RunDirectory
 from experiment.store.logs import load_logs
 from experiment.store.metadata import plain_config

@@ -12,7 +12,7 @@ from torch.optim.lr_scheduler import CyclicLR, OneCycleLR, ReduceLROnPlateau
 
 from experiment.arguments import reject
 from experiment.errors import ConfigurationError
-from experiment.state.monitor import known_mode
+from experiment.state.best import known_mode
 
 INTERVALS = ("epoch", "step")
 #: torch schedulers whose schedule is counted in optimizer steps: stepped per epoch, they would

@@ -13,8 +13,8 @@ from experiment.callbacks.scheduler_stepping import EveryOptimizerStep
 from experiment.errors import ConfigurationError, MonitorError
 from experiment.run.lr_scheduler_arguments import check_schedulers
 from experiment.run.ownership import callbacks_of_rank
+from experiment.state.best import missing_monitor_message
 from experiment.state.learning_rates import lr_names
-from experiment.state.monitor import missing_monitor_message
 from experiment.training.batches import parameter_dtype
 from experiment.training.data import BatchSource, data_kind, make_loader
 from experiment.training.distributed import World

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from experiment.state.monitor import BestTracker
+from experiment.state.best_tracker import BestTracker
 from experiment.state.stateful import Stateful
 from experiment.state.torch_nodes import ModuleNode, OptimizerNode, plain_module
 from experiment.state.tree import StateTree

@@ -20,7 +20,7 @@ from experiment.run.recording import EpochRecorder
 from experiment.run.run_record import RunRecord
 from experiment.run.run_state import run_state_tree
 from experiment.run.settings import RunSettings
-from experiment.state.monitor import BestTracker
+from experiment.state.best_tracker import BestTracker
 from experiment.state.progress import Progress
 from experiment.state.rng import find_epoch_samplers, find_generators, seed_everything
 from experiment.store import tsv

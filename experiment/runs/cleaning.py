@@ -10,13 +10,16 @@ did not write (a callback's saves, notes) are never touched.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from experiment.arguments import check_choice
 from experiment.errors import ConfigurationError, RunDirectoryError
 from experiment.runs.summary import effective_status
+from experiment.store.checkpoint_unit import Checkpoint
 from experiment.store.directory import RunDirectory
 
 KEEP_CHOICES = ("both", "last", "best")
@@ -56,27 +59,32 @@ def clean_run(directory: str | os.PathLike[str], *, keep: str = "both", dry_run:
         from experiment.store.checkpoints import load_newest_state  # torch loads with the file
 
         found = load_newest_state(run)
-        states = run.state_paths()
+        checkpoints = run.checkpoints()
         bests = run.best_paths()
         best_epoch = found[0]["nodes"]["best"]["epoch"] if found else (max(bests) if bests else None)
         if keep == "best":
             _check_keep_best(run, effective_status(run, metadata)[0], best_epoch, bests)
-            doomed = list(states)
+            units = list(checkpoints)
         else:
-            newest_good = states.index(found[1]) if found else len(states)
-            doomed = states[newest_good + 1 :]  # older than the state that resumes (newer ones stay)
+            newest_good = checkpoints.index(found[1]) if found else len(checkpoints)
+            units = checkpoints[newest_good + 1 :]  # older than the one that resumes (newer ones stay)
         kept_best = best_epoch if keep in ("both", "best") else None
-        doomed += [path for epoch, path in sorted(bests.items()) if epoch != kept_best]
-        doomed += run.temporary_files()
-        freed = sum(_size(path) for path in doomed)
+        files = [path for epoch, path in sorted(bests.items()) if epoch != kept_best]
+        files += run.temporary_files()
+        freed = sum(unit.size() for unit in units) + sum(_size(path) for path in files)
         if not dry_run:
-            _remove(run, metadata, doomed, keep)
-    return CleanReport(doomed, freed, dry_run)
+            _remove(run, metadata, units, files, keep)
+    return CleanReport([unit.path for unit in units] + files, freed, dry_run)
 
 
-def _remove(run: RunDirectory, metadata: dict[str, Any], doomed: list[Path], keep: str) -> None:
-    """Remove ``doomed``, once every folder it touches is known to be writable (nothing half-done)."""
-    folders = {path.parent for path in doomed} | ({run.path} if keep == "best" else set())
+def _remove(
+    run: RunDirectory, metadata: dict[str, Any], units: list[Checkpoint], files: list[Path], keep: str
+) -> None:
+    """Remove the checkpoints ``units`` and the ``files``, once every folder they touch is known to
+    be writable (nothing half-done)."""
+    doomed: list[tuple[Path, Callable[[], None]]] = [(unit.path, unit.remove) for unit in units]
+    doomed += [(path, functools.partial(path.unlink, missing_ok=True)) for path in files]
+    folders = {path.parent for path, _ in doomed} | ({run.path} if keep == "best" else set())
     for folder in sorted(folders):
         if not os.access(folder, os.W_OK | os.X_OK):
             raise RunDirectoryError(
@@ -85,9 +93,9 @@ def _remove(run: RunDirectory, metadata: dict[str, Any], doomed: list[Path], kee
             )
     if keep == "best":  # written first: a crash halfway must not leave a run that looks resumable
         run.write_metadata({**metadata, "resumable": False})
-    for path in doomed:
+    for path, remove in doomed:
         try:
-            path.unlink(missing_ok=True)
+            remove()
         except PermissionError as error:
             raise RunDirectoryError(
                 f"Cannot remove {path}: {error.strerror}; its folder is read-only or the file is "

@@ -13,7 +13,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from experiment.state.monitor import is_improvement
+from experiment.state.best import is_improvement
 from experiment.store.tsv import decode, read_header
 
 BLOCK_SIZE = 8192

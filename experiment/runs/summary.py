@@ -1,7 +1,7 @@
 """Summaries of run directories, read cheaply enough to list hundreds of them.
 
-:func:`summarize` reads experiment.json, the names and times of the files in ``checkpoints/`` and
-the tail of log.tsv: the last row, and the rows back to the best epoch (whose number is in the name
+:func:`summarize` reads experiment.json, the names and times of the committed checkpoints and the
+tail of log.tsv: the last row, and the rows back to the best epoch (whose number is in the name
 of the best-weights file). It never loads a checkpoint. :func:`read_position` does, for the exact
 step of an interrupted run (``exp status``).
 """
@@ -116,11 +116,11 @@ def summarize(directory: str | os.PathLike[str]) -> RunSummary:
     metadata = run.read_metadata()
     settings = metadata.get("settings") or {}
     monitor, mode = settings.get("monitor_metric"), settings.get("monitor_mode")
-    states = run.state_paths()
+    checkpoints = run.checkpoints()
     bests = run.best_paths()
     tail = read_log_tail(run.log_path, monitor=monitor, mode=mode, best_epoch=max(bests) if bests else None)
     status, message = effective_status(run, metadata)
-    checkpoint_time = _mtime(states[0]) if states else None
+    newest = checkpoints[0] if checkpoints else None
     return RunSummary(
         path=run.path,
         status=status,
@@ -140,8 +140,8 @@ def summarize(directory: str | os.PathLike[str]) -> RunSummary:
         best_value=_monitored(tail, monitor),
         last_row=tail.last_row,
         best_row=tail.best_row,
-        last_checkpoint=states[0] if states else None,
-        last_checkpoint_time=checkpoint_time,
+        last_checkpoint=None if newest is None else newest.path,
+        last_checkpoint_time=None if newest is None else newest.modified(),
         config=dict(metadata.get("config") or {}),
         settings=dict(settings),
         command=metadata.get("command"),
@@ -207,10 +207,10 @@ def read_position(directory: str | os.PathLike[str]) -> RunPosition | None:
         found = load_newest_state(RunDirectory(directory))
     if found is None:
         return None
-    tree, path = found
+    tree, checkpoint = found
     progress, best = tree["nodes"]["progress"], tree["nodes"]["best"]
     return RunPosition(
-        path,
+        checkpoint.path,
         progress["epochs_completed"],
         progress["steps_in_epoch"],
         progress["global_step"],

@@ -1,7 +1,10 @@
 """Reading committed checkpoints: the newest one that loads, and the weights a name refers to.
 
-Only the safe loader of :mod:`experiment.store.files` is used, so nothing in a run directory can
-execute code. torch is imported by that loader when a file is read, not when this module is.
+A checkpoint is read as a committed unit (:class:`~experiment.store.checkpoint_unit.Checkpoint`,
+listed by :meth:`RunDirectory.checkpoints <experiment.store.directory.RunDirectory.checkpoints>`),
+whose state tree is loaded from the file the unit names. Only the safe loader of
+:mod:`experiment.store.safe_load` is used, so nothing in a run directory can execute code. torch is
+imported by that loader when a file is read, not when this module is.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from experiment.errors import CheckpointError, ConfigurationError, UnsafeCheckpointError
+from experiment.store.checkpoint_unit import Checkpoint
 from experiment.store.directory import RunDirectory
 from experiment.store.safe_load import load_tensors
 
@@ -20,44 +24,52 @@ TREE_FORMAT = 2
 READABLE_FORMATS = (1, 2)
 
 
-def load_newest_state(directory: RunDirectory) -> tuple[dict[str, Any], Path] | None:
+def load_newest_state(directory: RunDirectory) -> tuple[dict[str, Any], Checkpoint] | None:
     """The newest state checkpoint that loads, falling back past corrupt ones with a warning.
 
     Returns:
-        The tree and its path, or None when the directory holds no state checkpoint at all.
+        The tree (format 2, see :func:`upgrade_tree`) and its checkpoint, or None when the
+        directory holds no state checkpoint at all.
 
     Raises:
         UnsafeCheckpointError: a checkpoint holds code to execute (never skipped silently).
         CheckpointError: checkpoints exist but none of them loads.
     """
-    paths = directory.state_paths()
     failures = []
-    for path in paths:
+    for checkpoint in directory.checkpoints():
         try:
-            tree = load_tensors(path)
+            tree = load_checkpoint(checkpoint)
         except UnsafeCheckpointError:
             raise
         except CheckpointError as error:
-            failures.append(f"{path.name}: {error}")
-            continue
-        if not isinstance(tree, dict) or tree.get("format") not in READABLE_FORMATS:
-            failures.append(
-                f"{path.name}: not a state checkpoint of format {' or '.join(map(str, READABLE_FORMATS))}"
-            )
+            failures.append(f"{checkpoint.name}: {error}")
             continue
         if failures:
             warnings.warn(
                 f"Skipped unreadable checkpoint(s) in {directory.path} ({'; '.join(failures)}); "
-                f"resuming from {path.name}.",
+                f"resuming from {checkpoint.name}.",
                 stacklevel=3,
             )
-        return upgrade_tree(tree), path
+        return tree, checkpoint
     if failures:
         raise CheckpointError(
             f"No checkpoint of {directory.path} can be loaded: {'; '.join(failures)}. Nothing was "
             "changed. Restore the files from a backup, or move the directory away to start afresh."
         )
     return None
+
+
+def load_checkpoint(checkpoint: Checkpoint) -> dict[str, Any]:
+    """The state tree of ``checkpoint``, as a format-2 tree (see :func:`upgrade_tree`).
+
+    Raises:
+        UnsafeCheckpointError: the checkpoint holds code to execute.
+        CheckpointError: it cannot be read, or is not a state checkpoint of a readable format.
+    """
+    tree = load_tensors(checkpoint.tree_path)
+    if not isinstance(tree, dict) or tree.get("format") not in READABLE_FORMATS:
+        raise CheckpointError(f"not a state checkpoint of format {' or '.join(map(str, READABLE_FORMATS))}")
+    return upgrade_tree(tree)
 
 
 def peek_progress(path: Path) -> dict[str, Any] | None:
@@ -120,9 +132,9 @@ def _end_of_epoch_weights(
         raise CheckpointError(f"{directory.path} has no completed epoch yet, so no last epoch to test.")
     if steps == 0:
         return tree["nodes"]["model"]
-    for path in directory.state_paths()[1:]:
+    for checkpoint in directory.checkpoints()[1:]:
         try:
-            older = upgrade_tree(load_tensors(path))
+            older = load_checkpoint(checkpoint)
         except (CheckpointError, KeyError, TypeError):
             continue
         kept = older["nodes"]["progress"]

@@ -27,6 +27,7 @@ from typing import Any
 
 from experiment.arguments import reject
 from experiment.errors import RunDirectoryError
+from experiment.store.checkpoint_unit import Checkpoint
 from experiment.store.files import (
     atomic_write_text,
     on_read_only_mount,
@@ -189,9 +190,13 @@ class RunDirectory:
     def state_path(self, serial: int) -> Path:
         return self.checkpoints_dir / f"state-{serial:06d}.pt"
 
+    def checkpoints(self) -> list[Checkpoint]:
+        """The committed checkpoints (the units of the full state), newest first."""
+        return [Checkpoint(serial, path) for serial, path in sorted(self._numbered(_STATE), reverse=True)]
+
     def state_paths(self) -> list[Path]:
-        """The full-state checkpoints, newest first."""
-        return [path for _, path in sorted(self._numbered(_STATE), reverse=True)]
+        """The paths of the committed checkpoints, newest first."""
+        return [checkpoint.path for checkpoint in self.checkpoints()]
 
     def best_path(self, epoch: int) -> Path:
         return self.checkpoints_dir / f"best-epoch{epoch:04d}.pt"

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
 
 import pytest
 import torch
 
 from experiment.errors import ConfigurationError, MonitorError
-from experiment.state.best import MonitoredBest, is_improvement, monitor_changed
-from experiment.state.monitor import BestTracker, check_mode, missing_monitor_message, monitored_value
+from experiment.state.best import (
+    MonitoredBest,
+    check_mode,
+    is_improvement,
+    missing_monitor_message,
+    monitor_changed,
+    monitored_value,
+)
+from experiment.state.best_tracker import BestTracker
 
 
 def test_monitored_best_records_improvements_in_min_mode():
@@ -89,13 +97,19 @@ def test_monitor_changed_is_false_for_the_same_monitor_and_mode():
     assert monitor_changed("X", {"monitor": "loss", "mode": "min"}, "loss", "min") is False
 
 
-def test_monitor_helpers_stay_importable_from_state_monitor():
+def test_monitor_helpers_check_modes_read_values_and_explain_a_missing_monitor():
     assert check_mode("max") == "max"
     assert is_improvement(0.5, None, "min")
     assert monitored_value({"loss": 1}, "loss") == 1.0
     assert "not among the logged keys ['loss']" in missing_monitor_message("acc", ["loss", "epoch"], "m")
     with pytest.raises(MonitorError, match="monitor_metric: received 'acc'"):
         monitored_value({"loss": 1.0}, "acc")
+
+
+def test_best_helpers_and_the_run_tracker_have_one_module_each():
+    assert BestTracker.__module__ == "experiment.state.best_tracker"
+    assert monitored_value.__module__ == "experiment.state.best"
+    assert importlib.util.find_spec("experiment.state.monitor") is None  # no second name for them
 
 
 def test_monitor_error_is_a_key_error_whose_message_reads_plainly():

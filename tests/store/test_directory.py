@@ -43,6 +43,20 @@ def test_directory_state_paths_are_only_names_the_library_writes(tmp_path, decoy
     assert [path.name for path in run.state_paths()] == ["state-000002.pt", "state-000001.pt"]
 
 
+def test_directory_checkpoints_are_committed_units_newest_first(tmp_path):
+    run = _checkpoints(tmp_path, "state-000001.pt", "state-000012.pt", "best-epoch0001.pt")
+    (run.checkpoints_dir / "state-000012.pt").write_bytes(b"twelve")
+
+    newest, oldest = run.checkpoints()
+    assert (newest.serial, newest.name, oldest.serial) == (12, "state-000012.pt", 1)
+    assert newest.tree_path == newest.path == run.state_path(12)
+    assert newest.size() == 6 and newest.modified() == os.stat(newest.path).st_mtime
+    newest.remove()
+    newest.remove()  # gone already: nothing happens
+    assert (newest.size(), newest.modified()) == (0, None)
+    assert run.checkpoints() == [oldest] and run.state_paths() == [oldest.path]
+
+
 @pytest.mark.parametrize("decoy", ["best-epoch9999.pt\n", "best-epoch\uff19\uff19.pt"])
 def test_directory_best_paths_are_only_names_the_library_writes(tmp_path, decoy):
     run = _checkpoints(tmp_path, "best-epoch0003.pt", decoy)

@@ -1,39 +1,14 @@
-"""The run's best-epoch tracker, and the monitor/mode helpers (defined in :mod:`experiment.state.best`).
+"""The run's best-epoch tracker: the ``best`` node of its state tree.
 
-The helpers are importable from here as well as from :mod:`experiment.state.best`.
+The monitor and mode helpers it builds on (shared with the callbacks that watch a monitor) are in
+:mod:`experiment.state.best`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from experiment.state.best import (
-    MODES,
-    HoldsMonitoredBest,
-    MonitoredBest,
-    check_mode,
-    inferred_mode,
-    is_improvement,
-    known_mode,
-    missing_monitor_message,
-    monitor_changed,
-    monitored_value,
-    resolve_mode,
-)
-
-__all__ = [
-    "MODES",
-    "BestTracker",
-    "MonitoredBest",
-    "check_mode",
-    "inferred_mode",
-    "is_improvement",
-    "known_mode",
-    "missing_monitor_message",
-    "monitor_changed",
-    "monitored_value",
-    "resolve_mode",
-]
+from experiment.state.best import HoldsMonitoredBest, MonitoredBest, monitored_value
 
 
 class BestTracker(HoldsMonitoredBest):
