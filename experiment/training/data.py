@@ -25,8 +25,8 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from experiment.errors import DataError
 from experiment.training.arrays import array_dataset, bare_array_error, is_array, is_array_tuple
+from experiment.training.data_sharding import sharded_dataset_loader, sharded_loader
 from experiment.training.distributed import SINGLE, World
-from experiment.training.sharding import sharded_dataset_loader, sharded_loader
 
 
 def make_loader(
@@ -41,7 +41,7 @@ def make_loader(
     dtype: torch.dtype | None = None,
 ) -> DataLoader | Any:
     """Return something that yields batches for ``data`` (this rank's share of it, in a
-    distributed ``world``: see :mod:`experiment.training.sharding`).
+    distributed ``world``: see :mod:`experiment.training.data_sharding`).
 
     Args:
         whole_batches: whether a custom step receives the batches: then a tuple of any number of

@@ -3,6 +3,8 @@ a World only names a rank among a size)."""
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 import torch
 from torch.utils.data import DataLoader, IterableDataset, TensorDataset, WeightedRandomSampler
@@ -10,6 +12,7 @@ from torch.utils.data.distributed import DistributedSampler
 
 from experiment.errors import DataError
 from experiment.training.data import make_loader
+from experiment.training.data_sharding import sharded_loader
 from experiment.training.distributed import World
 
 
@@ -102,3 +105,8 @@ def test_iterable_data_and_too_few_evaluation_samples_are_refused():
         make_loader(Stream(), batch_size=2, shuffle=True, seed=0, role="train_data", world=_world(0, 2))
     with pytest.raises(DataError, match="2 sample.*3 processes"):
         make_loader(_dataset(2), batch_size=2, shuffle=False, seed=0, role="valid_data", world=_world(0))
+
+
+def test_data_sharding_module_is_named_for_the_data_it_splits():
+    assert sharded_loader.__module__ == "experiment.training.data_sharding"
+    assert importlib.util.find_spec("experiment.training.sharding") is None  # free for parameter sharding

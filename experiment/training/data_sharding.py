@@ -1,4 +1,4 @@
-"""Splitting a run's data between the ranks of a distributed run.
+"""Splitting a run's data (not its parameters) between the ranks of a distributed run.
 
 Training data gets a ``DistributedSampler`` (seeded by the run's seed; its order for each pass is
 set by the pass index, see :class:`~experiment.state.rng.RandomState`), which pads the last shard
