@@ -28,10 +28,12 @@ from click.testing import CliRunner
 from torch import nn
 
 from cli.main import cli
-from experiment import Experiment, tsv
+from experiment import Experiment
 from experiment.runs.summary import summarize_all
+from experiment.store import tsv
 
 STATUSES = ["finished"] * 6 + ["interrupted", "failed", "stopped", "running"]
+REAL_RUNS = 3  # run directories trained for real; the others are written directly
 
 
 def fake_run(directory: Path, rng: random.Random) -> int:
@@ -117,8 +119,13 @@ def report(name: str, times: list[float]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=200)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--runs",
+        type=int,
+        default=200,
+        help=f"run directories, {REAL_RUNS} of them trained, at least {REAL_RUNS} (default 200)",
+    )
+    parser.add_argument("--repeats", type=int, default=5, help="timings of each figure (default 5)")
     parser.add_argument("--keep", type=Path, help="build the directories here and keep them")
     options = parser.parse_args()
     root = options.keep or Path(tempfile.mkdtemp(prefix="bench_ls_"))
@@ -131,9 +138,8 @@ def main() -> None:
 
 def measure(root: Path, runs: int, repeats: int) -> None:
     rng = random.Random(0)
-    real = 3
-    epochs = [fake_run(root / f"sweep-{i // 20:02d}" / f"run-{i:03d}", rng) for i in range(runs - real)]
-    for i in range(real):
+    epochs = [fake_run(root / f"sweep-{i // 20:02d}" / f"run-{i:03d}", rng) for i in range(runs - REAL_RUNS)]
+    for i in range(REAL_RUNS):
         real_run(root / "real" / f"run-{i}", seed=i)
     log_bytes = sum(p.stat().st_size for p in root.rglob("log.tsv"))
     print(f"{runs} runs under {root}: {sum(epochs)} epochs logged, log.tsv files {log_bytes / 1e6:.1f} MB")
