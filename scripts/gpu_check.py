@@ -12,7 +12,8 @@ Usage::
 
     python scripts/gpu_check.py [--state-gb 2] [--out gpu_check.json]
 
-Without CUDA it prints ``{"cuda": false}`` and exits 0: the test suite never needs a GPU.
+Without CUDA it prints ``{"cuda": false}``, says on stderr that nothing was checked, and exits 0:
+the test suite never needs a GPU.
 """
 
 from __future__ import annotations
@@ -147,6 +148,11 @@ def main() -> None:
     args = parser.parse_args()
     if not torch.cuda.is_available():
         print(json.dumps({"cuda": False}))
+        print(
+            f"gpu_check: no CUDA device is available (torch {torch.__version__}, built for CUDA "
+            f"{torch.version.cuda}), so nothing was checked; run it on a machine with a CUDA GPU.",
+            file=sys.stderr,
+        )
         return
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True)
