@@ -72,6 +72,15 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--keep", action="store_true", help="keep the run directories that ended identical")
     parser.add_argument(
+        "--configs",
+        type=int,
+        choices=range(1, len(CONFIGS) + 1),
+        default=len(CONFIGS),
+        metavar=f"{{1..{len(CONFIGS)}}}",
+        help=f"how many of the {len(CONFIGS)} configurations the rounds cycle through (default all)",
+    )
+    parser.add_argument("--epochs", type=int, default=5, help="epochs of every run (default 5)")
+    parser.add_argument(
         "--async",
         dest="async_checkpoint",
         action="store_true",
@@ -80,10 +89,10 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def train_references(script: Path, workdir: Path) -> list[Path]:
+def train_references(script: Path, workdir: Path, configs: list[Config]) -> list[Path]:
     """One uninterrupted run per configuration."""
     references = []
-    for index, config in enumerate(CONFIGS):
+    for index, config in enumerate(configs):
         references.append(workdir / f"reference-{index}")
         shutil.rmtree(references[index], ignore_errors=True)
         seconds = run_uninterrupted(script, references[index], config)
@@ -95,8 +104,9 @@ def stress_round(
     args: argparse.Namespace, rng: random.Random, script: Path, number: int, budget: int
 ) -> tuple[RunReport, list[str]]:
     """Train run ``number`` with up to ``budget`` kills; return its report and its differences."""
-    index = number % len(CONFIGS)
-    config = dataclasses.replace(CONFIGS[index], async_checkpoint=args.async_checkpoint)
+    configs = chosen_configs(args)
+    index = number % len(configs)
+    config = dataclasses.replace(configs[index], async_checkpoint=args.async_checkpoint)
     run_dir = args.workdir / f"run-{number:03d}"
     shutil.rmtree(run_dir, ignore_errors=True)
     plan = kill_plan(
@@ -124,13 +134,18 @@ def stress_round(
     return report, problems
 
 
+def chosen_configs(args: argparse.Namespace) -> list[Config]:
+    """The first ``--configs`` configurations, trained for ``--epochs`` epochs."""
+    return [dataclasses.replace(config, epochs=args.epochs) for config in CONFIGS[: args.configs]]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_arguments(argv)
     args.workdir = Path(args.workdir or tempfile.mkdtemp(prefix="kill-stress-"))
     args.workdir.mkdir(parents=True, exist_ok=True)
     rng = random.Random(args.seed)
     script = write_training_script(args.workdir)
-    train_references(script, args.workdir)
+    train_references(script, args.workdir, chosen_configs(args))
     totals: Counter[str] = Counter()
     kinds: Counter[str] = Counter()
     while totals["kills"] < args.kills:
@@ -143,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
             resumes=report.resumes,
             startup=report.kills_before_first_step,
             runs=1,
-            identical=not problems,
+            identical=int(not problems),
             leftover=report.leftover_temporaries,
         )
         kinds.update(report.write_kinds)
