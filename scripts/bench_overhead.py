@@ -43,10 +43,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from sklearn.datasets import load_digits
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
-from torchmetrics.classification import MulticlassF1Score
 
 from experiment import Callback, Experiment
 
@@ -54,6 +52,8 @@ BATCH_SIZE = 32
 
 
 def digits() -> TensorDataset:
+    from sklearn.datasets import load_digits  # here, not at the top: `--help` need not wait for it
+
     data = load_digits()
     return TensorDataset(
         torch.tensor(data.data, dtype=torch.float32) / 16.0, torch.tensor(data.target, dtype=torch.long)
@@ -86,6 +86,8 @@ def plain_loop(
     dataset: TensorDataset, epochs: int, workdir: Path, timing: Timing, *, metric: str | None
 ) -> None:
     """A typical hand-written loop."""
+    from torchmetrics.classification import MulticlassF1Score  # here: bench_ddp.py does without it
+
     network, optimizer = build()
     loss_function = nn.CrossEntropyLoss()
     accuracy = metric == "accuracy"
