@@ -41,9 +41,11 @@ class Trainer(Protocol):
     epochs_completed: int
     steps_in_epoch: int
     global_step: int
-    optimizer_stepped: bool
     train_metrics: Any
     eval_metrics: Any
+
+    @property
+    def optimizer_stepped(self) -> bool: ...
 
     @property
     def history(self) -> list[dict[str, Any]]: ...

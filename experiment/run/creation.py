@@ -36,7 +36,7 @@ def creation_record(loop: TrainingLoop, plan: TrainingPlan) -> dict[str, Any]:
         "optimizer_class": f"{type(loop.optimizer).__module__}.{type(loop.optimizer).__qualname__}",
         "optimizer": hyperparameters(loop.optimizer),
         "precision": loop.precision.name,
-        "accumulate_grad_batches": loop.steps.accumulate,
+        "accumulate_grad_batches": loop.accumulate_grad_batches,
         "world_size": loop.world.size,
         "train_step": _step_name(loop.custom_train_step),
         "eval_step": _step_name(loop.eval_step),

@@ -144,9 +144,9 @@ class Experiment(Inference):
                 "accumulate_grad_batches", accumulate_grad_batches, minimum=1, expected="a positive integer"
             ),
             world=world,
+            ddp=ddp,
         )
         self.loop.use_custom_steps(check_step("train_step", train_step), check_step("eval_step", eval_step))
-        self.loop.ddp = ddp
 
     # ------------------------------------------------------------------------------- training
     def train(
@@ -198,7 +198,7 @@ class Experiment(Inference):
         """
         # `exp resume --epochs N` sets the target of this directory's run through the environment.
         epochs = epochs_from_environment(self.directory.path, epochs)
-        loss = self.loss_function or self.loop.steps.compute  # a custom step computes its own loss
+        loss = self.loss_function or self.loop.custom_train_step  # a custom step computes its own loss
         check_train_arguments(epochs, batch_size, checkpoint_every, steps_per_epoch, loss, seed)
         plan = make_plan(
             self.loop,

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from experiment.state.best_tracker import BestTracker
+from experiment.state.rng import RandomState
 from experiment.state.stateful import Stateful
 from experiment.state.torch_nodes import ModuleNode, OptimizerNode, plain_module
 from experiment.state.tree import StateTree
@@ -24,9 +25,14 @@ PER_RANK_NODES = ("rng", "train_metrics")
 
 
 def run_state_tree(
-    loop: TrainingLoop, *, schedulers: Sequence[Any], callbacks: Sequence[Any], best: BestTracker
+    loop: TrainingLoop,
+    rng: RandomState,
+    *,
+    schedulers: Sequence[Any],
+    callbacks: Sequence[Any],
+    best: BestTracker,
 ) -> StateTree:
-    """The named state of a run trained by ``loop``."""
+    """The named state of a run trained by ``loop``, with ``rng`` (which knows the run's loaders)."""
     tree = StateTree()
     network = plain_module(loop.network)  # a compiled network is saved as the module it wraps
     tree.add("model", ModuleNode(network), class_name=type(network).__name__)
@@ -41,7 +47,7 @@ def run_state_tree(
         tree.add(f"callbacks/{key}", callback)
     tree.add("best", best)
     tree.add("progress", loop.progress)
-    tree.add("rng", loop.rng)
+    tree.add("rng", rng)
     tree.add("train_metrics", loop.train_metrics)
     if loop.precision.scaler is not None:
         tree.add("scaler", loop.precision.scaler)

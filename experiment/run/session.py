@@ -22,7 +22,7 @@ from experiment.run.run_state import run_state_tree
 from experiment.run.settings import RunSettings
 from experiment.state.best_tracker import BestTracker
 from experiment.state.progress import Progress
-from experiment.state.rng import find_epoch_samplers, find_generators, seed_everything
+from experiment.state.rng import RandomState, find_epoch_samplers, find_generators, seed_everything
 from experiment.store import tsv
 from experiment.store.checkpoints import peek_progress
 from experiment.store.directory import RunDirectory
@@ -71,7 +71,9 @@ class TrainingSession:
         self.recorder = EpochRecorder(directory, tensorboard=tensorboard, hparams=config)
         best = BestTracker(plan.monitor, settings.monitor_mode)
         callbacks = plan.callbacks.callbacks
-        tree = run_state_tree(loop, schedulers=plan.schedulers, callbacks=callbacks, best=best)
+        loaders = [plan.train.loader, None if plan.valid is None else plan.valid.loader]
+        self.rng = RandomState(find_generators(loaders), find_epoch_samplers([plan.train.loader]))
+        tree = run_state_tree(loop, self.rng, schedulers=plan.schedulers, callbacks=callbacks, best=best)
         self.committer = Committer(
             directory,
             tree,
@@ -98,8 +100,6 @@ class TrainingSession:
         """
         if self.world.is_main:
             self.committer.on_first_commit = self._mark_committed
-        loaders = [self.plan.train.loader, None if self.plan.valid is None else self.plan.valid.loader]
-        self.loop.rng.track(find_generators(loaders), find_epoch_samplers([self.plan.train.loader]))
         if self.world.is_main:
             self._announce_resume()
         restored = self.committer.restore(self.plan.epochs, check=self.record.problems)
@@ -114,12 +114,11 @@ class TrainingSession:
             self.world.on_main(self._refuse_lost_history)
             self.loop.reset()
             seed_everything(self.settings.seed + self.world.rank)  # each rank draws its own dropout masks
-        self.loop.resumed = restored
         if self.loop.progress.is_over(self.plan.epochs):
             if self._asks_for_less():
                 return self.loop.history
             return self._already_over()
-        return self._fit()
+        return self._fit(resumed=restored)
 
     def _asks_for_less(self) -> bool:
         """Whether this call's ``epochs`` is below what the run has done or targets; if so, warn.
@@ -219,12 +218,12 @@ class TrainingSession:
         self.write_status("stopped" if self.loop.stop_training else "finished")
         return self.loop.history
 
-    def _fit(self) -> list[dict[str, Any]]:
+    def _fit(self, *, resumed: bool) -> list[dict[str, Any]]:
         """Train, then wait for the commit in flight before the status changes and before the
         directory lock is released (a next process must never find our temporary file)."""
         self.write_status("running")
         try:
-            history = self._fit_and_wait()
+            history = self._fit_and_wait(resumed)
         except TrainingInterrupted as interrupted:
             self._interrupted(interrupted.signum)
         except KeyboardInterrupt:
@@ -247,13 +246,13 @@ class TrainingSession:
         self.write_status("stopped" if self.loop.stop_training else "finished")
         return history
 
-    def _fit_and_wait(self) -> list[dict[str, Any]]:
+    def _fit_and_wait(self, resumed: bool) -> list[dict[str, Any]]:
         flag = InterruptFlag()
         if self.world.is_main:
             self.recorder.open(self.loop.history)
         try:
             with interrupt_on_signals(flag):
-                history = self.loop.fit(self.plan, self.committer, flag)
+                history = self.loop.fit(self.plan, self.committer, flag, rng=self.rng, resumed=resumed)
         except TrainingInterrupted:
             self.committer.wait()  # the interrupt's commit is durable before the exit
             raise

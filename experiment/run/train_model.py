@@ -24,7 +24,7 @@ from experiment.schedules.value_policies import ValuePolicy, as_policy
 from experiment.training.loop import TrainingLoop
 
 #: ``train_step(trainer, x, y, **values) -> loss`` or ``(loss, y_pred)``.
-TrainStep = Callable[..., Any]
+TrainModelStep = Callable[..., Any]
 
 
 def default_train_step(trainer: TrainingLoop, x: Any, y: Any, **values: Any) -> tuple[torch.Tensor, Any]:
@@ -51,7 +51,7 @@ def train_model(
     optimizer: Any = "sgd",
     lr: Any = None,
     validate: Callable[[], Mapping[str, Any]] | None = None,
-    train_step: TrainStep | None = None,
+    train_step: TrainModelStep | None = None,
     callbacks: Sequence[Any] = (),
     steps_per_epoch: int | None = None,
     batch_size: int = 32,
@@ -149,7 +149,9 @@ def train_model(
     )
 
 
-def _check_step(train_step: TrainStep | None, policies: dict[str, Any], callbacks: Sequence[Any]) -> None:
+def _check_step(
+    train_step: TrainModelStep | None, policies: dict[str, Any], callbacks: Sequence[Any]
+) -> None:
     if train_step is None:
         unused = sorted(n for n, p in policies.items() if isinstance(p, ValuePolicy) and n != "lr")
         if unused:
@@ -172,7 +174,7 @@ def _check_step(train_step: TrainStep | None, policies: dict[str, Any], callback
 
 
 def _adapted_step(
-    train_step: TrainStep, loop: TrainingLoop, runner: PolicyRunner
+    train_step: TrainModelStep, loop: TrainingLoop, runner: PolicyRunner
 ) -> Callable[[Any, Any], Any]:
     """The loop's ``train_step(x, y) -> (loss, y_pred)`` around the user's step and current values."""
 

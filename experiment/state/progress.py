@@ -19,8 +19,9 @@ class Progress:
 
     Attributes:
         epochs_completed: epochs whose end was reached (and committed, once saved).
-        steps_in_epoch: training steps done in the current epoch (0 between epochs).
-        global_step: training steps done since the run started.
+        steps_in_epoch: training batches done in the current epoch (0 between epochs).
+        global_step: optimizer steps done since the run started (one per batch, or one per group
+            of accumulated batches).
         stop_training: set by a callback or policy to stop after the current batch.
         history: one logs dict per completed epoch.
         epoch_time: seconds spent in the current epoch before the clock was last read, across
@@ -69,8 +70,15 @@ class Progress:
             self._clock_start = now
         return self.epoch_time
 
-    def step_done(self) -> None:
+    def batch_done(self, optimizer_stepped: bool) -> None:
+        """Count a completed training batch, and the optimizer step after it if it ended its
+        accumulation group (always, without gradient accumulation)."""
         self.steps_in_epoch += 1
+        self.global_step += optimizer_stepped
+
+    def optimizer_step_done(self) -> None:
+        """Count the optimizer step of a group that the epoch's data ended inside, taken after
+        the epoch's last batch."""
         self.global_step += 1
 
     def epoch_done(self, logs: dict[str, Any]) -> None:

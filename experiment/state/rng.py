@@ -100,15 +100,19 @@ class RandomState:
     ordered by ``set_epoch`` (DistributedSampler) get the index of each pass (``pass_index``,
     counted over the whole run), and the current one again when a pass is redrawn.
 
+    Args:
+        generators: the ``torch.Generator`` objects of the data loaders (:func:`find_generators`),
+            saved and restored with the rest.
+        samplers: the samplers to give each pass's index (:func:`find_epoch_samplers`).
+
     Example:
-        >>> rng = RandomState()
-        >>> rng.track(find_generators([loader]))
+        >>> rng = RandomState(find_generators([loader]), find_epoch_samplers([loader]))
         >>> rng.pass_started(0)
     """
 
-    def __init__(self) -> None:
-        self.generators: list[torch.Generator] = []
-        self.samplers: list[Any] = []
+    def __init__(self, generators: Iterable[torch.Generator] = (), samplers: Iterable[Any] = ()) -> None:
+        self.generators = list(generators)
+        self.samplers = list(samplers)
         self.reset()
 
     def reset(self) -> None:
@@ -119,12 +123,6 @@ class RandomState:
         #: The saved ``step`` snapshot, put back by :meth:`restore_step` once training resumes.
         self.pending_step: dict[str, Any] | None = None
         self._pinned: dict[str, Any] | None = None
-
-    def track(self, generators: Iterable[torch.Generator], samplers: Iterable[Any] = ()) -> None:
-        """The ``torch.Generator`` objects of the data loaders, saved and restored with the rest,
-        and the samplers to give each pass's index (:func:`find_epoch_samplers`)."""
-        self.generators = list(generators)
-        self.samplers = list(samplers)
 
     def pass_started(self, steps_done: int) -> None:
         """The loader starts a pass now, ``steps_done`` steps into the epoch."""

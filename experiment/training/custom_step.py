@@ -28,11 +28,8 @@ from experiment.arguments import reject
 from experiment.errors import ConfigurationError
 from experiment.training.batches import batch_size, move_batch
 from experiment.training.metrics import EpochAccumulator
+from experiment.training.step import GroupedStep, StepParts
 from experiment.training.targets import describe
-
-#: ``step(x, y) -> (loss, y_pred)`` (train_model's contract, :meth:`TrainingLoop.use_train_step`):
-#: replaces zero_grad, forward, loss, backward, on_backward_end and the optimizer step.
-TrainStep = Callable[[Any, Any], tuple[torch.Tensor, Any]]
 
 #: ``step(trainer, batch) -> loss`` or ``{"loss": ..., "y_pred": ..., "y_true": ...}``.
 UserStep = Callable[[Any, Any], Any]
@@ -113,3 +110,23 @@ def custom_measure(compute: StepCompute, device: torch.device) -> Callable[[Any]
         return loss, y_pred, y_true, batch_size(moved, y_true)
 
     return measure
+
+
+class CustomStep(GroupedStep):
+    """The loop's step around a custom ``compute(batch)`` (see :func:`bind_step`), called under
+    autocast in place of the forward pass and the loss; the rest is the built-in step's."""
+
+    split = staticmethod(move_whole)
+
+    def __init__(self, parts: StepParts, compute: StepCompute) -> None:
+        super().__init__(parts)
+        self.compute = compute
+
+    def _run(self, x: Any, y: Any, batch_number: int, ends: bool) -> tuple[torch.Tensor, Any, Any]:
+        with self.precision.autocast():
+            loss, y_pred, y_true = self.compute(x)
+        self._backward(loss, batch_number, ends)
+        return loss, y_pred, y_true
+
+    def _warm_up_loss(self, x: Any, y: Any) -> torch.Tensor:
+        return self.compute(x)[0]

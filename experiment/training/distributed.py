@@ -167,20 +167,15 @@ class World:
 
     @contextlib.contextmanager
     def training_through_ddp(
-        self,
-        network: nn.Module,
-        device: torch.device,
-        use: Callable[[nn.Module], None],
-        wrapper: nn.Module | None = None,
-    ) -> Iterator[None]:
-        """For the block, ``use(DistributedDataParallel(network))`` (or the user's ``wrapper`` of it;
-        ``use(network)`` in one process); at the end ``use(network)`` again, so that the library
-        holds no DDP wrapper once training is over (one still alive when the process group is
-        destroyed, by the script or at interpreter exit, made gloo abort the process now and then).
+        self, network: nn.Module, device: torch.device, wrapper: nn.Module | None = None
+    ) -> Iterator[nn.Module]:
+        """For the block, the module that training steps go through: ``network`` in one process;
+        under torchrun ``DistributedDataParallel(network)``, or the user's ``wrapper`` of it, which
+        the library holds for the block only (one still alive when the process group is destroyed,
+        by the script or at interpreter exit, made gloo abort the process now and then).
         """
         if not self.distributed:
-            use(network)
-            yield
+            yield network
             return
         if wrapper is None:
             ids = (
@@ -189,11 +184,7 @@ class World:
                 else None
             )
             wrapper = nn.parallel.DistributedDataParallel(network, device_ids=ids)
-        use(wrapper)
-        try:
-            yield
-        finally:
-            use(network)
+        yield wrapper
 
 
 def _portable(error: BaseException) -> tuple[type[BaseException], str]:

@@ -3,17 +3,19 @@
 Hook order, as pseudocode (``commits`` are the commit points the Experiment passes in; they own
 the cadence of step checkpoints)::
 
-    on_train_begin
+    on_train_begin; step = the training call's TrainingStep (chosen once, see below)
     for epoch in epochs_completed + 1 .. epochs:        # while not stop_training
         on_epoch_begin                                     (skipped when resuming mid-epoch)
         for batch in the epoch's remaining batches:   (each pass of the loader: save the random state)
-            on_train_batch_begin -> zero_grad, forward, loss -> backward -> on_backward_end
-            -> optimizer.step -> on_train_batch_end   (forward, loss: train_step(trainer, batch) if
-                                                       set; use_train_step's step(x, y) does all from
-                                                       zero_grad to step, without on_backward_end)
-            signal received?       -> commits.commit("interrupt"); stop
-            commits.due(step)?     -> commits.commit("step")
+            on_train_batch_begin
+            -> step(batch, batch_number)   (at a group's start zero_grad; forward, loss -> backward;
+                                            at a group's end on_backward_end -> optimizer.step)
+            -> progress.batch_done         (steps_in_epoch; global_step at a group's end)
+            -> on_train_batch_end
+            at a group's end: signal received?   -> commits.commit("interrupt"); stop
+                              commits.due(step)? -> commits.commit("step")
             stop_training?         -> leave the batch loop
+        data ended inside a group? -> step.end_group (on_backward_end -> optimizer.step), commit point
         on_valid_begin, (on_valid_batch_begin, on_valid_batch_end)*, on_valid_end
         schedulers step (ReduceLROnPlateau on the monitored value) -> on_epoch_end
         -> progress.epoch_done(logs) -> commits.commit("epoch")
@@ -23,6 +25,11 @@ Under torchrun (a distributed ``world``) the ranks act on signals and stops only
 on them (:meth:`TrainingLoop._commit_point`: at commit points and every second or so of training;
 and at the epoch's end, after validation, which no signal interrupts); before validation and
 before each commit every rank takes rank 0's buffers; logged values are summed over the ranks.
+
+The step (:mod:`experiment.training.step`) is the built-in one, a custom ``train_step(trainer,
+batch)`` (:meth:`TrainingLoop.use_custom_steps`), or train_model's step, which does everything from
+zero_grad to the optimizer step without ``on_backward_end`` (:meth:`TrainingLoop.use_train_step`).
+It places each batch in its accumulation group (:mod:`experiment.training.accumulation`).
 
 Progress is counted in completed units by the ``progress`` node (:class:`~experiment.state.progress.Progress`):
 ``epochs_completed``, ``steps_in_epoch`` (training steps done in the current epoch) and
@@ -37,8 +44,6 @@ for that epoch, since the saved callback states already saw it.
 from __future__ import annotations
 
 import copy
-import math
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -46,12 +51,13 @@ import torch
 from torch import nn
 
 from experiment.callbacks.callback_list import CallbackList
-from experiment.errors import CheckpointError, ConfigurationError, DataError, NonFiniteLossError
+from experiment.errors import CheckpointError, ConfigurationError, DataError
 from experiment.state.learning_rates import lr_logs
 from experiment.state.progress import Progress
 from experiment.state.rng import RandomState
-from experiment.training.batches import batch_size, split_batch
-from experiment.training.custom_step import TrainStep, UserStep, bind_step, move_whole
+from experiment.training.accumulation import AccumulationGroups
+from experiment.training.batch_loop import BatchLoop, check_finite
+from experiment.training.custom_step import CustomStep, StepCompute, UserStep, bind_step
 from experiment.training.distributed import SINGLE, AgreementSchedule, World, sharing_problems
 from experiment.training.epoch_logs import plain_logs, step_schedulers
 from experiment.training.evaluation import evaluate, measure_for
@@ -60,15 +66,23 @@ from experiment.training.metrics import EpochAccumulator, MetricFn
 from experiment.training.plan import CommitPoints, NoCommits, TrainingPlan
 from experiment.training.precision import Precision
 from experiment.training.progress_view import ProgressView
-from experiment.training.step import StepRunner
+from experiment.training.step import (
+    BuiltInStep,
+    StepMaker,
+    StepParts,
+    TrainingStep,
+    WholeStep,
+    WholeStepFunction,
+)
 
 
 class TrainingLoop(ProgressView):
     """A network with its optimizer, loss and metrics, and the position of its training.
 
     The loop is what callbacks see as their trainer: ``network``, ``optimizer``,
-    ``stop_training``, ``epochs_completed``, ``steps_in_epoch``, ``global_step`` and ``history``.
-    Its memory of the run lives in three state nodes: ``progress``, ``rng`` and ``train_metrics``.
+    ``stop_training``, ``epochs_completed``, ``steps_in_epoch``, ``global_step``,
+    ``optimizer_stepped`` and ``history``. Its memory of the run lives in three state nodes:
+    ``progress``, ``rng`` and ``train_metrics``.
 
     Args:
         network: the module to train.
@@ -80,6 +94,9 @@ class TrainingLoop(ProgressView):
         precision: full or mixed precision (default "32-true").
         accumulate_grad_batches: batches per optimizer step; ``global_step`` counts optimizer
             steps, ``steps_in_epoch`` batches.
+        world: the processes of the run (under torchrun, each rank's loop has the same).
+        ddp: the DistributedDataParallel module the user built around ``network``, if any (else
+            the loop wraps it under torchrun, for the duration of :meth:`fit`).
     """
 
     def __init__(
@@ -94,6 +111,7 @@ class TrainingLoop(ProgressView):
         precision: Precision | None = None,
         accumulate_grad_batches: int = 1,
         world: World = SINGLE,
+        ddp: nn.Module | None = None,
     ) -> None:
         unsynced = sharing_problems(epoch_metrics) if world.distributed else []
         if unsynced:
@@ -104,43 +122,47 @@ class TrainingLoop(ProgressView):
             )
         self.network = network
         self.world = world
+        self.ddp = ddp
         self.optimizer = optimizer
         self.loss_function = loss_function
         self.device = device
         self.precision = precision or Precision("32-true", device.type, None)
-        self.steps = StepRunner(network, optimizer, loss_function, self.precision, accumulate_grad_batches)
+        self.accumulate_grad_batches = accumulate_grad_batches
+        #: The accumulation groups of the current (or last) training call.
+        self.accumulation = AccumulationGroups(accumulate_grad_batches)
         self._agreements = AgreementSchedule()
-        #: Whether the next training step is the first since the state was loaded (see _warm_up).
-        self.resumed = False
-        #: Whether the batch that just ended also ended an accumulation group (an optimizer step).
-        self.optimizer_stepped = False
         self.train_metrics = EpochAccumulator(batch_metrics, epoch_metrics, device, world)
         self.eval_metrics = EpochAccumulator(batch_metrics, copy.deepcopy(epoch_metrics), device, world)
         self.progress = Progress()
         self.rng = RandomState()
-        self.train_step: TrainStep | None = None
-        #: The custom evaluation step (see :meth:`use_custom_steps`), or None for ``(x, y)`` batches.
-        self.eval_step: UserStep | None = None
-        #: The DistributedDataParallel module the user built around ``network``, if any (else the
-        #: loop wraps it under torchrun, for the duration of :meth:`fit`).
-        self.ddp: nn.Module | None = None
         #: The custom training step of :meth:`use_custom_steps`, or None.
         self.custom_train_step: UserStep | None = None
+        #: The custom evaluation step (see :meth:`use_custom_steps`), or None for ``(x, y)`` batches.
+        self.eval_step: UserStep | None = None
+        self._compute: StepCompute | None = None
+        self._whole_step: WholeStepFunction | None = None
+        self._make_step: StepMaker | None = None
 
-    def use_train_step(self, step: TrainStep | None) -> None:
-        """Train with ``step(x, y) -> (loss, y_pred)`` instead of the built-in step (None: built-in).
+    @property
+    def optimizer_stepped(self) -> bool:
+        """Whether the training batch that just ended also ended its accumulation group."""
+        return self.accumulation.stepped
+
+    def use_train_step(self, step: WholeStepFunction | None) -> None:
+        """Train with ``step(x, y) -> (loss, y_pred)``, which does everything from zero_grad to the
+        optimizer step, instead of the built-in or custom step (None: those).
 
         Raises:
             ConfigurationError: with mixed precision or gradient accumulation, which the built-in
                 step implements and a custom step would bypass.
         """
-        if step is not None and (self.precision.mixed or self.steps.accumulate > 1):
+        if step is not None and (self.precision.mixed or self.accumulate_grad_batches > 1):
             raise ConfigurationError(
                 f"train_step: received a custom step with precision={self.precision.name!r} and "
-                f"accumulate_grad_batches={self.steps.accumulate}; expected the defaults ('32-true', 1): "
-                "a custom step does its own forward, backward and optimizer step."
+                f"accumulate_grad_batches={self.accumulate_grad_batches}; expected the defaults ('32-true', "
+                "1): a custom step does its own forward, backward and optimizer step."
             )
-        self.train_step = step
+        self._whole_step = step
 
     def use_custom_steps(self, train_step: UserStep | None, eval_step: UserStep | None = None) -> None:
         """Compute each batch's loss with ``train_step(trainer, batch)`` (and ``eval_step`` in
@@ -150,23 +172,53 @@ class TrainingLoop(ProgressView):
         backward, ``on_backward_end`` and the optimizer step; None: the built-in ``(x, y)`` step.
         """
         step = train_step
-        self.steps.compute = None if step is None else bind_step(step, self, "train_step", self.train_metrics)
+        self._compute = None if step is None else bind_step(step, self, "train_step", self.train_metrics)
         self.custom_train_step = train_step
         self.eval_step = eval_step or train_step
+
+    def use_step(self, make: StepMaker | None) -> None:
+        """Train with the :class:`~experiment.training.step.TrainingStep` that ``make(parts)``
+        builds when each training call starts (None: the step chosen by :meth:`use_train_step`,
+        :meth:`use_custom_steps` or the built-in one). The seam for another kind of step."""
+        self._make_step = make
+
+    def _chosen_step(self, parts: StepParts) -> TrainingStep:
+        """The step of one training call, chosen once, when it starts."""
+        if self._make_step is not None:
+            return self._make_step(parts)
+        if self._whole_step is not None:
+            return WholeStep(parts, self._whole_step)
+        if self._compute is not None:
+            return CustomStep(parts, self._compute)
+        return BuiltInStep(parts, self.loss_function)
 
     def reset(self) -> None:
         """Forget the position, history and random state of an earlier run (a fresh start)."""
         self.progress.reset()
         self.rng.reset()
-        self.resumed = False
 
     # ----------------------------------------------------------------------------------- training
     def fit(
-        self, plan: TrainingPlan, commits: CommitPoints | None = None, interrupt: InterruptFlag | None = None
+        self,
+        plan: TrainingPlan,
+        commits: CommitPoints | None = None,
+        interrupt: InterruptFlag | None = None,
+        *,
+        rng: RandomState | None = None,
+        resumed: bool = False,
     ) -> list[dict[str, Any]]:
-        """Train until ``plan.epochs`` epochs are completed or a callback stops training."""
+        """Train until ``plan.epochs`` epochs are completed or a callback stops training.
+
+        Args:
+            rng: the run's random-state node, which knows the plan's loaders (by default the
+                loop's own, which tracks none).
+            resumed: whether the state was just loaded from a checkpoint (under torchrun the first
+                step is then preceded by a warm-up step that leaves no trace).
+        """
         commits = commits or NoCommits()
         interrupt = interrupt or InterruptFlag()
+        if rng is not None:
+            self.rng = rng
         params = {
             "epochs": plan.epochs,
             "steps_per_epoch": plan.train.steps_per_epoch,
@@ -176,25 +228,52 @@ class TrainingLoop(ProgressView):
         if not self.progress.mid_epoch:
             self.rng.restore_step()
         plan.callbacks.call("on_train_begin", {})
+        self.accumulation = AccumulationGroups(self.accumulate_grad_batches, plan.train.steps_per_epoch)
         # Under torchrun the steps go through DDP, which starts from rank 0's parameters.
-        with self.world.training_through_ddp(self.network, self.device, self.steps.use_network, self.ddp):
+        with self.world.training_through_ddp(self.network, self.device, self.ddp) as module:
+            batches = BatchLoop(
+                self._chosen_step(self._step_parts(module, plan, resumed)),
+                progress=self.progress,
+                groups=self.accumulation,
+                metrics=self.train_metrics,
+                callbacks=plan.callbacks,
+                commits=commits,
+                interrupt=interrupt,
+                world=self.world,
+                agreements=self._agreements,
+                network=self.network,
+            )
             while self.progress.epochs_completed < plan.epochs and not self.progress.stop_training:
-                self._run_epoch(plan, commits, interrupt)
+                self._run_epoch(plan, batches, commits, interrupt)
         plan.callbacks.call("on_train_end", {})
         return self.history
 
-    def _run_epoch(self, plan: TrainingPlan, commits: CommitPoints, interrupt: InterruptFlag) -> None:
+    def _step_parts(self, module: nn.Module, plan: TrainingPlan, resumed: bool) -> StepParts:
+        return StepParts(
+            module,
+            self.optimizer,
+            self.precision,
+            self.device,
+            self.accumulation,
+            plan.callbacks.listeners("on_backward_end"),
+            warm_up=resumed and self.world.distributed,
+        )
+
+    def _run_epoch(
+        self, plan: TrainingPlan, batches: BatchLoop, commits: CommitPoints, interrupt: InterruptFlag
+    ) -> None:
         epoch = self.progress.epochs_completed + 1
         skipped = self.progress.steps_in_epoch
-        batches = self._epoch_batches(plan, epoch)
+        remaining_batches = self._epoch_batches(plan, epoch)
         self.network.train()
-        trained = self._train_batches(batches, plan, commits, interrupt)
+        batches.run(remaining_batches)
+        trained = self.progress.steps_in_epoch - skipped
         remaining = None if plan.train.steps_per_epoch is None else plan.train.steps_per_epoch - skipped
         if trained == 0 and (skipped == 0 or (remaining is not None and remaining > 0)):
             raise DataError(f"{plan.train.role} yielded no batches in epoch {epoch}; expected at least one.")
         logs: dict[str, Any] = {"epoch": epoch, **lr_logs(self.optimizer)}
         logs.update(self.train_metrics.averages())
-        self._check_finite(logs["loss"], epoch)
+        check_finite(logs["loss"], self.progress)
         self.world.share_buffers(self.network)  # what is evaluated and committed is rank 0's model
         if plan.valid is not None:
             logs.update(self._validate(plan.valid, plan.callbacks, commits, interrupt))
@@ -230,100 +309,6 @@ class TrainingLoop(ProgressView):
             skip, self.rng.restore_step, pass_skip=skip - self.rng.pass_step, on_pass=self.rng.pass_started
         )
 
-    def _train_batches(
-        self, batches: Iterator[Any], plan: TrainingPlan, commits: CommitPoints, interrupt: InterruptFlag
-    ) -> int:
-        """Train on ``batches``; return how many there were."""
-        callbacks = plan.callbacks
-        begin = callbacks.listeners("on_train_batch_begin")
-        end = callbacks.listeners("on_train_batch_end")
-        backward_end = callbacks.listeners("on_backward_end")
-        with_values = callbacks.needs_batch_values
-        names = self.train_metrics.batch_names()
-        progress, accumulate, last = self.progress, self.steps.accumulate, plan.train.steps_per_epoch
-        custom = self.steps.compute is not None
-        split: Callable[[Any, torch.device], tuple[Any, Any]] = move_whole if custom else split_batch
-        run = (self.steps.run_custom if custom else self.steps.run) if self.train_step is None else None
-        one_process = not self.world.distributed
-        trained = 0
-        for batch in batches:
-            batch_number = progress.steps_in_epoch + 1
-            for method in begin:
-                method(batch_number, {})
-            started = time.perf_counter()
-            x, y = split(batch, self.device)
-            if accumulate == 1:
-                group_start = group_end = True
-            else:
-                group_start = batch_number % accumulate == 1
-                group_end = batch_number % accumulate == 0 or batch_number == last
-            if self.resumed:
-                self._warm_up(x, y)
-            if run is None:
-                loss, y_pred = self.train_step(x, y)  # type: ignore[misc]
-            else:
-                loss, y_pred, y = run(x, y, batch_number, backward_end, group_start, group_end)
-            size = batch_size(x, y)
-            values = self.train_metrics.update(loss, y_pred, y, size)
-            progress.steps_in_epoch += 1
-            progress.global_step += group_end
-            self.optimizer_stepped = group_end
-            trained += 1
-            if end:
-                logs = {"batch": batch_number, "size": size, "time": time.perf_counter() - started}
-                if with_values:
-                    logs.update(zip(names, values.reshape(-1).tolist()))
-                for method in end:
-                    method(batch_number, logs)
-            # One process stops at once; ranks stop together, at a step where they agreed.
-            agreed = self._commit_point(commits, interrupt) if group_end else one_process
-            if progress.stop_training and agreed:
-                break
-        if self.steps.pending and not progress.stop_training:  # the epoch's last, shorter group
-            self.steps.optimizer_step(progress.steps_in_epoch, backward_end)
-            progress.global_step += 1
-            self._commit_point(commits, interrupt)
-        return trained
-
-    def _warm_up(self, x: Any, y: Any) -> None:
-        """Before the first step of a resumed distributed run, one step that leaves no trace, so
-        that DDP's gradient buckets are laid out as in the uninterrupted run (see StepRunner.warm_up)."""
-        self.resumed = False
-        if self.world.distributed and self.train_step is None:
-            self.steps.warm_up(x, y)
-
-    def _commit_point(self, commits: CommitPoints, interrupt: InterruptFlag) -> bool:
-        """After an optimizer step: commit and stop on a signal; commit when a step checkpoint is due.
-
-        Ranks act on signals and stops only where they agree on them: at commit points and every
-        second or so of training. Return whether they agreed here (always true for one process).
-        """
-        step = self.progress.global_step
-        due = commits.due(step)
-        signum = interrupt.signum
-        if self.world.distributed:
-            if not (due or self._agreements.due(step)):
-                return False
-            signum = self._agree_in_epoch(signum, step)
-        if signum is not None:
-            self.world.share_buffers(self.network)
-            commits.commit("interrupt")
-            raise TrainingInterrupted(signum)
-        if due:
-            if not self.progress.stop_training:
-                self._check_finite(self.train_metrics.mean_loss(), self.progress.epochs_completed + 1)
-            self.world.share_buffers(self.network)
-            commits.commit("step")
-        return True
-
-    def _agree_in_epoch(self, signum: int | None, step: int) -> int | None:
-        """Agree with the other ranks on a signal, a stop and the step of the next agreement."""
-        progress, schedule = self.progress, self._agreements
-        agreed = self.world.agree([signum or 0, int(progress.stop_training), schedule.proposal(step)])
-        progress.stop_training = bool(agreed[1])
-        schedule.agreed(agreed[2])
-        return agreed[0] or None
-
     def _agree_at_epoch_end(self, signum: int | None, epoch_time: float) -> tuple[int | None, float]:
         """With other ranks: a signal received by any rank during the epoch's end, a stop asked on
         any rank, and the epoch's time (the slowest rank's). One process: no signal (it was acted
@@ -347,15 +332,6 @@ class TrainingLoop(ProgressView):
             raise
         finally:
             self.rng.unpin()
-
-    def _check_finite(self, loss: float, epoch: int) -> None:
-        if not math.isfinite(loss) and not self.progress.stop_training:
-            raise NonFiniteLossError(
-                f"The training loss became {loss} in epoch {epoch} (by global step "
-                f"{self.progress.global_step}). Nothing of it was committed: the last checkpoint is "
-                "intact. Lower the learning rate, clip gradients, check the data for NaN, or add the "
-                "TerminateOnNaN callback to stop cleanly instead."
-            )
 
     # --------------------------------------------------------------------------------- evaluation
     def evaluate(

@@ -1,0 +1,61 @@
+"""Gradient accumulation: which training batches of an epoch make one optimizer step.
+
+The batches of an epoch are numbered from 1. With ``batches`` batches per optimizer step, a group
+starts at batch 1, ``batches + 1``, ``2 * batches + 1``... and ends ``batches`` batches later, or at
+the epoch's last batch (``steps_per_epoch``, when the epoch's length is known), so the epoch's last
+group may be shorter. When the data ends before a group does (an iterable of unknown length),
+:attr:`AccumulationGroups.pending` says so, and the loop steps that shorter group after the
+epoch's last batch. Each batch's loss is divided by ``batches`` before ``backward``, as Lightning
+does, so that a group's gradient is the mean over its batches.
+
+Example:
+    >>> groups = AccumulationGroups(4, steps_per_epoch=6)
+    >>> [groups.place(number) for number in range(1, 7)]
+    [(True, False), (False, False), (False, False), (False, True), (True, False), (False, True)]
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class AccumulationGroups:
+    """The accumulation groups of one training call: where each group starts and ends, the
+    epoch's last, shorter group, and the division of the loss.
+
+    The loop reads :attr:`stepped` to count optimizer steps; the callbacks read it as the
+    trainer's ``optimizer_stepped``.
+
+    Args:
+        batches: batches per optimizer step (``accumulate_grad_batches``).
+        steps_per_epoch: batches per epoch, when known: the epoch's last batch ends its group.
+    """
+
+    def __init__(self, batches: int = 1, steps_per_epoch: int | None = None) -> None:
+        self.batches = batches
+        self.steps_per_epoch = steps_per_epoch
+        #: Whether the batch placed last ended its group (the optimizer stepped after it).
+        self.stepped = False
+        #: Whether a group has begun and not ended (the data ended inside it).
+        self.pending = False
+
+    def place(self, batch_number: int) -> tuple[bool, bool]:
+        """Place the epoch's batch ``batch_number``: whether it starts its group (the gradients
+        are zeroed before it) and whether it ends it (the optimizer steps after its backward)."""
+        batches = self.batches
+        if batches == 1:
+            starts = ends = True
+        else:
+            starts = batch_number % batches == 1
+            ends = batch_number % batches == 0 or batch_number == self.steps_per_epoch
+        self.stepped = ends
+        self.pending = not ends
+        return starts, ends
+
+    def divide(self, loss: Any) -> Any:
+        """The loss to back-propagate: ``loss / batches`` (``loss`` itself without accumulation)."""
+        return loss / self.batches if self.batches > 1 else loss
+
+    def close(self) -> None:
+        """The group that the data's end left pending was stepped."""
+        self.pending = False
