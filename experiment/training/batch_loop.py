@@ -3,7 +3,8 @@ commit point at each optimizer step.
 
 As pseudocode (``step`` places each batch in its accumulation group, ``progress`` counts)::
 
-    for batch in the epoch's batches:
+    on_epoch_begin                 (not when an epoch resumes mid-way: its order is redrawn instead)
+    for batch in the epoch's remaining batches:
         on_train_batch_begin -> step(batch, batch_number) -> progress.batch_done -> on_train_batch_end
         at a group's end (an optimizer step): the commit point
             signal received?     -> commits.commit("interrupt"); stop
@@ -20,16 +21,18 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from torch import nn
 
 from experiment.callbacks.callback_list import CallbackList
-from experiment.errors import NonFiniteLossError
+from experiment.errors import CheckpointError, NonFiniteLossError
 from experiment.state.progress import Progress
+from experiment.state.rng import RandomState
 from experiment.training.accumulation import AccumulationGroups
 from experiment.training.batches import batch_size
+from experiment.training.data import BatchSource
 from experiment.training.distributed import SINGLE, AgreementSchedule, World
 from experiment.training.interrupts import InterruptFlag, TrainingInterrupted
 from experiment.training.metrics import EpochAccumulator
@@ -48,6 +51,7 @@ class BatchLoop:
         callbacks: their ``on_train_batch_begin`` and ``on_train_batch_end`` are called.
         commits: the receiver of the commit points.
         interrupt: the flag a signal sets.
+        rng: the random state of the run's passes over the data (by default one tracking no loader).
         world: the processes of the run.
         agreements: when ranks agree on signals and stops between commit points.
         network: the trained module, whose buffers every rank takes from rank 0 before a commit.
@@ -63,6 +67,7 @@ class BatchLoop:
         callbacks: CallbackList,
         commits: CommitPoints,
         interrupt: InterruptFlag,
+        rng: RandomState | None = None,
         world: World = SINGLE,
         agreements: AgreementSchedule | None = None,
         network: nn.Module | None = None,
@@ -73,6 +78,8 @@ class BatchLoop:
         self.metrics = metrics
         self.commits = commits
         self.interrupt = interrupt
+        self.rng = rng or RandomState()
+        self.callbacks = callbacks
         self.world = world
         self.agreements = agreements or AgreementSchedule()
         self.network = network
@@ -81,6 +88,28 @@ class BatchLoop:
         #: The names of the batch values when a callback reads them (they are then copied from
         #: the device at each step), else None.
         self._names = metrics.batch_names() if callbacks.needs_batch_values else None
+
+    def epoch_batches(self, source: BatchSource, epoch: int) -> Iterator[Any]:
+        """The epoch's remaining batches of ``source``: all of them after ``on_epoch_begin``; or,
+        in an epoch resumed mid-way, the pass's order redrawn, then the done batches skipped.
+
+        Raises:
+            CheckpointError: the epoch was resumed mid-way without the random state of its pass.
+        """
+        skip, rng = self.progress.steps_in_epoch, self.rng
+        if skip == 0:
+            self.metrics.reset()
+            self.progress.start_clock(fresh=True)
+            self.callbacks.call("on_epoch_begin", epoch, {})
+            return source.epoch(on_pass=rng.pass_started)
+        if rng.pass_snapshot is None:
+            raise CheckpointError(
+                f"The checkpoint stops {skip} step(s) into epoch {epoch} but holds no random state of "
+                "that epoch's start, so its data order cannot be redrawn. Resume from another checkpoint."
+            )
+        rng.restore_pass()
+        self.progress.start_clock(fresh=False)
+        return source.epoch(skip, rng.restore_step, pass_skip=skip - rng.pass_step, on_pass=rng.pass_started)
 
     def run(self, batches: Iterable[Any]) -> None:
         """Train on ``batches``, the epoch's remaining ones: fetch, step, count, hooks, commit point."""

@@ -1,16 +1,14 @@
 """The training and evaluation loop: no file I/O of its own, no knowledge of paths.
 
 Hook order, as pseudocode (``commits`` are the commit points the Experiment passes in; they own
-the cadence of step checkpoints)::
+the cadence of step checkpoints; the batches are :class:`~experiment.training.batch_loop.BatchLoop`'s)::
 
-    on_train_begin; step = the training call's TrainingStep (chosen once, see below)
+    on_train_begin; step = the call's TrainingStep (built-in, custom or train_model's; built once)
     for epoch in epochs_completed + 1 .. epochs:        # while not stop_training
         on_epoch_begin                                     (skipped when resuming mid-epoch)
         for batch in the epoch's remaining batches:   (each pass of the loader: save the random state)
-            on_train_batch_begin
-            -> step(batch, batch_number)   (at a group's start zero_grad; forward, loss -> backward;
-                                            at a group's end on_backward_end -> optimizer.step)
-            -> progress.batch_done         (steps_in_epoch; global_step at a group's end)
+            on_train_batch_begin -> step(batch, batch_number) (zero_grad at a group's start; forward,
+            loss -> backward; at its end on_backward_end -> optimizer.step) -> progress.batch_done
             -> on_train_batch_end
             at a group's end: signal received?   -> commits.commit("interrupt"); stop
                               commits.due(step)? -> commits.commit("step")
@@ -21,43 +19,38 @@ the cadence of step checkpoints)::
         -> progress.epoch_done(logs) -> commits.commit("epoch")
     on_train_end
 
-Under torchrun (a distributed ``world``) the ranks act on signals and stops only where they agree
-on them (:meth:`TrainingLoop._commit_point`: at commit points and every second or so of training;
-and at the epoch's end, after validation, which no signal interrupts); before validation and
-before each commit every rank takes rank 0's buffers; logged values are summed over the ranks.
-
-The step (:mod:`experiment.training.step`) is the built-in one, a custom ``train_step(trainer,
-batch)`` (:meth:`TrainingLoop.use_custom_steps`), or train_model's step, which does everything from
-zero_grad to the optimizer step without ``on_backward_end`` (:meth:`TrainingLoop.use_train_step`).
-It places each batch in its accumulation group (:mod:`experiment.training.accumulation`).
+Under torchrun (a distributed ``world``) the ranks agree on signals and stops at commit points,
+every second or so of training, and at the epoch's end (after validation, which no signal
+interrupts); before validation and before each commit every rank takes rank 0's buffers; logged
+values are summed over the ranks.
 
 Progress is counted in completed units by the ``progress`` node (:class:`~experiment.state.progress.Progress`):
-``epochs_completed``, ``steps_in_epoch`` (training steps done in the current epoch) and
-``global_step``; the ``rng`` node (:class:`~experiment.state.rng.RandomState`) holds the random
-state of each pass start and of the committed step. Resuming mid-epoch restores the random state of the start
-of the loader's current pass (the epoch start, unless the epoch spans several passes), lets the data
-source redraw that pass's order and skip its consumed batches, then restores the random state of
-the step (the fast-forward first, the random state last); ``on_epoch_begin`` is not called again
-for that epoch, since the saved callback states already saw it.
+``epochs_completed``, ``steps_in_epoch`` (batches done in the current epoch) and ``global_step``
+(optimizer steps); the ``rng`` node (:class:`~experiment.state.rng.RandomState`) holds the random
+state of each pass start and of the committed step. Resuming mid-epoch restores the random state of
+the start of the loader's current pass (the epoch start, unless the epoch spans several passes),
+lets the data source redraw that pass's order and skip its consumed batches, then restores the
+random state of the step (the fast-forward first, the random state last); ``on_epoch_begin`` is not
+called again for that epoch, since the saved callback states already saw it.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
 from experiment.callbacks.callback_list import CallbackList
-from experiment.errors import CheckpointError, ConfigurationError, DataError
+from experiment.errors import ConfigurationError, DataError
 from experiment.state.learning_rates import lr_logs
 from experiment.state.progress import Progress
 from experiment.state.rng import RandomState
 from experiment.training.accumulation import AccumulationGroups
 from experiment.training.batch_loop import BatchLoop, check_finite
-from experiment.training.custom_step import CustomStep, StepCompute, UserStep, bind_step
+from experiment.training.custom_step import UserStep, bind_step
 from experiment.training.distributed import SINGLE, AgreementSchedule, World, sharing_problems
 from experiment.training.epoch_logs import plain_logs, step_schedulers
 from experiment.training.evaluation import evaluate, measure_for
@@ -66,14 +59,8 @@ from experiment.training.metrics import EpochAccumulator, MetricFn
 from experiment.training.plan import CommitPoints, NoCommits, TrainingPlan
 from experiment.training.precision import Precision
 from experiment.training.progress_view import ProgressView
-from experiment.training.step import (
-    BuiltInStep,
-    StepMaker,
-    StepParts,
-    TrainingStep,
-    WholeStep,
-    WholeStepFunction,
-)
+from experiment.training.step import StepMaker, StepParts, WholeStepFunction
+from experiment.training.step_choice import StepChoice
 
 
 class TrainingLoop(ProgressView):
@@ -139,9 +126,8 @@ class TrainingLoop(ProgressView):
         self.custom_train_step: UserStep | None = None
         #: The custom evaluation step (see :meth:`use_custom_steps`), or None for ``(x, y)`` batches.
         self.eval_step: UserStep | None = None
-        self._compute: StepCompute | None = None
-        self._whole_step: WholeStepFunction | None = None
-        self._make_step: StepMaker | None = None
+        #: The step this loop trains with (built once per :meth:`fit`).
+        self.steps = StepChoice(loss_function, self.precision, accumulate_grad_batches)
 
     @property
     def optimizer_stepped(self) -> bool:
@@ -156,13 +142,7 @@ class TrainingLoop(ProgressView):
             ConfigurationError: with mixed precision or gradient accumulation, which the built-in
                 step implements and a custom step would bypass.
         """
-        if step is not None and (self.precision.mixed or self.accumulate_grad_batches > 1):
-            raise ConfigurationError(
-                f"train_step: received a custom step with precision={self.precision.name!r} and "
-                f"accumulate_grad_batches={self.accumulate_grad_batches}; expected the defaults ('32-true', "
-                "1): a custom step does its own forward, backward and optimizer step."
-            )
-        self._whole_step = step
+        self.steps.use_whole(step)
 
     def use_custom_steps(self, train_step: UserStep | None, eval_step: UserStep | None = None) -> None:
         """Compute each batch's loss with ``train_step(trainer, batch)`` (and ``eval_step`` in
@@ -171,8 +151,10 @@ class TrainingLoop(ProgressView):
         See :mod:`experiment.training.custom_step`. The loop still does ``zero_grad``, autocast,
         backward, ``on_backward_end`` and the optimizer step; None: the built-in ``(x, y)`` step.
         """
-        step = train_step
-        self._compute = None if step is None else bind_step(step, self, "train_step", self.train_metrics)
+        compute = (
+            None if train_step is None else bind_step(train_step, self, "train_step", self.train_metrics)
+        )
+        self.steps.compute = compute
         self.custom_train_step = train_step
         self.eval_step = eval_step or train_step
 
@@ -180,17 +162,7 @@ class TrainingLoop(ProgressView):
         """Train with the :class:`~experiment.training.step.TrainingStep` that ``make(parts)``
         builds when each training call starts (None: the step chosen by :meth:`use_train_step`,
         :meth:`use_custom_steps` or the built-in one). The seam for another kind of step."""
-        self._make_step = make
-
-    def _chosen_step(self, parts: StepParts) -> TrainingStep:
-        """The step of one training call, chosen once, when it starts."""
-        if self._make_step is not None:
-            return self._make_step(parts)
-        if self._whole_step is not None:
-            return WholeStep(parts, self._whole_step)
-        if self._compute is not None:
-            return CustomStep(parts, self._compute)
-        return BuiltInStep(parts, self.loss_function)
+        self.steps.maker = make
 
     def reset(self) -> None:
         """Forget the position, history and random state of an earlier run (a fresh start)."""
@@ -228,35 +200,41 @@ class TrainingLoop(ProgressView):
         if not self.progress.mid_epoch:
             self.rng.restore_step()
         plan.callbacks.call("on_train_begin", {})
-        self.accumulation = AccumulationGroups(self.accumulate_grad_batches, plan.train.steps_per_epoch)
         # Under torchrun the steps go through DDP, which starts from rank 0's parameters.
         with self.world.training_through_ddp(self.network, self.device, self.ddp) as module:
-            batches = BatchLoop(
-                self._chosen_step(self._step_parts(module, plan, resumed)),
-                progress=self.progress,
-                groups=self.accumulation,
-                metrics=self.train_metrics,
-                callbacks=plan.callbacks,
-                commits=commits,
-                interrupt=interrupt,
-                world=self.world,
-                agreements=self._agreements,
-                network=self.network,
-            )
+            batches = self._batch_loop(module, plan, commits, interrupt, resumed)
             while self.progress.epochs_completed < plan.epochs and not self.progress.stop_training:
                 self._run_epoch(plan, batches, commits, interrupt)
         plan.callbacks.call("on_train_end", {})
         return self.history
 
-    def _step_parts(self, module: nn.Module, plan: TrainingPlan, resumed: bool) -> StepParts:
-        return StepParts(
-            module,
-            self.optimizer,
-            self.precision,
-            self.device,
-            self.accumulation,
-            plan.callbacks.listeners("on_backward_end"),
-            warm_up=resumed and self.world.distributed,
+    def _batch_loop(
+        self,
+        module: nn.Module,
+        plan: TrainingPlan,
+        commits: CommitPoints,
+        interrupt: InterruptFlag,
+        resumed: bool,
+    ) -> BatchLoop:
+        """The inner loop of a training call, with its step built (once) to go through ``module``."""
+        self.accumulation = AccumulationGroups(self.accumulate_grad_batches, plan.train.steps_per_epoch)
+        backward_end = plan.callbacks.listeners("on_backward_end")
+        warm_up = resumed and self.world.distributed
+        parts = StepParts(
+            module, self.optimizer, self.precision, self.device, self.accumulation, backward_end, warm_up
+        )
+        return BatchLoop(
+            self.steps.build(parts),
+            progress=self.progress,
+            groups=self.accumulation,
+            metrics=self.train_metrics,
+            callbacks=plan.callbacks,
+            commits=commits,
+            interrupt=interrupt,
+            rng=self.rng,
+            world=self.world,
+            agreements=self._agreements,
+            network=self.network,
         )
 
     def _run_epoch(
@@ -264,7 +242,7 @@ class TrainingLoop(ProgressView):
     ) -> None:
         epoch = self.progress.epochs_completed + 1
         skipped = self.progress.steps_in_epoch
-        remaining_batches = self._epoch_batches(plan, epoch)
+        remaining_batches = batches.epoch_batches(plan.train, epoch)
         self.network.train()
         batches.run(remaining_batches)
         trained = self.progress.steps_in_epoch - skipped
@@ -289,25 +267,6 @@ class TrainingLoop(ProgressView):
         commits.commit("epoch")
         if signum is not None:  # received during the epoch's end; its commit is the one above
             raise TrainingInterrupted(signum)
-
-    def _epoch_batches(self, plan: TrainingPlan, epoch: int) -> Iterator[Any]:
-        """The epoch's remaining batches; a resumed epoch redraws its order, then skips the done ones."""
-        skip = self.progress.steps_in_epoch
-        if skip == 0:
-            self.train_metrics.reset()
-            self.progress.start_clock(fresh=True)
-            plan.callbacks.call("on_epoch_begin", epoch, {})
-            return plan.train.epoch(on_pass=self.rng.pass_started)
-        if self.rng.pass_snapshot is None:
-            raise CheckpointError(
-                f"The checkpoint stops {skip} step(s) into epoch {epoch} but holds no random state of "
-                "that epoch's start, so its data order cannot be redrawn. Resume from another checkpoint."
-            )
-        self.rng.restore_pass()
-        self.progress.start_clock(fresh=False)
-        return plan.train.epoch(
-            skip, self.rng.restore_step, pass_skip=skip - self.rng.pass_step, on_pass=self.rng.pass_started
-        )
 
     def _agree_at_epoch_end(self, signum: int | None, epoch_time: float) -> tuple[int | None, float]:
         """With other ranks: a signal received by any rank during the epoch's end, a stop asked on

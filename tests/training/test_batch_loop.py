@@ -10,10 +10,11 @@ from typing import Any
 import pytest
 
 from experiment.callbacks.callback_list import CallbackList
-from experiment.errors import NonFiniteLossError
+from experiment.errors import CheckpointError, NonFiniteLossError
 from experiment.state.progress import Progress
 from experiment.training.accumulation import AccumulationGroups
 from experiment.training.batch_loop import BatchLoop
+from experiment.training.data import BatchSource
 from experiment.training.interrupts import InterruptFlag, TrainingInterrupted
 from experiment.training.metrics import EpochAccumulator
 from tests.support.loop_fakes import FakeCommits, FakeStep, FakeTrainer, Recorder, Unsized, batches
@@ -146,3 +147,19 @@ def test_batch_loop_refuses_a_non_finite_loss_before_a_step_commit():
     with pytest.raises(NonFiniteLossError, match=r"training loss became nan in epoch 1 \(by global step 1\)"):
         loop.run([batches(1)[0] * float("nan")])
     assert not any(event[0] == "commit" for event in events)
+
+
+def test_batch_loop_begins_a_fresh_epoch_with_its_hook_and_all_its_batches():
+    events: list[tuple[Any, ...]] = []
+    loop = _loop(events)
+    source = BatchSource(batches(3), None, "train_data")
+    loop.run(loop.epoch_batches(source, 1))
+    assert events[0] == ("on_epoch_begin", 1)
+    assert [event[1] for event in events if event[0] == "step"] == [1, 2, 3]
+
+
+def test_batch_loop_refuses_to_resume_an_epoch_without_the_random_state_of_its_pass():
+    loop = _loop([])
+    loop.progress.steps_in_epoch = 2  # as loaded from a checkpoint that lacks the pass's state
+    with pytest.raises(CheckpointError, match=r"stops 2 step\(s\) into epoch 1 but holds no random state"):
+        loop.epoch_batches(BatchSource(batches(3), None, "train_data"), 1)
