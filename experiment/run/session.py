@@ -2,7 +2,7 @@
 turn signals and failures into a status and an exit code.
 
 In a distributed run every rank runs the session; rank 0 alone writes experiment.json, log.tsv and
-TensorBoard (the other ranks take part in the commits, see :mod:`experiment.run.committer`)."""
+TensorBoard (the other ranks take part in the commits, see :mod:`experiment.run.commits`)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import warnings
 from typing import Any
 
 from experiment.errors import RunDirectoryError, StorageError
-from experiment.run.committer import Committer
+from experiment.run.commits import Committer, one_file_backend
 from experiment.run.creation import creation_record
 from experiment.run.recording import EpochRecorder
 from experiment.run.run_record import RunRecord
@@ -80,10 +80,12 @@ class TrainingSession:
             progress=loop.progress,
             best=best,
             recorder=self.recorder,
+            backend=one_file_backend(settings.async_checkpoint),
             checkpoint_every=settings.checkpoint_every,
             callbacks=callbacks,
-            async_writes=settings.async_checkpoint,
             world=self.world,
+            run_id=lambda: self.record.run_id,
+            on_first_commit=self._mark_committed,
         )
 
     def _mark_committed(self) -> None:
@@ -98,8 +100,6 @@ class TrainingSession:
             StateMismatchError: the checkpoint, or this call's objects and data, do not fit the run.
             RunDirectoryError: the directory has a history but no checkpoint to resume from.
         """
-        if self.world.is_main:
-            self.committer.on_first_commit = self._mark_committed
         if self.world.is_main:
             self._announce_resume()
         restored = self.committer.restore(self.plan.epochs, check=self.record.problems)
@@ -252,7 +252,7 @@ class TrainingSession:
             self.recorder.open(self.loop.history)
         try:
             with interrupt_on_signals(flag):
-                history = self.loop.fit(self.plan, self.committer, flag, rng=self.rng, resumed=resumed)
+                history = self.loop.fit(self.plan, self.committer.policy, flag, rng=self.rng, resumed=resumed)
         except TrainingInterrupted:
             self.committer.wait()  # the interrupt's commit is durable before the exit
             raise
@@ -281,4 +281,3 @@ class TrainingSession:
         if not self.world.is_main:
             return
         self.directory.write_metadata(self.record.with_status(status, message))
-        self.committer.run_id = self.record.run_id

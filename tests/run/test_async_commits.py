@@ -19,7 +19,9 @@ import torch
 
 from experiment import Callback
 from experiment.errors import NonFiniteLossError, StorageError
-from experiment.run import committer as committer_module
+from experiment.run.commits import file_backend as file_backend_module
+from experiment.run.commits.background_backend import BackgroundFileBackend
+from experiment.run.commits.commit import Commit
 from experiment.state.snapshot import Snapshot
 from experiment.store.checkpoints import load_newest_state
 from experiment.store.directory import RunDirectory
@@ -76,13 +78,14 @@ def test_async_only_the_writer_thread_removes_checkpoint_files(tmp_path: Path, m
 def test_async_write_in_flight_ends_before_the_status_is_finished(tmp_path: Path, monkeypatch):
     log: list[str] = []
     release = threading.Event()
-    real_write = committer_module.Committer._write
+    real_write = BackgroundFileBackend._write
     real_write_metadata = RunDirectory.write_metadata
 
-    def slow_write(self, state: dict[str, Any], *args: Any) -> None:
+    def slow_write(self, commit: Commit, *args: Any) -> None:
+        state = commit.state
         if state["reason"] == "epoch" and state["nodes"]["progress"]["epochs_completed"] == 2:
             release.wait(timeout=30)  # held until the training thread has returned from on_train_end
-        real_write(self, state, *args)
+        real_write(self, commit, *args)
         log.append(f"written {state['serial']}")
 
     def write_metadata(self, metadata: dict[str, Any]) -> None:
@@ -93,7 +96,7 @@ def test_async_write_in_flight_ends_before_the_status_is_finished(tmp_path: Path
         def on_train_end(self, logs: dict[str, Any]) -> None:
             release.set()
 
-    monkeypatch.setattr(committer_module.Committer, "_write", slow_write)
+    monkeypatch.setattr(BackgroundFileBackend, "_write", slow_write)
     monkeypatch.setattr(RunDirectory, "write_metadata", write_metadata)
     train_run(tmp_path, epochs=2, async_checkpoint=True, callbacks=lambda: [Release()])
     assert log.index("status finished") > log.index("written 2")
@@ -103,7 +106,7 @@ def test_async_write_in_flight_ends_before_the_status_is_finished(tmp_path: Path
 def test_async_write_error_comes_back_at_the_next_commit_with_the_last_commit_intact(
     tmp_path: Path, monkeypatch
 ):
-    real_save = committer_module.save_tensors
+    real_save = file_backend_module.save_tensors
     calls = {"state": 0}
 
     def failing_save(path: Path, obj: Any, *, sync_dir: bool = True) -> None:
@@ -115,7 +118,7 @@ def test_async_write_error_comes_back_at_the_next_commit_with_the_last_commit_in
                     raise OSError(errno.ENOSPC, "No space left on device")
         real_save(path, obj, sync_dir=sync_dir)
 
-    monkeypatch.setattr(committer_module, "save_tensors", failing_save)
+    monkeypatch.setattr(file_backend_module, "save_tensors", failing_save)
     with pytest.raises(StorageError, match="No space left on device"):
         train_run(tmp_path, epochs=3, checkpoint_every=2, async_checkpoint=True)
     metadata = json.loads((tmp_path / "experiment.json").read_text())
@@ -123,7 +126,7 @@ def test_async_write_error_comes_back_at_the_next_commit_with_the_last_commit_in
     tree, path = load_newest_state(RunDirectory(tmp_path))
     assert path.name == "state-000002.pt" and tree["nodes"]["progress"]["global_step"] == 4
     assert RunDirectory(tmp_path).temporary_files() == []
-    monkeypatch.setattr(committer_module, "save_tensors", real_save)
+    monkeypatch.setattr(file_backend_module, "save_tensors", real_save)
     expected = train_run(tmp_path / "straight", epochs=3, checkpoint_every=2)
     actual = train_run(tmp_path, epochs=3, checkpoint_every=2, async_checkpoint=True)
     assert_same_training_state(expected, actual)

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from experiment import Callback, StorageError
-from experiment.run.background_writer import BackgroundWriter
+from experiment.run.commits.background_writer import BackgroundWriter
 from experiment.store.checkpoints import load_newest_state
 from experiment.store.directory import RunDirectory
 from tests.support.state_checks import assert_same_run

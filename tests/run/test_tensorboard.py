@@ -22,8 +22,8 @@ from tensorboard.plugins import base_plugin
 from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.plugins.custom_scalar.custom_scalars_plugin import CustomScalarsPlugin
 
-from experiment.run import committer as checkpointing
 from experiment.run import recording
+from experiment.run.commits import file_backend as checkpointing
 from experiment.store.tensorboard_layout import LAYOUT_CATEGORY
 from tests.support.state_checks import assert_same_run, read_log
 from tests.support.training import Interrupt, train_run

@@ -1,0 +1,29 @@
+"""Commits: when a run commits its state, how the bytes reach the disk, and how a run resumes.
+
+- :mod:`~experiment.run.commits.policy`: when (the commit points the loop signals: step
+  checkpoints every ``checkpoint_every`` optimizer steps, signals, epoch ends) and what a commit
+  holds (:mod:`~experiment.run.commits.commit`).
+- :mod:`~experiment.run.commits.backend`: the protocol of how a commit reaches the disk, durably,
+  and how superseded checkpoints leave it; one module per backend:
+  :mod:`~experiment.run.commits.file_backend` (one file, written in the training thread) and
+  :mod:`~experiment.run.commits.background_backend` (one file, written by a background thread).
+- :mod:`~experiment.run.commits.restorer`: choosing, checking and loading the checkpoint to resume.
+- :mod:`~experiment.run.commits.committer`: the three built together for one run.
+
+The policy and the restorer know the backend protocol only (an import-linter contract holds it):
+a new backend is a new module, chosen where :func:`one_file_backend` is called.
+"""
+
+from __future__ import annotations
+
+from experiment.run.commits.backend import BackendFactory
+from experiment.run.commits.background_backend import BackgroundFileBackend
+from experiment.run.commits.committer import Committer
+from experiment.run.commits.file_backend import FileBackend
+
+__all__ = ["BackendFactory", "Committer", "one_file_backend"]
+
+
+def one_file_backend(asynchronous: bool) -> BackendFactory:
+    """The backend of one file per commit, written by a background thread if ``asynchronous``."""
+    return BackgroundFileBackend if asynchronous else FileBackend

@@ -1,0 +1,124 @@
+"""One file per commit, written in the training thread: the synchronous commit backend.
+
+A commit is the file ``checkpoints/state-NNNNNN.pt`` (NNNNNN its serial), preceded by
+``best-epochNNNN.pt`` when its epoch is a new best, each written atomically and durably
+(``torch.save`` streamed into a temporary file of the same folder, fsync, rename; one fsync of the
+folder makes both renames durable). Rank 0 alone writes; every rank learns the outcome.
+
+Two states are kept, the newest and its fallback, each with the best weights it refers to. Older
+files are removed by a background thread once the new state is durable: the training thread never
+deletes a checkpoint file. :class:`~experiment.run.commits.background_backend.BackgroundFileBackend`
+writes the same files from that thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from experiment.run.commits.background_writer import BackgroundWriter
+from experiment.run.commits.commit import Commit
+from experiment.store.checkpoint_unit import Checkpoint
+from experiment.store.directory import RunDirectory
+from experiment.store.files import save_tensors
+from experiment.training.distributed import SINGLE, World
+
+
+class FileBackend:
+    """Writes each commit as one file in the training thread (a
+    :class:`~experiment.run.commits.backend.CommitBackend`).
+
+    Args:
+        directory: the run directory.
+        world: the ranks of the run (rank 0 writes).
+        on_durable: called with a commit's serial once it is durable (rank 0, training thread).
+    """
+
+    def __init__(
+        self,
+        directory: RunDirectory,
+        world: World = SINGLE,
+        on_durable: Callable[[int], None] | None = None,
+    ) -> None:
+        self.directory = directory
+        self.world = world
+        self.on_durable = on_durable
+        #: The thread that removes superseded files (and writes, in the background backend).
+        self.writer = BackgroundWriter()
+        self._previous_best: int | None = None
+        #: The serial of a commit found durable and not yet reported to ``on_durable``.
+        self._durable: int | None = None
+
+    def write(self, commit: Commit, before: Callable[[], None]) -> None:
+        """Wait for the previous removals, run ``before``, write the best weights and the state,
+        then let the writer thread remove what they supersede (see :class:`CommitBackend`)."""
+        self.world.on_main(lambda: self._write_here(commit, before))
+
+    def wait(self, *, quiet: bool = False) -> None:
+        """Wait for the background work in flight; raise its error unless ``quiet``."""
+        if quiet:
+            self.writer.wait(quiet=True)
+            self._report_durable()
+            return
+        self.world.on_main(self._wait_here)
+
+    def resumed_from(self, checkpoint: Checkpoint, *, best_epoch: int | None, epochs_completed: int) -> None:
+        """Keep the restored commit, the one before it and the best weights they refer to; remove
+        older states and best weights past the restored epoch (a process killed before its
+        pruning left them)."""
+        self._previous_best = best_epoch
+        if not self.world.is_main:
+            return
+        checkpoints = self.directory.checkpoints()
+        if checkpoint in checkpoints:
+            for older in checkpoints[checkpoints.index(checkpoint) + 2 :]:
+                older.remove()
+        for epoch, path in self.directory.best_paths().items():
+            if epoch > epochs_completed:
+                path.unlink(missing_ok=True)
+
+    # ------------------------------------------------------------------- on the writing rank
+    def _write_here(self, commit: Commit, before: Callable[[], None]) -> None:
+        self._wait_here()
+        before()
+        keep = self._keep(commit)
+        commit.refuse_non_finite(self._newest_name)
+        self._write_files(commit)
+        self._durable = commit.serial
+        self._report_durable()
+        self.writer.submit(lambda: self._prune(keep))
+
+    def _wait_here(self) -> None:
+        self.writer.wait()
+        self._report_durable()
+
+    def _keep(self, commit: Commit) -> set[int | None]:
+        """The best epochs whose weights stay once ``commit`` is durable: its own and its
+        fallback's (the commit before it)."""
+        keep = {commit.best_epoch, self._previous_best}
+        self._previous_best = commit.best_epoch
+        return keep
+
+    def _write_files(self, commit: Commit) -> None:
+        """The best weights, then the state, each atomically and durably."""
+        if commit.best_weights is not None:
+            # Same folder as the state file, whose folder fsync makes both renames durable.
+            path = self.directory.best_path(commit.best_weights)
+            save_tensors(path, commit.state["nodes"]["model"], sync_dir=False)
+        save_tensors(self.directory.state_path(commit.serial), commit.state)
+
+    def _report_durable(self) -> None:
+        serial, self._durable = self._durable, None
+        if serial is not None and self.on_durable is not None:
+            self.on_durable(serial)
+
+    def _newest_name(self) -> str | None:
+        newest = self.directory.checkpoints()[:1]
+        return newest[0].name if newest else None
+
+    def _prune(self, keep: set[int | None]) -> None:
+        """Remove states older than the two newest and best weights of epochs not in ``keep``."""
+        for checkpoint in self.directory.checkpoints()[2:]:
+            checkpoint.remove()
+        for epoch, path in self.directory.best_paths().items():
+            if epoch not in keep:
+                path.unlink(missing_ok=True)
