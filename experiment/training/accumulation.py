@@ -10,7 +10,7 @@ does, so that a group's gradient is the mean over its batches.
 
 Example:
     >>> groups = AccumulationGroups(4, steps_per_epoch=6)
-    >>> [groups.place(number) for number in range(1, 7)]
+    >>> [(groups.place(number), groups.stepped) for number in range(1, 7)]
     [(True, False), (False, False), (False, False), (False, True), (True, False), (False, True)]
 """
 
@@ -34,23 +34,23 @@ class AccumulationGroups:
     def __init__(self, batches: int = 1, steps_per_epoch: int | None = None) -> None:
         self.batches = batches
         self.steps_per_epoch = steps_per_epoch
-        #: Whether the batch placed last ended its group (the optimizer stepped after it).
+        #: Whether the batch placed last ends its group: the optimizer steps after its backward.
         self.stepped = False
         #: Whether a group has begun and not ended (the data ended inside it).
         self.pending = False
 
-    def place(self, batch_number: int) -> tuple[bool, bool]:
-        """Place the epoch's batch ``batch_number``: whether it starts its group (the gradients
-        are zeroed before it) and whether it ends it (the optimizer steps after its backward)."""
+    def place(self, batch_number: int) -> bool:
+        """Place the epoch's batch ``batch_number`` in its group; return whether it starts the group
+        (the gradients are zeroed before it). :attr:`stepped` then says whether it ends the group."""
         batches = self.batches
         if batches == 1:
-            starts = ends = True
-        else:
-            starts = batch_number % batches == 1
-            ends = batch_number % batches == 0 or batch_number == self.steps_per_epoch
+            self.stepped = True
+            self.pending = False
+            return True
+        ends = batch_number % batches == 0 or batch_number == self.steps_per_epoch
         self.stepped = ends
         self.pending = not ends
-        return starts, ends
+        return batch_number % batches == 1
 
     def divide(self, loss: Any) -> Any:
         """The loss to back-propagate: ``loss / batches`` (``loss`` itself without accumulation)."""

@@ -97,9 +97,9 @@ class GroupedStep:
         x, y = self.split(batch, self.device)
         if self._warm_up_first:
             self.warm_up(x, y)
-        starts, ends = self.groups.place(batch_number)
-        if starts:
+        if self.groups.place(batch_number):  # the batch starts its group
             self.optimizer.zero_grad(set_to_none=True)
+        ends = self.groups.stepped
         if self._defers_sync and not ends:
             with self.network.no_sync():  # type: ignore[operator]
                 return self._run(x, y, batch_number, ends)

@@ -9,7 +9,7 @@ from experiment.training.accumulation import AccumulationGroups
 
 def test_accumulation_groups_end_every_batches_and_at_the_epoch_s_last_batch():
     groups = AccumulationGroups(3, steps_per_epoch=7)
-    placed = [groups.place(number) for number in range(1, 8)]
+    placed = [(groups.place(number), groups.stepped) for number in range(1, 8)]
     assert placed == [
         (True, False),
         (False, False),
@@ -24,7 +24,7 @@ def test_accumulation_groups_end_every_batches_and_at_the_epoch_s_last_batch():
 
 def test_accumulation_groups_without_accumulation_start_and_end_at_every_batch():
     groups = AccumulationGroups()
-    assert [groups.place(number) for number in (1, 2, 3)] == [(True, True)] * 3
+    assert [(groups.place(number), groups.stepped) for number in (1, 2, 3)] == [(True, True)] * 3
 
 
 def test_accumulation_groups_of_an_epoch_of_unknown_length_leave_its_last_group_pending():
