@@ -153,11 +153,13 @@ def test_restorer_lists_every_problem_of_the_nodes_and_of_the_caller_and_applies
 
 def test_restorer_on_another_rank_loads_the_checkpoint_rank_0_chose_and_takes_its_share(tmp_path):
     run = RunDirectory(tmp_path)
-    chosen = _commit(run, 1, count=10, world_size=2)
+    _commit(run, 1, count=10, world_size=2)
     _commit(run, 2, count=20, world_size=2)  # newer, but rank 0 chose the first
     tree, counter, rng = _tree()
+    # Rank 0 names the unit by its own path (another node may mount the run elsewhere).
+    chosen = Checkpoint(1, Path("/mounted/elsewhere/checkpoints/state-000001.pt"))
 
-    restored = Restorer(run, tree, world=SecondRank(Checkpoint(1, chosen))).restore(epochs=3)
+    restored = Restorer(run, tree, world=SecondRank(chosen)).restore(epochs=3)
 
-    assert restored is not None and restored.serial == 1
+    assert restored is not None and restored.serial == 1 and restored.checkpoint.path == run.state_path(1)
     assert (counter.count, rng.count) == (10, 11)  # rank 1's own random state

@@ -86,7 +86,13 @@ class Restorer:
         checkpoint = self.world.broadcast(None if chosen is None else chosen[1])
         if checkpoint is None:
             return None
-        saved = chosen[0] if chosen is not None else self._load(checkpoint)
+        if chosen is not None:
+            saved, checkpoint = chosen
+        else:  # another rank: the unit rank 0 chose, in this rank's own path to the directory
+            checkpoint = dataclasses.replace(
+                checkpoint, path=self.directory.checkpoints_dir / checkpoint.name
+            )
+            saved = self._load(checkpoint)
         self.tree.apply(own_share(saved, self.world.rank))
         self.restored = Restored(checkpoint, saved["serial"], saved.get("run_id"))
         return self.restored
