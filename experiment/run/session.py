@@ -153,8 +153,8 @@ class TrainingSession:
             for cb in self.plan.callbacks.callbacks
             if callable(getattr(cb, "announce_start", None))
         ]
-        newest = self.directory.state_paths()[:1]
-        progress = peek_progress(newest[0]) if announce and newest else None
+        newest = self.directory.checkpoints()[:1]
+        progress = peek_progress(newest[0].tree_path) if announce and newest else None
         if progress is None or Progress.saved_is_over(progress, self.plan.epochs):
             return  # a fresh start, or no more training: on_train_begin says it, if it runs
         params = {
@@ -163,7 +163,7 @@ class TrainingSession:
             "steps_per_epoch": self.plan.train.steps_per_epoch,
             "directory": str(self.directory.path),
             "checkpoint": newest[0].name,
-            "checkpoint_time": newest[0].stat().st_mtime,
+            "checkpoint_time": newest[0].modified(),
         }
         position = types.SimpleNamespace(**{key: progress[key] for key in Progress.POSITION})
         for method in announce:
