@@ -22,6 +22,7 @@ from experiment.errors import ConfigurationError
 from experiment.run.experiment import Experiment
 from experiment.schedules.value_policies import ValuePolicy, as_policy
 from experiment.training.loop import TrainingLoop
+from experiment.training.step import WholeStepFunction
 
 #: ``train_step(trainer, x, y, **values) -> loss`` or ``(loss, y_pred)``.
 TrainModelStep = Callable[..., Any]
@@ -173,9 +174,7 @@ def _check_step(
         )
 
 
-def _adapted_step(
-    train_step: TrainModelStep, loop: TrainingLoop, runner: PolicyRunner
-) -> Callable[[Any, Any], Any]:
+def _adapted_step(train_step: TrainModelStep, loop: TrainingLoop, runner: PolicyRunner) -> WholeStepFunction:
     """The loop's ``train_step(x, y) -> (loss, y_pred)`` around the user's step and current values."""
 
     def step(x: Any, y: Any) -> tuple[torch.Tensor, Any]:
