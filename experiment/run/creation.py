@@ -38,6 +38,7 @@ def creation_record(loop: TrainingLoop, plan: TrainingPlan) -> dict[str, Any]:
         "precision": loop.precision.name,
         "accumulate_grad_batches": loop.accumulate_grad_batches,
         "world_size": loop.world.size,
+        "strategy": loop.strategy.name,
         "train_step": _step_name(loop.custom_train_step),
         "eval_step": _step_name(loop.eval_step),
         "data": data,
@@ -82,7 +83,7 @@ def data_shape(source: BatchSource) -> dict[str, Any]:
 def creation_problems(recorded: dict[str, Any], current: dict[str, Any], *, mid_epoch: bool) -> list[str]:
     """What in ``current`` cannot resume the run ``recorded`` describes exactly."""
     problems = _optimizer_problems(recorded["optimizer"], current["optimizer"])
-    for field in ("precision", "accumulate_grad_batches", "train_step", "eval_step"):
+    for field in ("precision", "accumulate_grad_batches", "train_step", "eval_step", "strategy"):
         if field in recorded and recorded[field] != current[field]:
             problems.append(
                 f"{field} was {recorded[field]!r} when the run was created and is {current[field]!r} "

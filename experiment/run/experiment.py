@@ -34,6 +34,7 @@ from experiment.training.distributed import current_world, training_device
 from experiment.training.loop import TrainingLoop
 from experiment.training.metrics import resolve_batch_metrics, resolve_epoch_metrics
 from experiment.training.precision import Precision
+from experiment.training.strategy import choose_strategy
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -78,6 +79,9 @@ class Experiment(Inference):
             and evaluation. Weights are saved without the ``_orig_mod.`` prefix of a compiled
             module (as is a network given already compiled), so compiled and uncompiled runs
             resume each other's files.
+        strategy: how the run is spread over processes: "auto" (default: one process, or
+            DistributedDataParallel under torchrun), "single" (refused under torchrun) or "ddp"
+            (refused outside it). See :mod:`experiment.training.strategy`.
 
     Example:
         >>> exp = Experiment("runs/blobs", net, optimizer="adam", loss_function="cross_entropy",
@@ -105,15 +109,16 @@ class Experiment(Inference):
         train_step: UserStep | None = None,
         eval_step: UserStep | None = None,
         compile: bool | dict[str, Any] = False,
+        strategy: str = "auto",
     ) -> None:
         if not isinstance(network, nn.Module):
             raise ConfigurationError(
                 f"network: received {type(network).__name__}; expected a torch.nn.Module."
             )
         self.directory = RunDirectory(directory)
-        ddp = network if isinstance(network, nn.parallel.DistributedDataParallel) else None
-        network = network if ddp is None else ddp.module  # trained through the user's DDP, saved bare
         world = current_world()  # under torchrun: the process group, started here if need be
+        # A network given inside the user's DistributedDataParallel is trained through it, saved bare.
+        self.strategy, network = choose_strategy(strategy, world, network)
         self.device = resolve_device(device if device is not None else training_device(world), network)
         network.to(self.device)
         self.network = network
@@ -143,8 +148,7 @@ class Experiment(Inference):
             accumulate_grad_batches=check_int(
                 "accumulate_grad_batches", accumulate_grad_batches, minimum=1, expected="a positive integer"
             ),
-            world=world,
-            ddp=ddp,
+            strategy=self.strategy,
         )
         self.loop.use_custom_steps(check_step("train_step", train_step), check_step("eval_step", eval_step))
 

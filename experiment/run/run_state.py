@@ -16,7 +16,7 @@ from typing import Any
 from experiment.state.best_tracker import BestTracker
 from experiment.state.rng import RandomState
 from experiment.state.stateful import Stateful
-from experiment.state.torch_nodes import ModuleNode, OptimizerNode, plain_module
+from experiment.state.torch_nodes import plain_module
 from experiment.state.tree import StateTree
 from experiment.training.loop import TrainingLoop
 
@@ -35,9 +35,13 @@ def run_state_tree(
     """The named state of a run trained by ``loop``, with ``rng`` (which knows the run's loaders)."""
     tree = StateTree()
     network = plain_module(loop.network)  # a compiled network is saved as the module it wraps
-    tree.add("model", ModuleNode(network), class_name=type(network).__name__)
+    strategy = loop.strategy  # full state dicts, or (with a sharding strategy) shards
+    tree.add("model", strategy.model_node(loop.network), class_name=type(network).__name__)
     tree.add(
-        "optimizer", OptimizerNode(loop.optimizer), check_class=True, class_name=type(loop.optimizer).__name__
+        "optimizer",
+        strategy.optimizer_node(loop.optimizer),
+        check_class=True,
+        class_name=type(loop.optimizer).__name__,
     )
     tree.label_group("schedulers", "LR schedulers")
     for index, scheduler in enumerate(schedulers):

@@ -21,7 +21,7 @@ import gc
 import os
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 import torch
@@ -164,27 +164,6 @@ class World:
             return
         for buffer in module.buffers():
             dist.broadcast(buffer, src=0)
-
-    @contextlib.contextmanager
-    def training_through_ddp(
-        self, network: nn.Module, device: torch.device, wrapper: nn.Module | None = None
-    ) -> Iterator[nn.Module]:
-        """For the block, the module that training steps go through: ``network`` in one process;
-        under torchrun ``DistributedDataParallel(network)``, or the user's ``wrapper`` of it, which
-        the library holds for the block only (one still alive when the process group is destroyed,
-        by the script or at interpreter exit, made gloo abort the process now and then).
-        """
-        if not self.distributed:
-            yield network
-            return
-        if wrapper is None:
-            ids = (
-                [device.index if device.index is not None else self.local_rank]
-                if device.type == "cuda"
-                else None
-            )
-            wrapper = nn.parallel.DistributedDataParallel(network, device_ids=ids)
-        yield wrapper
 
 
 def _portable(error: BaseException) -> tuple[type[BaseException], str]:

@@ -51,7 +51,7 @@ from experiment.state.rng import RandomState
 from experiment.training.accumulation import AccumulationGroups
 from experiment.training.batch_loop import BatchLoop, check_finite
 from experiment.training.custom_step import UserStep, bind_step
-from experiment.training.distributed import SINGLE, AgreementSchedule, World, sharing_problems
+from experiment.training.distributed import SINGLE, AgreementSchedule, sharing_problems
 from experiment.training.epoch_logs import plain_logs, step_schedulers
 from experiment.training.evaluation import evaluate, measure_for
 from experiment.training.interrupts import InterruptFlag, TrainingInterrupted
@@ -61,6 +61,7 @@ from experiment.training.precision import Precision
 from experiment.training.progress_view import ProgressView
 from experiment.training.step import StepMaker, StepParts, WholeStepFunction
 from experiment.training.step_choice import StepChoice
+from experiment.training.strategy import Strategy
 
 
 class TrainingLoop(ProgressView):
@@ -81,9 +82,9 @@ class TrainingLoop(ProgressView):
         precision: full or mixed precision (default "32-true").
         accumulate_grad_batches: batches per optimizer step; ``global_step`` counts optimizer
             steps, ``steps_in_epoch`` batches.
-        world: the processes of the run (under torchrun, each rank's loop has the same).
-        ddp: the DistributedDataParallel module the user built around ``network``, if any (else
-            the loop wraps it under torchrun, for the duration of :meth:`fit`).
+        strategy: how the run is spread over processes (:mod:`experiment.training.strategy`): its
+            world's collectives, and the module the steps go through while :meth:`fit` trains.
+            By default one process.
     """
 
     def __init__(
@@ -97,9 +98,10 @@ class TrainingLoop(ProgressView):
         device: torch.device,
         precision: Precision | None = None,
         accumulate_grad_batches: int = 1,
-        world: World = SINGLE,
-        ddp: nn.Module | None = None,
+        strategy: Strategy | None = None,
     ) -> None:
+        strategy = strategy or Strategy(SINGLE)
+        world = strategy.world
         unsynced = sharing_problems(epoch_metrics) if world.distributed else []
         if unsynced:
             raise ConfigurationError(
@@ -108,8 +110,8 @@ class TrainingLoop(ProgressView):
                 "Metric, which sync across processes when computed."
             )
         self.network = network
+        self.strategy = strategy
         self.world = world
-        self.ddp = ddp
         self.optimizer = optimizer
         self.loss_function = loss_function
         self.device = device
@@ -201,7 +203,7 @@ class TrainingLoop(ProgressView):
             self.rng.restore_step()
         plan.callbacks.call("on_train_begin", {})
         # Under torchrun the steps go through DDP, which starts from rank 0's parameters.
-        with self.world.training_through_ddp(self.network, self.device, self.ddp) as module:
+        with self.strategy.training(self.network, self.device) as module:
             batches = self._batch_loop(module, plan, commits, interrupt, resumed)
             while self.progress.epochs_completed < plan.epochs and not self.progress.stop_training:
                 self._run_epoch(plan, batches, commits, interrupt)

@@ -10,6 +10,7 @@ from experiment.errors import ConfigurationError, StorageError
 from experiment.training.distributed import SINGLE, AgreementSchedule, World, sharing_problems
 from experiment.training.loop import TrainingLoop
 from experiment.training.metrics import F1, resolve_epoch_metrics
+from experiment.training.strategy import DataParallel
 
 
 def test_a_single_process_is_a_world_of_one_whose_operations_return_their_input():
@@ -51,7 +52,7 @@ def test_epoch_metrics_that_cannot_sync_across_processes_are_refused_under_torch
             batch_metrics=[],
             epoch_metrics=[("old_f1", F1())],
             device=torch.device("cpu"),
-            world=World(size=2, rank=1),
+            strategy=DataParallel(World(size=2, rank=1)),
         )
 
 

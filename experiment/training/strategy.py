@@ -1,0 +1,126 @@
+"""How a run is spread over processes: one strategy per run, asked by the loop and the run layer.
+
+A :class:`Strategy` owns what changes with the way a run is distributed:
+
+- the processes and their collectives (:attr:`Strategy.world`: agreements, barrier, gather,
+  broadcast, sums) and which process writes the run's files (:attr:`Strategy.writes`);
+- the module that training steps go through (:meth:`Strategy.training`): the network itself in
+  one process, a ``DistributedDataParallel`` around it under torchrun;
+- the model and optimizer as nodes of the state tree (:meth:`Strategy.model_node`,
+  :meth:`Strategy.optimizer_node`): full state dicts for these two strategies. A strategy that
+  shards parameters (FSDP2) gives nodes of sharded state and a commit backend that writes shards.
+
+The loop, the state tree and the commit path ask the strategy; none of them tests the kind of run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+from experiment.arguments import reject
+from experiment.errors import ConfigurationError
+from experiment.state.torch_nodes import ModuleNode, OptimizerNode, plain_module
+from experiment.training.distributed import SINGLE, World
+
+STRATEGIES = ("auto", "single", "ddp")
+
+
+class Strategy:
+    """One process trains the whole network: the strategy of a run outside torchrun.
+
+    Args:
+        world: the processes of the run (a world of one here).
+    """
+
+    name = "single"
+
+    def __init__(self, world: World = SINGLE) -> None:
+        self.world = world
+
+    @property
+    def writes(self) -> bool:
+        """Whether this process writes the run's files (rank 0)."""
+        return self.world.is_main
+
+    @contextlib.contextmanager
+    def training(self, network: nn.Module, device: torch.device) -> Iterator[nn.Module]:
+        """For the block, the module that training steps go through."""
+        yield network
+
+    def model_node(self, network: nn.Module) -> ModuleNode:
+        """The ``model`` node: the full state dict of the module (a compiled one's inner module)."""
+        return ModuleNode(plain_module(network))
+
+    def optimizer_node(self, optimizer: torch.optim.Optimizer) -> OptimizerNode:
+        """The ``optimizer`` node: the optimizer's full state dict."""
+        return OptimizerNode(optimizer)
+
+
+class DataParallel(Strategy):
+    """Every rank holds the whole network; gradients are averaged by ``DistributedDataParallel``.
+
+    Args:
+        world: the processes of the run.
+        wrapper: the ``DistributedDataParallel`` the user built around the network, trained
+            through as it is; None: the strategy wraps the network for each training call.
+    """
+
+    name = "ddp"
+
+    def __init__(self, world: World, wrapper: nn.Module | None = None) -> None:
+        super().__init__(world)
+        self.wrapper = wrapper
+
+    @contextlib.contextmanager
+    def training(self, network: nn.Module, device: torch.device) -> Iterator[nn.Module]:
+        """For the block, ``DistributedDataParallel(network)`` (or the user's wrapper), which starts
+        from rank 0's parameters. It is held for the block only: one still alive when the process
+        group is destroyed (by the script, or at interpreter exit) made gloo abort the process."""
+        if self.wrapper is not None:
+            yield self.wrapper
+            return
+        ids = (
+            [device.index if device.index is not None else self.world.local_rank]
+            if device.type == "cuda"
+            else None
+        )
+        yield nn.parallel.DistributedDataParallel(network, device_ids=ids)
+
+
+def choose_strategy(strategy: Any, world: World, network: nn.Module) -> tuple[Strategy, nn.Module]:
+    """The strategy named ``strategy`` for ``world``, and the network to train (unwrapped when the
+    user gave it inside a ``DistributedDataParallel``, which the strategy then trains through).
+
+    Raises:
+        ConfigurationError: an unknown name, "ddp" outside torchrun, "single" under torchrun, or
+            a strategy that is not available yet ("fsdp").
+    """
+    wrapper = network if isinstance(network, nn.parallel.DistributedDataParallel) else None
+    bare = network if wrapper is None else wrapper.module
+    if strategy == "fsdp":
+        raise ConfigurationError(
+            "strategy: received 'fsdp', which this release does not provide yet; expected 'auto' "
+            "(DistributedDataParallel under torchrun), 'single' or 'ddp'."
+        )
+    if strategy not in STRATEGIES:
+        raise reject("strategy", strategy, "'auto', 'single' or 'ddp'")
+    if strategy == "single" and world.distributed:
+        raise ConfigurationError(
+            f"strategy='single' under torchrun ({world.size} processes) would train {world.size} "
+            "unrelated copies of the network into one directory; expected 'auto' or 'ddp'. Run one "
+            "process (python train.py) for a single-process run."
+        )
+    if strategy == "ddp" and not world.distributed:
+        raise ConfigurationError(
+            "strategy='ddp' needs several processes; this one runs alone (WORLD_SIZE is unset or 1). "
+            "Launch the script with torchrun (torchrun --nproc_per_node=N train.py), or pass "
+            "strategy='auto'."
+        )
+    if world.distributed:
+        return DataParallel(world, wrapper), bare
+    return Strategy(world), bare
