@@ -169,10 +169,12 @@ class BatchLoop:
     def _agree(self, signum: int | None, step: int) -> int | None:
         """Agree with the other ranks on a signal, a stop and the step of the next agreement."""
         progress, schedule = self.progress, self.agreements
-        agreed = self.world.agree([signum or 0, int(progress.stop_training), schedule.proposal(step)])
-        progress.stop_training = bool(agreed[1])
-        schedule.agreed(agreed[2])
-        return agreed[0] or None
+        agreed = self.world.agree_on(
+            signal=signum or 0, stop=int(progress.stop_training), next_step=schedule.proposal(step)
+        )
+        progress.stop_training = bool(agreed["stop"])
+        schedule.agreed(agreed["next_step"])
+        return agreed["signal"] or None
 
     def _share_buffers(self) -> None:
         if self.network is not None:

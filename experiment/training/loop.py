@@ -263,7 +263,9 @@ class TrainingLoop(ProgressView):
         step_schedulers(epoch_schedulers, logs, plan.monitor)
         plan.callbacks.call("on_epoch_end", epoch, logs)
         if self.world.distributed:  # a stop decided by a callback on one rank only
-            self.progress.stop_training = bool(self.world.agree([int(self.progress.stop_training)])[0])
+            self.progress.stop_training = bool(
+                self.world.agree_on(stop=int(self.progress.stop_training))["stop"]
+            )
         self.progress.epoch_done(plain_logs(logs, epoch))
         self.rng.epoch_finished()
         commits.commit("epoch")
@@ -276,9 +278,13 @@ class TrainingLoop(ProgressView):
         on during validation), its own time."""
         if not self.world.distributed:
             return None, epoch_time
-        agreed = self.world.agree([signum or 0, int(self.progress.stop_training), round(epoch_time * 1e6)])
-        self.progress.stop_training = bool(agreed[1])
-        return agreed[0] or None, agreed[2] / 1e6
+        agreed = self.world.agree_on(
+            signal=signum or 0,
+            stop=int(self.progress.stop_training),
+            epoch_microseconds=round(epoch_time * 1e6),  # the slowest rank's
+        )
+        self.progress.stop_training = bool(agreed["stop"])
+        return agreed["signal"] or None, agreed["epoch_microseconds"] / 1e6
 
     def _validate(
         self, valid: Any, callbacks: CallbackList, commits: CommitPoints, interrupt: InterruptFlag
