@@ -61,6 +61,8 @@ class TrainingSession:
         self.plan = plan
         self.settings = settings
         self.world = loop.world
+        #: Whether this process writes the run's files (rank 0; the strategy decides).
+        self.writes = loop.strategy.writes
         self.record = RunRecord(
             directory,
             creation=creation_record(loop, plan),
@@ -100,7 +102,7 @@ class TrainingSession:
             StateMismatchError: the checkpoint, or this call's objects and data, do not fit the run.
             RunDirectoryError: the directory has a history but no checkpoint to resume from.
         """
-        if self.world.is_main:
+        if self.writes:
             self._announce_resume()
         restored = self.committer.restore(self.plan.epochs, check=self.record.problems)
         self.plan.callback_params.update(self.committer.restored_from())
@@ -108,7 +110,7 @@ class TrainingSession:
         if restored:
             position = f"epoch {self.loop.epochs_completed + 1}, step {self.loop.steps_in_epoch}"
             over = self.loop.progress.is_over(self.plan.epochs)
-            if self.world.is_main:
+            if self.writes:
                 self.record.resumed(self.committer.restored_run_id, position, over=over)
         else:
             self.world.on_main(self._refuse_lost_history)
@@ -130,7 +132,7 @@ class TrainingSession:
         recorded = self.record.metadata.get("settings", {}).get("epochs")
         if done <= target and not (isinstance(recorded, int) and recorded > target):
             return False
-        if self.world.is_main:
+        if self.writes:
             goal = max(done, recorded) if isinstance(recorded, int) else done
             warnings.warn(
                 f"{self.directory.path} has {done} epoch(s) (target {goal}); epochs={target} is the "
@@ -248,7 +250,7 @@ class TrainingSession:
 
     def _fit_and_wait(self, resumed: bool) -> list[dict[str, Any]]:
         flag = InterruptFlag()
-        if self.world.is_main:
+        if self.writes:
             self.recorder.open(self.loop.history)
         try:
             with interrupt_on_signals(flag):
@@ -263,7 +265,7 @@ class TrainingSession:
         name = signal.Signals(signum).name
         where = f"epoch {self.loop.epochs_completed + 1}, step {self.loop.steps_in_epoch}"
         self.write_status("interrupted", f"{name} at {where}")
-        if self.world.is_main:
+        if self.writes:
             logger.warning(
                 "%s: checkpoint committed at %s in %s; run again to resume.", name, where, self.directory.path
             )
@@ -278,6 +280,6 @@ class TrainingSession:
     def write_status(self, status: str, message: str | None = None) -> None:
         """Record ``status`` (and the call's settings, config and changes) in experiment.json (on
         rank 0 of a distributed run; the other ranks write nothing)."""
-        if not self.world.is_main:
+        if not self.writes:
             return
         self.directory.write_metadata(self.record.with_status(status, message))

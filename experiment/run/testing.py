@@ -50,7 +50,7 @@ def evaluate_saved_weights(
         callback_list.setup({"steps": source.steps_per_epoch}, loop)
         logs = loop.evaluate(source, "test", callback_list)
         row = {"time": meta.now_iso(), "checkpoint": str(checkpoint), "epoch": epoch, **logs}
-        if world.is_main:
+        if loop.strategy.writes:
             tsv.append_row(directory.test_log_path, row)
     return logs
 
