@@ -105,8 +105,8 @@ class TrainingSession:
         if self.writes:
             self._announce_resume()
         restored = self.committer.restore(self.plan.epochs, check=self.record.problems)
-        self.plan.callback_params.update(self.committer.restored_from())
-        self.plan.callback_params["directory"] = str(self.directory.path)
+        #: More ``params`` for the callbacks: the run directory and the checkpoint resumed from.
+        self.callback_params = {**self.committer.restored_from(), "directory": str(self.directory.path)}
         if restored:
             position = f"epoch {self.loop.epochs_completed + 1}, step {self.loop.steps_in_epoch}"
             over = self.loop.progress.is_over(self.plan.epochs)
@@ -160,7 +160,6 @@ class TrainingSession:
         if progress is None or Progress.saved_is_over(progress, self.plan.epochs):
             return  # a fresh start, or no more training: on_train_begin says it, if it runs
         params = {
-            **self.plan.callback_params,
             "epochs": self.plan.epochs,
             "steps_per_epoch": self.plan.train.steps_per_epoch,
             "directory": str(self.directory.path),
@@ -254,7 +253,14 @@ class TrainingSession:
             self.recorder.open(self.loop.history)
         try:
             with interrupt_on_signals(flag):
-                history = self.loop.fit(self.plan, self.committer.policy, flag, rng=self.rng, resumed=resumed)
+                history = self.loop.fit(
+                    self.plan,
+                    self.committer.policy,
+                    flag,
+                    rng=self.rng,
+                    resumed=resumed,
+                    callback_params=self.callback_params,
+                )
         except TrainingInterrupted:
             self.committer.wait()  # the interrupt's commit is durable before the exit
             raise

@@ -180,6 +180,7 @@ class TrainingLoop(ProgressView):
         *,
         rng: RandomState | None = None,
         resumed: bool = False,
+        callback_params: dict[str, Any] | None = None,
     ) -> list[dict[str, Any]]:
         """Train until ``plan.epochs`` epochs are completed or a callback stops training.
 
@@ -188,6 +189,8 @@ class TrainingLoop(ProgressView):
                 loop's own, which tracks none).
             resumed: whether the state was just loaded from a checkpoint (under torchrun the first
                 step is then preceded by a warm-up step that leaves no trace).
+            callback_params: more ``params`` for the callbacks (the run layer gives ``directory``,
+                ``checkpoint`` and ``checkpoint_time``, which the progress display names).
         """
         commits = commits or NoCommits()
         interrupt = interrupt or InterruptFlag()
@@ -196,7 +199,7 @@ class TrainingLoop(ProgressView):
         params = {
             "epochs": plan.epochs,
             "steps_per_epoch": plan.train.steps_per_epoch,
-            **plan.callback_params,
+            **(callback_params or {}),
         }
         plan.callbacks.setup(params, self)
         if not self.progress.mid_epoch:

@@ -24,7 +24,6 @@ class TrainingPlan:
             ``monitor``); the others step after every optimizer step, through a callback. None:
             all of them.
         monitor: the logged key that decides the best epoch.
-        callback_params: added to the ``params`` the callbacks receive.
     """
 
     train: BatchSource
@@ -34,9 +33,6 @@ class TrainingPlan:
     schedulers: Sequence[Any] = ()
     epoch_schedulers: Sequence[Any] | None = None
     monitor: str = "val_loss"
-    #: More ``params`` for the callbacks (the run layer adds ``directory``, ``checkpoint`` and
-    #: ``checkpoint_time``, which the progress display names at start-up).
-    callback_params: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 class CommitPoints(Protocol):
