@@ -4,7 +4,8 @@ A checkpoint is read as a committed unit (:class:`~experiment.store.checkpoint_u
 listed by :meth:`RunDirectory.checkpoints <experiment.store.directory.RunDirectory.checkpoints>`),
 whose state tree is loaded from the file the unit names. Only the safe loader of
 :mod:`experiment.store.safe_load` is used, so nothing in a run directory can execute code. torch is
-imported by that loader when a file is read, not when this module is.
+imported by that loader when a file is read, not when this module is. Every tree read here comes
+in today's format (:mod:`experiment.store.migration`).
 """
 
 from __future__ import annotations
@@ -16,20 +17,21 @@ from typing import Any
 from experiment.errors import CheckpointError, ConfigurationError, UnsafeCheckpointError
 from experiment.store.checkpoint_unit import Checkpoint
 from experiment.store.directory import RunDirectory
+from experiment.store.migration import TREE_FORMAT as TREE_FORMAT  # the writers' import
+from experiment.store.migration import migrate
 from experiment.store.safe_load import load_tensors
 
-#: The format of the state files written now. Format 1 (``model``, ``optimizer``, ``schedulers``,
-#: ``callbacks``, ``best`` and ``loop`` at the top) is still read, converted by :func:`upgrade_tree`.
-TREE_FORMAT = 2
-READABLE_FORMATS = (1, 2)
+#: The former name of :func:`~experiment.store.migration.migrate` without callbacks (older formats
+#: read in today's layout), kept for the modules that import it from here.
+upgrade_tree = migrate
 
 
 def load_newest_state(directory: RunDirectory) -> tuple[dict[str, Any], Checkpoint] | None:
     """The newest state checkpoint that loads, falling back past corrupt ones with a warning.
 
     Returns:
-        The tree (format 2, see :func:`upgrade_tree`) and its checkpoint, or None when the
-        directory holds no state checkpoint at all.
+        The tree (in today's format, see :func:`~experiment.store.migration.migrate`) and its
+        checkpoint, or None when the directory holds no state checkpoint at all.
 
     Raises:
         UnsafeCheckpointError: a checkpoint holds code to execute (never skipped silently).
@@ -60,16 +62,13 @@ def load_newest_state(directory: RunDirectory) -> tuple[dict[str, Any], Checkpoi
 
 
 def load_checkpoint(checkpoint: Checkpoint) -> dict[str, Any]:
-    """The state tree of ``checkpoint``, as a format-2 tree (see :func:`upgrade_tree`).
+    """The state tree of ``checkpoint``, in today's format (see :func:`~experiment.store.migration.migrate`).
 
     Raises:
         UnsafeCheckpointError: the checkpoint holds code to execute.
         CheckpointError: it cannot be read, or is not a state checkpoint of a readable format.
     """
-    tree = load_tensors(checkpoint.tree_path)
-    if not isinstance(tree, dict) or tree.get("format") not in READABLE_FORMATS:
-        raise CheckpointError(f"not a state checkpoint of format {' or '.join(map(str, READABLE_FORMATS))}")
-    return upgrade_tree(tree)
+    return migrate(load_tensors(checkpoint.tree_path))
 
 
 def peek_progress(path: Path) -> dict[str, Any] | None:
@@ -81,7 +80,7 @@ def peek_progress(path: Path) -> dict[str, Any] | None:
 
     try:
         tree = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        return dict(upgrade_tree(tree)["nodes"]["progress"])
+        return dict(migrate(tree)["nodes"]["progress"])
     except Exception:  # a damaged file: the real load reports it, with the fallback
         return None
 
@@ -146,53 +145,3 @@ def _end_of_epoch_weights(
         f"training was interrupted. Test checkpoint='best' (epoch {best_epoch}), or resume training to "
         f"the end of epoch {last_epoch + 1} first."
     )
-
-
-def upgrade_tree(tree: dict[str, Any]) -> dict[str, Any]:
-    """A loaded state file as a format-2 tree: ``{"format", "serial", "reason", "classes", "nodes"}``.
-
-    A format-1 tree keeps its callback states under their old keys (class names, ``Name#2`` for the
-    second of a class) and is marked ``"upgraded_from": 1`` so that the run can match them.
-    """
-    if tree["format"] == TREE_FORMAT:
-        return _with_pass_index(tree)
-    loop, old_classes = tree["loop"], tree["classes"]
-    nodes: dict[str, Any] = {"model": tree["model"], "optimizer": tree["optimizer"]}
-    classes = {"model": old_classes["network"], "optimizer": old_classes["optimizer"]}
-    for index, (state, name) in enumerate(zip(tree["schedulers"], old_classes["schedulers"])):
-        nodes[f"schedulers/{index}"], classes[f"schedulers/{index}"] = state, name
-    for key, state in tree["callbacks"].items():
-        nodes[f"callbacks/{key}"] = state
-    nodes["best"] = tree["best"]
-    progress_keys = (
-        "epochs_completed",
-        "steps_in_epoch",
-        "global_step",
-        "stop_training",
-        "history",
-        "epoch_time",
-    )
-    nodes["progress"] = {key: loop[key] for key in progress_keys}
-    nodes["rng"] = {"step": loop["rng"], "pass": loop["epoch_rng"], "pass_step": loop.get("pass_step", 0)}
-    nodes["train_metrics"] = loop["train_metrics"] or {"samples": 0, "sums": None, "epoch_metrics": {}}
-    upgraded = {
-        "format": TREE_FORMAT,
-        "serial": tree["serial"],
-        "reason": tree["reason"],
-        "classes": classes,
-        "nodes": nodes,
-        "upgraded_from": 1,
-    }
-    return _with_pass_index(upgraded)
-
-
-def _with_pass_index(tree: dict[str, Any]) -> dict[str, Any]:
-    """Give the random state of a checkpoint written before ``pass_index`` was saved the index of
-    its loader pass, counted as one pass per epoch (those runs gave no sampler a pass index, so
-    the count only has to go on consistently)."""
-    rng = tree["nodes"].get("rng")
-    if not isinstance(rng, dict) or "step" not in rng or "pass_index" in rng:
-        return tree
-    progress = tree["nodes"]["progress"]
-    index = progress["epochs_completed"] - (0 if progress["steps_in_epoch"] else 1)
-    return {**tree, "nodes": {**tree["nodes"], "rng": {**rng, "pass_index": index}}}
