@@ -71,15 +71,6 @@ def keyed_callbacks(callbacks: Sequence[Any]) -> dict[str, Any]:
     return _numbered([callback for callback in callbacks if isinstance(callback, Stateful)], state_key)
 
 
-def format_1_keys(callbacks: Sequence[Any]) -> dict[str, str]:
-    """For each stateful callback, its key in a format-1 checkpoint (class name, ``Name#2``...) and
-    the node name it has now."""
-    stateful = [callback for callback in callbacks if isinstance(callback, Stateful)]
-    old = _numbered(stateful, lambda callback: type(callback).__name__)
-    new = {id(callback): key for key, callback in keyed_callbacks(callbacks).items()}
-    return {f"callbacks/{key}": f"callbacks/{new[id(callback)]}" for key, callback in old.items()}
-
-
 def _numbered(items: list[Any], key_of: Any) -> dict[str, Any]:
     keyed: dict[str, Any] = {}
     for item in items:

@@ -5,8 +5,9 @@ Rank 0 chooses the newest checkpoint that loads (falling back past damaged ones 
 anything is applied: the number of processes that wrote it, every node of the state tree
 (:meth:`StateTree.problems <experiment.state.tree.StateTree.problems>`), and what the caller adds
 (the run's identity and what it was created with). Every rank then loads the checkpoint rank 0
-chose and applies its own share of it (its entry of each per-rank node). A checkpoint of format 1
-names callback states by class; they are matched to the callbacks given now.
+chose and applies its own share of it (its entry of each per-rank node). A checkpoint of an older
+format is migrated to today's, its callback states matched to and shaped for the callbacks given now
+(:mod:`~experiment.store.migration`), before anything is checked.
 
 Example:
     >>> restorer = Restorer(RunDirectory("runs/a"), tree)
@@ -23,12 +24,13 @@ from typing import Any
 
 from experiment.errors import StateMismatchError
 from experiment.run.commits.commit import own_share
-from experiment.run.run_state import format_1_keys
+from experiment.run.run_state import keyed_callbacks
 from experiment.state.progress import Progress
 from experiment.state.tree import StateTree
 from experiment.store.checkpoint_unit import Checkpoint
 from experiment.store.checkpoints import load_checkpoint, load_newest_state
 from experiment.store.directory import RunDirectory
+from experiment.store.migration import migrate
 from experiment.training.distributed import SINGLE, World
 
 #: More problems to find in a saved tree before anything is applied (each a sentence).
@@ -51,7 +53,7 @@ class Restorer:
         directory: the run directory.
         tree: the run's state tree, into which the checkpoint is loaded.
         world: the ranks of the run (rank 0 chooses and checks; every rank loads).
-        callbacks: the run's callbacks, to match the callback states of a format-1 checkpoint.
+        callbacks: the run's callbacks, for which the callback states of an older format are migrated.
     """
 
     def __init__(
@@ -128,7 +130,7 @@ class Restorer:
         found = load_newest_state(self.directory)
         if found is None:
             return None
-        saved, checkpoint = self._with_current_callback_keys(found[0]), found[1]
+        saved, checkpoint = self._migrated(found[0]), found[1]
         self._refuse_another_world_size(saved, checkpoint)
         over = Progress.saved_is_over(saved["nodes"]["progress"], epochs)
         own = own_share(saved, self.world.rank)
@@ -139,7 +141,7 @@ class Restorer:
 
     def _load(self, checkpoint: Checkpoint) -> dict[str, Any]:
         """The checkpoint that rank 0 chose and checked, read by another rank."""
-        return self._with_current_callback_keys(load_checkpoint(checkpoint))
+        return self._migrated(load_checkpoint(checkpoint))
 
     def _refuse_another_world_size(self, saved: dict[str, Any], checkpoint: Checkpoint) -> None:
         written_by = saved.get("world_size", 1)
@@ -153,10 +155,6 @@ class Restorer:
                 "changed."
             )
 
-    def _with_current_callback_keys(self, saved: dict[str, Any]) -> dict[str, Any]:
-        """A format-1 tree with its callback states under the keys of the callbacks given now."""
-        if saved.get("upgraded_from") != 1:
-            return saved
-        renamed = format_1_keys(self.callbacks)
-        nodes = {renamed.get(name, name): state for name, state in saved["nodes"].items()}
-        return {**saved, "nodes": nodes}
+    def _migrated(self, saved: dict[str, Any]) -> dict[str, Any]:
+        """``saved`` in today's format, with the callback states of the callbacks given now."""
+        return migrate(saved, callbacks=keyed_callbacks(self.callbacks))
