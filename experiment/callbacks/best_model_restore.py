@@ -83,7 +83,6 @@ class BestModelRestore(HoldsMonitoredBest, Callback):
         return {"best": self.best.state_dict(), "best_weights": self.best_weights}
 
     def state_problems(self, state: dict[str, Any]) -> list[str]:
-        state = _upgraded(state)
         return missing_state_keys("BestModelRestore", state, ("best", "best_weights")) or (
             self.best.state_problems(state["best"])
         )
@@ -91,24 +90,9 @@ class BestModelRestore(HoldsMonitoredBest, Callback):
     @checked_load
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore the best and its weights; a best of another monitor or mode warns and starts afresh."""
-        state = _upgraded(state)
         if monitor_changed("BestModelRestore", state["best"], self.monitor, self.mode):
             self.best.reset()
             self.best_weights = None
             return
         self.best.load_state_dict(state["best"])
         self.best_weights = state["best_weights"]
-
-
-def _upgraded(state: Any) -> Any:
-    """A state of checkpoint format 1 (``monitor``, ``mode``, ``best_value``, ``best_epoch`` at the top)
-    in today's shape."""
-    if not isinstance(state, dict) or "best" in state or "monitor" not in state:
-        return state
-    best = {
-        "monitor": state["monitor"],
-        "mode": state.get("mode"),
-        "epoch": state.get("best_epoch"),
-        "value": state.get("best_value"),
-    }
-    return {"best": best, "best_weights": state.get("best_weights")}

@@ -60,9 +60,6 @@ class PatienceChecker:
 
     def update(self, value: float, epoch: int | None = None) -> bool:
         """Record one value (of ``epoch``, if known); return whether the patience is exhausted."""
-        if epoch is not None and self.tracked.epoch is None and self.tracked.value is not None:
-            # A best loaded from a format-1 checkpoint has no epoch: it is ``wait`` epochs before the last.
-            self.tracked.epoch = epoch - 1 - self.wait
         if self.tracked.update(value, epoch):
             self.wait = 0
             return False
@@ -157,7 +154,6 @@ class EarlyStopping(Callback):
         return {**self.checker.state_dict(), "stopped_epoch": self.stopped_epoch}
 
     def state_problems(self, state: dict[str, Any]) -> list[str]:
-        state = _upgraded(state)
         keys = ("best", "wait", "stopped_epoch")
         return missing_state_keys("EarlyStopping", state, keys) or self.checker.tracked.state_problems(
             state["best"]
@@ -166,18 +162,9 @@ class EarlyStopping(Callback):
     @checked_load
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore the patience window; one of another monitor or mode warns and starts afresh."""
-        state = _upgraded(state)
         if monitor_changed("EarlyStopping", state["best"], self.monitor, self.checker.mode):
             self.checker.reset()
             self.stopped_epoch = 0
             return
         self.checker.load_state_dict(state)
         self.stopped_epoch = int(state["stopped_epoch"])
-
-
-def _upgraded(state: Any) -> Any:
-    """A state of checkpoint format 1 (``monitor``, ``mode`` and the best value at the top) in today's shape."""
-    if not isinstance(state, dict) or "monitor" not in state or isinstance(state.get("best"), dict):
-        return state
-    best = {"monitor": state["monitor"], "mode": state.get("mode"), "epoch": None, "value": state.get("best")}
-    return {"best": best, **{key: state[key] for key in ("wait", "stopped_epoch") if key in state}}

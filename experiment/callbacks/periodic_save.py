@@ -282,8 +282,8 @@ class PeriodicSaveCallback(HoldsMonitoredBest, Callback):
 
     def state_problems(self, state_dict: dict[str, Any]) -> list[str]:
         """Missing keys of a saved state (a changed monitor only warns when loading)."""
-        owner, state_dict = type(self).__name__, self._upgraded(state_dict)
-        return missing_state_keys(owner, state_dict, ("best", "best_filename", "pending_removal")) or (
+        keys = ("best", "best_filename", "pending_removal")
+        return missing_state_keys(type(self).__name__, state_dict, keys) or (
             self.best.state_problems(state_dict["best"])
         )
 
@@ -294,19 +294,9 @@ class PeriodicSaveCallback(HoldsMonitoredBest, Callback):
         The file bookkeeping (the last best file, a file waiting to be removed) is kept either way,
         so no file is left behind.
         """
-        state_dict = self._upgraded(state_dict)
         self.best.load_state_dict(state_dict["best"])
         self.best_filename = state_dict["best_filename"]
         self.pending_removal = state_dict["pending_removal"]
-
-    def _upgraded(self, state: Any) -> Any:
-        """A state of checkpoint format 1 (``best_value`` and ``best_epoch``; no monitor, so the one
-        of today is assumed, as that format did) in today's shape."""
-        if not isinstance(state, dict) or "best" in state or "best_value" not in state:
-            return state
-        best = {"monitor": self.monitor, "mode": self.mode, "epoch": state.get("best_epoch")}
-        rest = {key: value for key, value in state.items() if key not in ("best_value", "best_epoch")}
-        return {"best": {**best, "value": state["best_value"]}, **rest}
 
 
 def _names_epoch(template: str) -> bool:

@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from experiment.callbacks.best_model_restore import BestModelRestore
-from experiment.errors import ConfigurationError, MonitorError
+from experiment.errors import ConfigurationError, MonitorError, StateMismatchError
+from tests.support.format_1 import migrated_state
 from tests.support.training import assert_same_training_state, train_run
 
 
@@ -158,10 +159,19 @@ def test_best_model_restore_same_monitor_keeps_the_best_and_compares_with_it():
     assert fresh.best_epoch == 1 and not torch.all(fresh.best_weights["weight"] == 9.0)
 
 
-def test_best_model_restore_loads_a_format_1_state():
+def test_best_model_restore_loads_a_migrated_format_1_state():
     weights = {"weight": torch.ones(2, 3), "bias": torch.ones(2)}
     old = {"monitor": "val_loss", "mode": "min", "best_value": 0.3, "best_epoch": 2, "best_weights": weights}
     restorer = _restorer()
-    assert restorer.state_problems(old) == []
-    restorer.load_state_dict(old)
+    state = migrated_state(restorer, old)
+    assert restorer.state_problems(state) == []
+    restorer.load_state_dict(state)
     assert (restorer.best_epoch, restorer.best_value) == (2, 0.3) and restorer.best_weights is weights
+
+
+def test_best_model_restore_refuses_a_format_1_state_that_was_not_migrated():
+    old = {"monitor": "val_loss", "mode": "min", "best_value": 0.3, "best_epoch": 2, "best_weights": None}
+    restorer = _restorer()
+    with pytest.raises(StateMismatchError, match=r"BestModelRestore: the saved state lacks \['best'\]"):
+        restorer.load_state_dict(old)
+    assert restorer.best_epoch is None

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from experiment.callbacks.early_stopping import EarlyStopping, PatienceChecker
-from experiment.errors import ConfigurationError, MonitorError
+from experiment.errors import ConfigurationError, MonitorError, StateMismatchError
+from tests.support.format_1 import migrated_state
 from tests.support.training import assert_same_training_state, train_run
 
 
@@ -167,11 +168,23 @@ def test_early_stopping_state_problems_reports_missing_keys():
     assert "EarlyStopping: the saved state lacks ['wait', 'stopped_epoch']" in problem
 
 
-def test_early_stopping_loads_a_format_1_state_and_finds_the_epoch_of_its_best():
+def test_early_stopping_loads_a_migrated_format_1_state_with_the_epoch_of_its_best():
     old = {"monitor": "val_loss", "mode": "min", "best": 0.5, "wait": 1, "stopped_epoch": 0}
     stopper = _stopper(patience=3)
-    assert stopper.state_problems(old) == []
-    stopper.load_state_dict(old)
+    state = migrated_state(stopper, old, epochs_completed=3)
+    assert stopper.state_problems(state) == []
+    stopper.load_state_dict(state)
     assert (stopper.best, stopper.wait) == (0.5, 1)
+    assert stopper.checker.tracked.epoch == 2  # known at once, not only at the next epoch's end
     stopper.on_epoch_end(4, {"val_loss": 0.6})  # epoch 3 was the last seen: the best was epoch 2
     assert stopper.state_dict()["best"] == {"monitor": "val_loss", "mode": "min", "epoch": 2, "value": 0.5}
+
+
+def test_early_stopping_refuses_a_format_1_state_that_was_not_migrated():
+    old = {"monitor": "val_loss", "mode": "min", "best": 0.5, "wait": 1, "stopped_epoch": 0}
+    stopper = _stopper(patience=3)
+    with pytest.raises(
+        StateMismatchError, match=r"EarlyStopping: the saved best is a float; expected a dict"
+    ):
+        stopper.load_state_dict(old)
+    assert (stopper.best, stopper.wait) == (None, 0)

@@ -22,6 +22,7 @@ from experiment.callbacks.checkpoint_savers import (
 from experiment.callbacks.lr_schedulers import StepLR
 from experiment.callbacks.periodic_save import PeriodicSaveCallback
 from experiment.errors import ConfigurationError, MonitorError, StateMismatchError, StorageError
+from tests.support.format_1 import migrated_state
 from tests.support.training import CrashAtEpochEnd, assert_same_training_state, train_run
 
 
@@ -576,12 +577,22 @@ def test_periodic_save_state_problems_reports_a_state_without_its_best(tmp_path)
     assert "EpochWriter: the saved state lacks ['best', 'pending_removal']" in problem
 
 
-def test_periodic_save_loads_a_format_1_state_for_the_monitor_of_today(tmp_path):
+def test_periodic_save_loads_a_migrated_format_1_state_for_the_monitor_of_today(tmp_path):
     old = {"best_value": 0.3, "best_epoch": 2, "best_filename": "w2.pt", "pending_removal": None}
     checkpoint = ModelCheckpoint(tmp_path / "w{epoch}.pt", save_best_only=True)
-    assert checkpoint.state_problems(old) == []
-    checkpoint.load_state_dict(old)
+    state = migrated_state(checkpoint, old)
+    assert checkpoint.state_problems(state) == []
+    checkpoint.load_state_dict(state)
     assert (checkpoint.best_epoch, checkpoint.best_value, checkpoint.best_filename) == (2, 0.3, "w2.pt")
+    assert (checkpoint.monitor, checkpoint.mode) == ("val_loss", "min")
+
+
+def test_periodic_save_refuses_a_format_1_state_that_was_not_migrated(tmp_path):
+    old = {"best_value": 0.3, "best_epoch": 2, "best_filename": "w2.pt", "pending_removal": None}
+    checkpoint = ModelCheckpoint(tmp_path / "w{epoch}.pt", save_best_only=True)
+    with pytest.raises(StateMismatchError, match=r"ModelCheckpoint: the saved state lacks \['best'\]"):
+        checkpoint.load_state_dict(old)
+    assert checkpoint.best_filename is None
 
 
 def test_lr_scheduler_checkpoint_state_problems_include_the_scheduler_ones(tmp_path):

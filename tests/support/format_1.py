@@ -10,6 +10,9 @@ from typing import Any
 
 import torch
 
+from experiment.run.run_state import keyed_callbacks, state_key
+from experiment.store.migration import migrate
+
 
 def format_1_tree(
     callbacks: dict[str, Any] | None = None, *, epochs_completed: int = 3, steps_in_epoch: int = 0
@@ -40,3 +43,10 @@ def format_1_tree(
             "train_metrics": None,
         },
     }
+
+
+def migrated_state(callback: Any, old_state: Any, *, epochs_completed: int = 3) -> Any:
+    """The state that ``callback`` gets from a format-1 checkpoint that saved ``old_state`` for it
+    after ``epochs_completed`` epochs, once migrated with it as the run's one callback."""
+    tree = format_1_tree({type(callback).__name__: old_state}, epochs_completed=epochs_completed)
+    return migrate(tree, callbacks=keyed_callbacks([callback]))["nodes"][f"callbacks/{state_key(callback)}"]
