@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import torch
 
-from experiment.errors import NonFiniteStateError
+from experiment.errors import CheckpointError, NonFiniteStateError
 from experiment.run.commits import Committer, one_file_backend
 from experiment.run.commits.background_backend import BackgroundFileBackend
 from experiment.run.commits.commit import Commit
@@ -21,6 +21,7 @@ from experiment.run.commits.file_backend import FileBackend
 from experiment.state.best_tracker import BestTracker
 from experiment.state.progress import Progress
 from experiment.state.tree import StateTree
+from experiment.store.checkpoint_unit import Checkpoint
 from experiment.store.directory import RunDirectory
 
 BACKENDS = pytest.mark.parametrize("backend_class", [FileBackend, BackgroundFileBackend])
@@ -115,6 +116,66 @@ def test_file_backend_resumed_from_converges_on_what_a_commit_leaves(tmp_path):
     # Resuming removed the state older than the fallback of the loaded one, and best weights past its
     # epoch; the commit after it kept its own best and the loaded one's.
     assert _names(run) == ["best-epoch0001.pt", "best-epoch0002.pt", "state-000005.pt", "state-000006.pt"]
+
+
+def _saved_state(run: RunDirectory, serial: int, *, reason: str, epochs: int, steps: int = 0) -> Checkpoint:
+    """A state file as a commit writes it, with the weights ``[serial, serial]``."""
+    tree = {
+        "format": 2,
+        "serial": serial,
+        "reason": reason,
+        "nodes": {
+            "model": {"w": torch.full((2,), float(serial))},
+            "progress": {"epochs_completed": epochs, "steps_in_epoch": steps},
+        },
+    }
+    torch.save(tree, run.state_path(serial))
+    return run.checkpoints()[0]
+
+
+@BACKENDS
+def test_file_backend_resumed_from_writes_the_missing_best_weights_of_the_restored_epoch_end(
+    tmp_path, backend_class
+):
+    run = RunDirectory(tmp_path)
+    run.prepare()
+    _saved_state(run, 1, reason="epoch", epochs=1)
+    loaded = _saved_state(run, 2, reason="epoch", epochs=2)  # killed before its best weights
+
+    backend_class(run).resumed_from(loaded, best_epoch=2, epochs_completed=2)
+
+    assert _names(run) == ["best-epoch0002.pt", "state-000001.pt", "state-000002.pt"]
+    assert torch.equal(torch.load(run.best_path(2), weights_only=True)["w"], torch.full((2,), 2.0))
+    assert run.temporary_files() == []
+
+
+@pytest.mark.parametrize(
+    ("reason", "epochs", "steps", "best_epoch"),
+    [("epoch", 3, 0, 2), ("step", 2, 4, 2), ("interrupt", 2, 1, 2), ("epoch", 2, 0, None)],
+    ids=["older-best-epoch", "step-commit", "interrupt-commit", "no-best-yet"],
+)
+def test_file_backend_resumed_from_leaves_best_weights_the_restored_state_does_not_hold_missing(
+    tmp_path, reason, epochs, steps, best_epoch
+):
+    run = RunDirectory(tmp_path)
+    run.prepare()
+    loaded = _saved_state(run, 5, reason=reason, epochs=epochs, steps=steps)
+
+    FileBackend(run).resumed_from(loaded, best_epoch=best_epoch, epochs_completed=epochs)
+
+    # Its weights are not those of the best epoch: as before best weights followed the state.
+    assert _names(run) == ["state-000005.pt"]
+
+
+def test_file_backend_resumed_from_a_damaged_state_raises_and_writes_nothing(tmp_path):
+    run = RunDirectory(tmp_path)
+    run.prepare()
+    loaded = _saved_state(run, 1, reason="epoch", epochs=1)
+    loaded.path.write_bytes(loaded.path.read_bytes()[:100])
+
+    with pytest.raises(CheckpointError, match=r"state-000001\.pt is truncated or corrupt"):
+        FileBackend(run).resumed_from(loaded, best_epoch=1, epochs_completed=1)
+    assert _names(run) == ["state-000001.pt"]
 
 
 class Nothing:

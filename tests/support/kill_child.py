@@ -2,7 +2,8 @@
 
 The script trains a small MLP (dropout, SGD with momentum, StepLR, a shuffling DataLoader) in the
 run directory given on its command line, and reports READY then ``STEP n`` after each step on its
-standard output; :class:`Child` starts it and reads those lines.
+standard output (and BEST HELD, when asked to hold a best-weights write); :class:`Child` starts it
+and reads those lines.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ from typing import Any
 #: experiment.store.files (only them, only in this process, in whichever thread writes) so that a
 #: write's temporary file lives long enough for the parent to see it. ``--async-checkpoint`` trains
 #: with ``async_checkpoint=True`` (the argument is passed only then, so older versions still run).
+#: ``--hold-best-write N`` makes the writer thread print BEST HELD and block for good when it comes
+#: to write the best weights of epoch N, after that epoch's state is committed: a kill then lands
+#: between the two (passed only when given).
 TRAINING_SCRIPT = '''\
 import argparse
 import os
@@ -56,7 +60,23 @@ parser.add_argument("--checkpoint-every", type=int, default=4)
 parser.add_argument("--fsync-delay", type=float, default=0.0)
 parser.add_argument("--loader-generator", action="store_true")
 parser.add_argument("--async-checkpoint", action="store_true")
+parser.add_argument("--hold-best-write", type=int, default=None)
 args = parser.parse_args()
+
+if args.hold_best_write is not None:
+    import threading
+
+    import experiment.run.commits.best_weights as best_weights
+
+    real_save_tensors = best_weights.save_tensors
+
+    def held_save_tensors(path, obj, **options):
+        if path.name == f"best-epoch{args.hold_best_write:04d}.pt":
+            print("BEST HELD", flush=True)
+            threading.Event().wait()  # until the parent's SIGKILL
+        real_save_tensors(path, obj, **options)
+
+    best_weights.save_tensors = held_save_tensors
 
 if args.fsync_delay > 0:
     real_fsync = os.fsync
@@ -109,11 +129,15 @@ class Config:
     loader_generator: bool = False
     #: Train with ``async_checkpoint=True``: commits are written by a background thread.
     async_checkpoint: bool = False
+    #: Block the write of this epoch's best weights for good (the child prints BEST HELD then).
+    hold_best_write: int | None = None
 
     def arguments(self) -> list[str]:
         arguments = ["--epochs", str(self.epochs), "--checkpoint-every", str(self.checkpoint_every or 0)]
         arguments += ["--loader-generator"] if self.loader_generator else []
-        return arguments + (["--async-checkpoint"] if self.async_checkpoint else [])
+        arguments += ["--async-checkpoint"] if self.async_checkpoint else []
+        held = self.hold_best_write
+        return arguments + (["--hold-best-write", str(held)] if held is not None else [])
 
 
 def write_training_script(directory: Path) -> Path:
@@ -139,6 +163,8 @@ class Child:
         with open(run_dir.parent / f"{run_dir.name}.stderr", "ab") as stderr:
             self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr)
         self.ready = False
+        #: Whether the child has printed BEST HELD (see ``Config.hold_best_write``).
+        self.best_held = False
         self.steps_seen = 0
         self.last_step: int | None = None
         self._pending = b""
@@ -174,6 +200,10 @@ class Child:
         if not self.wait_for(lambda: self.ready, READY_TIMEOUT):
             raise RuntimeError("the training child exited before it got ready; see its .stderr file")
 
+    def wait_best_held(self) -> bool:
+        """Wait until the child holds its best-weights write (BEST HELD); False if it ended first."""
+        return self.wait_for(lambda: self.best_held, RUN_TIMEOUT)
+
     def wait_steps(self, steps: int) -> bool:
         """Wait until the child has reported ``steps`` steps; False if it ended first."""
         return self.wait_for(lambda: self.steps_seen >= steps, RUN_TIMEOUT)
@@ -196,6 +226,8 @@ class Child:
         for line in lines:
             if line == b"READY":
                 self.ready = True
+            elif line == b"BEST HELD":
+                self.best_held = True
             elif line.startswith(b"STEP "):
                 self.steps_seen += 1
                 self.last_step = int(line[5:])

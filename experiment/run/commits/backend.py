@@ -6,7 +6,8 @@ holds; the restorer (:mod:`~experiment.run.commits.restorer`) chooses, checks an
 knows how a checkpoint is laid out on disk. A backend does, and nothing else does:
 
 - :class:`~experiment.run.commits.file_backend.FileBackend`: one file per commit, written in the
-  training thread (``torch.save`` streamed into a temporary file, fsync, rename, fsync the folder).
+  training thread (``torch.save`` streamed into a temporary file, fsync, rename, fsync the folder);
+  a new best epoch's weights are then written from it by a background thread.
 - :class:`~experiment.run.commits.background_backend.BackgroundFileBackend`: the same file, written
   by a background thread from a copy in reused CPU buffers (``async_checkpoint=True``).
 
@@ -45,9 +46,10 @@ class CommitBackend(Protocol):
     def write(self, commit: Commit, before: Callable[[], None]) -> None:
         """Make ``commit`` durable, or start to (a background write).
 
-        The previous commit's write is finished first (its error raised here); then ``before``
-        runs on the writing rank (the policy writes the derived files there); then this commit is
-        written. Checkpoints that this one supersedes are removed only once it is durable.
+        The previous commit's write (its best weights included) is finished first (its error
+        raised here); then ``before`` runs on the writing rank (the policy writes the derived files
+        there); then this commit is written. Checkpoints that this one supersedes are removed only
+        once it is durable.
 
         Raises:
             NonFiniteStateError: the state holds NaN or infinity (see :class:`Commit`); nothing
@@ -63,7 +65,9 @@ class CommitBackend(Protocol):
 
     def resumed_from(self, checkpoint: Checkpoint, *, best_epoch: int | None, epochs_completed: int) -> None:
         """The run was restored from ``checkpoint``, whose best epoch is ``best_epoch``: converge on
-        what a commit leaves (remove what a process killed before its pruning left behind)."""
+        what a commit leaves (remove what a process killed before its pruning left behind, write
+        the best weights of a commit killed before they were written); raise a failure on every
+        rank."""
         ...
 
 

@@ -5,7 +5,8 @@ On the training thread a commit waits for the previous write (raising its error)
 derived files, and copies the state into CPU buffers reused from one commit to the next
 (:class:`~experiment.state.snapshot.Snapshot`): that copy is all training waits for. The writer
 thread then checks the copy for NaN and infinity, writes the same files as
-:class:`~experiment.run.commits.file_backend.FileBackend`, and alone removes what they supersede.
+:class:`~experiment.run.commits.file_backend.FileBackend` (the best weights of a new best epoch
+first, then the state), and alone removes what they supersede.
 One write is in flight at a time; its error comes back at the next commit or wait.
 """
 

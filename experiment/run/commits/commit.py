@@ -30,7 +30,10 @@ class Commit:
         best_epoch: the best epoch this state refers to: its best weights are kept while the
             commit is kept (None before any epoch).
         best_weights: an epoch whose weights (the ``model`` node) the backend writes as that
-            epoch's best weights before the state (None: no new best at this commit).
+            epoch's best weights (None: no new best at this commit). This commit ends that epoch,
+            so its state holds them: a backend may write them after the state, durably before the
+            next commit and before its wait returns, and must write them on resume from a state
+            whose best file is missing.
         non_finite_message: refuse a state that holds NaN or infinity with a NonFiniteStateError of
             this message, with ``{culprit}`` (the node) and ``{last}`` (the name of the newest
             durable checkpoint, or "none yet") filled in; None: not checked.

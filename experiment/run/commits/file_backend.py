@@ -1,14 +1,19 @@
 """One file per commit, written in the training thread: the synchronous commit backend.
 
-A commit is the file ``checkpoints/state-NNNNNN.pt`` (NNNNNN its serial), preceded by
-``best-epochNNNN.pt`` when its epoch is a new best, each written atomically and durably
-(``torch.save`` streamed into a temporary file of the same folder, fsync, rename; one fsync of the
-folder makes both renames durable). Rank 0 alone writes; every rank learns the outcome.
+A commit is the file ``checkpoints/state-NNNNNN.pt`` (NNNNNN its serial), written atomically and
+durably (``torch.save`` streamed into a temporary file of the same folder, fsync, rename, fsync the
+folder). Rank 0 alone writes; every rank learns the outcome.
+
+When the commit ends an epoch that is a new best, ``best-epochNNNN.pt`` is written after the state,
+by a background thread, from the committed file (:mod:`~experiment.run.commits.best_weights`):
+training does not wait for it. It is durable before the next commit is written and before
+:meth:`FileBackend.wait` returns; its failure is raised there. A process killed before it was
+written leaves a state that holds those weights, and resuming writes the file from it.
 
 Two states are kept, the newest and its fallback, each with the best weights it refers to. Older
-files are removed by a background thread once the new state is durable: the training thread never
+files are removed by the background thread once the new state is durable: the training thread never
 deletes a checkpoint file. :class:`~experiment.run.commits.background_backend.BackgroundFileBackend`
-writes the same files from that thread.
+writes the best weights and then the state from that thread.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from experiment.run.commits.background_writer import BackgroundWriter
+from experiment.run.commits.best_weights import restore_best_weights, write_best_weights
 from experiment.run.commits.commit import Commit
 from experiment.store.checkpoint_unit import Checkpoint
 from experiment.store.directory import RunDirectory
@@ -49,8 +55,9 @@ class FileBackend:
         self._durable: int | None = None
 
     def write(self, commit: Commit, before: Callable[[], None]) -> None:
-        """Wait for the previous removals, run ``before``, write the best weights and the state,
-        then let the writer thread remove what they supersede (see :class:`CommitBackend`)."""
+        """Wait for the previous background work, run ``before``, write the state, then let the
+        writer thread write the best weights and remove what they supersede (see
+        :class:`CommitBackend`)."""
         self.world.on_main(lambda: self._write_here(commit, before))
 
     def wait(self, *, quiet: bool = False) -> None:
@@ -63,11 +70,14 @@ class FileBackend:
 
     def resumed_from(self, checkpoint: Checkpoint, *, best_epoch: int | None, epochs_completed: int) -> None:
         """Keep the restored commit, the one before it and the best weights they refer to; remove
-        older states and best weights past the restored epoch (a process killed before its
-        pruning left them)."""
+        older states and best weights past the restored epoch, and write the restored commit's best
+        weights if they are missing and it holds them (what a process killed before its pruning, or
+        before its best weights, left); raise a failure on every rank."""
         self._previous_best = best_epoch
-        if not self.world.is_main:
-            return
+        self.world.on_main(lambda: self._converge(checkpoint, best_epoch, epochs_completed))
+
+    # ------------------------------------------------------------------- on the writing rank
+    def _converge(self, checkpoint: Checkpoint, best_epoch: int | None, epochs_completed: int) -> None:
         checkpoints = self.directory.checkpoints()
         if checkpoint in checkpoints:
             for older in checkpoints[checkpoints.index(checkpoint) + 2 :]:
@@ -75,17 +85,25 @@ class FileBackend:
         for epoch, path in self.directory.best_paths().items():
             if epoch > epochs_completed:
                 path.unlink(missing_ok=True)
+        restore_best_weights(self.directory, checkpoint, best_epoch)
 
-    # ------------------------------------------------------------------- on the writing rank
     def _write_here(self, commit: Commit, before: Callable[[], None]) -> None:
         self._wait_here()
         before()
         keep = self._keep(commit)
         commit.refuse_non_finite(self._newest_name)
-        self._write_files(commit)
+        checkpoint = Checkpoint(commit.serial, self.directory.state_path(commit.serial))
+        save_tensors(checkpoint.path, commit.state)
         self._durable = commit.serial
         self._report_durable()
-        self.writer.submit(lambda: self._prune(keep))
+        best = commit.best_weights  # the writer holds no reference to the state
+        self.writer.submit(lambda: self._after_commit(checkpoint, best, keep))
+
+    def _after_commit(self, checkpoint: Checkpoint, best_weights: int | None, keep: set[int | None]) -> None:
+        """In the writer thread: the best weights of the committed epoch, then the pruning."""
+        if best_weights is not None:
+            write_best_weights(self.directory, checkpoint, best_weights)
+        self._prune(keep)
 
     def _wait_here(self) -> None:
         self.writer.wait()
@@ -99,7 +117,8 @@ class FileBackend:
         return keep
 
     def _write_files(self, commit: Commit) -> None:
-        """The best weights, then the state, each atomically and durably."""
+        """All of a commit's files in one go, as the background backend writes them from its copy:
+        the best weights, then the state, each atomically and durably."""
         if commit.best_weights is not None:
             # Same folder as the state file, whose folder fsync makes both renames durable.
             path = self.directory.best_path(commit.best_weights)
