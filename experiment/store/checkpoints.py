@@ -107,13 +107,28 @@ def saved_weights(directory: RunDirectory, checkpoint: str | int) -> tuple[int, 
     if checkpoint == "best" or (checkpoint == best_epoch and checkpoint != last_epoch):
         if best_epoch is None:
             raise CheckpointError(f"{directory.path} has no best epoch yet: no epoch is complete.")
-        return best_epoch, load_tensors(directory.best_path(best_epoch))
+        return best_epoch, _best_weights(directory, tree, best_epoch)
     if checkpoint == "last" or checkpoint == last_epoch:
         return last_epoch, _end_of_epoch_weights(directory, tree, best_epoch)
     raise ConfigurationError(
         f"checkpoint: received {checkpoint!r}; expected 'best', 'last', or an epoch whose weights "
         f"are kept: the best epoch ({best_epoch}) or the last one ({last_epoch})."
     )
+
+
+def _best_weights(directory: RunDirectory, tree: dict[str, Any], best_epoch: int) -> dict[str, Any]:
+    """The best epoch's weights: its best-weights file, or the newest state's network when that
+    state ends the best epoch and the file is not there yet (a synchronous commit writes it after
+    the state: a process killed in between left it to the next resume to write).
+
+    Raises:
+        CheckpointError: the file is missing or damaged, and the newest state does not hold them.
+    """
+    path = directory.best_path(best_epoch)
+    progress = tree["nodes"]["progress"]
+    if not path.exists() and (progress["epochs_completed"], progress["steps_in_epoch"]) == (best_epoch, 0):
+        return tree["nodes"]["model"]
+    return load_tensors(path)
 
 
 def _end_of_epoch_weights(

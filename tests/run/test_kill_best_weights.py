@@ -14,11 +14,11 @@ import dataclasses
 
 import pytest
 
-from experiment.store.checkpoints import load_newest_state
+from experiment.store.checkpoints import load_newest_state, saved_weights
 from experiment.store.directory import RunDirectory
 from tests.support import kill
 from tests.support.kill_child import Child
-from tests.support.run_comparison import run_differences
+from tests.support.run_comparison import run_differences, tree_differences
 
 pytestmark = pytest.mark.slow
 
@@ -51,6 +51,9 @@ def test_kill_before_best_weights_of_committed_epoch_resumes_bit_identical(tmp_p
     assert (tree["reason"], progress["epochs_completed"], progress["steps_in_epoch"]) == ("epoch", held, 0)
     assert tree["nodes"]["best"]["epoch"] == held
     assert not (run_dir / "checkpoints" / best_name).exists()
+    # Until a resume writes the file, test(checkpoint="best") reads the weights from the state.
+    epoch, weights = saved_weights(RunDirectory(run_dir), "best")
+    assert epoch == held and tree_differences(tree["nodes"]["model"], weights) == []
 
     with Child(script, run_dir, plain) as child:
         child.wait_ready()
