@@ -101,7 +101,12 @@ def test_best_weights_are_written_after_the_state_while_the_next_epoch_trains(tm
     assert (tmp_path / "checkpoints" / "best-epoch0001.pt").is_file()
 
 
-def test_best_weights_are_durable_and_equal_their_epoch_weights_when_train_returns(tmp_path):
+@pytest.mark.parametrize("copy_limit", [best_weights_module.COPY_LIMIT_BYTES, 0], ids=["copied", "read-back"])
+def test_best_weights_are_durable_and_equal_their_epoch_weights_when_train_returns(
+    tmp_path, monkeypatch, copy_limit
+):
+    # A network over the limit has its best weights read back from the committed state file.
+    monkeypatch.setattr(best_weights_module, "COPY_LIMIT_BYTES", copy_limit)
     weights = WeightsAtEpochEnd()
     exp = train_run(tmp_path, epochs=4, progress=False, callbacks=lambda: [weights])
 
@@ -123,6 +128,26 @@ def test_best_weights_are_durable_and_equal_their_epoch_weights_when_train_retur
         torch.equal(value, weights.weights[best_epoch][key])
         for key, value in exp.network.state_dict().items()
     )
+
+
+@pytest.mark.parametrize(("copy_limit", "copied"), [(1 << 20, True), (100, False)], ids=["small", "big"])
+def test_best_weights_of_a_small_network_are_copied_and_of_a_big_one_read_back(
+    tmp_path, monkeypatch, copy_limit, copied
+):
+    monkeypatch.setattr(best_weights_module, "COPY_LIMIT_BYTES", copy_limit)  # the network: 652 bytes
+    takes: list[int] = []
+    real_take = best_weights_module.Snapshot.take
+
+    def counted_take(self: Any, tree: Any) -> Any:
+        takes.append(1)
+        return real_take(self, tree)
+
+    monkeypatch.setattr(best_weights_module.Snapshot, "take", counted_take)
+    train_run(tmp_path, epochs=2, progress=False)
+
+    assert bool(takes) == copied
+    best_epoch = load_newest_state(RunDirectory(tmp_path))[0]["nodes"]["best"]["epoch"]
+    assert (tmp_path / "checkpoints" / f"best-epoch{best_epoch:04d}.pt").is_file()
 
 
 def test_train_waits_for_the_best_weights_of_its_last_epoch(tmp_path, monkeypatch):

@@ -5,8 +5,8 @@ durably (``torch.save`` streamed into a temporary file of the same folder, fsync
 folder). Rank 0 alone writes; every rank learns the outcome.
 
 When the commit ends an epoch that is a new best, ``best-epochNNNN.pt`` is written after the state,
-by a background thread, from the committed file (:mod:`~experiment.run.commits.best_weights`):
-training does not wait for it. It is durable before the next commit is written and before
+by a background thread, from a copy of the network's weights or, for a big network, from the
+committed file (:mod:`~experiment.run.commits.best_weights`): training does not wait for it. It is durable before the next commit is written and before
 :meth:`FileBackend.wait` returns; its failure is raised there. A process killed before it was
 written leaves a state that holds those weights, and resuming writes the file from it.
 
@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from experiment.run.commits.background_writer import BackgroundWriter
-from experiment.run.commits.best_weights import restore_best_weights, write_best_weights
+from experiment.run.commits.best_weights import PendingBestWeights, restore_best_weights
 from experiment.run.commits.commit import Commit
 from experiment.store.checkpoint_unit import Checkpoint
 from experiment.store.directory import RunDirectory
@@ -48,8 +48,10 @@ class FileBackend:
         self.directory = directory
         self.world = world
         self.on_durable = on_durable
-        #: The thread that removes superseded files (and writes, in the background backend).
+        #: The thread that writes best weights and removes superseded files (and writes the
+        #: commits, in the background backend).
         self.writer = BackgroundWriter()
+        self.pending_best = PendingBestWeights()
         self._previous_best: int | None = None
         #: The serial of a commit found durable and not yet reported to ``on_durable``.
         self._durable: int | None = None
@@ -96,13 +98,16 @@ class FileBackend:
         save_tensors(checkpoint.path, commit.state)
         self._durable = commit.serial
         self._report_durable()
-        best = commit.best_weights  # the writer holds no reference to the state
-        self.writer.submit(lambda: self._after_commit(checkpoint, best, keep))
+        write_best = None
+        if commit.best_weights is not None:
+            model = commit.state["nodes"]["model"]
+            write_best = self.pending_best.take(self.directory, checkpoint, commit.best_weights, model)
+        self.writer.submit(lambda: self._after_commit(write_best, keep))
 
-    def _after_commit(self, checkpoint: Checkpoint, best_weights: int | None, keep: set[int | None]) -> None:
+    def _after_commit(self, write_best: Callable[[], None] | None, keep: set[int | None]) -> None:
         """In the writer thread: the best weights of the committed epoch, then the pruning."""
-        if best_weights is not None:
-            write_best_weights(self.directory, checkpoint, best_weights)
+        if write_best is not None:
+            write_best()
         self._prune(keep)
 
     def _wait_here(self) -> None:
