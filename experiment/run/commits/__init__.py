@@ -7,8 +7,8 @@
   and how superseded checkpoints leave it; one module per backend:
   :mod:`~experiment.run.commits.file_backend` (one file, written in the training thread) and
   :mod:`~experiment.run.commits.background_backend` (one file, written by a background thread);
-  the first writes a new best epoch's weights after the state, from it, and both write them on
-  resume if a kill came first (:mod:`~experiment.run.commits.best_weights`).
+  the first has a new best epoch's weights written after the state, by its background thread,
+  and both write them on resume if a kill came first (:mod:`~experiment.run.commits.best_weights`).
 - :mod:`~experiment.run.commits.restorer`: choosing, checking and loading the checkpoint to resume.
 - :mod:`~experiment.run.commits.committer`: the three built together for one run.
 
