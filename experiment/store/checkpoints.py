@@ -17,13 +17,8 @@ from typing import Any
 from experiment.errors import CheckpointError, ConfigurationError, UnsafeCheckpointError
 from experiment.store.checkpoint_unit import Checkpoint
 from experiment.store.directory import RunDirectory
-from experiment.store.migration import TREE_FORMAT as TREE_FORMAT  # the writers' import
 from experiment.store.migration import migrate
 from experiment.store.safe_load import load_tensors
-
-#: The former name of :func:`~experiment.store.migration.migrate` without callbacks (older formats
-#: read in today's layout), kept for the modules that import it from here.
-upgrade_tree = migrate
 
 
 def load_newest_state(directory: RunDirectory) -> tuple[dict[str, Any], Checkpoint] | None:

@@ -20,7 +20,7 @@ from experiment.run.recording import EpochRecorder
 from experiment.state.best_tracker import BestTracker
 from experiment.state.progress import Progress
 from experiment.state.tree import StateTree
-from experiment.store.checkpoints import TREE_FORMAT
+from experiment.store.migration import TREE_FORMAT
 from experiment.training.distributed import SINGLE, World
 
 
