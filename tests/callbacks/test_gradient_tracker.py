@@ -14,6 +14,7 @@ import experiment.callbacks as callbacks_package
 from experiment.callbacks.gradient_tracker import GRADIENT_STATISTICS, GradientTracker
 from experiment.callbacks.tensorboard_logger import TensorBoardGradientTracker
 from experiment.errors import ConfigurationError
+from tests.support.gradients import fake_trainer, track_one_epoch
 from tests.support.training import assert_same_training_state, train_run
 
 
@@ -31,23 +32,12 @@ class CollectingTracker(GradientTracker):
         self.received[epoch_number] = statistics
 
 
-def fake_trainer(network: nn.Module) -> SimpleNamespace:
-    return SimpleNamespace(network=network, epochs_completed=0, steps_in_epoch=0)
-
-
 def test_gradient_tracker_hands_each_parameter_statistics_of_the_epoch():
     torch.manual_seed(0)
     network = nn.Linear(3, 2)
     received: dict[int, dict[str, dict[str, float]]] = {}
     tracker = CollectingTracker(received)
-    tracker.set_trainer(fake_trainer(network))  # type: ignore[arg-type]
-    tracker.on_train_begin({})
-    tracker.on_epoch_begin(1, {})
-    grads = [torch.randn(2, 3) for _ in range(3)]
-    for batch, grad in enumerate(grads, start=1):
-        network.weight.grad, network.bias.grad = grad, torch.randn(2)
-        tracker.on_backward_end(batch)
-    tracker.on_epoch_end(1, {"epoch": 1})
+    grads = track_one_epoch(tracker, network, {"epoch": 1})
     assert list(received) == [1] and list(received[1]) == ["weight"]  # biases skipped by default
     norms = torch.stack([g.norm() for g in grads])
     expected = {

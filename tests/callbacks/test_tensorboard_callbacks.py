@@ -23,6 +23,7 @@ from experiment.callbacks.tensorboard_logger import (
     TensorBoardGradientTracker,
     TensorBoardLogger,
 )
+from tests.support.gradients import fake_trainer, track_one_epoch
 from tests.support.training import CrashAtEpochEnd, assert_same_training_state, train_run
 
 
@@ -69,10 +70,6 @@ def read_layout(log_dir: Path) -> dict[str, dict[str, list[str]]]:
         category.title: {chart.title: list(chart.multiline.tag) for chart in category.chart}
         for category in layout.category
     }
-
-
-def fake_trainer(network: nn.Module) -> SimpleNamespace:
-    return SimpleNamespace(network=network, epochs_completed=0, steps_in_epoch=0)
 
 
 def test_tensorboard_logger_writes_numeric_epoch_logs(tmp_path, writers):
@@ -171,14 +168,7 @@ def test_gradient_tracker_writes_statistics_of_the_epoch(tmp_path, writers):
     torch.manual_seed(0)
     network = nn.Linear(3, 2)
     tracker = TensorBoardGradientTracker(writers(tmp_path / "tb"))
-    tracker.set_trainer(fake_trainer(network))  # type: ignore[arg-type]
-    tracker.on_train_begin({})
-    tracker.on_epoch_begin(1, {})
-    grads = [torch.randn(2, 3) for _ in range(3)]
-    for batch, grad in enumerate(grads, start=1):
-        network.weight.grad, network.bias.grad = grad, torch.randn(2)
-        tracker.on_backward_end(batch)
-    tracker.on_epoch_end(1, {})
+    grads = track_one_epoch(tracker, network, {})
     scalars = read_scalars(tmp_path / "tb")
     assert set(scalars) == {f"gradients/weight/{name}" for name in GRADIENT_STATISTICS}
     norms = torch.stack([g.norm() for g in grads])
