@@ -7,7 +7,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from experiment.runs.display import printable
+from experiment.inspection.display import printable
 
 
 def one_line(message: str) -> str:

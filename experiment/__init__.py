@@ -81,12 +81,12 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     ),
     "experiment.run.train_model": ("train_model", "default_train_step"),
     # run directories, as the exp command sees them
-    "experiment.runs.summary": ("RunSummary", "summarize", "summarize_all"),
-    "experiment.runs.resume": ("ResumePlan", "plan_resume"),
-    "experiment.runs.entry_points": ("run_entry_point",),
-    "experiment.runs.cleaning": ("CleanReport", "clean_run"),
-    "experiment.runs.comparison": ("compare_runs",),
-    "experiment.runs.plotting": ("plot_learning_curves",),
+    "experiment.inspection.summary": ("RunSummary", "summarize", "summarize_all"),
+    "experiment.inspection.resume": ("ResumePlan", "plan_resume"),
+    "experiment.inspection.entry_points": ("run_entry_point",),
+    "experiment.inspection.cleaning": ("CleanReport", "clean_run"),
+    "experiment.inspection.comparison": ("compare_runs",),
+    "experiment.inspection.plotting": ("plot_learning_curves",),
 }
 
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}

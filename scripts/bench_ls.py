@@ -29,7 +29,7 @@ from torch import nn
 
 from cli.main import cli
 from experiment import Experiment
-from experiment.runs.summary import summarize_all
+from experiment.inspection.summary import summarize_all
 from experiment.store import tsv
 
 STATUSES = ["finished"] * 6 + ["interrupted", "failed", "stopped", "running"]

@@ -7,8 +7,8 @@ from pathlib import Path
 import click
 
 from cli.formatting import format_bytes
-from experiment.runs.cleaning import KEEP_CHOICES, clean_run
-from experiment.runs.display import printable
+from experiment.inspection.cleaning import KEEP_CHOICES, clean_run
+from experiment.inspection.display import printable
 
 
 @click.command()

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from cli.formatting import table
-from experiment.runs.comparison import SETTING_SECTIONS, compare_runs
+from experiment.inspection.comparison import SETTING_SECTIONS, compare_runs
 
 
 @click.command()

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from cli.formatting import format_age, format_value, table
-from experiment.runs.summary import RunSummary, summarize_all
+from experiment.inspection.summary import RunSummary, summarize_all
 
 COLUMNS = ("run", "status", "epochs", "best", "updated")
 

@@ -30,7 +30,7 @@ def plot(directories: tuple[Path, ...], output: Path, metrics: tuple[str, ...]) 
     Each metric gets a panel with its training curve (solid) and validation curve (dashed); the
     runs overlay in each panel, one colour per run. Needs matplotlib: pip install 'experiment[plot]'.
     """
-    from experiment.runs.plotting import plot_learning_curves
+    from experiment.inspection.plotting import plot_learning_curves
     from experiment.store.directory import RunDirectory
 
     for directory in directories:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from experiment.runs.resume import plan_resume
+from experiment.inspection.resume import plan_resume
 
 
 @click.command()

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from experiment.errors import ConfigurationError
-from experiment.runs.entry_points import parse_entry_point, run_entry_point
+from experiment.inspection.entry_points import parse_entry_point, run_entry_point
 
 
 def _check_entry_point(ctx: click.Context, param: click.Parameter, value: str) -> str:

@@ -8,8 +8,8 @@ import click
 
 from cli.formatting import format_age, format_bytes, format_time, format_value, key_values, one_line
 from experiment.errors import CheckpointError
-from experiment.runs.display import shell_line
-from experiment.runs.summary import RunPosition, RunSummary, read_position, summarize
+from experiment.inspection.display import shell_line
+from experiment.inspection.summary import RunPosition, RunSummary, read_position, summarize
 from experiment.store.directory import RunDirectory
 from experiment.store.metadata import flat_hparams
 

@@ -12,7 +12,7 @@ from PIL import Image
 
 from cli.main import cli
 from experiment.errors import MissingExtraError
-from experiment.runs.plotting import (
+from experiment.inspection.plotting import (
     figure_pixels,
     learning_curves_figure,
     plot_learning_curves,

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from cli.main import cli
 from experiment.errors import ConfigurationError
-from experiment.runs.resume import plan_resume
+from experiment.inspection.resume import plan_resume
 from experiment.store.directory import RunDirectory
 from experiment.store.relaunch import EPOCHS_VARIABLE, RESUME_DIR_VARIABLE, epochs_from_environment
 from tests.support.cli import exp_command, subprocess_env, write_fake_run, write_training_module

@@ -1,4 +1,4 @@
-"""`exp status DIR` and `exp ls [ROOT]` (their readers are tested in tests/runs)."""
+"""`exp status DIR` and `exp ls [ROOT]` (their readers are tested in tests/inspection)."""
 
 from __future__ import annotations
 

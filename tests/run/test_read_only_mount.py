@@ -2,7 +2,7 @@
 what only reads works, what must write is refused with advice, and nothing changes on disk.
 
 The tests for a directory made read-only by its permissions, for a user other than its owner, are in
-test_errors.py and tests/runs/test_cleaning.py.
+test_errors.py and tests/inspection/test_cleaning.py.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The read side starts without torch: importing store, runs and cli modules leaves torch unloaded.
+"""The read side starts without torch: importing store, inspection and cli modules leaves torch unloaded.
 
 import-linter's contracts (pyproject.toml) cannot check this: grimp counts the imports inside
 functions too, and store/files.py imports torch inside the functions that read and write tensors
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from tests.support.cli import probe_json
 
-LIGHT_PACKAGES = ("experiment.store", "experiment.runs", "cli")
+LIGHT_PACKAGES = ("experiment.store", "experiment.inspection", "cli")
 
 #: Imports every module below the packages named in argv, then prints the heavy modules now loaded.
 _PROBE = """
@@ -34,7 +34,7 @@ def _probe(*packages: str) -> dict[str, list[str]]:
 def test_light_imports_read_side_does_not_import_torch():
     result = _probe(*LIGHT_PACKAGES)
     assert "experiment.store.files" in result["imported"]
-    assert "experiment.runs.summary" in result["imported"]
+    assert "experiment.inspection.summary" in result["imported"]
     assert "cli.commands.ls" in result["imported"]
     assert result["heavy"] == []
 

@@ -12,7 +12,7 @@ an earlier ``exp resume --epochs`` holds across later resumes.
 
 A run directory moved or copied since its creation is resumed in place: the word of the command
 that names the original directory is replaced by the directory's own path, with a note (see
-:mod:`experiment.runs.relocation`).
+:mod:`experiment.inspection.relocation`).
 
 Security: the command is whatever experiment.json says; it is shown with control characters
 escaped, so that the line printed is the line run. Resuming a directory you did not create
@@ -32,9 +32,9 @@ from typing import Any
 
 from experiment.arguments import check_int
 from experiment.errors import ConfigurationError, DirectoryLockedError, RunDirectoryError
-from experiment.runs.display import printable, shell_line, shell_word
-from experiment.runs.relocation import relocate_command
-from experiment.runs.summary import summarize
+from experiment.inspection.display import printable, shell_line, shell_word
+from experiment.inspection.relocation import relocate_command
+from experiment.inspection.summary import summarize
 from experiment.store.directory import RunDirectory
 from experiment.store.lock import describe_holder
 from experiment.store.relaunch import EPOCHS_VARIABLE, RESUME_DIR_VARIABLE

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from experiment.errors import ConfigurationError, DirectoryLockedError, RunDirectoryError
-from experiment.runs.cleaning import clean_run
+from experiment.inspection.cleaning import clean_run
 from experiment.store.directory import RunDirectory
 from tests.support.cli import call_as_nobody, write_fake_run
 from tests.support.training import train_run

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from experiment.errors import RunDirectoryError
-from experiment.runs.log_tail import lines_backwards, read_log_tail
+from experiment.inspection.log_tail import lines_backwards, read_log_tail
 from experiment.store import tsv
 
 

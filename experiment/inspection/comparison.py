@@ -6,7 +6,7 @@ import dataclasses
 import os
 from typing import Any
 
-from experiment.runs.summary import RunSummary, log_value, summarize
+from experiment.inspection.summary import RunSummary, log_value, summarize
 from experiment.store.metadata import flat_hparams
 
 _NOT_METRICS = ("epoch", "time")

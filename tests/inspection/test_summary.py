@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from experiment.errors import RunDirectoryError
-from experiment.runs.summary import RunSummary, find_runs, summarize, summarize_all
+from experiment.inspection.summary import RunSummary, find_runs, summarize, summarize_all
 from tests.support.cli import write_fake_run
 from tests.support.training import train_run
 

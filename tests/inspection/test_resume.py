@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from experiment.errors import ConfigurationError, DirectoryLockedError, RunDirectoryError
-from experiment.runs.resume import plan_resume
+from experiment.inspection.resume import plan_resume
 from experiment.store.directory import RunDirectory
 from experiment.store.relaunch import EPOCHS_VARIABLE, RESUME_DIR_VARIABLE
 from tests.support.cli import write_fake_run

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from experiment.errors import ConfigurationError
-from experiment.runs.entry_points import entry_point_command, parse_entry_point, run_entry_point
+from experiment.inspection.entry_points import entry_point_command, parse_entry_point, run_entry_point
 from experiment.store.metadata import current_command
 
 

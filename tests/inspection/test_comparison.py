@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from experiment.errors import RunDirectoryError
-from experiment.runs.comparison import compare_runs
+from experiment.inspection.comparison import compare_runs
 from tests.support.cli import write_fake_run, write_two_fake_runs
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from experiment.errors import RunDirectoryError
-from experiment.runs.log_tail import LogTail, read_log_tail
+from experiment.inspection.log_tail import LogTail, read_log_tail
 from experiment.store.directory import RunDirectory
 from experiment.store.lock import describe_holder
 

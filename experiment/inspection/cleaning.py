@@ -18,7 +18,7 @@ from typing import Any
 
 from experiment.arguments import check_choice
 from experiment.errors import ConfigurationError, RunDirectoryError
-from experiment.runs.summary import effective_status
+from experiment.inspection.summary import effective_status
 from experiment.store.checkpoint_unit import Checkpoint
 from experiment.store.directory import RunDirectory
 

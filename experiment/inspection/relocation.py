@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from experiment.errors import ConfigurationError
-from experiment.runs.display import printable, shell_line
+from experiment.inspection.display import printable, shell_line
 from experiment.store.directory import RunDirectory
 
 
