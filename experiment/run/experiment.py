@@ -33,7 +33,7 @@ from experiment.training.components import resolve_device, resolve_loss, resolve
 from experiment.training.custom_step import UserStep, check_step
 from experiment.training.distributed import current_world, training_device
 from experiment.training.loop import TrainingLoop
-from experiment.training.metrics import resolve_batch_metrics, resolve_epoch_metrics
+from experiment.training.metric_resolution import resolve_batch_metrics, resolve_epoch_metrics
 from experiment.training.precision import Precision
 from experiment.training.strategy import choose_strategy
 

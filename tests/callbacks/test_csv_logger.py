@@ -13,7 +13,7 @@ from torch import nn
 from experiment.callbacks.csv_logger import AtomicCSVLogger, CSVLogger
 from experiment.errors import ConfigurationError
 from experiment.training.loop import TrainingLoop
-from experiment.training.metrics import resolve_batch_metrics, resolve_epoch_metrics
+from experiment.training.metric_resolution import resolve_batch_metrics, resolve_epoch_metrics
 from tests.support.training import train_run
 
 COLUMNS = ["epoch", "time", "lr", "loss", "acc", "f1", "val_loss", "val_acc", "val_f1"]

@@ -9,7 +9,8 @@ import torch
 from experiment.errors import ConfigurationError, StorageError
 from experiment.training.distributed import SINGLE, AgreementSchedule, World, sharing_problems
 from experiment.training.loop import TrainingLoop
-from experiment.training.metrics import F1, resolve_epoch_metrics
+from experiment.training.metric_resolution import resolve_epoch_metrics
+from experiment.training.metrics import F1
 from experiment.training.strategy import DataParallel
 
 

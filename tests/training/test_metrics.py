@@ -7,13 +7,8 @@ import pytest
 import torch
 
 from experiment.errors import ConfigurationError, DataError
-from experiment.training.metrics import (
-    F1,
-    EpochAccumulator,
-    accuracy,
-    resolve_batch_metrics,
-    resolve_epoch_metrics,
-)
+from experiment.training.metric_resolution import resolve_batch_metrics, resolve_epoch_metrics
+from experiment.training.metrics import F1, EpochAccumulator, accuracy
 from tests.support.training import make_data, make_experiment
 
 LOGITS = torch.tensor([[2.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 2.0], [2.0, 0.0, 0.0]])

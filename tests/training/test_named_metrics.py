@@ -7,13 +7,8 @@ import torch
 import torchmetrics
 
 from experiment.errors import ConfigurationError, DataError
-from experiment.training.metrics import (
-    F1,
-    EpochAccumulator,
-    accuracy,
-    resolve_batch_metrics,
-    resolve_epoch_metrics,
-)
+from experiment.training.metric_resolution import resolve_batch_metrics, resolve_epoch_metrics
+from experiment.training.metrics import F1, EpochAccumulator, accuracy
 from tests.support.training import assert_same_training_state, make_data, train_run
 
 GENERATOR = torch.Generator().manual_seed(0)
