@@ -20,7 +20,7 @@ from typing import Any
 
 from experiment.arguments import reject
 from experiment.errors import ConfigurationError
-from experiment.store.metadata import recording_command
+from experiment.store.relaunch import recording_command
 
 
 def parse_entry_point(spec: str) -> tuple[str, str]:

@@ -1,25 +1,24 @@
 """What experiment.json records: versions, the command that started the run, status and config.
 
 :func:`check_metadata` checks the shape of what a reader loads; :func:`plain_config` turns a user's
-configuration into JSON data (or says which key cannot be) before anything is written.
+configuration into JSON data (or says which key cannot be) before anything is written. The command
+is :func:`~experiment.store.relaunch.current_command`, the one ``exp resume`` reruns.
 """
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import datetime
 import os
 import pathlib
 import platform
 import socket
-import sys
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from experiment.arguments import check_choice, reject
 from experiment.errors import RunDirectoryError
+from experiment.store.relaunch import current_command
 
 #: The run directory's format; 2 since the checkpoints hold a named state tree (1 is still read).
 FORMAT_VERSION = 2
@@ -35,55 +34,6 @@ def library_version() -> str:
 
 def now_iso() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-
-
-#: The command to record instead of this process's own, while a recorded entry point runs
-#: (set by :func:`recording_command`; a ContextVar so that it is scoped, never global state).
-_entry_point_command: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
-    "entry_point_command", default=None
-)
-
-
-@contextlib.contextmanager
-def recording_command(command: dict[str, Any]) -> Iterator[None]:
-    """Make runs created inside the block record ``command`` (``{"argv", "cwd"}``) for ``exp resume``."""
-    token = _entry_point_command.set({"argv": list(command["argv"]), "cwd": str(command["cwd"])})
-    try:
-        yield
-    finally:
-        _entry_point_command.reset(token)
-
-
-def current_command() -> dict[str, Any]:
-    """The interpreter, arguments and working directory of this process, for ``exp resume``.
-
-    A worker started by torchrun records torchrun's command line instead (its parent's, read
-    from /proc on Linux), so that ``exp resume`` relaunches every process; a run of several nodes
-    also records ``nodes``, since it is resumed by resubmitting the job, not from one machine.
-    """
-    override = _entry_point_command.get()
-    if override is not None:
-        return {"argv": list(override["argv"]), "cwd": override["cwd"]}
-    launcher = _launcher_command()
-    if launcher is not None:
-        nodes = int(os.environ.get("GROUP_WORLD_SIZE", "1") or 1)
-        return {"argv": launcher, "cwd": os.getcwd(), **({"nodes": nodes} if nodes > 1 else {})}
-    argv = list(getattr(sys, "orig_argv", [sys.executable, *sys.argv]))
-    return {"argv": [sys.executable, *argv[1:]], "cwd": os.getcwd()}
-
-
-def _launcher_command() -> list[str] | None:
-    """torchrun's command line when this process is one of its workers, else None."""
-    if "TORCHELASTIC_RUN_ID" not in os.environ:
-        return None
-    try:
-        raw = pathlib.Path(f"/proc/{os.getppid()}/cmdline").read_bytes()
-    except OSError:
-        return None
-    argv = [word.decode(errors="surrogateescape") for word in raw.split(b"\0") if word]
-    if not any("torchrun" in word or "torch.distributed.run" in word for word in argv[:3]):
-        return None
-    return argv
 
 
 def new_metadata(

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from cli.main import cli
 from experiment.errors import ConfigurationError
 from experiment.inspection.entry_points import entry_point_command, load_entry_point, parse_entry_point
-from experiment.store.metadata import current_command, recording_command
+from experiment.store.relaunch import current_command, recording_command
 from tests.support.cli import write_training_module
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from experiment.errors import ConfigurationError
 from experiment.inspection.entry_points import entry_point_command, parse_entry_point, run_entry_point
-from experiment.store.metadata import current_command
+from experiment.store.relaunch import current_command
 
 
 @pytest.mark.parametrize("spec", ["pkg", "pkg:", ":main", "pkg:1main", "my-pkg:main", "pkg:main:other"])
@@ -35,7 +35,7 @@ def test_entry_point_command_reruns_through_the_cli(tmp_path, monkeypatch):
 def test_entry_point_run_calls_the_function_while_recording_its_command(tmp_path, monkeypatch):
     module = tmp_path / "entry_point_module.py"
     module.write_text(
-        "from experiment.store.metadata import current_command\n"
+        "from experiment.store.relaunch import current_command\n"
         "def main(directory, *args):\n"
         "    return directory, args, current_command()\n"
     )

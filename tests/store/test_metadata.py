@@ -14,15 +14,8 @@ import pytest
 import torch
 
 from experiment.errors import ConfigurationError
-from experiment.store.metadata import (
-    STATUSES,
-    current_command,
-    flat_hparams,
-    new_metadata,
-    plain_config,
-    recording_command,
-    with_status,
-)
+from experiment.store.metadata import STATUSES, flat_hparams, new_metadata, plain_config, with_status
+from experiment.store.relaunch import current_command, recording_command
 
 
 @pytest.mark.parametrize("status", STATUSES)
@@ -122,7 +115,7 @@ def test_metadata_a_torchrun_worker_records_the_torchrun_command(tmp_path):
     launcher = tmp_path / "torchrun"
     launcher.write_text(
         "import subprocess, sys\n"
-        "code = 'import json; from experiment.store.metadata import current_command; "
+        "code = 'import json; from experiment.store.relaunch import current_command; "
         "print(json.dumps(current_command()))'\n"
         "sys.exit(subprocess.run([sys.executable, '-c', code]).returncode)\n"
     )
