@@ -20,10 +20,9 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Sequence
 from typing import Any, TextIO
 
-from experiment.arguments import check_number, reject
+from experiment.arguments import check_number
 from experiment.callbacks.base import Callback
 from experiment.callbacks.progress_format import (
     RESET,
@@ -45,7 +44,6 @@ from experiment.callbacks.progress_terminal import (
     is_terminal,
     write_through,
 )
-from experiment.errors import ConfigurationError
 
 
 class ProgressionCallback(Callback):
@@ -278,26 +276,3 @@ class ProgressionCallback(Callback):
 
 def _seconds(name: str, value: Any) -> float:
     return check_number(name, value, minimum=0, finite=False, expected="a number of seconds >= 0")
-
-
-def with_progress(callbacks: Sequence[Any], progress: bool | dict[str, Any]) -> list[Any]:
-    """``callbacks`` plus a :class:`ProgressionCallback` when ``progress`` asks for one and none is given.
-
-    Raises:
-        ConfigurationError: ``progress`` is neither a bool nor a dict of the callback's options.
-    """
-    callbacks = list(callbacks)
-    if isinstance(progress, dict):
-        options = progress
-    elif isinstance(progress, bool):
-        options = {}
-    else:
-        raise reject("progress", progress, "True, False or a dict of ProgressionCallback options")
-    if progress is False or any(isinstance(cb, ProgressionCallback) for cb in callbacks):
-        return callbacks
-    try:
-        return [*callbacks, ProgressionCallback(**options)]
-    except TypeError as error:
-        raise ConfigurationError(
-            f"progress: received {progress!r}, which ProgressionCallback does not accept ({error})."
-        ) from None

@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 from torch import nn
 
 from experiment.arguments import check_int
-from experiment.callbacks.progress import with_progress
 from experiment.errors import (
     ConfigurationError,
     RunDirectoryError,
@@ -20,7 +19,7 @@ from experiment.errors import (
 from experiment.run.inference import Inference
 from experiment.run.objects import compiled
 from experiment.run.ownership import owned
-from experiment.run.plan_making import check_callbacks, check_train_arguments, make_plan
+from experiment.run.plan_making import check_callbacks, check_train_arguments, make_plan, with_progress
 from experiment.run.session import TrainingSession
 from experiment.run.settings import RunSettings
 from experiment.run.testing import evaluate_saved_weights

@@ -11,11 +11,10 @@ import torch
 
 from experiment.arguments import check_int
 from experiment.callbacks.callback_list import CallbackList
-from experiment.callbacks.progress import with_progress
 from experiment.errors import ConfigurationError
 from experiment.run.objects import load_optimizer_file
 from experiment.run.ownership import callbacks_of_rank
-from experiment.run.plan_making import evaluation_loader
+from experiment.run.plan_making import evaluation_loader, with_progress
 from experiment.run.testing import load_saved_weights
 from experiment.store.directory import RunDirectory
 from experiment.training.batches import parameter_dtype

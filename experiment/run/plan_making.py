@@ -1,4 +1,5 @@
-"""Turning the arguments of ``Experiment.train`` into a checked :class:`TrainingPlan`."""
+"""Turning the arguments of ``Experiment.train`` into a checked :class:`TrainingPlan`, and the
+``progress`` option of ``train``, ``test`` and ``evaluate`` into a progress callback."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 from experiment.arguments import check_int, reject
 from experiment.callbacks.base import HOOKS
 from experiment.callbacks.callback_list import CallbackList
+from experiment.callbacks.progress import ProgressionCallback
 from experiment.callbacks.scheduler_stepping import EveryOptimizerStep
 from experiment.errors import ConfigurationError, MonitorError
 from experiment.run.lr_scheduler_arguments import check_schedulers
@@ -164,3 +166,26 @@ def _as_list(name: str, value: Any, expected: str) -> list[Any]:
     if isinstance(value, (str, bytes, dict)) or not isinstance(value, (list, tuple)):
         raise reject(name, value, expected)
     return list(value)
+
+
+def with_progress(callbacks: Sequence[Any], progress: bool | dict[str, Any]) -> list[Any]:
+    """``callbacks`` plus a :class:`ProgressionCallback` when ``progress`` asks for one and none is given.
+
+    Raises:
+        ConfigurationError: ``progress`` is neither a bool nor a dict of the callback's options.
+    """
+    callbacks = list(callbacks)
+    if isinstance(progress, dict):
+        options = progress
+    elif isinstance(progress, bool):
+        options = {}
+    else:
+        raise reject("progress", progress, "True, False or a dict of ProgressionCallback options")
+    if progress is False or any(isinstance(cb, ProgressionCallback) for cb in callbacks):
+        return callbacks
+    try:
+        return [*callbacks, ProgressionCallback(**options)]
+    except TypeError as error:
+        raise ConfigurationError(
+            f"progress: received {progress!r}, which ProgressionCallback does not accept ({error})."
+        ) from None

@@ -15,7 +15,8 @@ import pytest
 
 from experiment import ConfigurationError
 from experiment.callbacks import progress as progress_module
-from experiment.callbacks.progress import ProgressionCallback, with_progress
+from experiment.callbacks.progress import ProgressionCallback
+from experiment.run.plan_making import with_progress
 from experiment.training.metrics import EpochAccumulator
 from tests.support.cli import subprocess_env, write_training_module
 from tests.support.state_checks import assert_same_run, newest_state
