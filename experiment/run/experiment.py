@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from torch import nn
@@ -18,7 +16,7 @@ from experiment.errors import (
 )
 from experiment.run.inference import Inference
 from experiment.run.objects import compiled
-from experiment.run.ownership import owned
+from experiment.run.ownership import leaving_together, owned
 from experiment.run.plan_making import check_callbacks, check_train_arguments, make_plan, with_progress
 from experiment.run.session import TrainingSession
 from experiment.run.settings import RunSettings
@@ -225,7 +223,7 @@ class Experiment(Inference):
             async_checkpoint=bool(async_checkpoint),
             steps_per_epoch=plan.train.steps_per_epoch,
         )
-        with self._leaving_together():
+        with leaving_together(self.loop.world):
             owner = owned(self.directory, self.loop.world, prepare=True, then=self._check_resumable)
             with owner, plan.train.installed():
                 session = TrainingSession(
@@ -239,29 +237,6 @@ class Experiment(Inference):
                 )
                 self._trained = True
                 return session.run()
-
-    @contextlib.contextmanager
-    def _leaving_together(self) -> Iterator[None]:
-        """Under torchrun, ranks leave train() together, once rank 0 has recorded the end and
-        released the lock (a rank may read the files next), and with this call's garbage collected:
-        a script that then destroys the process group while it was still uncollected made gloo
-        abort the process at exit in about one launch in six.
-
-        The objects that exist when the call starts are frozen (``gc.freeze``) for its duration, so
-        that the collection at its end scans only what the call created: a full collection of a
-        process holding torch took about 0.2 s, a fifth of a short run.
-        """
-        world = self.loop.world
-        if not world.distributed:
-            yield
-            return
-        gc.freeze()
-        try:
-            yield
-            world.barrier()
-            gc.collect()
-        finally:
-            gc.unfreeze()
 
     def _check_resumable(self) -> None:
         """Refuse a run cleaned to its best weights; remove what interrupted writes left."""
