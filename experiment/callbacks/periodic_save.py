@@ -22,21 +22,19 @@ from __future__ import annotations
 
 import logging
 import os
-import re
-import string
 import warnings
 from pathlib import Path
 from typing import IO, Any
 
 from experiment.arguments import check_int, reject
 from experiment.callbacks.base import Callback
+from experiment.callbacks.filename_templates import fill_template, names_epoch
 from experiment.callbacks.saved_state import checked_load, missing_state_keys
 from experiment.errors import ConfigurationError
 from experiment.state.best import (
     HoldsMonitoredBest,
     MonitoredBest,
     known_mode,
-    missing_monitor_message,
     monitored_value,
 )
 from experiment.store.files import atomic_writer
@@ -141,7 +139,7 @@ class PeriodicSaveCallback(HoldsMonitoredBest, Callback):
                 f"restore_best=True: {name} cannot read a saved file back (it implements no "
                 "restore(fd)). Drop restore_best, or implement restore(fd) in your subclass."
             )
-        if not save_best_only and not _names_epoch(self.filename):
+        if not save_best_only and not names_epoch(self.filename):
             raise ConfigurationError(
                 f"restore_best=True without save_best_only: received filename={self.filename!r}, "
                 "which every save overwrites, so the best epoch's file would be lost; expected a "
@@ -232,20 +230,10 @@ class PeriodicSaveCallback(HoldsMonitoredBest, Callback):
         """``template`` filled with ``epoch`` and the logs' keys.
 
         Raises:
-            ConfigurationError: the template names a key that is not logged.
+            ConfigurationError: the template names a key that is not logged, or is not a valid
+                format string.
         """
-        fields = {**logs, "epoch": epoch_number}
-        try:
-            return template.format_map(fields)
-        except KeyError as error:
-            message = missing_monitor_message(str(error.args[0]), fields, "filename")
-            raise ConfigurationError(f"{message} Received filename={template!r}.") from error
-        except (ValueError, IndexError) as error:
-            raise ConfigurationError(
-                f"filename: received {template!r}, which is not a valid format string ({error}); "
-                "expected named fields such as {epoch:02d} or {val_loss:.2f} (double braces for "
-                "literal ones)."
-            ) from error
+        return fill_template(template, epoch_number, logs)
 
     def _write(self, path_text: str, epoch_number: int, logs: dict[str, Any]) -> None:
         if not self.is_main_process:  # every rank keeps the state; rank 0 alone writes
@@ -297,12 +285,3 @@ class PeriodicSaveCallback(HoldsMonitoredBest, Callback):
         self.best.load_state_dict(state_dict["best"])
         self.best_filename = state_dict["best_filename"]
         self.pending_removal = state_dict["pending_removal"]
-
-
-def _names_epoch(template: str) -> bool:
-    """Whether the format string ``template`` has an ``{epoch}`` field (so each epoch gets its name)."""
-    try:
-        fields = [field for _, field, _, _ in string.Formatter().parse(template) if field]
-    except ValueError:
-        return False  # not a format string: the first save says why
-    return any(re.split(r"[.\[]", field, maxsplit=1)[0] == "epoch" for field in fields)
