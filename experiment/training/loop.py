@@ -44,14 +44,14 @@ import torch
 from torch import nn
 
 from experiment.callbacks.callback_list import CallbackList
-from experiment.errors import ConfigurationError, DataError
+from experiment.errors import DataError
 from experiment.state.learning_rates import lr_logs
 from experiment.state.progress import Progress
 from experiment.state.rng import RandomState
 from experiment.training.accumulation import AccumulationGroups
 from experiment.training.batch_loop import BatchLoop, check_finite
-from experiment.training.custom_step import UserStep, bind_step
-from experiment.training.distributed import SINGLE, AgreementSchedule, sharing_problems
+from experiment.training.custom_step import UserStep
+from experiment.training.distributed import SINGLE, AgreementSchedule
 from experiment.training.epoch_logs import plain_logs, step_schedulers
 from experiment.training.evaluation import evaluate, measure_for
 from experiment.training.interrupts import InterruptFlag, TrainingInterrupted
@@ -59,12 +59,12 @@ from experiment.training.metrics import EpochAccumulator, MetricFn
 from experiment.training.plan import CommitPoints, NoCommits, TrainingPlan
 from experiment.training.precision import Precision
 from experiment.training.progress_view import ProgressView
-from experiment.training.step import StepMaker, StepParts, WholeStepFunction
-from experiment.training.step_choice import StepChoice
+from experiment.training.step import StepParts
+from experiment.training.step_choice import StepChoice, StepSetup
 from experiment.training.strategy import Strategy
 
 
-class TrainingLoop(ProgressView):
+class TrainingLoop(StepSetup, ProgressView):
     """A network with its optimizer, loss and metrics, and the position of its training.
 
     The loop is what callbacks see as their trainer: ``network``, ``optimizer``,
@@ -102,13 +102,6 @@ class TrainingLoop(ProgressView):
     ) -> None:
         strategy = strategy or Strategy(SINGLE)
         world = strategy.world
-        unsynced = sharing_problems(epoch_metrics) if world.distributed else []
-        if unsynced:
-            raise ConfigurationError(
-                f"epoch_metrics {unsynced}: under torchrun ({world.size} processes) an epoch metric must "
-                "combine every rank's batches; expected a metric name (such as 'f1') or a torchmetrics "
-                "Metric, which sync across processes when computed."
-            )
         self.network = network
         self.strategy = strategy
         self.world = world
@@ -130,41 +123,6 @@ class TrainingLoop(ProgressView):
         self.eval_step: UserStep | None = None
         #: The step this loop trains with (built once per :meth:`fit`).
         self.steps = StepChoice(loss_function, self.precision, accumulate_grad_batches)
-
-    @property
-    def optimizer_stepped(self) -> bool:
-        """Whether the training batch that just ended also ended its accumulation group."""
-        return self.accumulation.stepped
-
-    def use_train_step(self, step: WholeStepFunction | None) -> None:
-        """Train with ``step(x, y) -> (loss, y_pred)``, which does everything from zero_grad to the
-        optimizer step, instead of the built-in or custom step (None: those).
-
-        Raises:
-            ConfigurationError: with mixed precision or gradient accumulation, which the built-in
-                step implements and a custom step would bypass.
-        """
-        self.steps.use_whole(step)
-
-    def use_custom_steps(self, train_step: UserStep | None, eval_step: UserStep | None = None) -> None:
-        """Compute each batch's loss with ``train_step(trainer, batch)`` (and ``eval_step`` in
-        validation and test; by default ``train_step``) instead of the forward pass and the loss.
-
-        See :mod:`experiment.training.custom_step`. The loop still does ``zero_grad``, autocast,
-        backward, ``on_backward_end`` and the optimizer step; None: the built-in ``(x, y)`` step.
-        """
-        compute = (
-            None if train_step is None else bind_step(train_step, self, "train_step", self.train_metrics)
-        )
-        self.steps.compute = compute
-        self.custom_train_step = train_step
-        self.eval_step = eval_step or train_step
-
-    def use_step(self, make: StepMaker | None) -> None:
-        """Train with the :class:`~experiment.training.step.TrainingStep` that ``make(parts)``
-        builds when each training call starts (None: the step chosen by :meth:`use_train_step`,
-        :meth:`use_custom_steps` or the built-in one). The seam for another kind of step."""
-        self.steps.maker = make
 
     def reset(self) -> None:
         """Forget the position, history and random state of an earlier run (a fresh start)."""

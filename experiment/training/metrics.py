@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from experiment.errors import ConfigurationError, DataError
-from experiment.training.distributed import SINGLE, World
+from experiment.training.distributed import SINGLE, World, sharing_problems
 from experiment.training.named_metrics import TopKAccuracy, accuracy
 from experiment.training.targets import class_target_problem, describe
 
@@ -75,7 +75,12 @@ class EpochAccumulator:
     """Running sums of the loss and batch metrics of one epoch (or evaluation), kept on device.
 
     Each rank of a distributed run keeps its own sums (they are saved per rank); what is read
-    (:meth:`mean_loss`, :meth:`averages`) is summed over every rank of ``world``.
+    (:meth:`mean_loss`, :meth:`averages`) is summed over every rank of ``world``, and the epoch
+    metrics must combine every rank's batches themselves when computed.
+
+    Raises:
+        ConfigurationError: ``world`` is distributed and an epoch metric does not sync across
+            processes (see :func:`~experiment.training.distributed.sharing_problems`).
     """
 
     def __init__(
@@ -85,6 +90,13 @@ class EpochAccumulator:
         device: torch.device | None = None,
         world: World = SINGLE,
     ):
+        unsynced = sharing_problems(epoch_metrics) if world.distributed else []
+        if unsynced:
+            raise ConfigurationError(
+                f"epoch_metrics {unsynced}: under torchrun ({world.size} processes) an epoch metric must "
+                "combine every rank's batches; expected a metric name (such as 'f1') or a torchmetrics "
+                "Metric, which sync across processes when computed."
+            )
         self.batch_metrics = batch_metrics
         self.world = world
         self.device = device or torch.device("cpu")

@@ -1,17 +1,21 @@
-"""The trainer's counters as callbacks read and set them, kept in the loop's ``progress`` node."""
+"""The trainer's counters as callbacks read and set them, kept in the loop's ``progress`` node (and,
+for ``optimizer_stepped``, its accumulation groups)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from experiment.state.progress import Progress
+from experiment.training.accumulation import AccumulationGroups
 
 
 class ProgressView:
     """``epochs_completed``, ``steps_in_epoch``, ``global_step``, ``history`` and ``stop_training``
-    as attributes of the trainer, read from and written to ``self.progress``."""
+    as attributes of the trainer, read from and written to ``self.progress``; ``optimizer_stepped``
+    read from ``self.accumulation``."""
 
     progress: Progress
+    accumulation: AccumulationGroups
 
     @property
     def epochs_completed(self) -> int:
@@ -48,3 +52,8 @@ class ProgressView:
     @stop_training.setter
     def stop_training(self, value: bool) -> None:
         self.progress.stop_training = value
+
+    @property
+    def optimizer_stepped(self) -> bool:
+        """Whether the training batch that just ended also ended its accumulation group."""
+        return self.accumulation.stepped

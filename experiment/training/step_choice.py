@@ -1,4 +1,5 @@
-"""Which training step a loop trains with: configured before training, built once per training call."""
+"""Which training step a loop trains with: configured before training (the loop's ``use_*`` methods),
+built once per training call."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from typing import Any
 import torch
 
 from experiment.errors import ConfigurationError
-from experiment.training.custom_step import CustomStep, StepCompute
+from experiment.training.custom_step import CustomStep, StepCompute, UserStep, bind_step
+from experiment.training.metrics import EpochAccumulator
 from experiment.training.precision import Precision
 from experiment.training.step import (
     BuiltInStep,
@@ -70,3 +72,43 @@ class StepChoice:
         if self.compute is not None:
             return CustomStep(parts, self.compute)
         return BuiltInStep(parts, self.loss_function)
+
+
+class StepSetup:
+    """The methods of :class:`~experiment.training.loop.TrainingLoop` that choose its training step,
+    kept in its :attr:`steps`; a custom step also sets its ``custom_train_step`` and ``eval_step``."""
+
+    steps: StepChoice
+    train_metrics: EpochAccumulator
+    custom_train_step: UserStep | None
+    eval_step: UserStep | None
+
+    def use_train_step(self, step: WholeStepFunction | None) -> None:
+        """Train with ``step(x, y) -> (loss, y_pred)``, which does everything from zero_grad to the
+        optimizer step, instead of the built-in or custom step (None: those).
+
+        Raises:
+            ConfigurationError: with mixed precision or gradient accumulation, which the built-in
+                step implements and a custom step would bypass.
+        """
+        self.steps.use_whole(step)
+
+    def use_custom_steps(self, train_step: UserStep | None, eval_step: UserStep | None = None) -> None:
+        """Compute each batch's loss with ``train_step(trainer, batch)`` (and ``eval_step`` in
+        validation and test; by default ``train_step``) instead of the forward pass and the loss.
+
+        See :mod:`experiment.training.custom_step`. The loop still does ``zero_grad``, autocast,
+        backward, ``on_backward_end`` and the optimizer step; None: the built-in ``(x, y)`` step.
+        """
+        compute = (
+            None if train_step is None else bind_step(train_step, self, "train_step", self.train_metrics)
+        )
+        self.steps.compute = compute
+        self.custom_train_step = train_step
+        self.eval_step = eval_step or train_step
+
+    def use_step(self, make: StepMaker | None) -> None:
+        """Train with the :class:`~experiment.training.step.TrainingStep` that ``make(parts)``
+        builds when each training call starts (None: the step chosen by :meth:`use_train_step`,
+        :meth:`use_custom_steps` or the built-in one). The seam for another kind of step."""
+        self.steps.maker = make
