@@ -2,7 +2,9 @@
 
 A write goes to a temporary file in the destination's folder, is flushed and fsynced, replaces the
 destination with ``os.replace`` and is made durable by an fsync of the folder. On any failure the
-temporary file is removed and the destination keeps its previous content.
+temporary file is removed and the destination keeps its previous content. A staged file
+(:func:`stage_tensors`) is written the same way, and its fsyncs and replace are done later, by
+:meth:`StagedFile.publish`, so that a writer thread can wait for the disk instead of the caller.
 """
 
 from __future__ import annotations
@@ -96,13 +98,57 @@ def atomic_writer(
     except BaseException as error:
         with contextlib.suppress(OSError):
             tmp_path.unlink()
-        cause = os_error_in(error)
-        if cause is not None:
-            raise StorageError(
-                f"Could not write {path}: {cause.strerror or cause}. The previous version of the "
-                "file is intact; free some space or fix the permissions and run again."
-            ) from error
+        _raise_storage_error(path, error)
         raise
+
+
+def _raise_storage_error(path: Path, error: BaseException) -> None:
+    """Raise a StorageError for a failed write of ``path`` if ``error`` comes from the OS."""
+    cause = os_error_in(error)
+    if cause is not None:
+        raise StorageError(
+            f"Could not write {path}: {cause.strerror or cause}. The previous version of the "
+            "file is intact; free some space or fix the permissions and run again."
+        ) from error
+
+
+class StagedFile:
+    """A file written in full under a temporary name in its destination's folder, not yet durable.
+
+    :meth:`publish` (from any thread) fsyncs it, makes it replace the destination and fsyncs the
+    folder, as :func:`atomic_writer` does at the end of its block; :meth:`discard` removes it. Until
+    one of them, the destination keeps its previous content.
+    """
+
+    def __init__(self, path: Path, temporary: Path, file: IO[Any]) -> None:
+        self.path = path
+        self.temporary = temporary
+        self._file = file
+
+    def publish(self, *, sync_dir: bool = True) -> None:
+        """Make the file replace its destination atomically and durably.
+
+        Raises:
+            StorageError: the fsync or the replace failed; the temporary file is removed and the
+                destination is intact.
+        """
+        try:
+            with self._file:
+                os.fsync(self._file.fileno())
+            os.replace(self.temporary, self.path)
+            if sync_dir:
+                fsync_dir(self.path.parent)
+        except BaseException as error:
+            self.discard()
+            _raise_storage_error(self.path, error)
+            raise
+
+    def discard(self) -> None:
+        """Remove the temporary file; the destination keeps its previous content."""
+        with contextlib.suppress(OSError):
+            self._file.close()
+        with contextlib.suppress(OSError):
+            self.temporary.unlink()
 
 
 def atomic_write_bytes(path: Path, data: bytes, *, sync_dir: bool = True) -> None:
@@ -159,3 +205,27 @@ def save_tensors(path: Path, obj: Any, *, sync_dir: bool = True) -> None:
 
     with atomic_writer(path, sync_dir=sync_dir) as file:
         torch.save(obj, file)
+
+
+def stage_tensors(path: Path, obj: Any) -> StagedFile:
+    """Write plain data and tensors with ``torch.save`` straight into a temporary file beside
+    ``path``, to be published later (see :class:`StagedFile`): the write happens now, the waits for
+    the disk when it is published.
+
+    Raises:
+        StorageError: the write failed (a full disk included); nothing is left behind.
+    """
+    import torch  # imported here so that reading run directories (exp ls) stays light
+
+    path = Path(path)
+    temporary = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+    file = open(temporary, "wb")  # noqa: SIM115 (closed by publish or discard)
+    staged = StagedFile(path, temporary, file)
+    try:
+        torch.save(obj, file)
+        file.flush()
+    except BaseException as error:
+        staged.discard()
+        _raise_storage_error(path, error)
+        raise
+    return staged

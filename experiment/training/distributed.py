@@ -139,9 +139,11 @@ class World:
                 result = action()
             except Exception as error:  # reported to every rank below, then raised here
                 failure = error
-        if self.distributed:
+        # Every rank learns whether rank 0 failed from one small all-reduce; the error itself is
+        # broadcast only when there is one (a broadcast of objects costs two collectives and pickling).
+        if self.distributed and self.agree_on(failed=int(failure is not None))["failed"]:
             verdict = self.broadcast(None if failure is None else _portable(failure))
-            if failure is None and verdict is not None:
+            if failure is None:
                 kind, message = verdict
                 raise kind(message)
         if failure is not None:

@@ -57,7 +57,8 @@ class HeldBestWrite:
 
 
 class AtEpochBegin(Callback):
-    """Calls ``action(checkpoint names)`` at the beginning of epoch ``epoch``."""
+    """Calls ``action(names)`` at the beginning of epoch ``epoch``, ``names()`` listing the
+    checkpoints folder when called."""
 
     def __init__(self, run_dir: Path, epoch: int, action: Any) -> None:
         super().__init__()
@@ -65,7 +66,7 @@ class AtEpochBegin(Callback):
 
     def on_epoch_begin(self, epoch_number: int, logs: dict[str, Any]) -> None:
         if epoch_number == self.epoch:
-            self.action(sorted(path.name for path in (self.run_dir / "checkpoints").iterdir()))
+            self.action(lambda: sorted(path.name for path in (self.run_dir / "checkpoints").iterdir()))
 
 
 class WeightsAtEpochEnd(Callback):
@@ -84,10 +85,10 @@ def test_best_weights_are_written_after_the_state_while_the_next_epoch_trains(tm
     held = HeldBestWrite(monkeypatch, epoch=1)
     seen: list[list[str]] = []
 
-    def look_then_release(names: list[str]) -> None:
+    def look_then_release(names: Any) -> None:
         try:
             assert held.held.wait(HOLD_LIMIT_S)  # the writer thread comes to epoch 1's best weights
-            seen.append(names)
+            seen.append(names())
         finally:
             held.release()
 
@@ -202,7 +203,7 @@ def test_full_disk_during_best_weights_write_fails_cleanly_and_resumes_exactly(
     wide_run(straight)
     held = HeldBestWrite(monkeypatch, epoch=1)
 
-    def fill_then_release(names: list[str]) -> None:
+    def fill_then_release(names: Any) -> None:
         try:
             fill(disk, filler)
         finally:

@@ -70,19 +70,23 @@ def test_tensorboard_resumed_run_holds_each_epoch_once(run_dirs, checkpoint_ever
 
 
 def crash_before_state_commit_of_epoch(monkeypatch: pytest.MonkeyPatch, epoch: int) -> None:
-    """Make the state commit at the end of ``epoch`` crash, after its row and scalars were written."""
-    real_save = checkpointing.save_tensors
+    """Make the state commit at the end of ``epoch`` crash, after its row and scalars were written
+    (before its file is written, by the synchronous or the background backend)."""
+    for name in ("save_tensors", "stage_tensors"):
+        real_write = getattr(checkpointing, name)
 
-    def save_or_crash(path: Path, obj: Any, **options: Any) -> None:
-        if (
-            path.name.startswith("state-")
-            and obj["reason"] == "epoch"
-            and obj["nodes"]["progress"]["epochs_completed"] == epoch
-        ):
-            raise Interrupt(f"crash before the commit of epoch {epoch}")
-        real_save(path, obj, **options)
+        def write_or_crash(
+            path: Path, obj: Any, *args: Any, real_write: Any = real_write, **options: Any
+        ) -> Any:
+            if (
+                path.name.startswith("state-")
+                and obj["reason"] == "epoch"
+                and obj["nodes"]["progress"]["epochs_completed"] == epoch
+            ):
+                raise Interrupt(f"crash before the commit of epoch {epoch}")
+            return real_write(path, obj, *args, **options)
 
-    monkeypatch.setattr(checkpointing, "save_tensors", save_or_crash)
+        monkeypatch.setattr(checkpointing, name, write_or_crash)
 
 
 @pytest.mark.parametrize("checkpoint_every", [None, 2])

@@ -5,9 +5,9 @@ The commit policy (:mod:`~experiment.run.commits.policy`) decides when to commit
 holds; the restorer (:mod:`~experiment.run.commits.restorer`) chooses, checks and loads; neither
 knows how a checkpoint is laid out on disk. A backend does, and nothing else does:
 
-- :class:`~experiment.run.commits.file_backend.FileBackend`: one file per commit, written in the
-  training thread (``torch.save`` streamed into a temporary file, fsync, rename, fsync the folder);
-  a new best epoch's weights are then written from it by a background thread.
+- :class:`~experiment.run.commits.file_backend.FileBackend`: one file per commit, serialized in the
+  training thread (``torch.save`` streamed into a temporary file) and made durable by a background
+  thread (fsync, rename, fsync the folder), which then writes a new best epoch's weights.
 - :class:`~experiment.run.commits.background_backend.BackgroundFileBackend`: the same file, written
   by a background thread from a copy in reused CPU buffers (``async_checkpoint=True``).
 
@@ -34,9 +34,8 @@ from experiment.store.checkpoint_unit import Checkpoint
 from experiment.store.directory import RunDirectory
 from experiment.training.distributed import World
 
-#: Called by a backend on the training thread of the writing rank (rank 0), with a commit's serial,
-#: once that commit is known to be durable: at once for a synchronous write, at the next wait for
-#: one written in the background.
+#: Called by a backend on the writing rank (rank 0) with a commit's serial, in the thread that made the
+#: commit durable (the writer thread), before its next write; an error it raises is that write's error.
 OnDurable = Callable[[int], None]
 
 
@@ -54,7 +53,8 @@ class CommitBackend(Protocol):
         Raises:
             NonFiniteStateError: the state holds NaN or infinity (see :class:`Commit`); nothing
                 of it is written.
-            StorageError: this write (synchronous) or the previous one (background) failed.
+            StorageError: this write (its serialization, synchronous) or the previous one (its
+                background part) failed.
         """
         ...
 

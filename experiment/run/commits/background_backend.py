@@ -36,7 +36,7 @@ class BackgroundFileBackend(FileBackend):
         self.snapshot = Snapshot()
 
     def _write_here(self, commit: Commit, before: Callable[[], None]) -> None:
-        self._wait_here()
+        self.writer.wait()
         before()
         keep = self._keep(commit)
         copied = dataclasses.replace(commit, state=self.snapshot.take(commit.state))
@@ -47,5 +47,5 @@ class BackgroundFileBackend(FileBackend):
         self.snapshot.wait_copied()
         commit.refuse_non_finite(self._newest_name)
         self._write_files(commit)
-        self._durable = commit.serial  # reported on the training thread, at the next wait
+        self._report_durable(commit.serial)
         self._prune(keep)

@@ -1,19 +1,23 @@
-"""One file per commit, written in the training thread: the synchronous commit backend.
+"""One file per commit, serialized in the training thread: the synchronous commit backend.
 
 A commit is the file ``checkpoints/state-NNNNNN.pt`` (NNNNNN its serial), written atomically and
-durably (``torch.save`` streamed into a temporary file of the same folder, fsync, rename, fsync the
-folder). Rank 0 alone writes; every rank learns the outcome.
+durably. The training thread streams ``torch.save`` of the state into a temporary file of the same
+folder (no serialized copy is held in memory, and the state is not copied); the background writer
+thread then fsyncs it, renames it and fsyncs the folder: the rename is the commit, and training does
+not wait for the disk. Rank 0 alone writes; every rank learns the outcome. The commit is durable
+before the next one is written and before :meth:`FileBackend.wait` returns; a failure of the
+fsyncs or the rename is raised there. A process killed before the rename leaves the previous
+commit, which is kept until this one is durable.
 
 When the commit ends an epoch that is a new best, ``best-epochNNNN.pt`` is written after the state,
-by a background thread, from a copy of the network's weights or, for a big network, from the
-committed file (:mod:`~experiment.run.commits.best_weights`): training does not wait for it. It is durable before the next commit is written and before
-:meth:`FileBackend.wait` returns; its failure is raised there. A process killed before it was
-written leaves a state that holds those weights, and resuming writes the file from it.
+by the same thread, from a copy of the network's weights or, for a big network, from the committed
+file (:mod:`~experiment.run.commits.best_weights`). A process killed before it was written leaves a
+state that holds those weights, and resuming writes the file from it.
 
 Two states are kept, the newest and its fallback, each with the best weights it refers to. Older
 files are removed by the background thread once the new state is durable: the training thread never
 deletes a checkpoint file. :class:`~experiment.run.commits.background_backend.BackgroundFileBackend`
-writes the best weights and then the state from that thread.
+copies the state instead of serializing it and writes everything from that thread.
 """
 
 from __future__ import annotations
@@ -25,18 +29,18 @@ from experiment.run.commits.best_weights import PendingBestWeights, restore_best
 from experiment.run.commits.commit import Commit
 from experiment.store.checkpoint_unit import Checkpoint
 from experiment.store.directory import RunDirectory
-from experiment.store.files import save_tensors
+from experiment.store.files import StagedFile, save_tensors, stage_tensors
 from experiment.training.distributed import SINGLE, World
 
 
 class FileBackend:
-    """Writes each commit as one file in the training thread (a
-    :class:`~experiment.run.commits.backend.CommitBackend`).
+    """Serializes each commit into one file in the training thread and makes it durable from the
+    writer thread (a :class:`~experiment.run.commits.backend.CommitBackend`).
 
     Args:
         directory: the run directory.
         world: the ranks of the run (rank 0 writes).
-        on_durable: called with a commit's serial once it is durable (rank 0, training thread).
+        on_durable: called with a commit's serial once it is durable (rank 0, writer thread).
     """
 
     def __init__(
@@ -53,22 +57,19 @@ class FileBackend:
         self.writer = BackgroundWriter()
         self.pending_best = PendingBestWeights()
         self._previous_best: int | None = None
-        #: The serial of a commit found durable and not yet reported to ``on_durable``.
-        self._durable: int | None = None
 
     def write(self, commit: Commit, before: Callable[[], None]) -> None:
-        """Wait for the previous background work, run ``before``, write the state, then let the
-        writer thread write the best weights and remove what they supersede (see
-        :class:`CommitBackend`)."""
+        """Wait for the previous background work, run ``before``, serialize the state into a
+        temporary file, then let the writer thread make it durable, write the best weights and
+        remove what they supersede (see :class:`CommitBackend`)."""
         self.world.on_main(lambda: self._write_here(commit, before))
 
     def wait(self, *, quiet: bool = False) -> None:
         """Wait for the background work in flight; raise its error unless ``quiet``."""
         if quiet:
             self.writer.wait(quiet=True)
-            self._report_durable()
             return
-        self.world.on_main(self._wait_here)
+        self.world.on_main(self.writer.wait)
 
     def resumed_from(self, checkpoint: Checkpoint, *, best_epoch: int | None, epochs_completed: int) -> None:
         """Keep the restored commit, the one before it and the best weights they refer to; remove
@@ -90,29 +91,32 @@ class FileBackend:
         restore_best_weights(self.directory, checkpoint, best_epoch)
 
     def _write_here(self, commit: Commit, before: Callable[[], None]) -> None:
-        self._wait_here()
+        self.writer.wait()
         before()
         keep = self._keep(commit)
         commit.refuse_non_finite(self._newest_name)
         checkpoint = Checkpoint(commit.serial, self.directory.state_path(commit.serial))
-        save_tensors(checkpoint.path, commit.state)
-        self._durable = commit.serial
-        self._report_durable()
-        write_best = None
-        if commit.best_weights is not None:
-            model = commit.state["nodes"]["model"]
-            write_best = self.pending_best.take(self.directory, checkpoint, commit.best_weights, model)
-        self.writer.submit(lambda: self._after_commit(write_best, keep))
+        staged = stage_tensors(checkpoint.path, commit.state)
+        try:
+            write_best = None
+            if commit.best_weights is not None:
+                model = commit.state["nodes"]["model"]
+                write_best = self.pending_best.take(self.directory, checkpoint, commit.best_weights, model)
+        except BaseException:
+            staged.discard()
+            raise
+        self.writer.submit(lambda: self._after_commit(staged, commit.serial, write_best, keep))
 
-    def _after_commit(self, write_best: Callable[[], None] | None, keep: set[int | None]) -> None:
-        """In the writer thread: the best weights of the committed epoch, then the pruning."""
+    def _after_commit(
+        self, staged: StagedFile, serial: int, write_best: Callable[[], None] | None, keep: set[int | None]
+    ) -> None:
+        """In the writer thread: make the state durable (the commit), then write the committed
+        epoch's best weights and remove what they supersede."""
+        staged.publish()
+        self._report_durable(serial)
         if write_best is not None:
             write_best()
         self._prune(keep)
-
-    def _wait_here(self) -> None:
-        self.writer.wait()
-        self._report_durable()
 
     def _keep(self, commit: Commit) -> set[int | None]:
         """The best epochs whose weights stay once ``commit`` is durable: its own and its
@@ -130,9 +134,10 @@ class FileBackend:
             save_tensors(path, commit.state["nodes"]["model"], sync_dir=False)
         save_tensors(self.directory.state_path(commit.serial), commit.state)
 
-    def _report_durable(self) -> None:
-        serial, self._durable = self._durable, None
-        if serial is not None and self.on_durable is not None:
+    def _report_durable(self, serial: int) -> None:
+        """In the writer thread, once commit ``serial`` is durable (an error of ``on_durable`` is
+        the write's error)."""
+        if self.on_durable is not None:
             self.on_durable(serial)
 
     def _newest_name(self) -> str | None:
