@@ -42,7 +42,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "experiment.callbacks.csv_logger": ("CSVLogger", "AtomicCSVLogger"),
     "experiment.callbacks.gradient_tracker": ("GradientTracker",),
     "experiment.callbacks.tensorboard_logger": ("TensorBoardLogger", "TensorBoardGradientTracker"),
-    "experiment.callbacks.progress": ("ProgressionCallback",),
+    "experiment.callbacks.progression": ("ProgressionCallback",),
     "experiment.callbacks.mlflow_logger": ("MLFlowLogger",),
     "experiment.callbacks.notification": ("Notificator", "NotificationCallback"),
     "experiment.callbacks.periodic_save": ("PeriodicSaveCallback",),

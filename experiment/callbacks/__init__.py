@@ -39,7 +39,7 @@ from experiment.callbacks.notification import NotificationCallback, Notificator
 from experiment.callbacks.optimizer_policy import OptimizerPolicy
 from experiment.callbacks.periodic_save import PeriodicSaveCallback
 from experiment.callbacks.policy_runner import PolicyRunner
-from experiment.callbacks.progress import ProgressionCallback
+from experiment.callbacks.progression import ProgressionCallback
 from experiment.callbacks.tensorboard_logger import TensorBoardGradientTracker, TensorBoardLogger
 from experiment.callbacks.terminate_on_nan import TerminateOnNaN
 from experiment.callbacks.trainer import Trainer

@@ -1,7 +1,7 @@
 """What the progress display writes with: colours, number and time formats, the start-up line, a
 safe stdout.
 
-Helpers of :mod:`experiment.callbacks.progress`, kept apart so that the callback module holds the
+Helpers of :mod:`experiment.callbacks.progression`, kept apart so that the callback module holds the
 callback alone.
 """
 

@@ -1,6 +1,6 @@
 """The step line of the progress display: its pace, its fields, and fitting them to a width.
 
-Helpers of :mod:`experiment.callbacks.progress` that read no clock and write to no stream: the
+Helpers of :mod:`experiment.callbacks.progression` that read no clock and write to no stream: the
 callback passes the time and the terminal width in.
 """
 

@@ -10,7 +10,7 @@ from typing import Any
 from experiment.arguments import check_int, reject
 from experiment.callbacks.base import HOOKS
 from experiment.callbacks.callback_list import CallbackList
-from experiment.callbacks.progress import ProgressionCallback
+from experiment.callbacks.progression import ProgressionCallback
 from experiment.callbacks.scheduler_stepping import EveryOptimizerStep
 from experiment.errors import ConfigurationError, MonitorError
 from experiment.run.lr_scheduler_arguments import check_schedulers

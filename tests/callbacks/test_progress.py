@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from experiment import ConfigurationError
-from experiment.callbacks import progress as progress_module
-from experiment.callbacks.progress import ProgressionCallback
+from experiment.callbacks import progression as progress_module
+from experiment.callbacks.progression import ProgressionCallback
 from experiment.run.plan_making import with_progress
 from experiment.training.metrics import EpochAccumulator
 from tests.support.cli import subprocess_env, write_training_module

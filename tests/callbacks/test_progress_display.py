@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from experiment import Callback
-from experiment.callbacks.progress import ProgressionCallback
 from experiment.callbacks.progress_line import visible_width
+from experiment.callbacks.progression import ProgressionCallback
 from experiment.store import checkpoints, safe_load
 from tests.support.terminal import ANSI, FakeClock, FakeTerminal, fake_trainer, frames
 from tests.support.training import train_run
