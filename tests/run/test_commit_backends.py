@@ -42,7 +42,8 @@ def _commit(
 
 
 def _names(run: RunDirectory) -> list[str]:
-    return sorted(path.name for path in run.checkpoints_dir.iterdir())
+    """The committed files (a commit in progress may have a temporary file beside them)."""
+    return sorted(path.name for path in run.checkpoints_dir.iterdir() if not path.name.startswith("."))
 
 
 def _nothing() -> None:

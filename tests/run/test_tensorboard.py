@@ -23,7 +23,6 @@ from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.plugins.custom_scalar.custom_scalars_plugin import CustomScalarsPlugin
 
 from experiment.run import recording
-from experiment.run.commits import file_backend as checkpointing
 from experiment.store.tensorboard_layout import LAYOUT_CATEGORY
 from tests.support.state_checks import assert_same_run, read_log
 from tests.support.training import Interrupt, train_run
@@ -70,23 +69,16 @@ def test_tensorboard_resumed_run_holds_each_epoch_once(run_dirs, checkpoint_ever
 
 
 def crash_before_state_commit_of_epoch(monkeypatch: pytest.MonkeyPatch, epoch: int) -> None:
-    """Make the state commit at the end of ``epoch`` crash, after its row and scalars were written
-    (before its file is written, by the synchronous or the background backend)."""
-    for name in ("save_tensors", "stage_tensors"):
-        real_write = getattr(checkpointing, name)
+    """Make the run crash once the row and scalars of ``epoch`` are written, before its state is
+    committed (the derived files of a commit are written before its state becomes durable)."""
+    real_record = recording.EpochRecorder.record
 
-        def write_or_crash(
-            path: Path, obj: Any, *args: Any, real_write: Any = real_write, **options: Any
-        ) -> Any:
-            if (
-                path.name.startswith("state-")
-                and obj["reason"] == "epoch"
-                and obj["nodes"]["progress"]["epochs_completed"] == epoch
-            ):
-                raise Interrupt(f"crash before the commit of epoch {epoch}")
-            return real_write(path, obj, *args, **options)
+    def record_then_crash(recorder: recording.EpochRecorder, logs: dict[str, Any]) -> None:
+        real_record(recorder, logs)
+        if logs["epoch"] == epoch:
+            raise Interrupt(f"crash before the commit of epoch {epoch}")
 
-        monkeypatch.setattr(checkpointing, name, write_or_crash)
+    monkeypatch.setattr(recording.EpochRecorder, "record", record_then_crash)
 
 
 @pytest.mark.parametrize("checkpoint_every", [None, 2])

@@ -46,9 +46,9 @@ class CommitBackend(Protocol):
         """Make ``commit`` durable, or start to (a background write).
 
         The previous commit's write (its best weights included) is finished first (its error
-        raised here); then ``before`` runs on the writing rank (the policy writes the derived files
-        there); then this commit is written. Checkpoints that this one supersedes are removed only
-        once it is durable.
+        raised here); then ``before`` runs on the writing rank, in the training thread or the
+        writer's (the policy writes the derived files there), before this commit becomes durable.
+        Checkpoints that this one supersedes are removed only once it is durable.
 
         Raises:
             NonFiniteStateError: the state holds NaN or infinity (see :class:`Commit`); nothing

@@ -59,8 +59,8 @@ class FileBackend:
         self._previous_best: int | None = None
 
     def write(self, commit: Commit, before: Callable[[], None]) -> None:
-        """Wait for the previous background work, run ``before``, serialize the state into a
-        temporary file, then let the writer thread make it durable, write the best weights and
+        """Wait for the previous background work, serialize the state into a temporary file, then
+        let the writer thread run ``before``, make the state durable, write the best weights and
         remove what they supersede (see :class:`CommitBackend`)."""
         self.world.on_main(lambda: self._write_here(commit, before))
 
@@ -92,7 +92,6 @@ class FileBackend:
 
     def _write_here(self, commit: Commit, before: Callable[[], None]) -> None:
         self.writer.wait()
-        before()
         keep = self._keep(commit)
         commit.refuse_non_finite(self._newest_name)
         checkpoint = Checkpoint(commit.serial, self.directory.state_path(commit.serial))
@@ -105,13 +104,23 @@ class FileBackend:
         except BaseException:
             staged.discard()
             raise
-        self.writer.submit(lambda: self._after_commit(staged, commit.serial, write_best, keep))
+        self.writer.submit(lambda: self._after_commit(before, staged, commit.serial, write_best, keep))
 
     def _after_commit(
-        self, staged: StagedFile, serial: int, write_best: Callable[[], None] | None, keep: set[int | None]
+        self,
+        before: Callable[[], None],
+        staged: StagedFile,
+        serial: int,
+        write_best: Callable[[], None] | None,
+        keep: set[int | None],
     ) -> None:
-        """In the writer thread: make the state durable (the commit), then write the committed
-        epoch's best weights and remove what they supersede."""
+        """In the writer thread: the derived files (``before``), then the state made durable (the
+        commit), then the committed epoch's best weights and the removal of what they supersede."""
+        try:
+            before()
+        except BaseException:
+            staged.discard()
+            raise
         staged.publish()
         self._report_durable(serial)
         if write_best is not None:
