@@ -11,6 +11,7 @@ import torch
 from experiment import Callback
 from experiment.state.progress import Progress
 from experiment.training.accumulation import AccumulationGroups
+from experiment.training.distributed import World
 from experiment.training.progress_view import ProgressView
 from experiment.training.step import StepParts
 
@@ -127,3 +128,28 @@ class FakeTrainer(ProgressView):
     @property
     def optimizer_stepped(self) -> bool:
         return self.groups.stepped
+
+
+class PeerWorld(World):
+    """Two ranks seen from rank 0, the other one scripted: each agreement takes, name by name, the
+    maximum of this rank's values and ``peer(values)``'s (0 for a name it leaves out) and is kept in
+    :attr:`agreements`; sums and buffers are this rank's alone."""
+
+    def __init__(self, peer: Any) -> None:
+        super().__init__(size=2, rank=0)
+        self.peer = peer
+        self.agreements: list[dict[str, int]] = []
+
+    def agree_on(self, **values: int) -> dict[str, int]:
+        self.agreements.append(values)
+        other = self.peer(values)
+        return {name: max(value, other.get(name, 0)) for name, value in values.items()}
+
+    def agree(self, values: list[int]) -> list[int]:
+        return values
+
+    def total(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor
+
+    def share_buffers(self, module: Any) -> None:
+        pass
