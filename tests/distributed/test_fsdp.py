@@ -1,0 +1,105 @@
+"""strategy="fsdp" under torchrun with 2 ranks: one launch of fsdp_scenarios.py runs every scenario
+in-process (train, interrupt by an exception on every rank, resume, compare with an uninterrupted
+run); each test here asserts on one kind of check from the result file rank 0 wrote.
+
+The launch takes about 35 s on a 2-core machine (4 s of it is torchrun starting).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.distributed.fsdp_scenarios import SCENARIOS
+from tests.support.torchrun import Launch, run_torchrun
+
+SCRIPT = Path(__file__).with_name("fsdp_scenarios.py")
+NAMES = sorted(SCENARIOS)
+
+
+@dataclass
+class Launched:
+    workdir: Path
+    launch: Launch
+    result: dict[str, Any]
+    errors: dict[str, str]
+
+    def describe(self) -> str:
+        errors = "\n".join(f"--- {name} ---\n{text}" for name, text in sorted(self.errors.items()))
+        return f"{self.launch.describe()}\n{errors or '(no rank wrote an error file)'}"
+
+    def checks(self, name: str, check: str) -> list[str]:
+        if name not in self.result.get("scenarios", {}):
+            pytest.fail(f"scenario {name!r} did not complete in the launch\n{self.describe()}")
+        return self.result["scenarios"][name]["checks"].get(check, [])
+
+    def entry(self, key: str) -> Any:
+        if key not in self.result:
+            pytest.fail(f"the launch did not get to {key!r}\n{self.describe()}")
+        return self.result[key]
+
+
+@pytest.fixture(scope="module")
+def launched(tmp_path_factory: pytest.TempPathFactory) -> Launched:
+    workdir = tmp_path_factory.mktemp("fsdp")
+    launch = run_torchrun(SCRIPT, str(workdir), nproc=2, timeout=240)
+    result_path = workdir / "result.json"
+    result = json.loads(result_path.read_text()) if result_path.exists() else {}
+    errors = {p.name: p.read_text() for p in (workdir / "errors").glob("rank-*.txt") if p.stat().st_size}
+    return Launched(workdir, launch, result, errors)
+
+
+def assert_no_problems(problems: list[str]) -> None:
+    assert problems == [], f"{len(problems)} problem(s):\n" + "\n".join(problems)
+
+
+def test_fsdp_launch_completes_on_every_rank(launched):
+    assert launched.launch.returncode == 0, launched.describe()
+    assert launched.errors == {}, launched.describe()
+    assert launched.result.get("complete"), launched.describe()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_fsdp_shards_each_child_holding_parameters_then_the_root(launched, name):
+    assert_no_problems(launched.checks(name, "sharded"))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_fsdp_interrupt_raised_on_every_rank_propagates_out_of_train(launched, name):
+    assert_no_problems(launched.checks(name, "interrupts"))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_fsdp_resume_ends_bit_identical_to_uninterrupted(launched, name):
+    """Full (gathered) model and optimizer state dicts, the history and the newest tree file."""
+    assert_no_problems(launched.checks(name, "resume_state"))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_fsdp_commit_is_a_folder_of_shards_with_a_tree_file_recording_the_metadata_digest(launched, name):
+    """And no temporary folder is left; the best weights are a plain full state dict."""
+    assert_no_problems(launched.checks(name, "layout"))
+
+
+def test_fsdp_network_sharded_by_the_user_is_trained_as_it_is(launched):
+    assert_no_problems(launched.entry("user_sharded"))
+
+
+@pytest.mark.parametrize(
+    ("case", "match"),
+    [
+        ("16-mixed", r"^ConfigurationError: precision='16-mixed' with strategy='fsdp'.*'bf16-mixed'"),
+        ("async", r"^ConfigurationError: async_checkpoint=True with strategy='fsdp'.*not provided yet"),
+    ],
+)
+def test_fsdp_refuses_what_it_cannot_do_exactly_on_every_rank(launched, case, match):
+    refusals = launched.entry("refusals")
+    assert len(refusals) == 2, refusals
+    for rank, found in enumerate(refusals):
+        assert case in found, f"rank {rank}: {found}"
+        assert re.search(match, found[case]), f"rank {rank}: {found[case]}"
