@@ -14,9 +14,10 @@ end, and checks (into ``checks``):
 - ``resume_state``: the full (gathered) model and optimizer state dicts of both runs, bit for bit,
   on every rank; the same history; the newest commit's tree file equal but for its times and
   ``.metadata`` digest;
-- ``layout``: every commit is a folder ``state-NNNNNN/`` holding ``.metadata``, one shard file per
+- ``layout``: a temporary folder that a kill inside a commit left (planted before the last resume)
+  is removed; every commit is a folder ``state-NNNNNN/`` holding ``.metadata``, one shard file per
   rank and ``tree.pt`` (read with ``weights_only=True``; the sharded nodes hold the digest of
-  ``.metadata``, the per-rank nodes every rank's state); no temporary folder is left; the best
+  ``.metadata``, the per-rank nodes every rank's state); the best
   weights are a plain full state dict that loads into the unsharded network;
 - ``sharded``: the network trained is sharded, its children too (``fully_shard`` on each child
   holding parameters).
@@ -32,6 +33,7 @@ import argparse
 import faulthandler
 import hashlib
 import os
+import shutil
 import signal
 import traceback
 from collections import defaultdict
@@ -131,6 +133,9 @@ def run_scenario(scenario: FsdpScenario, runs_dir: Path, name: str) -> dict[str,
         kind = type(interrupted.error).__name__ if interrupted.error else None
         if kind != "Interrupt":
             found["interrupts"].append(f"stop at batch {stop}: rank {rank} ended with {kind}")
+    if rank == 0:
+        plant_cut_commit(resumed_dir)
+    gather(None)  # the others resume once it is there
     resumed = train(resumed_dir, scenario.make_data(), **options)
     resumed_model, resumed_optimizer = full_states(resumed.experiment)
     local = [f"rank {rank}: network{d}" for d in tree_differences(reference_model, resumed_model)]
@@ -143,6 +148,17 @@ def run_scenario(scenario: FsdpScenario, runs_dir: Path, name: str) -> dict[str,
         for run_dir in (reference_dir, resumed_dir):
             found["layout"] += [f"{run_dir.name}: {p}" for p in layout_problems(run_dir, world_size)]
     return {"checks": dict(found)}
+
+
+def plant_cut_commit(run_dir: Path) -> None:
+    """What a kill of a rank inside a commit leaves, after DCP wrote ``.metadata`` and before the
+    rename: a temporary folder complete by DCP's own rule, which the next start must remove (and
+    never take for a commit)."""
+    checkpoints = run_dir / "checkpoints"
+    newest = sorted(checkpoints.glob("state-*"))[-1]
+    cut = checkpoints / f".state-{int(newest.name.split('-')[1]) + 50:06d}.tmp"
+    shutil.copytree(newest, cut)
+    (cut / "tree.pt").unlink()
 
 
 def sharding_problems(network: torch.nn.Module) -> list[str]:
