@@ -7,7 +7,9 @@ parameters by new ones (DTensors), so an optimizer given as an instance is rebou
 place (it must not have stepped yet).
 
 Training goes through the network itself (each forward and backward gathers and reduce-scatters
-its parameters and gradients). Precision stays the library's: autocast of the forward pass and the
+its parameters and gradients). Since every forward is a collective, evaluation (validation, test,
+evaluate) pads: a rank with fewer batches than another runs its last batch again, results discarded,
+so that every rank runs as many forwards; padded batches count in no metric. Precision stays the library's: autocast of the forward pass and the
 loss, as in one process and under DDP, so that a run computes the same function whatever its
 strategy (FSDP2's ``MixedPrecisionPolicy`` would also cast the gathered parameters, which changes
 the numerics; a user who wants it shards the network with their policy, which is kept).
@@ -37,7 +39,7 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import FSDPModule, fully_shard
 from torch.distributed.tensor import DTensor
 
-from experiment.errors import ConfigurationError
+from experiment.errors import ConfigurationError, DataError
 from experiment.state.torch_nodes import plain_module
 from experiment.store import shards
 from experiment.training.distributed import World
@@ -78,6 +80,23 @@ class FullySharded(Strategy):
                 _rebind(optimizer, names, dict(network.named_parameters()))
         self.network = network
         return network
+
+    def forwards_to_run(self, source: Any) -> int:
+        """The largest number of batches of ``source`` over the ranks (one control all-reduce): every
+        FSDP2 forward is a collective, so a rank with fewer batches runs its last one again, its
+        results discarded (see :func:`~experiment.training.evaluation.evaluate`).
+
+        Raises:
+            DataError: ``source`` does not say how many batches it holds.
+        """
+        batches = source.steps_per_epoch
+        if batches is None:
+            raise DataError(
+                f"{source.role}: received data of unknown length; with strategy='fsdp' every rank must "
+                "run as many forwards as the others, so evaluation needs to know each rank's number of "
+                "batches. Give a map-style Dataset, (x, y) tensors or a DataLoader with a length."
+            )
+        return int(self.world.agree([int(batches)])[0])
 
     def model_node(self, network: nn.Module) -> ShardedModuleNode:
         """The ``model`` node: the network's sharded state dict."""

@@ -325,4 +325,5 @@ class TrainingLoop(ProgressView):
             interrupt,
             autocast=self.precision.autocast,
             predictions=predictions,
+            pad_to=self.strategy.forwards_to_run(source),
         )

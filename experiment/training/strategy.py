@@ -61,6 +61,12 @@ class Strategy:
         """For the block, the module that training steps go through."""
         yield network
 
+    def forwards_to_run(self, source: Any) -> int:
+        """How many forwards this rank must run over the evaluation ``source`` (a
+        :class:`~experiment.training.data.BatchSource`) at least: 0 here, where ranks need not run
+        as many forwards as each other."""
+        return 0
+
     def model_node(self, network: nn.Module) -> Stateful:
         """The ``model`` node: the full state dict of the module (a compiled one's inner module)."""
         return ModuleNode(plain_module(network))

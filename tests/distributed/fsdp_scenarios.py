@@ -19,6 +19,8 @@ end, and checks (into ``checks``):
   rank and ``tree.pt`` (read with ``weights_only=True``; the sharded nodes hold the digest of
   ``.metadata``, the per-rank nodes every rank's state); the best
   weights are a plain full state dict that loads into the unsharded network;
+- ``validation``: val_loss and evaluate() count every validation sample once, ranks with unequal
+  numbers of batches included;
 - ``sharded``: the network trained is sharded, its children too (``fully_shard`` on each child
   holding parameters).
 
@@ -32,6 +34,7 @@ from __future__ import annotations
 import argparse
 import faulthandler
 import hashlib
+import math
 import os
 import shutil
 import signal
@@ -42,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_model_state_dict,
@@ -64,7 +68,7 @@ class FsdpScenario:
     stops: tuple[int, ...]
     data: str = "tuple"
     samples: int = 96
-    valid_samples: int = 40  # 20 per rank, 3 batches each: every rank runs the same forwards
+    valid_samples: int = 40  # 20 per rank, 3 batches each
     batch_size: int = 8
     epochs: int = 3
     precision: str = "32-true"
@@ -92,10 +96,11 @@ class FsdpScenario:
 
 
 #: With 2 ranks, 6 batches per epoch. "fsdp": stops mid-epoch after a step commit (3), at an epoch's
-#: last batch before its commit (6), mid-epoch again (11). "fsdp-bf16-accumulate" (groups of 2
+#: last batch before its commit (6), mid-epoch again (11); its ranks have 17 and 16 validation
+#: samples (3 and 2 batches: evaluation pads). "fsdp-bf16-accumulate" (groups of 2
 #: batches, a commit at every optimizer step): stops in the middle of a group (3, 9).
 SCENARIOS = {
-    "fsdp": FsdpScenario(stops=(3, 6, 11)),
+    "fsdp": FsdpScenario(stops=(3, 6, 11), valid_samples=33),  # 3 validation batches on rank 0, 2 on rank 1
     "fsdp-bf16-accumulate": FsdpScenario(
         stops=(3, 9), data="dataset", precision="bf16-mixed", accumulate=2, checkpoint_every=1
     ),
@@ -127,6 +132,7 @@ def run_scenario(scenario: FsdpScenario, runs_dir: Path, name: str) -> dict[str,
     options = scenario.options(world_size)
     reference = train(reference_dir, scenario.make_data(), **options)
     found["sharded"] += sharding_problems(reference.experiment.network)
+    found["validation"] += validation_problems(reference, scenario.make_data().valid)
     reference_model, reference_optimizer = full_states(reference.experiment)
     for stop in scenario.stops:
         interrupted = train(resumed_dir, scenario.make_data(), stop_at=stop, **options)
@@ -148,6 +154,25 @@ def run_scenario(scenario: FsdpScenario, runs_dir: Path, name: str) -> dict[str,
         for run_dir in (reference_dir, resumed_dir):
             found["layout"] += [f"{run_dir.name}: {p}" for p in layout_problems(run_dir, world_size)]
     return {"checks": dict(found)}
+
+
+def validation_problems(reference: Any, valid: Any) -> list[str]:
+    """val_loss of the last epoch, and evaluate() after training, against the mean loss over every
+    validation sample counted once (each rank one forward over its stride, summed over the ranks)."""
+    share = checks.validation_share(
+        reference.experiment.network, valid, dist.get_rank(), dist.get_world_size()
+    )
+    shares = gather(share)
+    expected = sum(total for total, _ in shares) / sum(count for _, count in shares)
+    logged = {
+        "val_loss of the last epoch": reference.history[-1]["val_loss"],
+        "evaluate()['test_loss']": reference.experiment.evaluate(valid, batch_size=8)["test_loss"],
+    }
+    return [
+        f"{what} is {value!r}; the mean over the {len(valid[1])} samples is {expected!r}"
+        for what, value in logged.items()
+        if not math.isclose(value, expected, rel_tol=1e-5)
+    ]
 
 
 def plant_cut_commit(run_dir: Path) -> None:

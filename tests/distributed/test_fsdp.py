@@ -86,6 +86,11 @@ def test_fsdp_commit_is_a_folder_of_shards_with_a_tree_file_recording_the_metada
     assert_no_problems(launched.checks(name, "layout"))
 
 
+def test_fsdp_evaluation_pads_ranks_with_fewer_batches_and_counts_each_sample_once(launched):
+    """Rank 0 has 3 validation batches, rank 1 2: unpadded, the launch would hang in validation."""
+    assert_no_problems(launched.checks("fsdp", "validation"))
+
+
 def test_fsdp_network_sharded_by_the_user_is_trained_as_it_is(launched):
     assert_no_problems(launched.entry("user_sharded"))
 
