@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -133,7 +134,7 @@ def locate(node: Any, directory: Path) -> Any:
     Raises:
         CheckpointError: the commit's ``.metadata`` is not the one committed.
     """
-    if not (isinstance(node, dict) and set(node) == {"sharded"}):
+    if not is_sharded_node(node):
         return node
     sharded = dict(node["sharded"])
     verified_metadata(directory, sharded["metadata_sha256"])
@@ -141,10 +142,15 @@ def locate(node: Any, directory: Path) -> Any:
     return {"sharded": sharded}
 
 
+def is_sharded_node(node: Any) -> bool:
+    """Whether ``node`` is a sharded node as a directory commit's tree file holds it."""
+    return isinstance(node, dict) and set(node) == {"sharded"}
+
+
 def problems(saved: Any, live: Any, what: str) -> list[str]:
     """How the saved sharded node ``saved`` does not fit the live state ``live`` (names and global
     shapes of the tensors), as sentences for a StateMismatchError."""
-    if not (isinstance(saved, dict) and set(saved) == {"sharded"}):
+    if not is_sharded_node(saved):
         return [
             f"the checkpoint holds the {what} state as one whole state dict (written by another "
             "strategy), and this run shards it (strategy='fsdp'): train with the strategy that wrote it"
@@ -171,7 +177,9 @@ def problems(saved: Any, live: Any, what: str) -> list[str]:
 
 def load_into(saved: Any, live: Any, what: str) -> Any:
     """The saved sharded node read into the tensors of ``live`` (this rank's shards, in place): a
-    collective of every rank. Returns the state to give to ``set_*_state_dict``.
+    collective of every rank, or, in a process without a process group, a plain read (DCP
+    reshards: full tensors of a plain module are read whole from every rank's shards). Returns the
+    state to give to ``set_*_state_dict`` (or ``load_state_dict``).
 
     Raises:
         StateMismatchError: ``saved`` is not a sharded node, or names tensors ``live`` lacks.
@@ -186,7 +194,14 @@ def load_into(saved: Any, live: Any, what: str) -> Any:
     directory = Path(sharded["directory"])
     _, live_tensors = split(live, sharded["prefix"])
     target = {key: live_tensors[key] for key in marked_keys(sharded["skeleton"])}
-    dcp.load(target, storage_reader=_verified_reader(directory, sharded["metadata_sha256"]))
+    import torch.distributed as dist
+
+    alone = not (dist.is_available() and dist.is_initialized())
+    with warnings.catch_warnings():  # one process reading shards is what is meant: DCP warns of it
+        warnings.filterwarnings("ignore", "torch.distributed is disabled", UserWarning)
+        dcp.load(
+            target, storage_reader=_verified_reader(directory, sharded["metadata_sha256"]), no_dist=alone
+        )
     return fill(sharded["skeleton"], target)
 
 

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
     get_model_state_dict,
     get_optimizer_state_dict,
     set_model_state_dict,
@@ -39,7 +40,8 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import FSDPModule, fully_shard
 from torch.distributed.tensor import DTensor
 
-from experiment.errors import ConfigurationError, DataError
+from experiment.errors import CheckpointError, ConfigurationError, DataError
+from experiment.state.compatibility import model_mismatches
 from experiment.state.torch_nodes import plain_module
 from experiment.store import shards
 from experiment.training.distributed import World
@@ -97,6 +99,18 @@ class FullySharded(Strategy):
                 "batches. Give a map-style Dataset, (x, y) tensors or a DataLoader with a length."
             )
         return int(self.world.agree([int(batches)])[0])
+
+    def load_weights(self, network: nn.Module, weights: Any) -> None:
+        """Load saved weights into the sharded network: a directory commit's ``model`` node from
+        its shards, or a full state dict (best weights) scattered to each rank's shards."""
+        module = plain_module(network)
+        if shards.is_sharded_node(weights):
+            ShardedModuleNode(module).load_state_dict(weights)
+            return
+        problems = model_mismatches(weights, module)
+        if problems:
+            raise CheckpointError("The saved weights do not fit the network: " + "; ".join(problems))
+        set_model_state_dict(module, weights, options=StateDictOptions(full_state_dict=True))
 
     def model_node(self, network: nn.Module) -> ShardedModuleNode:
         """The ``model`` node: the network's sharded state dict."""

@@ -24,9 +24,11 @@ import torch
 from torch import nn
 
 from experiment.arguments import reject
-from experiment.errors import ConfigurationError
+from experiment.errors import CheckpointError, ConfigurationError
+from experiment.state.compatibility import model_mismatches
 from experiment.state.stateful import Stateful
 from experiment.state.torch_nodes import ModuleNode, OptimizerNode, plain_module
+from experiment.store import shards
 from experiment.training.distributed import SINGLE, World
 
 STRATEGIES = ("auto", "single", "ddp", "fsdp")
@@ -66,6 +68,22 @@ class Strategy:
         :class:`~experiment.training.data.BatchSource`) at least: 0 here, where ranks need not run
         as many forwards as each other."""
         return 0
+
+    def load_weights(self, network: nn.Module, weights: Any) -> None:
+        """Load saved network weights (a full state dict, or the sharded ``model`` node of a
+        directory commit, which is read whole here: one process reads a run that FSDP2 trained)
+        into ``network`` (the module it wraps when compiled).
+
+        Raises:
+            CheckpointError: the weights do not fit the network; nothing is loaded.
+        """
+        module = plain_module(network)
+        if shards.is_sharded_node(weights):
+            weights = shards.load_into(weights, module.state_dict(), "network")
+        problems = model_mismatches(weights, module)
+        if problems:
+            raise CheckpointError("The saved weights do not fit the network: " + "; ".join(problems))
+        module.load_state_dict(weights)
 
     def model_node(self, network: nn.Module) -> Stateful:
         """The ``model`` node: the full state dict of the module (a compiled one's inner module)."""

@@ -21,6 +21,7 @@ end, and checks (into ``checks``):
   weights are a plain full state dict that loads into the unsharded network;
 - ``validation``: val_loss and evaluate() count every validation sample once, ranks with unequal
   numbers of batches included;
+- ``inference`` (when asked): test() of the best and of the last weights on every rank;
 - ``sharded``: the network trained is sharded, its children too (``fully_shard`` on each child
   holding parameters).
 
@@ -74,6 +75,8 @@ class FsdpScenario:
     precision: str = "32-true"
     accumulate: int = 1
     checkpoint_every: int = 2
+    #: After the final resume, test() the best and last weights (see :func:`inference_problems`).
+    check_inference: bool = False
 
     def options(self, world_size: int) -> dict[str, Any]:
         per_rank = -(-self.samples // world_size)
@@ -100,7 +103,9 @@ class FsdpScenario:
 #: samples (3 and 2 batches: evaluation pads). "fsdp-bf16-accumulate" (groups of 2
 #: batches, a commit at every optimizer step): stops in the middle of a group (3, 9).
 SCENARIOS = {
-    "fsdp": FsdpScenario(stops=(3, 6, 11), valid_samples=33),  # 3 validation batches on rank 0, 2 on rank 1
+    "fsdp": FsdpScenario(
+        stops=(3, 6, 11), valid_samples=33, check_inference=True
+    ),  # 3 validation batches on rank 0, 2 on rank 1
     "fsdp-bf16-accumulate": FsdpScenario(
         stops=(3, 9), data="dataset", precision="bf16-mixed", accumulate=2, checkpoint_every=1
     ),
@@ -149,6 +154,8 @@ def run_scenario(scenario: FsdpScenario, runs_dir: Path, name: str) -> dict[str,
     found["resume_state"] += [p for problems in gather(local) for p in problems]
     found["resume_state"] += checks.history_problems(gather(reference.history), gather(resumed.history))
     found["interrupts"] = [p for problems in gather(found["interrupts"]) for p in problems]
+    if scenario.check_inference:
+        found["inference"] += inference_problems(resumed, scenario.make_data().valid)
     if rank == 0:
         found["resume_state"] += newest_tree_differences(reference_dir, resumed_dir)
         for run_dir in (reference_dir, resumed_dir):
@@ -173,6 +180,22 @@ def validation_problems(reference: Any, valid: Any) -> list[str]:
         for what, value in logged.items()
         if not math.isclose(value, expected, rel_tol=1e-5)
     ]
+
+
+def inference_problems(outcome: Any, valid: Any) -> list[str]:
+    """test(checkpoint="best") (the best-weights file, a full state dict scattered to the shards)
+    and test(checkpoint="last") (the newest commit's shards): the validation loss of that epoch."""
+    history, experiment = outcome.history, outcome.experiment
+    best = min(history, key=lambda row: row["val_loss"])
+    expected = {"best": best["val_loss"], "last": history[-1]["val_loss"]}
+    problems = []
+    for checkpoint, value in expected.items():
+        tested = experiment.test(valid, checkpoint=checkpoint, batch_size=8, progress=False)["test_loss"]
+        if not math.isclose(tested, value, rel_tol=1e-5):
+            problems.append(
+                f"rank {dist.get_rank()}: test(checkpoint={checkpoint!r}) gave {tested!r}, expected {value!r}"
+            )
+    return [p for rank_problems in gather(problems) for p in rank_problems]
 
 
 def plant_cut_commit(run_dir: Path) -> None:

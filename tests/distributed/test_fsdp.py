@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from tests.distributed.fsdp_scenarios import SCENARIOS
+from tests.distributed.workload import make_experiment, make_network
 from tests.support.torchrun import Launch, run_torchrun
 
 SCRIPT = Path(__file__).with_name("fsdp_scenarios.py")
@@ -89,6 +91,29 @@ def test_fsdp_commit_is_a_folder_of_shards_with_a_tree_file_recording_the_metada
 def test_fsdp_evaluation_pads_ranks_with_fewer_batches_and_counts_each_sample_once(launched):
     """Rank 0 has 3 validation batches, rank 1 2: unpadded, the launch would hang in validation."""
     assert_no_problems(launched.checks("fsdp", "validation"))
+
+
+def test_fsdp_test_loads_best_weights_and_last_shards_on_every_rank(launched):
+    assert_no_problems(launched.checks("fsdp", "inference"))
+
+
+def test_fsdp_one_process_tests_and_predicts_with_a_run_of_two_ranks(launched):
+    """No process group: the last commit's shards are read whole (DCP reshards), the best weights
+    are a plain file; the losses are those the 2-rank run logged for those epochs."""
+    launched.checks("fsdp", "resume_state")  # fails if the scenario did not complete
+    run_dir = launched.workdir / "runs" / "fsdp-uninterrupted"
+    valid = SCENARIOS["fsdp"].make_data().valid
+    experiment = make_experiment(run_dir, network=make_network(99))
+    logs = experiment.logs
+    last = experiment.test(valid, checkpoint="last", batch_size=8, progress=False)["test_loss"]
+    assert last == pytest.approx(logs["val_loss"].iloc[-1], rel=1e-5)
+    with torch.no_grad():
+        network = experiment.network.eval()
+        expected = torch.cat([network(batch) for batch in valid[0].split(8)])  # as predict batches
+    best = experiment.test(valid, checkpoint="best", batch_size=8, progress=False)["test_loss"]
+    assert best == pytest.approx(logs["val_loss"].min(), rel=1e-5)
+    other = make_experiment(run_dir, network=make_network(98))
+    assert torch.equal(other.predict(valid[0], checkpoint="last", batch_size=8), expected)
 
 
 def test_fsdp_network_sharded_by_the_user_is_trained_as_it_is(launched):
