@@ -12,8 +12,8 @@ end, and checks (into ``checks``):
 
 - ``interrupts``: each stop came out of ``train`` on every rank;
 - ``resume_state``: the full (gathered) model and optimizer state dicts of both runs, bit for bit,
-  on every rank; the same history; the newest commit's tree file equal but for its times and
-  ``.metadata`` digest;
+  on every rank; the same history; the run directories equal (every commit's tree file but for its
+  times and ``.metadata`` digest, its shards read whole, best weights, log.tsv, TensorBoard, status);
 - ``layout``: a temporary folder that a kill inside a commit left (planted before the last resume)
   is removed; every commit is a folder ``state-NNNNNN/`` holding ``.metadata``, one shard file per
   rank and ``tree.pt`` (read with ``weights_only=True``; the sharded nodes hold the digest of
@@ -57,7 +57,7 @@ from torch.distributed.fsdp import FSDPModule, fully_shard
 from tests.distributed import checks
 from tests.distributed.scenarios import gather, write_json
 from tests.distributed.workload import make_data_as, make_experiment, make_network, train
-from tests.support.run_comparison import tree_differences
+from tests.support.run_comparison import run_differences, tree_differences
 
 FULL = StateDictOptions(full_state_dict=True)
 
@@ -157,7 +157,7 @@ def run_scenario(scenario: FsdpScenario, runs_dir: Path, name: str) -> dict[str,
     if scenario.check_inference:
         found["inference"] += inference_problems(resumed, scenario.make_data().valid)
     if rank == 0:
-        found["resume_state"] += newest_tree_differences(reference_dir, resumed_dir)
+        found["resume_state"] += run_differences(reference_dir, resumed_dir, scenario.epochs)
         for run_dir in (reference_dir, resumed_dir):
             found["layout"] += [f"{run_dir.name}: {p}" for p in layout_problems(run_dir, world_size)]
     return {"checks": dict(found)}
@@ -224,17 +224,6 @@ def sharding_problems(network: torch.nn.Module) -> list[str]:
 
 def tree_of(commit: Path) -> dict[str, Any]:
     return torch.load(commit / "tree.pt", map_location="cpu", weights_only=True)
-
-
-def newest_tree_differences(expected_dir: Path, actual_dir: Path) -> list[str]:
-    expected, actual = (sorted((d / "checkpoints").glob("state-*"))[-1] for d in (expected_dir, actual_dir))
-    if expected.name != actual.name:
-        return [f"newest commits {expected.name} != {actual.name}"]
-    a, b = tree_of(expected), tree_of(actual)
-    for tree in (a, b):
-        for node in ("model", "optimizer"):
-            tree["nodes"][node]["sharded"].pop("metadata_sha256")  # DCP's metadata holds a save id
-    return [f"{expected.name}/tree.pt: {d}" for d in tree_differences(a, b)]
 
 
 def layout_problems(run_dir: Path, world_size: int) -> list[str]:
