@@ -80,10 +80,10 @@ def marked_keys(skeleton: Any) -> list[str]:
     return found
 
 
-def save(tensors: dict[str, Any], directory: Path) -> str | None:
+def save(tensors: dict[str, Any], directory: Path, *, group: Any = None) -> str | None:
     """Write ``tensors`` (this rank's shards) into ``directory`` with DCP, every file fsynced; a
     collective of every rank. Returns the SHA-256 of ``.metadata`` on the rank that wrote it (rank
-    0), None on the others.
+    0), None on the others. ``group``: the process group of DCP's collectives (None: the default).
 
     Raises:
         StorageError: a rank failed to write (every rank raises it).
@@ -91,7 +91,8 @@ def save(tensors: dict[str, Any], directory: Path) -> str | None:
     import torch.distributed.checkpoint as dcp
 
     try:
-        dcp.save(tensors, storage_writer=dcp.FileSystemWriter(directory, sync_files=True))
+        writer = dcp.FileSystemWriter(directory, sync_files=True)
+        dcp.save(tensors, storage_writer=writer, process_group=group)
     except Exception as error:  # DCP reports any rank's failure on every rank
         raise StorageError(
             f"Could not write the sharded checkpoint into {directory}: {error}. Nothing was committed; "

@@ -124,7 +124,6 @@ def test_fsdp_network_sharded_by_the_user_is_trained_as_it_is(launched):
     ("case", "match"),
     [
         ("16-mixed", r"^ConfigurationError: precision='16-mixed' with strategy='fsdp'.*'bf16-mixed'"),
-        ("async", r"^ConfigurationError: async_checkpoint=True with strategy='fsdp'.*not provided yet"),
     ],
 )
 def test_fsdp_refuses_what_it_cannot_do_exactly_on_every_rank(launched, case, match):

@@ -73,18 +73,22 @@ def test_fsdp_sigkill_of_rank_1_mid_epoch_resumes_bit_identical(reference, tmp_p
     assert_same_as(reference, run_dir)
 
 
-def test_fsdp_sigkill_of_rank_0_inside_a_commit_resumes_bit_identical(reference, tmp_path):
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_fsdp_sigkill_of_rank_0_inside_a_commit_resumes_bit_identical(reference, tmp_path, mode):
     """Rank 0's fsyncs of the library's files are slowed (its tree file, written after every rank's
     shards and DCP's .metadata): the kill lands after DCP's save and before the rename, where the
-    temporary folder is complete by DCP's own rule. It is not a commit; the rerun removes it."""
+    temporary folder is complete by DCP's own rule. It is not a commit; the rerun removes it.
+    Asynchronous: the commit is written by the writer threads while training goes on; the
+    uninterrupted run committed synchronously (the files must be the same all the same)."""
     run_dir = tmp_path / "run"
+    options = ["--async-checkpoint"] if mode == "async" else []
     seen: set[str] = set()
 
     def third_commit() -> bool:
         seen.update(temporaries(run_dir) if (run_dir / "checkpoints").is_dir() else [])
         return len(seen) >= 3
 
-    with Torchrun(SCRIPT, str(run_dir), *FSDP, "--fsync-delay", "0.3", nproc=2) as launch:
+    with Torchrun(SCRIPT, str(run_dir), *FSDP, "--fsync-delay", "0.3", *options, nproc=2) as launch:
         launch.wait_until(third_commit, TIMEOUT, "the third commit folder")
         launch.signal_worker(0, signal.SIGKILL)
         killed = launch.wait(TIMEOUT)
@@ -92,7 +96,7 @@ def test_fsdp_sigkill_of_rank_0_inside_a_commit_resumes_bit_identical(reference,
     left = temporaries(run_dir)
     assert left, "the kill should land inside the commit, before its rename (a temporary folder left)"
     committed = committed_step(run_dir)
-    rerun(run_dir)
+    rerun(run_dir, *options)
     assert temporaries(run_dir) == [], "the rerun removes what the killed commit left"
     assert_same_as(reference, run_dir, f"resumed from step {committed}: ")
 

@@ -7,7 +7,9 @@
   and how superseded checkpoints leave it; one module per backend:
   :mod:`~experiment.run.commits.file_backend` (one file, written in the training thread) and
   :mod:`~experiment.run.commits.background_backend` (one file, written by a background thread),
-  :mod:`~experiment.run.commits.directory_backend` (a folder of shards, for ``strategy="fsdp"``);
+  :mod:`~experiment.run.commits.directory_backend` (a folder of shards, for ``strategy="fsdp"``)
+  and :mod:`~experiment.run.commits.async_directory_backend` (the same, written by a background
+  thread on every rank);
   the first has a new best epoch's weights written after the state, by its background thread,
   and both write them on resume if a kill came first (:mod:`~experiment.run.commits.best_weights`).
 - :mod:`~experiment.run.commits.restorer`: choosing, checking and loading the checkpoint to resume.
@@ -19,7 +21,6 @@ a new backend is a new module, chosen by :func:`commit_backend`.
 
 from __future__ import annotations
 
-from experiment.errors import ConfigurationError
 from experiment.run.commits.backend import BackendFactory
 from experiment.run.commits.background_backend import BackgroundFileBackend
 from experiment.run.commits.committer import Committer
@@ -35,19 +36,14 @@ def one_file_backend(asynchronous: bool) -> BackendFactory:
 
 def commit_backend(*, sharded: bool, asynchronous: bool) -> BackendFactory:
     """The backend of a run: a folder of shards per commit when the strategy shards the state
-    (FSDP2), else one file (written by a background thread if ``asynchronous``).
-
-    Raises:
-        ConfigurationError: asynchronous commits of sharded state, which this release does not write.
-    """
+    (FSDP2), else one file; written by background threads if ``asynchronous``."""
     if not sharded:
         return one_file_backend(asynchronous)
+    # Imported here: these import torch.distributed (a run of one process never needs them).
     if asynchronous:
-        raise ConfigurationError(
-            "async_checkpoint=True with strategy='fsdp': asynchronous commits of sharded state are not "
-            "provided yet; expected async_checkpoint=False (each rank writes its shards in the "
-            "training thread)."
-        )
-    from experiment.run.commits.directory_backend import DirectoryBackend  # imports torch.distributed
+        from experiment.run.commits.async_directory_backend import AsyncDirectoryBackend
+
+        return AsyncDirectoryBackend
+    from experiment.run.commits.directory_backend import DirectoryBackend
 
     return DirectoryBackend

@@ -62,22 +62,32 @@ class DirectoryBackend:
     def write(self, commit: Commit, before: Callable[[], None]) -> None:
         """Write ``commit`` as a folder of shards and rename it into place (see the module
         docstring); every rank takes part and raises the same error on failure."""
-        self.world.on_main(lambda: self._start(before))
-        self._refuse_non_finite(commit)
-        keep = self._keep(commit)
-        temporary = self.directory.temporary_state_dir(commit.serial)
-        self.world.on_main(lambda: _fresh_folder(temporary))
-        if commit.best_weights is not None:
-            weights = full_tensors(commit.state["nodes"]["model"])  # a collective of every rank
-            path = self.directory.best_path(commit.best_weights)
-            self.world.on_main(lambda: save_tensors(path, weights, sync_dir=False))
-        tree, tensors = _split(commit.state)
+        keep, temporary, tree, tensors = self._prepare(commit, before)
         try:
             digest = shards.save(tensors, temporary)
         except StorageError:
             self.world.on_main(lambda: shutil.rmtree(temporary, ignore_errors=True))
             raise
         self.world.on_main(lambda: self._commit(commit.serial, tree, digest, temporary, keep))
+
+    def _prepare(
+        self, commit: Commit, before: Callable[[], None]
+    ) -> tuple[set[int | None], Path, dict[str, Any], dict[str, Any]]:
+        """Every rank, before its shards are written: the previous work finished (on rank 0, then
+        the derived files written), the state checked for NaN, the temporary folder made, the best
+        weights of a new best epoch written. Returns what is kept once this commit is durable,
+        the temporary folder, the tree file's content and this rank's tensors for DCP."""
+        self.world.on_main(lambda: self._start(before))
+        self._refuse_non_finite(commit)
+        keep = self._keep(commit)
+        temporary = self.directory.temporary_state_dir(commit.serial)
+        self.world.on_main(lambda: _fresh_folder(temporary))
+        if commit.best_weights is not None:
+            weights = full_tensors(commit.state["nodes"]["model"], keep=self.world.is_main)  # a collective
+            path = self.directory.best_path(commit.best_weights)
+            self.world.on_main(lambda: save_tensors(path, weights, sync_dir=False))
+        tree, tensors = _split(commit.state)
+        return keep, temporary, tree, tensors
 
     def wait(self, *, quiet: bool = False) -> None:
         """Wait for the pruning in flight; raise its error (on every rank) unless ``quiet``."""
@@ -100,9 +110,20 @@ class DirectoryBackend:
     def _commit(
         self, serial: int, tree: dict[str, Any], digest: str | None, temporary: Path, keep: set[int | None]
     ) -> None:
-        """Rank 0, once every rank's shards are written: the tree file, then the rename."""
+        """Rank 0, once every rank's shards are written: the tree file, the rename, the pruning."""
+        self._finish(serial, tree, digest, temporary)
+        if self.on_durable is not None:
+            self.on_durable(serial)
+        self.writer.submit(lambda: self._prune(keep))
+
+    def _finish(self, serial: int, tree: dict[str, Any], digest: str | None, temporary: Path) -> None:
+        """Write the tree file into ``temporary`` and rename it to the commit of ``serial``.
+
+        Raises:
+            StorageError: a write failed; the temporary folder is removed, the previous commit kept.
+        """
         for node in tree["nodes"].values():
-            if isinstance(node, dict) and set(node) == {"sharded"}:
+            if shards.is_sharded_node(node):
                 node["sharded"]["metadata_sha256"] = digest
         final = self.directory.state_dir_path(serial)
         try:
@@ -118,9 +139,6 @@ class DirectoryBackend:
                 f"Could not commit {final}: {cause}. The previous checkpoint is intact. Free some "
                 "disk space or check the file system."
             ) from error
-        if self.on_durable is not None:
-            self.on_durable(serial)
-        self.writer.submit(lambda: self._prune(keep))
 
     def _converge(self, checkpoint: Checkpoint, epochs_completed: int) -> None:
         checkpoints = self.directory.checkpoints()
