@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from click.testing import CliRunner
 
+from cli.main import cli
 from tests.distributed.fsdp_scenarios import SCENARIOS
 from tests.distributed.workload import make_experiment, make_network
 from tests.support.torchrun import Launch, run_torchrun
@@ -114,6 +117,22 @@ def test_fsdp_one_process_tests_and_predicts_with_a_run_of_two_ranks(launched):
     assert best == pytest.approx(logs["val_loss"].min(), rel=1e-5)
     other = make_experiment(run_dir, network=make_network(98))
     assert torch.equal(other.predict(valid[0], checkpoint="last", batch_size=8), expected)
+
+
+def test_fsdp_exp_status_ls_and_clean_read_commit_folders(launched, tmp_path: Path):
+    launched.checks("fsdp", "resume_state")  # fails if the scenario did not complete
+    run_dir = tmp_path / "fsdp"
+    shutil.copytree(launched.workdir / "runs" / "fsdp-uninterrupted", run_dir)
+    status = CliRunner().invoke(cli, ["status", str(run_dir)])
+    assert status.exit_code == 0, status.output
+    assert re.search(r"checkpoint\s+.*state-000012", status.output), status.output
+    assert "2 processes (torchrun)" in status.output, status.output
+    listed = CliRunner().invoke(cli, ["ls", str(tmp_path)])
+    assert listed.exit_code == 0 and "3/3" in listed.output, listed.output
+    cleaned = CliRunner().invoke(cli, ["clean", str(run_dir), "--keep", "best"])
+    assert cleaned.exit_code == 0, cleaned.output
+    assert "Removed" in cleaned.output and "state-000012" in cleaned.output, cleaned.output
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["best-epoch0003.pt"]
 
 
 def test_fsdp_network_sharded_by_the_user_is_trained_as_it_is(launched):
