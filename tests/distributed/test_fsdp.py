@@ -129,9 +129,12 @@ def test_fsdp_exp_status_ls_and_clean_read_commit_folders(launched, tmp_path: Pa
     assert "2 processes (torchrun)" in status.output, status.output
     listed = CliRunner().invoke(cli, ["ls", str(tmp_path)])
     assert listed.exit_code == 0 and "3/3" in listed.output, listed.output
+    cut = run_dir / "checkpoints" / ".state-000013.tmp"  # what a kill inside a commit leaves
+    shutil.copytree(run_dir / "checkpoints" / "state-000012", cut)
     cleaned = CliRunner().invoke(cli, ["clean", str(run_dir), "--keep", "best"])
     assert cleaned.exit_code == 0, cleaned.output
-    assert "Removed" in cleaned.output and "state-000012" in cleaned.output, cleaned.output
+    for name in ("state-000012", ".state-000013.tmp"):
+        assert f"Removed {run_dir / 'checkpoints' / name}" in cleaned.output, cleaned.output
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["best-epoch0003.pt"]
 
 
