@@ -260,8 +260,19 @@ class ShardedOptimizerNode:
         return get_optimizer_state_dict(self.network, self.optimizer)
 
     def state_problems(self, saved: Any) -> list[str]:
-        live = get_optimizer_state_dict(self.network, self.optimizer)
-        return shards.problems(saved, live, "optimizer")
+        """The parameter names of each group, saved and now (asked on rank 0 alone, so without
+        ``get_optimizer_state_dict``: for a fresh optimizer it steps it, which may be a collective;
+        the shapes of the state follow the parameters', which the ``model`` node checks)."""
+        if not shards.is_sharded_node(saved):
+            return shards.problems(saved, {}, "optimizer")
+        names = {id(parameter): name for name, parameter in self.network.named_parameters()}
+        live = [[names.get(id(p), "?") for p in group["params"]] for group in self.optimizer.param_groups]
+        stored = [
+            list(group.get("params", [])) for group in saved["sharded"]["skeleton"].get("param_groups", [])
+        ]
+        if stored == live:
+            return []
+        return [f"the optimizer's parameter groups hold {live} now, {stored} in the checkpoint"]
 
     def load_state_dict(self, saved: Any) -> None:
         live = get_optimizer_state_dict(self.network, self.optimizer)

@@ -26,7 +26,7 @@ end, and checks (into ``checks``):
   holding parameters).
 
 Then: a network the user sharded (root only) is kept as it is (``user_sharded``); "16-mixed"
-is refused (``refusals``). Rank 0 writes WORKDIR/result.json; a rank that meets
+is refused (``refusals``); an optimizer whose step is a collective resumes (``collective_optimizer``). Rank 0 writes WORKDIR/result.json; a rank that meets
 an unexpected error writes WORKDIR/errors/rank-N.txt and exits at once.
 """
 
@@ -56,7 +56,7 @@ from torch.distributed.fsdp import FSDPModule, fully_shard
 
 from tests.distributed import checks
 from tests.distributed.scenarios import gather, write_json
-from tests.distributed.workload import make_data_as, make_experiment, make_network, train
+from tests.distributed.workload import StopAtBatch, make_data_as, make_experiment, make_network, train
 from tests.support.run_comparison import run_differences, tree_differences
 
 FULL = StateDictOptions(full_state_dict=True)
@@ -292,6 +292,51 @@ def user_sharded(runs_dir: Path) -> list[str]:
     return problems
 
 
+class AgreeingAdamW(torch.optim.AdamW):
+    """AdamW whose step is a collective (as an optimizer that reduces a norm over the shards is):
+    every rank must step together, the step that DCP runs to initialise an optimizer's state too."""
+
+    def step(self, closure: Any = None) -> Any:
+        dist.barrier()
+        return super().step(closure)
+
+
+def collective_optimizer(runs_dir: Path) -> list[str]:
+    """A run with :class:`AgreeingAdamW`, interrupted after its first commit and resumed: checking
+    the checkpoint on rank 0 alone must not step the optimizer there (the ranks would hang)."""
+    from experiment import Experiment
+    from tests.support.training import Interrupt
+
+    problems = []
+    data = FsdpScenario(stops=()).make_data()
+    for stop in (3, None):
+        experiment = Experiment(
+            runs_dir / "collective-optimizer",
+            make_network(),
+            optimizer=lambda parameters: AgreeingAdamW(parameters, lr=0.01),
+            loss_function="cross_entropy",
+            strategy="fsdp",
+        )
+        callbacks = [] if stop is None else [StopAtBatch(stop, 6)]
+        try:
+            experiment.train(
+                data.train,
+                data.valid,
+                epochs=1,
+                batch_size=8,
+                checkpoint_every=2,
+                callbacks=callbacks,
+                progress=False,
+            )
+        except Interrupt:
+            pass
+        except Exception as error:  # noqa: BLE001 - the error is the result
+            problems.append(
+                f"rank {dist.get_rank()}: {'the resume' if stop is None else 'the first run'} raised {error!r}"
+            )
+    return [p for rank_problems in gather(problems) for p in rank_problems]
+
+
 def refusals(runs_dir: Path) -> dict[str, str]:
     """The error "16-mixed" gets with FSDP2, by case: 'Class: message'."""
     from experiment import Experiment
@@ -318,12 +363,13 @@ def main() -> None:
     runs_dir = args.workdir / "runs"
     result: dict[str, Any] = {"scenarios": {}}
     try:
-        for name in args.only or list(SCENARIOS):
+        for name in list(SCENARIOS) if args.only is None else args.only:
             result["scenarios"][name] = run_scenario(SCENARIOS[name], runs_dir, name)
             if rank == 0:
                 write_json(args.workdir / "result.json", result)
         result["user_sharded"] = [p for problems in gather(user_sharded(runs_dir)) for p in problems]
         result["refusals"] = gather(refusals(runs_dir))
+        result["collective_optimizer"] = collective_optimizer(runs_dir)
     except BaseException:
         (errors_dir / f"rank-{rank}.txt").write_text(traceback.format_exc())
         os._exit(1)

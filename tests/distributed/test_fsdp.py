@@ -154,3 +154,9 @@ def test_fsdp_refuses_what_it_cannot_do_exactly_on_every_rank(launched, case, ma
     for rank, found in enumerate(refusals):
         assert case in found, f"rank {rank}: {found}"
         assert re.search(match, found[case]), f"rank {rank}: {found[case]}"
+
+
+def test_fsdp_resume_checks_an_optimizer_whose_step_is_a_collective_without_stepping_it_on_one_rank(launched):
+    """DCP initialises a fresh optimizer's state by stepping it: done on rank 0 alone to check the
+    checkpoint, a step that all-reduces (a barrier here) would wait for the other ranks forever."""
+    assert_no_problems(launched.entry("collective_optimizer"))
