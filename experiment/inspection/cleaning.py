@@ -68,6 +68,8 @@ def clean_run(directory: str | os.PathLike[str], *, keep: str = "both", dry_run:
         else:
             newest_good = checkpoints.index(found[1]) if found else len(checkpoints)
             units = checkpoints[newest_good + 1 :]  # older than the one that resumes (newer ones stay)
+        # Commit folders that a kill cut short before their rename: removed whole, like a unit.
+        units += [Checkpoint(0, folder) for folder in run.temporary_directories()]
         kept_best = best_epoch if keep in ("both", "best") else None
         files = [path for epoch, path in sorted(bests.items()) if epoch != kept_best]
         files += run.temporary_files()

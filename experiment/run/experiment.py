@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -78,8 +79,10 @@ class Experiment(Inference):
             module (as is a network given already compiled), so compiled and uncompiled runs
             resume each other's files.
         strategy: how the run is spread over processes: "auto" (default: one process, or
-            DistributedDataParallel under torchrun), "single" (refused under torchrun) or "ddp"
-            (refused outside it). See :mod:`experiment.training.strategy`.
+            DistributedDataParallel under torchrun), "single" (refused under torchrun), "ddp"
+            (refused outside it) or "fsdp" (FSDP2 under torchrun: parameters, gradients and
+            optimizer state sharded, commits written as folders of shards; refused outside it).
+            See :mod:`experiment.training.strategy`.
 
     Example:
         >>> exp = Experiment("runs/blobs", net, optimizer="adam", loss_function="cross_entropy",
@@ -116,9 +119,10 @@ class Experiment(Inference):
         self.directory = RunDirectory(directory)
         world = current_world()  # under torchrun: the process group, started here if need be
         # A network given inside the user's DistributedDataParallel is trained through it, saved bare.
-        self.strategy, network = choose_strategy(strategy, world, network)
+        self.strategy, network = choose_strategy(strategy, world, network, precision=precision)
         self.device = resolve_device(device if device is not None else training_device(world), network)
         network.to(self.device)
+        network = self.strategy.prepare(network, optimizer)  # FSDP2 shards it here
         self.network = network
         self.optimizer = resolve_optimizer(optimizer, network)
         self.loss_function = resolve_loss(loss_function)
@@ -248,6 +252,8 @@ class Experiment(Inference):
             )
         for leftover in self.directory.temporary_files():  # of writes a crash cut short
             leftover.unlink(missing_ok=True)
+        for folder in self.directory.temporary_directories():  # directory commits cut short
+            shutil.rmtree(folder)
 
     # -------------------------------------------------------------------------------- testing
     def test(

@@ -184,6 +184,6 @@ def predict_outputs(
     )
     if checkpoint is not None:
         with directory.reading():  # a run on a read-only mount can be read too
-            load_saved_weights(directory, loop.network, checkpoint)
+            load_saved_weights(directory, loop.network, checkpoint, loop.strategy)
     output = None if step is None else step_output(step, loop)
     return predict(loop.network, inputs, loop.device, autocast=loop.precision.autocast, output=output)

@@ -14,7 +14,7 @@ import warnings
 from typing import Any
 
 from experiment.errors import RunDirectoryError, StorageError
-from experiment.run.commits import Committer, one_file_backend
+from experiment.run.commits import Committer, commit_backend
 from experiment.run.creation import creation_record
 from experiment.run.recording import EpochRecorder
 from experiment.run.run_record import RunRecord
@@ -82,7 +82,9 @@ class TrainingSession:
             progress=loop.progress,
             best=best,
             recorder=self.recorder,
-            backend=one_file_backend(settings.async_checkpoint),
+            backend=commit_backend(
+                sharded=loop.strategy.shards_state, asynchronous=settings.async_checkpoint
+            ),
             checkpoint_every=settings.checkpoint_every,
             callbacks=callbacks,
             world=self.world,

@@ -8,17 +8,16 @@ from typing import Any
 from torch import nn
 
 from experiment.callbacks.callback_list import CallbackList
-from experiment.errors import CheckpointError, ConfigurationError
+from experiment.errors import ConfigurationError
 from experiment.run.ownership import callbacks_of_rank, owned
 from experiment.run.plan_making import evaluation_loader
-from experiment.state.compatibility import model_mismatches
-from experiment.state.torch_nodes import plain_module
 from experiment.store import metadata as meta
 from experiment.store import tsv
 from experiment.store.checkpoints import saved_weights
 from experiment.store.directory import RunDirectory
 from experiment.training.data import BatchSource
 from experiment.training.loop import TrainingLoop
+from experiment.training.strategy import Strategy
 
 
 def evaluate_saved_weights(
@@ -45,7 +44,7 @@ def evaluate_saved_weights(
     loader = evaluation_loader(loop, test_data, role="test_data", batch_size=batch_size)
     source = BatchSource(loader, None, "test_data")
     with owned(directory, world):  # each rank tests its share; rank 0 writes the row
-        epoch = load_saved_weights(directory, loop.network, checkpoint)
+        epoch = load_saved_weights(directory, loop.network, checkpoint, loop.strategy)
         callback_list = CallbackList(callbacks_of_rank(callbacks, world))
         callback_list.setup({"steps": source.steps_per_epoch}, loop)
         logs = loop.evaluate(source, "test", callback_list)
@@ -55,18 +54,17 @@ def evaluate_saved_weights(
     return logs
 
 
-def load_saved_weights(directory: RunDirectory, network: nn.Module, checkpoint: str | int) -> int:
+def load_saved_weights(
+    directory: RunDirectory, network: nn.Module, checkpoint: str | int, strategy: Strategy | None = None
+) -> int:
     """Load the weights ``checkpoint`` names ("best", "last" or an epoch) into ``network`` (the
-    module it wraps when compiled); return their epoch. The caller holds the directory's lock.
+    module it wraps when compiled) through ``strategy`` (a sharded network loads its shards; by
+    default one process); return their epoch. The caller holds the directory's lock.
 
     Raises:
         ConfigurationError: an unknown ``checkpoint``.
         CheckpointError: nothing saved yet, or weights that do not fit the network.
     """
     epoch, weights = saved_weights(directory, checkpoint)
-    module = plain_module(network)
-    problems = model_mismatches(weights, module)
-    if problems:
-        raise CheckpointError("The saved weights do not fit the network: " + "; ".join(problems))
-    module.load_state_dict(weights)
+    (strategy or Strategy()).load_weights(network, weights)
     return epoch

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from experiment.errors import CheckpointError, ConfigurationError, UnsafeCheckpointError
+from experiment.store import shards
 from experiment.store.checkpoint_unit import Checkpoint
 from experiment.store.directory import RunDirectory
 from experiment.store.migration import migrate
@@ -63,7 +64,10 @@ def load_checkpoint(checkpoint: Checkpoint) -> dict[str, Any]:
         UnsafeCheckpointError: the checkpoint holds code to execute.
         CheckpointError: it cannot be read, or is not a state checkpoint of a readable format.
     """
-    return migrate(load_tensors(checkpoint.tree_path))
+    tree = migrate(load_tensors(checkpoint.tree_path))
+    if checkpoint.sharded:  # each sharded node told where its shards are, its metadata verified
+        tree["nodes"] = {name: shards.locate(node, checkpoint.path) for name, node in tree["nodes"].items()}
+    return tree
 
 
 def peek_progress(path: Path) -> dict[str, Any] | None:

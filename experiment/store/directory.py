@@ -8,6 +8,7 @@ Layout (a stable contract, documented in README)::
       test_log.tsv                one row per test() call
       checkpoints/
         state-000042.pt           full training state of commit 42 (and the previous one)
+        state-000042/             or, with strategy="fsdp", a folder: DCP shards, .metadata, tree.pt
         best-epoch0007.pt         weights of the best epoch (a plain state_dict)
       tensorboard/                event files, one scalar per logged key and epoch
       .lock, .lock.holder         the directory lock and who holds it
@@ -39,6 +40,9 @@ from experiment.store.metadata import check_metadata, plain_config
 
 # Whole names (fullmatch), ASCII digits only: "state-000042.pt\n" or other digits are not ours.
 _STATE = re.compile(r"state-([0-9]+)\.pt", re.ASCII)
+#: A directory commit (sharded state, FSDP2): "state-000042/"; its temporary name ".state-000042.tmp".
+_STATE_DIR = re.compile(r"state-([0-9]+)", re.ASCII)
+_TEMPORARY_DIR = re.compile(r"\.state-[0-9]+\.tmp", re.ASCII)
 _BEST = re.compile(r"best-epoch([0-9]+)\.pt", re.ASCII)
 #: Temporary files of experiment.store.files.atomic_writer: ".NAME.XXXXXXXX.tmp".
 _TEMPORARY = re.compile(r"\..+\.[0-9a-f]{8}\.tmp", re.ASCII | re.DOTALL)
@@ -190,9 +194,19 @@ class RunDirectory:
     def state_path(self, serial: int) -> Path:
         return self.checkpoints_dir / f"state-{serial:06d}.pt"
 
+    def state_dir_path(self, serial: int) -> Path:
+        """The folder of a directory commit (sharded state) of ``serial``."""
+        return self.checkpoints_dir / f"state-{serial:06d}"
+
+    def temporary_state_dir(self, serial: int) -> Path:
+        """Where a directory commit of ``serial`` is written before its rename commits it."""
+        return self.checkpoints_dir / f".state-{serial:06d}.tmp"
+
     def checkpoints(self) -> list[Checkpoint]:
-        """The committed checkpoints (the units of the full state), newest first."""
-        return [Checkpoint(serial, path) for serial, path in sorted(self._numbered(_STATE), reverse=True)]
+        """The committed checkpoints (the units of the full state: files, or folders of shards),
+        newest first."""
+        found = self._numbered(_STATE) + self._numbered(_STATE_DIR, folders=True)
+        return [Checkpoint(serial, path) for serial, path in sorted(found, reverse=True)]
 
     def state_paths(self) -> list[Path]:
         """The paths of the committed checkpoints, newest first."""
@@ -205,9 +219,9 @@ class RunDirectory:
         """The best-weights files by epoch."""
         return dict(self._numbered(_BEST))
 
-    def _numbered(self, pattern: re.Pattern[str]) -> list[tuple[int, Path]]:
+    def _numbered(self, pattern: re.Pattern[str], *, folders: bool = False) -> list[tuple[int, Path]]:
         found = []
-        for path in _regular_files(self.checkpoints_dir):
+        for path in (_folders if folders else _regular_files)(self.checkpoints_dir):
             match = pattern.fullmatch(path.name)
             if match:
                 found.append((int(match.group(1)), path))
@@ -220,6 +234,10 @@ class RunDirectory:
             found += sorted(p for p in _regular_files(folder) if _TEMPORARY.fullmatch(p.name))
         return found
 
+    def temporary_directories(self) -> list[Path]:
+        """Directory commits that a crash cut short before their rename (``.state-000042.tmp/``)."""
+        return sorted(p for p in _folders(self.checkpoints_dir) if _TEMPORARY_DIR.fullmatch(p.name))
+
     def size_on_disk(self) -> int:
         """Bytes used by every file below the directory (links are not followed)."""
         total = 0
@@ -228,6 +246,19 @@ class RunDirectory:
                 with contextlib.suppress(OSError):
                     total += os.lstat(os.path.join(folder, name)).st_size
         return total
+
+
+def _folders(folder: Path) -> Iterator[Path]:
+    """The folders in ``folder`` (not links to folders), none when it is not a folder."""
+    if not folder.is_dir():
+        return
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            try:
+                if stat.S_ISDIR(entry.stat(follow_symlinks=False).st_mode):
+                    yield Path(entry.path)
+            except FileNotFoundError:  # removed meanwhile
+                continue
 
 
 def _regular_files(folder: Path) -> Iterator[Path]:

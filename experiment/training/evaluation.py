@@ -64,6 +64,7 @@ def evaluate(
     *,
     autocast: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext,
     predictions: list[Any] | None = None,
+    pad_to: int = 0,
 ) -> dict[str, Any]:
     """Run ``network`` over ``source`` in eval mode; return ``{prefix}_loss`` and the metrics.
 
@@ -71,6 +72,9 @@ def evaluate(
         measure: computes each batch's loss, output, target and size (see :func:`pair_measure`).
         autocast: the context of the forward pass and the loss (the run's precision).
         predictions: when given, each batch's output is appended to it (on the CPU).
+        pad_to: run at least this many forwards: after the last batch, its forward again, its
+            results discarded (no hook, no metric, no prediction). Under FSDP2 every forward is a
+            collective, so every rank must run as many as the rank with the most batches.
 
     Raises:
         DataError: ``source`` yielded no batch.
@@ -84,7 +88,9 @@ def evaluate(
     metrics.reset()
     try:
         with torch.no_grad(), autocast():
-            _run_batches(measure, metrics, source, prefix, callbacks, interrupt, predictions)
+            last, count = _run_batches(measure, metrics, source, prefix, callbacks, interrupt, predictions)
+            for _ in range(pad_to - count if last is not None else 0):
+                measure(last)
     finally:
         network.train(was_training)
     if metrics.samples == 0:
@@ -102,12 +108,15 @@ def _run_batches(
     callbacks: CallbackList,
     interrupt: InterruptFlag | None,
     predictions: list[Any] | None,
-) -> None:
+) -> tuple[Any, int]:
+    """Evaluate every batch of ``source``; return the last batch (None if none) and their number."""
     family = hook_family(prefix)
     begin = callbacks.listeners(f"on_{family}_batch_begin")
     end = callbacks.listeners(f"on_{family}_batch_end")
     names = metrics.batch_names(f"{prefix}_")
+    last, count = None, 0
     for batch_number, batch in enumerate(source.epoch(), start=1):
+        last, count = batch, batch_number
         for method in begin:
             method(batch_number, {})
         batch_started = time.perf_counter()
@@ -122,3 +131,4 @@ def _run_batches(
                 method(batch_number, logs)
         if interrupt is not None and interrupt.signum is not None:
             raise TrainingInterrupted(interrupt.signum)
+    return last, count

@@ -283,4 +283,5 @@ class TrainingLoop(StepSetup, ProgressView):
             interrupt,
             autocast=self.precision.autocast,
             predictions=predictions,
+            pad_to=self.strategy.forwards_to_run(source),
         )

@@ -7,8 +7,9 @@ A :class:`Strategy` owns what changes with the way a run is distributed:
 - the module that training steps go through (:meth:`Strategy.training`): the network itself in
   one process, a ``DistributedDataParallel`` around it under torchrun;
 - the model and optimizer as nodes of the state tree (:meth:`Strategy.model_node`,
-  :meth:`Strategy.optimizer_node`): full state dicts for these two strategies. A strategy that
-  shards parameters (FSDP2) gives nodes of sharded state and a commit backend that writes shards.
+  :meth:`Strategy.optimizer_node`): full state dicts for these two strategies. The strategy that
+  shards parameters (FSDP2, :mod:`experiment.training.fsdp`) gives nodes of sharded state, which
+  the directory commit backend writes (:attr:`Strategy.shards_state`).
 
 The loop, the state tree and the commit path ask the strategy; none of them tests the kind of run.
 """
@@ -23,11 +24,14 @@ import torch
 from torch import nn
 
 from experiment.arguments import reject
-from experiment.errors import ConfigurationError
+from experiment.errors import CheckpointError, ConfigurationError
+from experiment.state.compatibility import model_mismatches
+from experiment.state.stateful import Stateful
 from experiment.state.torch_nodes import ModuleNode, OptimizerNode, plain_module
+from experiment.store import shards
 from experiment.training.distributed import SINGLE, World
 
-STRATEGIES = ("auto", "single", "ddp")
+STRATEGIES = ("auto", "single", "ddp", "fsdp")
 
 
 class Strategy:
@@ -38,9 +42,16 @@ class Strategy:
     """
 
     name = "single"
+    #: Whether the model and optimizer nodes hold sharded state (written as a directory commit).
+    shards_state = False
 
     def __init__(self, world: World = SINGLE) -> None:
         self.world = world
+
+    def prepare(self, network: nn.Module, optimizer: Any = None) -> nn.Module:
+        """The network to train, once on its device (FSDP2 shards it here and rebinds an
+        ``optimizer`` instance to its new parameters); here the network itself."""
+        return network
 
     @property
     def writes(self) -> bool:
@@ -52,11 +63,33 @@ class Strategy:
         """For the block, the module that training steps go through."""
         yield network
 
-    def model_node(self, network: nn.Module) -> ModuleNode:
+    def forwards_to_run(self, source: Any) -> int:
+        """How many forwards this rank must run over the evaluation ``source`` (a
+        :class:`~experiment.training.data.BatchSource`) at least: 0 here, where ranks need not run
+        as many forwards as each other."""
+        return 0
+
+    def load_weights(self, network: nn.Module, weights: Any) -> None:
+        """Load saved network weights (a full state dict, or the sharded ``model`` node of a
+        directory commit, which is read whole here: one process reads a run that FSDP2 trained)
+        into ``network`` (the module it wraps when compiled).
+
+        Raises:
+            CheckpointError: the weights do not fit the network; nothing is loaded.
+        """
+        module = plain_module(network)
+        if shards.is_sharded_node(weights):
+            weights = shards.load_into(weights, module.state_dict(), "network")
+        problems = model_mismatches(weights, module)
+        if problems:
+            raise CheckpointError("The saved weights do not fit the network: " + "; ".join(problems))
+        module.load_state_dict(weights)
+
+    def model_node(self, network: nn.Module) -> Stateful:
         """The ``model`` node: the full state dict of the module (a compiled one's inner module)."""
         return ModuleNode(plain_module(network))
 
-    def optimizer_node(self, optimizer: torch.optim.Optimizer) -> OptimizerNode:
+    def optimizer_node(self, optimizer: torch.optim.Optimizer) -> Stateful:
         """The ``optimizer`` node: the optimizer's full state dict."""
         return OptimizerNode(optimizer)
 
@@ -92,23 +125,22 @@ class DataParallel(Strategy):
         yield nn.parallel.DistributedDataParallel(network, device_ids=ids)
 
 
-def choose_strategy(strategy: Any, world: World, network: nn.Module) -> tuple[Strategy, nn.Module]:
+def choose_strategy(
+    strategy: Any, world: World, network: nn.Module, *, precision: Any = "32-true"
+) -> tuple[Strategy, nn.Module]:
     """The strategy named ``strategy`` for ``world``, and the network to train (unwrapped when the
     user gave it inside a ``DistributedDataParallel``, which the strategy then trains through).
 
     Raises:
-        ConfigurationError: an unknown name, "ddp" outside torchrun, "single" under torchrun, or
-            a strategy that is not available yet ("fsdp").
+        ConfigurationError: an unknown name, "ddp" or "fsdp" outside torchrun, "single" under
+            torchrun, "fsdp" with a network in DistributedDataParallel or with "16-mixed".
     """
     wrapper = network if isinstance(network, nn.parallel.DistributedDataParallel) else None
     bare = network if wrapper is None else wrapper.module
-    if strategy == "fsdp":
-        raise ConfigurationError(
-            "strategy: received 'fsdp', which this release does not provide yet; expected 'auto' "
-            "(DistributedDataParallel under torchrun), 'single' or 'ddp'."
-        )
     if strategy not in STRATEGIES:
-        raise reject("strategy", strategy, "'auto', 'single' or 'ddp'")
+        raise reject("strategy", strategy, "'auto', 'single', 'ddp' or 'fsdp'")
+    if strategy == "fsdp":
+        return _fully_sharded(world, network, precision), network
     if strategy == "single" and world.distributed:
         raise ConfigurationError(
             f"strategy='single' under torchrun ({world.size} processes) would train {world.size} "
@@ -124,3 +156,21 @@ def choose_strategy(strategy: Any, world: World, network: nn.Module) -> tuple[St
     if world.distributed:
         return DataParallel(world, wrapper), bare
     return Strategy(world), bare
+
+
+def _fully_sharded(world: World, network: nn.Module, precision: Any) -> Strategy:
+    from experiment.training.fsdp import FullySharded, refuse_fsdp_precision  # it imports this module
+
+    if not world.distributed:
+        raise ConfigurationError(
+            "strategy='fsdp' shards the network over several processes; this one runs alone "
+            "(WORLD_SIZE is unset or 1). Launch the script with torchrun --nproc_per_node=N (N >= 2), "
+            "or pass strategy='auto' to train the whole network in one process."
+        )
+    if isinstance(network, nn.parallel.DistributedDataParallel):
+        raise ConfigurationError(
+            "strategy='fsdp': received a network inside DistributedDataParallel; expected the bare "
+            "network (or one already sharded with fully_shard). Pass the module itself."
+        )
+    refuse_fsdp_precision(precision)
+    return FullySharded(world)

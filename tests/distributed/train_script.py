@@ -14,6 +14,7 @@ samples in batches of 8 per rank, with step checkpoints, in RUN_DIR. Options:
 - ``--reference DIR``: first train DIR to the end, uninterrupted, in this same process (a test that
   must save a launch compares RUN_DIR with it).
 - ``--async-checkpoint``: train with ``async_checkpoint=True`` (rank 0 writes from a thread).
+- ``--strategy NAME``: the Experiment's strategy (default "auto"; "fsdp" for FSDP2).
 - ``--init-group``: start the process group in the script (gloo) before the Experiment, and destroy
   it after training, as torch's documentation asks of a script that starts it.
 """
@@ -77,7 +78,7 @@ def slow_down_fsync(seconds: float) -> None:
 
 
 def train(run_dir: Path, args: argparse.Namespace, step: LastStep) -> None:
-    exp = make_experiment(run_dir)
+    exp = make_experiment(run_dir, strategy=args.strategy)
     data = make_data_as("loader", samples=SAMPLES, valid_samples=40, batch_size=BATCH_SIZE)
     scheduler = torch.optim.lr_scheduler.StepLR(exp.optimizer, step_size=1, gamma=0.7)
     exp.train(
@@ -106,6 +107,7 @@ def main() -> None:
     parser.add_argument("--reference", type=Path, default=None)
     parser.add_argument("--init-group", action="store_true")
     parser.add_argument("--async-checkpoint", action="store_true")
+    parser.add_argument("--strategy", default="auto")
     args = parser.parse_args()
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # the stacks, if the test times out
     torch.set_num_threads(1)

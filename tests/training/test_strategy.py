@@ -42,8 +42,8 @@ def test_strategy_model_node_saves_a_compiled_network_as_the_module_it_wraps():
 @pytest.mark.parametrize(
     ("name", "world", "match"),
     [
-        ("fsdp", SINGLE, r"strategy: received 'fsdp', which this release does not provide yet"),
-        ("zero", SINGLE, r"strategy: received 'zero'.*expected 'auto', 'single' or 'ddp'"),
+        ("fsdp", SINGLE, r"strategy='fsdp' shards the network over several processes; this one runs alone"),
+        ("zero", SINGLE, r"strategy: received 'zero'.*expected 'auto', 'single', 'ddp' or 'fsdp'"),
         ("single", TWO_RANKS, r"strategy='single' under torchrun \(2 processes\)"),
         ("ddp", SINGLE, r"strategy='ddp' needs several processes.*torchrun"),
     ],
@@ -51,6 +51,20 @@ def test_strategy_model_node_saves_a_compiled_network_as_the_module_it_wraps():
 def test_strategy_refusals_say_what_to_pass(name, world, match):
     with pytest.raises(ConfigurationError, match=match):
         choose_strategy(name, world, nn.Linear(2, 2))
+
+
+def test_strategy_fsdp_refuses_a_network_in_ddp_and_fp16_before_sharding():
+    """Checked before the process group is needed: the DDP wrapper and "16-mixed" (whose GradScaler
+    would decide to skip a step from one rank's shard of the gradients)."""
+    wrapper = nn.Module.__new__(nn.parallel.DistributedDataParallel)
+    nn.Module.__init__(wrapper)
+    wrapper.module = nn.Linear(2, 2)
+    with pytest.raises(
+        ConfigurationError, match=r"strategy='fsdp': received a network inside DistributedDataParallel"
+    ):
+        choose_strategy("fsdp", TWO_RANKS, wrapper)
+    with pytest.raises(ConfigurationError, match=r"precision='16-mixed' with strategy='fsdp'.*bf16-mixed"):
+        choose_strategy("fsdp", TWO_RANKS, nn.Linear(2, 2), precision="16-mixed")
 
 
 def test_experiment_records_its_strategy_and_refuses_an_unknown_one_before_writing(tmp_path: Path):

@@ -6,14 +6,17 @@
 - :mod:`~experiment.run.commits.backend`: the protocol of how a commit reaches the disk, durably,
   and how superseded checkpoints leave it; one module per backend:
   :mod:`~experiment.run.commits.file_backend` (one file, written in the training thread) and
-  :mod:`~experiment.run.commits.background_backend` (one file, written by a background thread);
+  :mod:`~experiment.run.commits.background_backend` (one file, written by a background thread),
+  :mod:`~experiment.run.commits.directory_backend` (a folder of shards, for ``strategy="fsdp"``)
+  and :mod:`~experiment.run.commits.async_directory_backend` (the same, written by a background
+  thread on every rank);
   the first has a new best epoch's weights written after the state, by its background thread,
   and both write them on resume if a kill came first (:mod:`~experiment.run.commits.best_weights`).
 - :mod:`~experiment.run.commits.restorer`: choosing, checking and loading the checkpoint to resume.
 - :mod:`~experiment.run.commits.committer`: the three built together for one run.
 
 The policy and the restorer know the backend protocol only (an import-linter contract holds it):
-a new backend is a new module, chosen where :func:`one_file_backend` is called.
+a new backend is a new module, chosen by :func:`commit_backend`.
 """
 
 from __future__ import annotations
@@ -23,9 +26,24 @@ from experiment.run.commits.background_backend import BackgroundFileBackend
 from experiment.run.commits.committer import Committer
 from experiment.run.commits.file_backend import FileBackend
 
-__all__ = ["BackendFactory", "Committer", "one_file_backend"]
+__all__ = ["BackendFactory", "Committer", "commit_backend", "one_file_backend"]
 
 
 def one_file_backend(asynchronous: bool) -> BackendFactory:
     """The backend of one file per commit, written by a background thread if ``asynchronous``."""
     return BackgroundFileBackend if asynchronous else FileBackend
+
+
+def commit_backend(*, sharded: bool, asynchronous: bool) -> BackendFactory:
+    """The backend of a run: a folder of shards per commit when the strategy shards the state
+    (FSDP2), else one file; written by background threads if ``asynchronous``."""
+    if not sharded:
+        return one_file_backend(asynchronous)
+    # Imported here: these import torch.distributed (a run of one process never needs them).
+    if asynchronous:
+        from experiment.run.commits.async_directory_backend import AsyncDirectoryBackend
+
+        return AsyncDirectoryBackend
+    from experiment.run.commits.directory_backend import DirectoryBackend
+
+    return DirectoryBackend

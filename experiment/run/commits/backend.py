@@ -34,8 +34,8 @@ from experiment.store.checkpoint_unit import Checkpoint
 from experiment.store.directory import RunDirectory
 from experiment.training.distributed import World
 
-#: Called by a backend on the writing rank (rank 0) with a commit's serial, in the thread that made the
-#: commit durable (the writer thread), before its next write; an error it raises is that write's error.
+#: Called by a backend on the writing rank (rank 0) with a commit's serial once the commit is durable,
+#: before the backend's next write: in the thread that made it durable, or at the next write or wait.
 OnDurable = Callable[[int], None]
 
 

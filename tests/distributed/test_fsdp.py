@@ -1,0 +1,162 @@
+"""strategy="fsdp" under torchrun with 2 ranks: one launch of fsdp_scenarios.py runs every scenario
+in-process (train, interrupt by an exception on every rank, resume, compare with an uninterrupted
+run); each test here asserts on one kind of check from the result file rank 0 wrote.
+
+The launch takes about 35 s on a 2-core machine (4 s of it is torchrun starting).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from cli.main import cli
+from tests.distributed.fsdp_scenarios import SCENARIOS
+from tests.distributed.workload import make_experiment, make_network
+from tests.support.torchrun import Launch, run_torchrun
+
+SCRIPT = Path(__file__).with_name("fsdp_scenarios.py")
+NAMES = sorted(SCENARIOS)
+
+
+@dataclass
+class Launched:
+    workdir: Path
+    launch: Launch
+    result: dict[str, Any]
+    errors: dict[str, str]
+
+    def describe(self) -> str:
+        errors = "\n".join(f"--- {name} ---\n{text}" for name, text in sorted(self.errors.items()))
+        return f"{self.launch.describe()}\n{errors or '(no rank wrote an error file)'}"
+
+    def checks(self, name: str, check: str) -> list[str]:
+        if name not in self.result.get("scenarios", {}):
+            pytest.fail(f"scenario {name!r} did not complete in the launch\n{self.describe()}")
+        return self.result["scenarios"][name]["checks"].get(check, [])
+
+    def entry(self, key: str) -> Any:
+        if key not in self.result:
+            pytest.fail(f"the launch did not get to {key!r}\n{self.describe()}")
+        return self.result[key]
+
+
+@pytest.fixture(scope="module")
+def launched(tmp_path_factory: pytest.TempPathFactory) -> Launched:
+    workdir = tmp_path_factory.mktemp("fsdp")
+    launch = run_torchrun(SCRIPT, str(workdir), nproc=2, timeout=240)
+    result_path = workdir / "result.json"
+    result = json.loads(result_path.read_text()) if result_path.exists() else {}
+    errors = {p.name: p.read_text() for p in (workdir / "errors").glob("rank-*.txt") if p.stat().st_size}
+    return Launched(workdir, launch, result, errors)
+
+
+def assert_no_problems(problems: list[str]) -> None:
+    assert problems == [], f"{len(problems)} problem(s):\n" + "\n".join(problems)
+
+
+def test_fsdp_launch_completes_on_every_rank(launched):
+    assert launched.launch.returncode == 0, launched.describe()
+    assert launched.errors == {}, launched.describe()
+    assert launched.result.get("complete"), launched.describe()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_fsdp_shards_each_child_holding_parameters_then_the_root(launched, name):
+    assert_no_problems(launched.checks(name, "sharded"))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_fsdp_interrupt_raised_on_every_rank_propagates_out_of_train(launched, name):
+    assert_no_problems(launched.checks(name, "interrupts"))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_fsdp_resume_ends_bit_identical_to_uninterrupted(launched, name):
+    """Full (gathered) model and optimizer state dicts, the history and the newest tree file."""
+    assert_no_problems(launched.checks(name, "resume_state"))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_fsdp_commit_is_a_folder_of_shards_with_a_tree_file_recording_the_metadata_digest(launched, name):
+    """And no temporary folder is left; the best weights are a plain full state dict."""
+    assert_no_problems(launched.checks(name, "layout"))
+
+
+def test_fsdp_evaluation_pads_ranks_with_fewer_batches_and_counts_each_sample_once(launched):
+    """Rank 0 has 3 validation batches, rank 1 2: unpadded, the launch would hang in validation."""
+    assert_no_problems(launched.checks("fsdp", "validation"))
+
+
+def test_fsdp_test_loads_best_weights_and_last_shards_on_every_rank(launched):
+    assert_no_problems(launched.checks("fsdp", "inference"))
+
+
+def test_fsdp_one_process_tests_and_predicts_with_a_run_of_two_ranks(launched):
+    """No process group: the last commit's shards are read whole (DCP reshards), the best weights
+    are a plain file; the losses are those the 2-rank run logged for those epochs."""
+    launched.checks("fsdp", "resume_state")  # fails if the scenario did not complete
+    run_dir = launched.workdir / "runs" / "fsdp-uninterrupted"
+    valid = SCENARIOS["fsdp"].make_data().valid
+    experiment = make_experiment(run_dir, network=make_network(99))
+    logs = experiment.logs
+    last = experiment.test(valid, checkpoint="last", batch_size=8, progress=False)["test_loss"]
+    assert last == pytest.approx(logs["val_loss"].iloc[-1], rel=1e-5)
+    with torch.no_grad():
+        network = experiment.network.eval()
+        expected = torch.cat([network(batch) for batch in valid[0].split(8)])  # as predict batches
+    best = experiment.test(valid, checkpoint="best", batch_size=8, progress=False)["test_loss"]
+    assert best == pytest.approx(logs["val_loss"].min(), rel=1e-5)
+    other = make_experiment(run_dir, network=make_network(98))
+    assert torch.equal(other.predict(valid[0], checkpoint="last", batch_size=8), expected)
+
+
+def test_fsdp_exp_status_ls_and_clean_read_commit_folders(launched, tmp_path: Path):
+    launched.checks("fsdp", "resume_state")  # fails if the scenario did not complete
+    run_dir = tmp_path / "fsdp"
+    shutil.copytree(launched.workdir / "runs" / "fsdp-uninterrupted", run_dir)
+    status = CliRunner().invoke(cli, ["status", str(run_dir)])
+    assert status.exit_code == 0, status.output
+    assert re.search(r"checkpoint\s+.*state-000012", status.output), status.output
+    assert "2 processes (torchrun)" in status.output, status.output
+    listed = CliRunner().invoke(cli, ["ls", str(tmp_path)])
+    assert listed.exit_code == 0 and "3/3" in listed.output, listed.output
+    cut = run_dir / "checkpoints" / ".state-000013.tmp"  # what a kill inside a commit leaves
+    shutil.copytree(run_dir / "checkpoints" / "state-000012", cut)
+    cleaned = CliRunner().invoke(cli, ["clean", str(run_dir), "--keep", "best"])
+    assert cleaned.exit_code == 0, cleaned.output
+    for name in ("state-000012", ".state-000013.tmp"):
+        assert f"Removed {run_dir / 'checkpoints' / name}" in cleaned.output, cleaned.output
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["best-epoch0003.pt"]
+
+
+def test_fsdp_network_sharded_by_the_user_is_trained_as_it_is(launched):
+    assert_no_problems(launched.entry("user_sharded"))
+
+
+@pytest.mark.parametrize(
+    ("case", "match"),
+    [
+        ("16-mixed", r"^ConfigurationError: precision='16-mixed' with strategy='fsdp'.*'bf16-mixed'"),
+    ],
+)
+def test_fsdp_refuses_what_it_cannot_do_exactly_on_every_rank(launched, case, match):
+    refusals = launched.entry("refusals")
+    assert len(refusals) == 2, refusals
+    for rank, found in enumerate(refusals):
+        assert case in found, f"rank {rank}: {found}"
+        assert re.search(match, found[case]), f"rank {rank}: {found[case]}"
+
+
+def test_fsdp_resume_checks_an_optimizer_whose_step_is_a_collective_without_stepping_it_on_one_rank(launched):
+    """DCP initialises a fresh optimizer's state by stepping it: done on rank 0 alone to check the
+    checkpoint, a step that all-reduces (a barrier here) would wait for the other ranks forever."""
+    assert_no_problems(launched.entry("collective_optimizer"))

@@ -1,0 +1,145 @@
+"""Real kills and signals of torchrun workers training with strategy="fsdp"; the rerun of the same
+command ends bit-identical to an uninterrupted run: every commit folder (its tree file and its shards
+read whole), the best weights, log.tsv, TensorBoard and the status.
+
+train_script.py (with ``--strategy fsdp``) trains 3 epochs of 96 samples in batches of 8 per rank
+(2 ranks: 6 steps per epoch; 3 ranks: 4) with a step commit every 4 steps (3 with 3 ranks). Each
+test is two launches (the killed one and the rerun, about 10 s each on 2 cores); the uninterrupted
+2-rank run is one more launch, shared by the module.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.distributed.test_torchrun_kills import exit_reports, pause_arguments, status
+from tests.support.run_comparison import run_differences
+from tests.support.torchrun import Torchrun, run_torchrun
+
+pytestmark = pytest.mark.slow
+
+SCRIPT = Path(__file__).with_name("train_script.py")
+FSDP = ("--strategy", "fsdp")
+EPOCHS = 3
+TIMEOUT = 90.0
+COMMIT_TEMPORARY = re.compile(r"^\.state-[0-9]+\.tmp$")
+
+
+def committed_step(run_dir: Path) -> int:
+    newest = sorted((run_dir / "checkpoints").glob("state-*"))[-1]
+    tree = torch.load(newest / "tree.pt", map_location="cpu", weights_only=True)
+    return int(tree["nodes"]["progress"]["global_step"])
+
+
+def temporaries(run_dir: Path) -> list[str]:
+    return sorted(p.name for p in (run_dir / "checkpoints").iterdir() if COMMIT_TEMPORARY.match(p.name))
+
+
+def assert_same_as(reference_dir: Path, run_dir: Path, note: str = "") -> None:
+    problems = run_differences(reference_dir, run_dir, EPOCHS)
+    assert problems == [], f"{note}{len(problems)} difference(s):\n" + "\n".join(problems[:30])
+
+
+def rerun(run_dir: Path, *arguments: str, nproc: int = 2) -> None:
+    launch = run_torchrun(SCRIPT, str(run_dir), *FSDP, *arguments, nproc=nproc, timeout=TIMEOUT)
+    assert launch.returncode == 0, launch.describe()
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run_dir = tmp_path_factory.mktemp("reference") / "run"
+    rerun(run_dir)
+    return run_dir
+
+
+def test_fsdp_sigkill_of_rank_1_mid_epoch_resumes_bit_identical(reference, tmp_path):
+    run_dir, signals = tmp_path / "run", tmp_path / "signals"
+    signals.mkdir()
+    # Step 9 is the third batch of epoch 2; steps 4, 6 (epoch 1's end) and 8 were committed.
+    with Torchrun(SCRIPT, str(run_dir), *FSDP, *pause_arguments(signals, 1, 9), nproc=2) as launch:
+        launch.wait_until(lambda: (signals / "ready").exists(), TIMEOUT, "rank 1 to finish step 9")
+        launch.signal_worker(1, signal.SIGKILL)
+        killed = launch.wait(TIMEOUT)
+    assert killed.returncode != 0 and not killed.timed_out, killed.describe()
+    assert committed_step(run_dir) == 8, "the last commit before the kill is step 8's"
+    assert status(run_dir) == "interrupted"
+    rerun(run_dir)
+    assert_same_as(reference, run_dir)
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_fsdp_sigkill_of_rank_0_inside_a_commit_resumes_bit_identical(reference, tmp_path, mode):
+    """Rank 0's fsyncs of the library's files are slowed (its tree file, written after every rank's
+    shards and DCP's .metadata): the kill lands after DCP's save and before the rename, where the
+    temporary folder is complete by DCP's own rule. It is not a commit; the rerun removes it.
+    Asynchronous: the commit is written by the writer threads while training goes on; the
+    uninterrupted run committed synchronously (the files must be the same all the same)."""
+    run_dir = tmp_path / "run"
+    options = ["--async-checkpoint"] if mode == "async" else []
+    seen: set[str] = set()
+
+    def third_commit() -> bool:
+        seen.update(temporaries(run_dir) if (run_dir / "checkpoints").is_dir() else [])
+        return len(seen) >= 3
+
+    with Torchrun(SCRIPT, str(run_dir), *FSDP, "--fsync-delay", "0.3", *options, nproc=2) as launch:
+        launch.wait_until(third_commit, TIMEOUT, "the third commit folder")
+        launch.signal_worker(0, signal.SIGKILL)
+        killed = launch.wait(TIMEOUT)
+    assert killed.returncode != 0 and not killed.timed_out, killed.describe()
+    left = temporaries(run_dir)
+    assert left, "the kill should land inside the commit, before its rename (a temporary folder left)"
+    committed = committed_step(run_dir)
+    rerun(run_dir, *options)
+    assert temporaries(run_dir) == [], "the rerun removes what the killed commit left"
+    assert_same_as(reference, run_dir, f"resumed from step {committed}: ")
+
+
+def test_fsdp_sigterm_to_one_rank_stops_every_rank_at_one_committed_step(reference, tmp_path):
+    run_dir, signals, reports = tmp_path / "run", tmp_path / "signals", tmp_path / "reports"
+    signals.mkdir()
+    arguments = [*FSDP, *pause_arguments(signals, 1, 9), "--report-dir", str(reports)]
+    with Torchrun(SCRIPT, str(run_dir), *arguments, nproc=2) as launch:
+        launch.wait_until(lambda: (signals / "ready").exists(), TIMEOUT, "rank 1 to finish step 9")
+        launch.signal_worker(1, signal.SIGTERM)
+        (signals / "go").write_text("")
+        stopped = launch.wait(TIMEOUT)
+    assert not stopped.timed_out, stopped.describe()
+    ranks = exit_reports(reports, 2)
+    assert [r["exit_code"] for r in ranks] == [143, 143], f"{ranks}\n{stopped.describe()}"
+    steps = {r["global_step"] for r in ranks}
+    assert len(steps) == 1, f"the ranks stopped at different steps: {ranks}"
+    assert committed_step(run_dir) == steps.pop(), "the commit is at the step where every rank stopped"
+    assert status(run_dir) == "interrupted"
+    rerun(run_dir)
+    assert_same_as(reference, run_dir)
+    assert json.loads((run_dir / "experiment.json").read_text())["status"] == "finished"
+
+
+def test_fsdp_three_ranks_sigkill_mid_epoch_resumes_bit_identical(tmp_path):
+    """The uninterrupted 3-rank run is trained first in the same launch (--reference)."""
+    reference_dir, run_dir, signals = tmp_path / "reference", tmp_path / "run", tmp_path / "signals"
+    signals.mkdir()
+    # 4 steps per epoch: step 7 is the third batch of epoch 2; steps 3, 4 and 6 were committed.
+    arguments = [
+        *FSDP,
+        *pause_arguments(signals, 2, 7),
+        "--checkpoint-every",
+        "3",
+        "--reference",
+        str(reference_dir),
+    ]
+    with Torchrun(SCRIPT, str(run_dir), *arguments, nproc=3) as launch:
+        launch.wait_until(lambda: (signals / "ready").exists(), 2 * TIMEOUT, "rank 2 to finish step 7")
+        launch.signal_worker(2, signal.SIGKILL)
+        killed = launch.wait(2 * TIMEOUT)
+    assert killed.returncode != 0 and not killed.timed_out, killed.describe()
+    assert committed_step(run_dir) == 6
+    rerun(run_dir, "--checkpoint-every", "3", nproc=3)
+    assert_same_as(reference_dir, run_dir)
