@@ -99,7 +99,7 @@ class FullySharded(Strategy):
                 "run as many forwards as the others, so evaluation needs to know each rank's number of "
                 "batches. Give a map-style Dataset, (x, y) tensors or a DataLoader with a length."
             )
-        return int(self.world.agree([int(batches)])[0])
+        return self.world.agree_on(batches=int(batches))["batches"]
 
     def load_weights(self, network: nn.Module, weights: Any) -> None:
         """Load saved weights into the sharded network: a directory commit's ``model`` node from

@@ -88,7 +88,7 @@ class AsyncDirectoryBackend(DirectoryBackend):
             self.writer.wait()
         except Exception as error:  # agreed on below, then raised on every rank
             failure = error
-        if not self.world.agree([int(failure is not None)])[0]:
+        if not self.world.agree_on(failed=int(failure is not None))["failed"]:
             if self.world.is_main:
                 self._report_durable()
             return

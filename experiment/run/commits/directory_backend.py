@@ -173,7 +173,7 @@ class DirectoryBackend:
             local.refuse_non_finite(self._newest_name)
         except NonFiniteStateError as error:
             message = str(error)
-        if not self.world.agree([int(message is not None)])[0]:
+        if not self.world.agree_on(non_finite=int(message is not None))["non_finite"]:
             return
         messages = self.world.gather(message)
         chosen = self.world.broadcast(next((m for m in messages or [] if m), None))
