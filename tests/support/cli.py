@@ -17,12 +17,14 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 #: A training module that is both a script (``python tinytrain.py DIR [--epochs N]``) and an entry
 #: point (``exp run tinytrain:main DIR -- --epochs N``). With BLOCK_AT_STEP=k in its environment, it
-#: prints READY once step k's batch is done (so the checkpoint of an earlier step is committed) and
-#: waits on stdin until it is killed; the resumed process, started without that variable, does not.
+#: prints READY once step k's batch is done and the checkpoint of an earlier step is durable (the
+#: writer thread renames it into place while training goes on), then waits on stdin until it is
+#: killed; the resumed process, started without that variable, does not.
 TRAINING_MODULE = """
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -34,12 +36,17 @@ from experiment import Callback, Experiment
 class BlockAt(Callback):
     needs_batch_values = False
 
-    def __init__(self, step):
+    def __init__(self, step, directory):
         super().__init__()
         self.step = step
+        self.checkpoints = Path(directory) / "checkpoints"
 
     def on_train_batch_end(self, batch_number, logs):
         if self.trainer.global_step == self.step:
+            deadline = time.monotonic() + 60
+            while any(p.name.endswith(".tmp") for p in self.checkpoints.iterdir()):
+                assert time.monotonic() < deadline, "the step's commit never became durable"
+                time.sleep(0.005)
             print("READY", flush=True)
             sys.stdin.readline()
 
@@ -59,7 +66,7 @@ def main(directory, *args):
                             batch_metrics=["accuracy"], tensorboard=False,
                             config={"lr": options.lr, "hidden": 16, "model": {"dropout": 0.2}})
     block = os.environ.get("BLOCK_AT_STEP")
-    callbacks = [BlockAt(int(block))] if block else []
+    callbacks = [BlockAt(int(block), directory)] if block else []
     experiment.train((x[:64], y[:64]), (x[64:], y[64:]), epochs=options.epochs, batch_size=16,
                      checkpoint_every=3, callbacks=callbacks)
 
