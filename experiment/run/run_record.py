@@ -1,6 +1,7 @@
 """experiment.json as one training call sees it: the run's identity, what it was created with, and
 the changes this call brings, checked before anything is loaded and recorded after; and the refusal
-to start afresh over a run whose history it records but whose checkpoints are gone."""
+to start afresh over a run whose history it records but whose checkpoints are gone, or that was
+cleaned to its best weights."""
 
 from __future__ import annotations
 
@@ -138,3 +139,21 @@ class RunRecord:
             current["changes"] = [*current.get("changes", []), *self.changes]
             self.changes = []
         return meta.with_status(current, status, message)
+
+
+def check_resumable(directory: RunDirectory) -> None:
+    """Refuse a run cleaned to its best weights; remove what interrupted writes left.
+
+    Run before a training call, once the directory's lock is held.
+
+    Raises:
+        RunDirectoryError: experiment.json says the run is no longer resumable (``exp clean --keep best``).
+    """
+    if directory.is_run() and directory.read_metadata().get("resumable") is False:
+        raise RunDirectoryError(
+            f"{directory.path} was cleaned to its best weights (exp clean --keep best): its "
+            "training state is gone, so it can be tested but not resumed or extended. Train in a "
+            "new directory."
+        )
+    for leftover in directory.temporary_files():  # of writes a crash cut short
+        leftover.unlink(missing_ok=True)
