@@ -3,7 +3,9 @@
 The file name is a format string filled with the epoch number and the epoch's logs, so one run can
 keep several files (``weights.{epoch:02d}-{val_loss:.2f}.ckpt``) or overwrite one. Writes go through
 the library's one atomic writer, so a killed process leaves either the previous file or the new one,
-never half of it.
+never half of it. How the files are named, written and read back, and the two methods a subclass
+implements (``save_file``, ``restore``), are :class:`~experiment.callbacks.epoch_files.WritesEpochFiles`'s;
+this module decides when to write and which file is the best.
 
 What the callback remembers (the best value and epoch, the file of the last best, a file waiting to
 be removed) is part of the run's checkpoint. After ``keep_only_last_best`` saves a new best, the
@@ -24,11 +26,11 @@ import logging
 import os
 import warnings
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from experiment.arguments import check_int, reject
+from experiment.arguments import check_int
 from experiment.callbacks.base import Callback
-from experiment.callbacks.filename_templates import fill_template, names_epoch
+from experiment.callbacks.epoch_files import WritesEpochFiles
 from experiment.callbacks.saved_state import checked_load, missing_state_keys
 from experiment.errors import ConfigurationError
 from experiment.state.best import (
@@ -37,12 +39,11 @@ from experiment.state.best import (
     known_mode,
     monitored_value,
 )
-from experiment.store.files import atomic_writer
 
 logger = logging.getLogger(__name__)
 
 
-class PeriodicSaveCallback(HoldsMonitoredBest, Callback):
+class PeriodicSaveCallback(HoldsMonitoredBest, WritesEpochFiles, Callback):
     """Base class of the callbacks that write a file after some epochs; subclasses say what to write.
 
     Args:
@@ -108,14 +109,13 @@ class PeriodicSaveCallback(HoldsMonitoredBest, Callback):
                 "keep_only_last_best=True applies only to best saves; received save_best_only=False. "
                 "Pass save_best_only=True as well, or drop keep_only_last_best."
             )
-        if not isinstance(open_mode, str) or not any(letter in open_mode for letter in "wax"):
-            raise reject("open_mode", open_mode, "a write mode of open() such as 'wb' or 'w'")
-        if read_mode is None:
-            read_mode = "rb" if "b" in open_mode else "r"
-        if not isinstance(read_mode, str) or "r" not in read_mode or any(c in read_mode for c in "wax+"):
-            raise reject("read_mode", read_mode, "a read mode of open() such as 'rb' or 'r'")
-        self.filename = os.fspath(filename)
-        self.temporary_filename = None if temporary_filename is None else os.fspath(temporary_filename)
+        self._keep_file_options(
+            filename,
+            temporary_filename=temporary_filename,
+            atomic_write=atomic_write,
+            open_mode=open_mode,
+            read_mode=read_mode,
+        )
         if restore_best:
             self._check_restorable(save_best_only)
         if mode is None and not (save_best_only or restore_best) and known_mode(monitor) is None:
@@ -125,50 +125,14 @@ class PeriodicSaveCallback(HoldsMonitoredBest, Callback):
         self.keep_only_last_best = keep_only_last_best
         self.period = period
         self.verbose = verbose
-        self.atomic_write = atomic_write
-        self.open_mode = open_mode
         self.restore_best = bool(restore_best)
-        self.read_mode = read_mode
         self.best_filename: str | None = None
         self.pending_removal: str | None = None
-
-    def _check_restorable(self, save_best_only: bool) -> None:
-        name = type(self).__name__
-        if not self._can_restore():
-            raise ConfigurationError(
-                f"restore_best=True: {name} cannot read a saved file back (it implements no "
-                "restore(fd)). Drop restore_best, or implement restore(fd) in your subclass."
-            )
-        if not save_best_only and not names_epoch(self.filename):
-            raise ConfigurationError(
-                f"restore_best=True without save_best_only: received filename={self.filename!r}, "
-                "which every save overwrites, so the best epoch's file would be lost; expected a "
-                "filename holding {epoch} (e.g. 'weights-{epoch:03d}.pt'). Put {epoch} in it, or "
-                "pass save_best_only=True."
-            )
 
     @property
     def restores_weights_at_end(self) -> bool:  # type: ignore[override]
         """Whether ``on_train_end`` reads the best file back (``restore_best``)."""
         return self.restore_best
-
-    # ------------------------------------------------------------------------------ to override
-    def save_file(self, fd: IO[Any], epoch_number: int, logs: dict[str, Any]) -> None:
-        """Write this epoch's content to the open file ``fd``."""
-        raise NotImplementedError(f"{type(self).__name__} must implement save_file(fd, epoch_number, logs).")
-
-    def restore(self, fd: IO[Any]) -> None:
-        """Read back a file this callback wrote, open in ``read_mode`` (at the end of training with
-        ``restore_best``: the best one). Subclasses that can restore implement it."""
-        raise NotImplementedError(f"{type(self).__name__} does not implement restore(fd).")
-
-    def _can_restore(self) -> bool:
-        return type(self).restore is not PeriodicSaveCallback.restore
-
-    def restore_file(self, path: Path) -> None:
-        """Restore from the file at ``path``: open it in ``read_mode`` and call :meth:`restore`."""
-        with open(path, self.read_mode) as fd:
-            self.restore(fd)
 
     # ------------------------------------------------------------------------------------ hooks
     def on_train_begin(self, logs: dict[str, Any]) -> None:
@@ -226,30 +190,6 @@ class PeriodicSaveCallback(HoldsMonitoredBest, Callback):
             self.pending_removal = previous
 
     # ---------------------------------------------------------------------------------- helpers
-    def format_filename(self, template: str, epoch_number: int, logs: dict[str, Any]) -> str:
-        """``template`` filled with ``epoch`` and the logs' keys.
-
-        Raises:
-            ConfigurationError: the template names a key that is not logged, or is not a valid
-                format string.
-        """
-        return fill_template(template, epoch_number, logs)
-
-    def _write(self, path_text: str, epoch_number: int, logs: dict[str, Any]) -> None:
-        if not self.is_main_process:  # every rank keeps the state; rank 0 alone writes
-            return
-        path = Path(path_text)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if not self.atomic_write:
-            with open(path, self.open_mode) as fd:
-                self.save_file(fd, epoch_number, logs)
-            return
-        temporary = None
-        if self.temporary_filename is not None:
-            temporary = Path(self.format_filename(self.temporary_filename, epoch_number, logs))
-        with atomic_writer(path, mode=self.open_mode, temporary_path=temporary) as fd:
-            self.save_file(fd, epoch_number, logs)
-
     def _remove_pending(self) -> None:
         if self.pending_removal is not None and self.is_main_process:
             Path(self.pending_removal).unlink(missing_ok=True)

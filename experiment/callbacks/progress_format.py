@@ -1,5 +1,5 @@
-"""What the progress display writes with: colours, number and time formats, the start-up line, a
-safe stdout.
+"""What the progress display writes with: colours, number and time formats, the start-up line, the
+epoch heads and summary lines, a safe stdout.
 
 Helpers of :mod:`experiment.callbacks.progression`, kept apart so that the callback module holds the
 callback alone.
@@ -121,6 +121,22 @@ def start_line(params: Mapping[str, Any], trainer: Any, wall_time: Callable[[], 
         if is_number(committed):
             where += f" (committed {format_age(wall_time() - float(committed))})"
     return f"Resuming {name} {where}"
+
+
+def epoch_head(epoch: int, epochs: Any, color: Callable[[str], str]) -> str:
+    """The start of an epoch's lines, ``"Epoch:  2/20 "``: the epoch aligned to the width of
+    ``epochs``, coloured by ``color(field)`` ("" for none)."""
+    return f"{color('text')}Epoch: {color('ratio')}{epoch:>{len(str(epochs))}}/{epochs} "
+
+
+def summary_line(head: str, logs: Mapping[str, Any], color: Callable[[str], str]) -> str:
+    """The line that ends an epoch or a test: ``head``, the duration (``logs["time"]``), then the
+    other logged values, coloured by ``color(field)`` (and reset at the end when coloured)."""
+    seconds = logs.get("time")
+    duration = f"{color('time')}{float(seconds):.2f}s " if is_number(seconds) else ""
+    shown = {k: v for k, v in logs.items() if k not in ("epoch", "time")}
+    reset = RESET if color("text") else ""
+    return f"{head}{duration}{' '.join(format_values(shown, color('text'), color('metric_value')))}{reset}\n"
 
 
 def _count(number: Any, unit: str) -> str:

@@ -9,7 +9,9 @@ besides the summary lines.
 
 Per step, the display costs a counter check and a clock read (on a terminal, also a look at the
 signal handler, to end its line before an interrupt is reported). Running values are copied from
-the device only when a line is drawn (``needs_batch_values = False``).
+the device only when a line is drawn (``needs_batch_values = False``). The phase on show, from its
+first step line to its last, is a :class:`~experiment.callbacks.progress_phase.ShownPhase`; this
+module decides which phase to show when, and writes the start and summary lines.
 
 A closed output (``python train.py | head -3``, a closed terminal) never fails the run: the first
 write that meets it ends the display for good, and the process's stdout is pointed at the null
@@ -24,26 +26,10 @@ from typing import Any, TextIO
 
 from experiment.arguments import check_number
 from experiment.callbacks.base import Callback
-from experiment.callbacks.progress_format import (
-    RESET,
-    every_n,
-    format_values,
-    is_number,
-    palette,
-    start_line,
-)
-from experiment.callbacks.progress_line import (
-    Pace,
-    Phase,
-    bar_drawer,
-    running_values,
-    step_fields,
-)
-from experiment.callbacks.progress_terminal import (
-    TerminalLine,
-    is_terminal,
-    write_through,
-)
+from experiment.callbacks.progress_format import epoch_head, every_n, palette, start_line, summary_line
+from experiment.callbacks.progress_line import Pace, Phase
+from experiment.callbacks.progress_phase import ShownPhase
+from experiment.callbacks.progress_terminal import is_terminal, write_through
 
 
 class ProgressionCallback(Callback):
@@ -114,8 +100,7 @@ class ProgressionCallback(Callback):
         self._live = False
         self._closed_output = False  # the reader went away: write nothing more
         self._announced = False  # the start line was written before the checkpoint was loaded
-        self._phase: Phase | None = None
-        self._line: TerminalLine | None = None  # the phase's line, on a terminal
+        self._shown: ShownPhase | None = None  # the phase on show
 
     # ------------------------------------------------------------------------------- training
     def announce_start(self, params: dict[str, Any], position: Any) -> None:
@@ -148,16 +133,8 @@ class ProgressionCallback(Callback):
         self._open("train", self.params.get("steps_per_epoch"), 0, epoch_number)
 
     def on_train_batch_end(self, batch_number: int, logs: dict[str, Any]) -> None:
-        phase = self._phase
-        if phase is None:
-            return
-        if batch_number % phase.every == 0:
-            now = self._now()
-            if now >= phase.due:
-                phase.pace.update(batch_number, now)
-                self._show(phase, now)
-        if self._line is not None and self._line.stop_requested():
-            self._end_for_interrupt(phase, batch_number)
+        if self._shown is not None and self._shown.step(batch_number, self._now):
+            self._shown = None  # a signal asked the loop to stop: the line was left as it stands
 
     def on_valid_begin(self, logs: dict[str, Any]) -> None:
         self._close()
@@ -173,10 +150,10 @@ class ProgressionCallback(Callback):
     def on_epoch_end(self, epoch_number: int, logs: dict[str, Any]) -> None:
         self._close()
         steps = self.trainer.steps_in_epoch if self.has_trainer else None
-        head = self._epoch_text(epoch_number) + (
+        head = epoch_head(epoch_number, self.params.get("epochs", "?"), self._c) + (
             f"{self._c('text')}Steps: {self._c('ratio')}{steps} " if steps else ""
         )
-        self._write_summary(head, logs)
+        self._write(summary_line(head, logs, self._c))
 
     def on_train_end(self, logs: dict[str, Any]) -> None:
         self._close()
@@ -190,7 +167,7 @@ class ProgressionCallback(Callback):
         self._close()
         steps = self.params.get("steps")
         head = f"{self._c('text')}Test " + (f"steps: {self._c('ratio')}{steps} " if steps else "")
-        self._write_summary(head, logs)
+        self._write(summary_line(head, logs, self._c))
 
     # ------------------------------------------------------------------------------- drawing
     def _now(self) -> float:
@@ -207,10 +184,6 @@ class ProgressionCallback(Callback):
     def _c(self, field: str) -> str:
         return self.colors[f"{field}_color"] if self._live else ""
 
-    def _epoch_text(self, epoch: int) -> str:
-        epochs = self.params.get("epochs", "?")
-        return f"{self._c('text')}Epoch: {self._c('ratio')}{epoch:>{len(str(epochs))}}/{epochs} "
-
     def _open(self, name: str, total: int | None, initial: int, epoch: int | None) -> None:
         """Begin showing a phase; ``epoch`` None for a test."""
         self._close()
@@ -218,54 +191,33 @@ class ProgressionCallback(Callback):
         if every is None or self._closed_output:
             return
         now = self._now()
-        head = f"{self._c('text')}Test " if epoch is None else self._epoch_text(epoch)
+        head = (
+            f"{self._c('text')}Test "
+            if epoch is None
+            else epoch_head(epoch, self.params.get("epochs", "?"), self._c)
+        )
         head += f"{self._c('text')}Valid " if name == "val" else ""
         epochs = self.params.get("epochs")
         left = epochs - epoch if name == "train" and isinstance(epochs, int) and epoch else 0
         interval = self.refresh_interval if self._live else self.log_every_seconds
         phase = Phase(name, head, total, every, Pace(self.smoothing, now, initial), now + interval, left)
-        self._phase = phase
-        if self._live:
-            self._line = TerminalLine(self._write)
-            self._line.hook_warnings()
-            self._show(phase, now)
+        self._shown = ShownPhase(
+            phase,
+            self._write,
+            live=self._live,
+            interval=interval,
+            color=self._c,
+            progress_bar=self.progress_bar,
+            encoding=getattr(self._out, "encoding", None),
+            trainer=self.trainer if self.has_trainer else None,
+        )
+        self._shown.start(now)
 
-    def _show(self, phase: Phase, now: float) -> None:
-        """Draw the phase's line (on a terminal) or print it (elsewhere)."""
-        phase.due = now + (self.refresh_interval if self._live else self.log_every_seconds)
-        values = running_values(self.trainer, phase.name) if self.has_trainer else {}
-        colors = {field: self._c(field) for field in ("text", "ratio", "time")}
-        fields = step_fields(phase, self._format_values(values), colors)
-        if self._line is None:
-            self._write(" ".join(field.text for field in fields if not field.is_bar) + "\n")
-            return
-        encoding = getattr(self._out, "encoding", None)
-        bar = bar_drawer(phase, self._c("progress_bar"), encoding) if self.progress_bar else None
-        self._line.draw_fields(fields, bar, RESET if self.colors["text_color"] else "")
-
-    def _end_for_interrupt(self, phase: Phase, steps: int) -> None:
-        """A signal asked the loop to stop: leave the line as it stands, on a line of its own."""
-        if phase.pace.steps != steps:
-            phase.pace.update(steps, self._now())
-            self._show(phase, phase.pace.time)
-        self._close(keep_line=True)
-
-    def _close(self, *, keep_line: bool = False) -> None:
-        """Forget the phase shown; erase its terminal line, or leave it and move to the next line."""
-        line, self._line, self._phase = self._line, None, None
-        if line is not None:
-            line.release()
-            line.end_line() if keep_line else line.clear()
-
-    def _write_summary(self, head: str, logs: dict[str, Any]) -> None:
-        seconds = logs.get("time")
-        duration = f"{self._c('time')}{float(seconds):.2f}s " if is_number(seconds) else ""
-        shown = {k: v for k, v in logs.items() if k not in ("epoch", "time")}
-        reset = RESET if self._live and self.colors["text_color"] else ""
-        self._write(f"{head}{duration}{' '.join(self._format_values(shown))}{reset}\n")
-
-    def _format_values(self, values: dict[str, Any]) -> list[str]:
-        return format_values(values, self._c("text"), self._c("metric_value"))
+    def _close(self) -> None:
+        """Forget the phase shown and erase its terminal line."""
+        shown, self._shown = self._shown, None
+        if shown is not None:
+            shown.close()
 
     def _write(self, text: str) -> None:
         """Write unless the output is gone; the first write that finds it gone ends the display."""

@@ -2,27 +2,24 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
-import shutil
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
 from experiment.arguments import check_int
-from experiment.errors import (
-    ConfigurationError,
-    RunDirectoryError,
-)
+from experiment.errors import ConfigurationError
 from experiment.run.inference import Inference
 from experiment.run.objects import compiled
 from experiment.run.ownership import leaving_together, owned
 from experiment.run.plan_making import check_callbacks, check_train_arguments, make_plan, with_progress
+from experiment.run.run_record import check_resumable
 from experiment.run.session import TrainingSession
 from experiment.run.settings import RunSettings
-from experiment.run.testing import evaluate_saved_weights
-from experiment.state.best import check_mode, resolve_mode
+from experiment.state.best import checked_mode
 from experiment.store.directory import RunDirectory
 from experiment.store.logs import load_logs
 from experiment.store.metadata import plain_config
@@ -129,13 +126,7 @@ class Experiment(Inference):
         self.monitor_metric = monitor_metric
         # Checked now, so that a monitor of unknown direction is refused before anything is written;
         # without a monitor_metric, the mode of the default monitor is known only when train() runs.
-        self.monitor_mode = (
-            resolve_mode(monitor_mode, monitor_metric, role="monitor_mode")
-            if monitor_metric is not None
-            else None
-            if monitor_mode is None
-            else check_mode(monitor_mode, role="monitor_mode")
-        )
+        self.monitor_mode = checked_mode(monitor_mode, monitor_metric, role="monitor_mode")
         self.config = plain_config(config or {})
         self.tensorboard = tensorboard
         self._trained = False  # whether the network and optimizer were trained in this process
@@ -218,18 +209,16 @@ class Experiment(Inference):
             monitor=self.monitor_metric,
             seed=seed,
         )
-        settings = RunSettings(
-            epochs=epochs,
+        settings = RunSettings.of_plan(
+            plan,
             seed=seed,
-            monitor_metric=plan.monitor,
-            monitor_mode=resolve_mode(self.monitor_mode, plan.monitor, role="monitor_mode"),
+            monitor_mode=self.monitor_mode,
             checkpoint_every=checkpoint_every,
-            async_checkpoint=bool(async_checkpoint),
-            steps_per_epoch=plan.train.steps_per_epoch,
+            async_checkpoint=async_checkpoint,
         )
         with leaving_together(self.loop.world):
-            owner = owned(self.directory, self.loop.world, prepare=True, then=self._check_resumable)
-            with owner, plan.train.installed():
+            resumable = functools.partial(check_resumable, self.directory)
+            with owned(self.directory, self.loop.world, prepare=True, then=resumable), plan.train.installed():
                 session = TrainingSession(
                     self.directory,
                     self.loop,
@@ -241,50 +230,6 @@ class Experiment(Inference):
                 )
                 self._trained = True
                 return session.run()
-
-    def _check_resumable(self) -> None:
-        """Refuse a run cleaned to its best weights; remove what interrupted writes left."""
-        if self.directory.is_run() and self.directory.read_metadata().get("resumable") is False:
-            raise RunDirectoryError(
-                f"{self.directory.path} was cleaned to its best weights (exp clean --keep best): its "
-                "training state is gone, so it can be tested but not resumed or extended. Train in a "
-                "new directory."
-            )
-        for leftover in self.directory.temporary_files():  # of writes a crash cut short
-            leftover.unlink(missing_ok=True)
-        for folder in self.directory.temporary_directories():  # directory commits cut short
-            shutil.rmtree(folder)
-
-    # -------------------------------------------------------------------------------- testing
-    def test(
-        self,
-        test_data: Any,
-        *,
-        checkpoint: str | int = "best",
-        batch_size: int = 32,
-        callbacks: Sequence[Any] = (),
-        progress: bool | dict[str, Any] = True,
-    ) -> dict[str, Any]:
-        """Evaluate saved weights on ``test_data`` and append a row to test_log.tsv.
-
-        Args:
-            test_data: a DataLoader, a Dataset or ``(x, y)``.
-            checkpoint: "best", "last", or an epoch number (the best or the last epoch).
-            batch_size: for Datasets and tuples.
-            callbacks: receive the ``on_test_*`` hooks.
-            progress: as in :meth:`train`.
-
-        Returns:
-            ``test_loss`` and the ``test_`` metrics. The network keeps the loaded weights.
-        """
-        return evaluate_saved_weights(
-            self.directory,
-            self.loop,
-            test_data,
-            checkpoint=checkpoint,
-            batch_size=batch_size,
-            callbacks=with_progress(callbacks, progress),
-        )
 
     # ---------------------------------------------------------------------------------- logs
     @property

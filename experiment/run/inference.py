@@ -1,5 +1,7 @@
-"""Evaluating and predicting outside training: the network as it is in memory, or saved weights
-loaded first. Nothing is written and, but to read saved weights, the directory is not locked."""
+"""Testing, evaluating and predicting outside training: the network as it is in memory, or saved
+weights loaded first. Testing locks the directory and appends to test_log.tsv
+(:mod:`experiment.run.testing`); evaluating and predicting write nothing and, but to read saved
+weights, do not lock it."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from experiment.errors import ConfigurationError
 from experiment.run.objects import load_optimizer_file
 from experiment.run.ownership import callbacks_of_rank
 from experiment.run.plan_making import evaluation_loader, with_progress
-from experiment.run.testing import load_saved_weights
+from experiment.run.testing import evaluate_saved_weights, load_saved_weights
 from experiment.store.directory import RunDirectory
 from experiment.training.batches import parameter_dtype
 from experiment.training.data import BatchSource
@@ -26,11 +28,41 @@ from experiment.training.prediction import concatenate, predict, prediction_inpu
 
 class Inference:
     """The :class:`~experiment.Experiment` methods that use the network outside training:
-    ``evaluate``, ``predict`` and ``load_optimizer_state``."""
+    ``test``, ``evaluate``, ``predict`` and ``load_optimizer_state``."""
 
     directory: RunDirectory
     loop: TrainingLoop
     optimizer: torch.optim.Optimizer
+
+    def test(
+        self,
+        test_data: Any,
+        *,
+        checkpoint: str | int = "best",
+        batch_size: int = 32,
+        callbacks: Sequence[Any] = (),
+        progress: bool | dict[str, Any] = True,
+    ) -> dict[str, Any]:
+        """Evaluate saved weights on ``test_data`` and append a row to test_log.tsv.
+
+        Args:
+            test_data: a DataLoader, a Dataset or ``(x, y)``.
+            checkpoint: "best", "last", or an epoch number (the best or the last epoch).
+            batch_size: for Datasets and tuples.
+            callbacks: receive the ``on_test_*`` hooks.
+            progress: as in :meth:`train`.
+
+        Returns:
+            ``test_loss`` and the ``test_`` metrics. The network keeps the loaded weights.
+        """
+        return evaluate_saved_weights(
+            self.directory,
+            self.loop,
+            test_data,
+            checkpoint=checkpoint,
+            batch_size=batch_size,
+            callbacks=with_progress(callbacks, progress),
+        )
 
     def evaluate(
         self,

@@ -1,16 +1,21 @@
 """experiment.json as one training call sees it: the run's identity, what it was created with, and
-the changes this call brings, checked before anything is loaded and recorded after."""
+the changes this call brings, checked before anything is loaded and recorded after; and the refusal
+to start afresh over a run whose history it records but whose checkpoints are gone, or that was
+cleaned to its best weights."""
 
 from __future__ import annotations
 
+import shutil
 import uuid
 import warnings
 from typing import Any
 
+from experiment.errors import RunDirectoryError
 from experiment.run.creation import creation_changes, creation_problems
 from experiment.run.settings import RunSettings
 from experiment.state.progress import Progress
 from experiment.store import metadata as meta
+from experiment.store import tsv
 from experiment.store.directory import RunDirectory
 
 
@@ -75,6 +80,27 @@ class RunRecord:
         now = str(self.creation.get("optimizer_class", "")).rsplit(".", 1)[-1]
         return saved.get("classes", {}).get("optimizer") not in (None, now)
 
+    def refuse_lost_history(self) -> None:
+        """Refuse to start afresh over a run whose checkpoints are gone.
+
+        experiment.json says ``committed`` once the first checkpoint is durable. (Directories made
+        before it was recorded count as committed when log.tsv holds two epochs: derived files lead
+        the committed state by one epoch at most.)
+
+        Raises:
+            RunDirectoryError: the run has committed, but no checkpoint is left to resume from.
+        """
+        logged = tsv.read_rows(self.directory.log_path) if self.directory.log_path.is_file() else []
+        bests = self.directory.best_paths()
+        committed = self.metadata.get("committed", len(logged) >= 2)
+        if committed:
+            raise RunDirectoryError(
+                f"{self.directory.path} holds the history of a run ({len(logged)} epoch(s) in log.tsv, "
+                f"{len(bests)} best-weights file(s)) but no state checkpoint to resume from: they were "
+                "deleted or moved. Nothing was changed. Put the checkpoints back, or train in a new "
+                "directory (or remove this one's files) to start afresh."
+            )
+
     def resumed(self, saved_run_id: str | None, position: str, *, over: bool) -> None:
         """Adopt the checkpoint's identity if experiment.json lost it; warn about applied changes
         (none when the run is ``over``: it trains no more)."""
@@ -114,3 +140,23 @@ class RunRecord:
             current["changes"] = [*current.get("changes", []), *self.changes]
             self.changes = []
         return meta.with_status(current, status, message)
+
+
+def check_resumable(directory: RunDirectory) -> None:
+    """Refuse a run cleaned to its best weights; remove what interrupted writes left.
+
+    Run before a training call, once the directory's lock is held.
+
+    Raises:
+        RunDirectoryError: experiment.json says the run is no longer resumable (``exp clean --keep best``).
+    """
+    if directory.is_run() and directory.read_metadata().get("resumable") is False:
+        raise RunDirectoryError(
+            f"{directory.path} was cleaned to its best weights (exp clean --keep best): its "
+            "training state is gone, so it can be tested but not resumed or extended. Train in a "
+            "new directory."
+        )
+    for leftover in directory.temporary_files():  # of writes a crash cut short
+        leftover.unlink(missing_ok=True)
+    for folder in directory.temporary_directories():  # directory commits cut short
+        shutil.rmtree(folder)

@@ -1,5 +1,6 @@
 """One training call inside a locked run directory: resume or start, record the status, fit, and
-turn signals and failures into a status and an exit code.
+turn signals and failures into a status and an exit code. A call with nothing to train (the run is
+at its end) is answered by :mod:`experiment.run.nothing_to_train`.
 
 In a distributed run every rank runs the session; rank 0 alone writes experiment.json, log.tsv and
 TensorBoard (the other ranks take part in the commits, see :mod:`experiment.run.commits`)."""
@@ -10,12 +11,12 @@ import contextlib
 import logging
 import signal
 import types
-import warnings
 from typing import Any
 
-from experiment.errors import RunDirectoryError, StorageError
+from experiment.errors import StorageError
 from experiment.run.commits import Committer, commit_backend
 from experiment.run.creation import creation_record
+from experiment.run.nothing_to_train import asks_for_less, end_without_training
 from experiment.run.recording import EpochRecorder
 from experiment.run.run_record import RunRecord
 from experiment.run.run_state import run_state_tree
@@ -23,7 +24,6 @@ from experiment.run.settings import RunSettings
 from experiment.state.best_tracker import BestTracker
 from experiment.state.progress import Progress
 from experiment.state.rng import RandomState, find_epoch_samplers, find_generators, seed_everything
-from experiment.store import tsv
 from experiment.store.checkpoints import peek_progress
 from experiment.store.directory import RunDirectory
 from experiment.training.distributed import lost_peer_reason
@@ -115,39 +115,15 @@ class TrainingSession:
             if self.writes:
                 self.record.resumed(self.committer.restored_run_id, position, over=over)
         else:
-            self.world.on_main(self._refuse_lost_history)
+            self.world.on_main(self.record.refuse_lost_history)
             self.loop.reset()
             seed_everything(self.settings.seed + self.world.rank)  # each rank draws its own dropout masks
         if self.loop.progress.is_over(self.plan.epochs):
-            if self._asks_for_less():
-                return self.loop.history
-            return self._already_over()
+            # asks_for_less warns with a stacklevel that counts run() and Experiment.train().
+            if not asks_for_less(self.record, self.loop.epochs_completed, warn=self.writes):
+                self.write_status(end_without_training(self.record, self.loop, self.plan))
+            return self.loop.history
         return self._fit(resumed=restored)
-
-    def _asks_for_less(self) -> bool:
-        """Whether this call's ``epochs`` is below what the run has done or targets; if so, warn.
-
-        Such a call trains nothing and changes nothing: the recorded target and status stay (a
-        Keras habit reads ``epochs`` as the number to add; here it is the run's total).
-        """
-        target, done = self.plan.epochs, self.loop.epochs_completed
-        recorded = self.record.metadata.get("settings", {}).get("epochs")
-        if done <= target and not (isinstance(recorded, int) and recorded > target):
-            return False
-        if self.writes:
-            goal = max(done, recorded) if isinstance(recorded, int) else done
-            warnings.warn(
-                f"{self.directory.path} has {done} epoch(s) (target {goal}); epochs={target} is the "
-                f"run's total, not a number to add: nothing to train, and the recorded target stays "
-                f"{goal}. "
-                + (
-                    f"Pass epochs={goal} to train on to it."
-                    if goal > done
-                    else f"Pass epochs={done + target} to train {target} more epoch(s)."
-                ),
-                stacklevel=4,
-            )
-        return True
 
     def _announce_resume(self) -> None:
         """Let the progress display say where the run resumes before its checkpoint, maybe large,
@@ -171,55 +147,6 @@ class TrainingSession:
         position = types.SimpleNamespace(**{key: progress[key] for key in Progress.POSITION})
         for method in announce:
             method(params, position)
-
-    def _refuse_lost_history(self) -> None:
-        """Refuse to start afresh over a run whose checkpoints are gone.
-
-        experiment.json says ``committed`` once the first checkpoint is durable. (Directories made
-        before it was recorded count as committed when log.tsv holds two epochs: derived files lead
-        the committed state by one epoch at most.)
-        """
-        logged = tsv.read_rows(self.directory.log_path) if self.directory.log_path.is_file() else []
-        bests = self.directory.best_paths()
-        committed = self.record.metadata.get("committed", len(logged) >= 2)
-        if committed:
-            raise RunDirectoryError(
-                f"{self.directory.path} holds the history of a run ({len(logged)} epoch(s) in log.tsv, "
-                f"{len(bests)} best-weights file(s)) but no state checkpoint to resume from: they were "
-                "deleted or moved. Nothing was changed. Put the checkpoints back, or train in a new "
-                "directory (or remove this one's files) to start afresh."
-            )
-
-    def _already_over(self) -> list[dict[str, Any]]:
-        """A run whose checkpoint is at its end: leave the network as an uninterrupted run leaves it.
-
-        If the process that reached the end was killed before its end hooks ran (the status is not
-        yet finished or stopped), every callback's ``on_train_end`` runs now; otherwise only the
-        callbacks that put weights back at the end (``restores_weights_at_end``) do it again.
-        """
-        callbacks = self.plan.callbacks
-        callbacks.setup(
-            {"epochs": self.plan.epochs, "steps_per_epoch": self.plan.train.steps_per_epoch}, self.loop
-        )
-        done, target = self.loop.epochs_completed, self.plan.epochs
-        line = (
-            f"{self.directory.path} was stopped early, by a callback, after {done} of {target} "
-            "epoch(s); nothing to train."
-            if self.loop.stop_training
-            else f"{self.directory.path} has its {done} epoch(s); nothing to train (pass a larger "
-            "epochs= to train further)."
-        )
-        for callback in callbacks.callbacks:
-            if callable(getattr(callback, "announce_no_training", None)):
-                callback.announce_no_training(line)
-        if self.record.metadata.get("status") in ("finished", "stopped"):
-            for callback in callbacks.callbacks:
-                if getattr(callback, "restores_weights_at_end", False):
-                    callback.on_train_end({})
-        else:
-            callbacks.call("on_train_end", {})
-        self.write_status("stopped" if self.loop.stop_training else "finished")
-        return self.loop.history
 
     def _fit(self, *, resumed: bool) -> list[dict[str, Any]]:
         """Train, then wait for the commit in flight before the status changes and before the

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from experiment.state.best import resolve_mode
+
+if TYPE_CHECKING:
+    from experiment.training.plan import TrainingPlan
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,6 +35,32 @@ class RunSettings:
     checkpoint_every: int | None
     async_checkpoint: bool
     steps_per_epoch: int | None
+
+    @classmethod
+    def of_plan(
+        cls,
+        plan: TrainingPlan,
+        *,
+        seed: int,
+        monitor_mode: str | None,
+        checkpoint_every: int | None,
+        async_checkpoint: bool,
+    ) -> RunSettings:
+        """The settings of a call that trains ``plan``: its epochs, monitor and steps per epoch,
+        the monitor's mode (``monitor_mode``, or inferred from the monitor's name when None).
+
+        Raises:
+            ConfigurationError: ``monitor_mode`` is None and the monitor's direction is unknown.
+        """
+        return cls(
+            epochs=plan.epochs,
+            seed=seed,
+            monitor_metric=plan.monitor,
+            monitor_mode=resolve_mode(monitor_mode, plan.monitor, role="monitor_mode"),
+            checkpoint_every=checkpoint_every,
+            async_checkpoint=bool(async_checkpoint),
+            steps_per_epoch=plan.train.steps_per_epoch,
+        )
 
     def recorded(self) -> dict[str, Any]:
         """The settings as experiment.json's ``settings`` holds them."""

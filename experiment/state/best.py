@@ -95,6 +95,19 @@ def resolve_mode(mode: str | None, monitor: str, *, role: str = "mode") -> str:
     return inferred_mode(monitor, role=role) if mode is None else check_mode(mode, role=role)
 
 
+def checked_mode(mode: Any, monitor: str | None, *, role: str = "mode") -> str | None:
+    """``mode`` checked as soon as it can be: resolved against ``monitor`` when it is known
+    (:func:`resolve_mode`), else checked alone; None while both are None (the mode of a monitor
+    chosen later is resolved then).
+
+    Raises:
+        ConfigurationError: as :func:`resolve_mode`, or :func:`check_mode` without a monitor.
+    """
+    if monitor is not None:
+        return resolve_mode(mode, monitor, role=role)
+    return None if mode is None else check_mode(mode, role=role)
+
+
 def is_improvement(value: float | None, best: float | None, mode: str, min_delta: float = 0.0) -> bool:
     """Whether ``value`` beats ``best`` by more than ``min_delta`` (NaN never improves)."""
     if value is None or math.isnan(value):

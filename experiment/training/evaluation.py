@@ -1,4 +1,7 @@
-"""Running a network over data without gradients: validation at each epoch end, and test."""
+"""Running a network over data without gradients: validation at each epoch end, and test.
+
+The functions run any network; :class:`LoopEvaluation` gives the training loop its ``evaluate``
+method and its validation."""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ import contextlib
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -18,6 +21,13 @@ from experiment.training.custom_step import bind_step, custom_measure
 from experiment.training.data import BatchSource
 from experiment.training.interrupts import InterruptFlag, TrainingInterrupted
 from experiment.training.metrics import EpochAccumulator
+
+if TYPE_CHECKING:
+    from experiment.state.rng import RandomState
+    from experiment.training.distributed import World
+    from experiment.training.plan import CommitPoints
+    from experiment.training.precision import Precision
+    from experiment.training.strategy import Strategy
 
 
 def hook_family(prefix: str) -> str:
@@ -132,3 +142,55 @@ def _run_batches(
         if interrupt is not None and interrupt.signum is not None:
             raise TrainingInterrupted(interrupt.signum)
     return last, count
+
+
+class LoopEvaluation:
+    """The :class:`~experiment.training.loop.TrainingLoop` methods that run its network without
+    gradients: :meth:`evaluate` (test, ``Experiment.evaluate``, and the validation at each epoch
+    end) and that validation itself, whose interrupt commits the random state of the end of the
+    epoch's training."""
+
+    network: nn.Module
+    eval_metrics: EpochAccumulator
+    precision: Precision
+    rng: RandomState
+    world: World
+    strategy: Strategy
+
+    def evaluate(
+        self,
+        source: Any,
+        prefix: str,
+        callbacks: CallbackList,
+        interrupt: InterruptFlag | None = None,
+        *,
+        predictions: list[Any] | None = None,
+    ) -> dict[str, Any]:
+        """Run the network over ``source`` without gradients, in the run's precision; return
+        ``{prefix}_loss`` and the metrics (each batch's output appended to ``predictions`` if given)."""
+        return evaluate(
+            self.network,
+            measure_for(self, source.role),
+            self.eval_metrics,
+            source,
+            prefix,
+            callbacks,
+            interrupt,
+            autocast=self.precision.autocast,
+            predictions=predictions,
+            pad_to=self.strategy.forwards_to_run(source),
+        )
+
+    def _validate(
+        self, valid: Any, callbacks: CallbackList, commits: CommitPoints, interrupt: InterruptFlag
+    ) -> dict[str, Any]:
+        self.rng.pin()  # an interrupt during validation commits the random state of the end of training
+        try:
+            # Ranks do not stop inside validation (their shards may differ in length): a signal is
+            # agreed on at the epoch's end, after the validation.
+            return self.evaluate(valid, "val", callbacks, None if self.world.distributed else interrupt)
+        except TrainingInterrupted:
+            commits.commit("interrupt")
+            raise
+        finally:
+            self.rng.unpin()

@@ -43,7 +43,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from experiment.callbacks.callback_list import CallbackList
 from experiment.errors import DataError
 from experiment.state.learning_rates import lr_logs
 from experiment.state.progress import Progress
@@ -53,7 +52,7 @@ from experiment.training.batch_loop import BatchLoop, check_finite
 from experiment.training.custom_step import UserStep
 from experiment.training.distributed import SINGLE, AgreementSchedule
 from experiment.training.epoch_logs import plain_logs, step_schedulers
-from experiment.training.evaluation import evaluate, measure_for
+from experiment.training.evaluation import LoopEvaluation
 from experiment.training.interrupts import InterruptFlag, TrainingInterrupted
 from experiment.training.metrics import EpochAccumulator, MetricFn
 from experiment.training.plan import CommitPoints, NoCommits, TrainingPlan
@@ -64,7 +63,7 @@ from experiment.training.step_choice import StepChoice, StepSetup
 from experiment.training.strategy import Strategy
 
 
-class TrainingLoop(StepSetup, ProgressView):
+class TrainingLoop(StepSetup, ProgressView, LoopEvaluation):
     """A network with its optimizer, loss and metrics, and the position of its training.
 
     The loop is what callbacks see as their trainer: ``network``, ``optimizer``,
@@ -246,42 +245,3 @@ class TrainingLoop(StepSetup, ProgressView):
         )
         self.progress.stop_training = bool(agreed["stop"])
         return agreed["signal"] or None, agreed["epoch_microseconds"] / 1e6
-
-    def _validate(
-        self, valid: Any, callbacks: CallbackList, commits: CommitPoints, interrupt: InterruptFlag
-    ) -> dict[str, Any]:
-        self.rng.pin()  # an interrupt during validation commits the random state of the end of training
-        try:
-            # Ranks do not stop inside validation (their shards may differ in length): a signal is
-            # agreed on at the epoch's end, after the validation.
-            return self.evaluate(valid, "val", callbacks, None if self.world.distributed else interrupt)
-        except TrainingInterrupted:
-            commits.commit("interrupt")
-            raise
-        finally:
-            self.rng.unpin()
-
-    # --------------------------------------------------------------------------------- evaluation
-    def evaluate(
-        self,
-        source: Any,
-        prefix: str,
-        callbacks: CallbackList,
-        interrupt: InterruptFlag | None = None,
-        *,
-        predictions: list[Any] | None = None,
-    ) -> dict[str, Any]:
-        """Run the network over ``source`` without gradients, in the run's precision; return
-        ``{prefix}_loss`` and the metrics (each batch's output appended to ``predictions`` if given)."""
-        return evaluate(
-            self.network,
-            measure_for(self, source.role),
-            self.eval_metrics,
-            source,
-            prefix,
-            callbacks,
-            interrupt,
-            autocast=self.precision.autocast,
-            predictions=predictions,
-            pad_to=self.strategy.forwards_to_run(source),
-        )

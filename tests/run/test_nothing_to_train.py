@@ -52,3 +52,11 @@ def test_finished_run_says_nothing_to_train_in_one_line(tmp_path: Path) -> None:
         == f"{tmp_path} has its 2 epoch(s); nothing to train (pass a larger epochs= to train further).\n"
     )
     assert _settings(tmp_path)["settings"]["epochs"] == 2
+
+
+def test_fewer_epochs_warning_points_at_the_train_call(tmp_path: Path) -> None:
+    train_run(tmp_path, epochs=2)
+    exp = make_experiment(tmp_path)
+    with pytest.warns(UserWarning, match="not a number to add") as caught:
+        exp.train(make_data(), make_data(48, seed=2), epochs=1, progress=False)
+    assert [Path(warning.filename) for warning in caught] == [Path(__file__)]
