@@ -101,6 +101,26 @@ class FullySharded(Strategy):
             )
         return self.world.agree_on(batches=int(batches))["batches"]
 
+    def check_callbacks(self, callbacks: Any) -> None:
+        """Refuse the callbacks that save or load the network's or the optimizer's state themselves
+        (``handles_weights``): here that state is sharded, and they would see rank 0's shards.
+
+        Raises:
+            ConfigurationError: naming the first such callback and what to use instead.
+        """
+        for index, callback in enumerate(callbacks):
+            if getattr(callback, "handles_weights", False):
+                raise ConfigurationError(
+                    f"callbacks[{index}]: received {type(callback).__name__}, which saves or loads the "
+                    "network's or the optimizer's state itself (or runs a function or a callback that "
+                    "may); with strategy='fsdp' that state is "
+                    "sharded over the ranks, so it would save or load one rank's shards. Expected "
+                    "callbacks that leave the weights to the run; nothing was written. Instead: the run "
+                    "keeps the best epoch's weights (checkpoints/best-epochNNNN.pt, a full state dict) "
+                    "and every commit the optimizer's state; test(..., checkpoint='best') or "
+                    "predict(..., checkpoint='best') loads the best weights into the network."
+                )
+
     def load_weights(self, network: nn.Module, weights: Any) -> None:
         """Load saved weights into the sharded network: a directory commit's ``model`` node from
         its shards, or a full state dict (best weights) scattered to each rank's shards."""

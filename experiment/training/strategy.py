@@ -69,6 +69,10 @@ class Strategy:
         as many forwards as each other."""
         return 0
 
+    def check_callbacks(self, callbacks: Any) -> None:
+        """Refuse, before anything is written, the training callbacks this strategy cannot run
+        exactly (a sequence of callbacks); none here."""
+
     def load_weights(self, network: nn.Module, weights: Any) -> None:
         """Load saved network weights (a full state dict, or the sharded ``model`` node of a
         directory commit, which is read whole here: one process reads a run that FSDP2 trained)

@@ -26,7 +26,7 @@ end, and checks (into ``checks``):
   holding parameters).
 
 Then: a network the user sharded (root only) is kept as it is (``user_sharded``); "16-mixed"
-is refused (``refusals``); an optimizer whose step is a collective resumes (``collective_optimizer``). Rank 0 writes WORKDIR/result.json; a rank that meets
+and the callbacks that save or load weights themselves are refused, nothing written (``refusals``); an optimizer whose step is a collective resumes (``collective_optimizer``). Rank 0 writes WORKDIR/result.json; a rank that meets
 an unexpected error writes WORKDIR/errors/rank-N.txt and exits at once.
 """
 
@@ -337,8 +337,29 @@ def collective_optimizer(runs_dir: Path) -> list[str]:
     return [p for rank_problems in gather(problems) for p in rank_problems]
 
 
+def weight_callbacks(runs_dir: Path) -> dict[str, Any]:
+    """The callbacks that save or load weights themselves, by case (each refused with FSDP2)."""
+    from experiment import (
+        BestModelRestore,
+        DelayCallback,
+        ModelCheckpoint,
+        OptimizerCheckpoint,
+        PeriodicSaveLambda,
+    )
+
+    saved = str(runs_dir / "saved-{epoch}.pt")
+    return {
+        "ModelCheckpoint": ModelCheckpoint(saved),
+        "OptimizerCheckpoint": OptimizerCheckpoint(saved),
+        "BestModelRestore": BestModelRestore(),
+        "PeriodicSaveLambda": PeriodicSaveLambda(lambda fd, epoch, logs: None, saved),
+        "DelayCallback": DelayCallback([ModelCheckpoint(saved)], epoch_delay=1),
+    }
+
+
 def refusals(runs_dir: Path) -> dict[str, str]:
-    """The error "16-mixed" gets with FSDP2, by case: 'Class: message'."""
+    """The errors "16-mixed" and the callbacks that handle weights get with FSDP2, by case:
+    'Class: message', and what train() left in the run directory when it is not empty."""
     from experiment import Experiment
 
     found = {}
@@ -346,6 +367,17 @@ def refusals(runs_dir: Path) -> dict[str, str]:
         Experiment(runs_dir / "fp16", make_network(), strategy="fsdp", precision="16-mixed")
     except Exception as error:  # noqa: BLE001 - the error is the result
         found["16-mixed"] = f"{type(error).__name__}: {error}"
+    data = FsdpScenario(stops=()).make_data()
+    for case, callback in weight_callbacks(runs_dir).items():
+        run_dir = runs_dir / f"refused-{case}"
+        experiment = make_experiment(run_dir, network=make_network(), strategy="fsdp")
+        try:
+            experiment.train(data.train, epochs=1, batch_size=8, callbacks=[callback], progress=False)
+        except Exception as error:  # noqa: BLE001 - the error is the result
+            found[case] = f"{type(error).__name__}: {error}"
+        written = sorted(p.name for p in run_dir.rglob("*")) if run_dir.exists() else []
+        if written:
+            found[case] = found.get(case, "") + f" (the run directory holds {written})"
     return found
 
 

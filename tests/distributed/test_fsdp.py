@@ -146,6 +146,22 @@ def test_fsdp_network_sharded_by_the_user_is_trained_as_it_is(launched):
     ("case", "match"),
     [
         ("16-mixed", r"^ConfigurationError: precision='16-mixed' with strategy='fsdp'.*'bf16-mixed'"),
+        *(
+            (
+                name,
+                rf"^ConfigurationError: callbacks\[0\]: received {name}, which saves or loads the "
+                r"network's or the optimizer's state itself \(or runs a function or a callback that may\); "
+                r"with strategy='fsdp' .* nothing was "
+                r"written\. Instead: .*checkpoint='best'\) loads the best weights into the network\.$",
+            )
+            for name in (
+                "ModelCheckpoint",
+                "OptimizerCheckpoint",
+                "BestModelRestore",
+                "PeriodicSaveLambda",
+                "DelayCallback",
+            )
+        ),
     ],
 )
 def test_fsdp_refuses_what_it_cannot_do_exactly_on_every_rank(launched, case, match):
