@@ -145,6 +145,8 @@ def run_scenario(scenario: FsdpScenario, runs_dir: Path, name: str) -> dict[str,
     if isinstance(valid, tuple):  # (x, y) tensors, which the check evaluates in one forward
         found["validation"] += validation_problems(reference, valid)
     reference_model, reference_optimizer = full_states(reference.experiment)
+    if scenario.check_inference and rank == 0:  # for optimizer_loading and a one-process test
+        torch.save(reference_optimizer, runs_dir / f"{name}-optimizer.pt")
     for stop in scenario.stops:
         interrupted = train(resumed_dir, scenario.make_data(), stop_at=stop, **options)
         kind = type(interrupted.error).__name__ if interrupted.error else None
@@ -357,6 +359,42 @@ def weight_callbacks(runs_dir: Path) -> dict[str, Any]:
     }
 
 
+def optimizer_loading(runs_dir: Path) -> list[str]:
+    """load_optimizer_state under FSDP2 into a fresh sharded optimizer, of the "fsdp" run's last
+    commit (its shards) and of a file of ``optimizer.state_dict()`` (full, keyed by index, as
+    OptimizerCheckpoint writes it in one process): the whole state afterwards is the run's, bit for
+    bit; a file that is no optimizer state is refused on every rank."""
+    from experiment import StateMismatchError
+
+    rank = dist.get_rank()
+    expected = torch.load(runs_dir / "fsdp-optimizer.pt", weights_only=True)
+    names = [name for name, _ in make_network().named_parameters()]
+    index = {name: position for position, name in enumerate(names)}
+    by_index = {
+        "state": {index[name]: value for name, value in expected["state"].items()},
+        "param_groups": [{**g, "params": [index[n] for n in g["params"]]} for g in expected["param_groups"]],
+    }
+    file_path, wrong_path = runs_dir / "optimizer-by-index.pt", runs_dir / "not-an-optimizer.pt"
+    if rank == 0:
+        torch.save(by_index, file_path)
+        torch.save({"last_epoch": 3}, wrong_path)
+    gather(None)
+    newest = sorted((runs_dir / "fsdp-uninterrupted" / "checkpoints").glob("state-*"))[-1]
+    problems = []
+    for source in (newest, file_path):
+        experiment = make_experiment(runs_dir / "loads-optimizer", network=make_network(7), strategy="fsdp")
+        experiment.load_optimizer_state(source)
+        _, loaded = full_states(experiment)
+        problems += [f"rank {rank}: {source.name}: optimizer{d}" for d in tree_differences(expected, loaded)]
+    try:
+        experiment.load_optimizer_state(wrong_path)
+        problems.append(f"rank {rank}: {wrong_path.name} was loaded")
+    except StateMismatchError as error:
+        if "not-an-optimizer.pt holds a dict with the keys ['last_epoch']" not in str(error):
+            problems.append(f"rank {rank}: {wrong_path.name}: {error}")
+    return [p for rank_problems in gather(problems) for p in rank_problems]
+
+
 def refusals(runs_dir: Path) -> dict[str, str]:
     """The errors "16-mixed" and the callbacks that handle weights get with FSDP2, by case:
     'Class: message', and what train() left in the run directory when it is not empty."""
@@ -402,6 +440,8 @@ def main() -> None:
         result["user_sharded"] = [p for problems in gather(user_sharded(runs_dir)) for p in problems]
         result["refusals"] = gather(refusals(runs_dir))
         result["collective_optimizer"] = collective_optimizer(runs_dir)
+        if args.only is None or "fsdp" in args.only:
+            result["optimizer_loading"] = optimizer_loading(runs_dir)
     except BaseException:
         (errors_dir / f"rank-{rank}.txt").write_text(traceback.format_exc())
         os._exit(1)

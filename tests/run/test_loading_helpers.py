@@ -118,3 +118,16 @@ def test_load_optimizer_state_refuses_states_that_do_not_fit(tmp_path: Path, sav
         StateMismatchError, match=r"does not fit the optimizer: .*holds 2 parameter\(s\) now but 4"
     ):
         small.load_optimizer_state(optimizer_path)
+
+
+def test_load_optimizer_state_reads_the_optimizer_of_a_commit_of_a_run(tmp_path: Path):
+    trained = make_experiment(tmp_path / "first")
+    trained.train(make_data(), epochs=2, progress=False)
+    commit = sorted((tmp_path / "first" / "checkpoints").glob("state-*.pt"))[-1]
+    exp = make_experiment(tmp_path / "second")
+    exp.load_optimizer_state(commit)
+    expected, state = trained.optimizer.state_dict(), exp.optimizer.state_dict()
+    assert state["param_groups"] == expected["param_groups"]
+    assert state["state"].keys() == expected["state"].keys()
+    for index, values in expected["state"].items():
+        assert torch.equal(state["state"][index]["momentum_buffer"], values["momentum_buffer"])
