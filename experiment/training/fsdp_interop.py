@@ -34,7 +34,9 @@ def refuse_weight_callbacks(callbacks: Any) -> None:
                 "rank's shards. Expected callbacks that leave the weights to the run; nothing was "
                 "written. Instead: the run keeps the best epoch's weights (checkpoints/best-epochNNNN.pt, "
                 "a full state dict) and every commit the optimizer's state; test(..., checkpoint='best') "
-                "or predict(..., checkpoint='best') loads the best weights into the network."
+                "or predict(..., checkpoint='best') loads the best weights into the network, "
+                "`exp export RUN --checkpoint best -o model.pt` writes them (or the last) as one file, "
+                "and load_optimizer_state('RUN/checkpoints/state-NNNNNN') loads a commit's optimizer state."
             )
 
 

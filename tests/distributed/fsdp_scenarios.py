@@ -147,6 +147,7 @@ def run_scenario(scenario: FsdpScenario, runs_dir: Path, name: str) -> dict[str,
     reference_model, reference_optimizer = full_states(reference.experiment)
     if scenario.check_inference and rank == 0:  # for optimizer_loading and a one-process test
         torch.save(reference_optimizer, runs_dir / f"{name}-optimizer.pt")
+        torch.save(reference_model, runs_dir / f"{name}-model.pt")
     for stop in scenario.stops:
         interrupted = train(resumed_dir, scenario.make_data(), stop_at=stop, **options)
         kind = type(interrupted.error).__name__ if interrupted.error else None

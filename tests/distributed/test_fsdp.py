@@ -152,7 +152,9 @@ def test_fsdp_network_sharded_by_the_user_is_trained_as_it_is(launched):
                 rf"^ConfigurationError: callbacks\[0\]: received {name}, which saves or loads the "
                 r"network's or the optimizer's state itself \(or runs a function or a callback that may\); "
                 r"with strategy='fsdp' .* nothing was "
-                r"written\. Instead: .*checkpoint='best'\) loads the best weights into the network\.$",
+                r"written\. Instead: .*checkpoint='best'\) loads the best weights into the network, `exp export "
+                r"RUN --checkpoint best -o model\.pt` writes .*load_optimizer_state\(.*\) loads a commit's "
+                r"optimizer state\.$",
             )
             for name in (
                 "ModelCheckpoint",
@@ -205,3 +207,20 @@ def test_fsdp_one_process_loads_the_optimizer_state_of_a_run_of_two_ranks(launch
     for position, values in loaded["state"].items():
         for key, value in values.items():
             assert torch.equal(value, expected["state"][names[position]][key]), (names[position], key)
+
+
+def test_fsdp_exp_export_writes_the_whole_weights_of_a_run_of_two_ranks(launched, tmp_path: Path):
+    """Read from the last commit's shards in this one process: the 2-rank run's whole network at
+    its end, bit for bit, loadable into the unsharded network."""
+    launched.checks("fsdp", "resume_state")  # fails if the scenario did not complete
+    runs_dir = launched.workdir / "runs"
+    output = tmp_path / "model.pt"
+    result = CliRunner().invoke(cli, ["export", str(runs_dir / "fsdp-uninterrupted"), "-o", str(output)])
+    assert result.exit_code == 0, result.output
+    assert "the weights of epoch 3 (--checkpoint last)" in result.output, result.output
+    exported = torch.load(output, weights_only=True)
+    make_network().load_state_dict(exported)  # strict
+    expected = torch.load(runs_dir / "fsdp-model.pt", weights_only=True)
+    assert list(exported) == list(expected)
+    for key, value in expected.items():
+        assert torch.equal(exported[key], value), key
