@@ -1,5 +1,5 @@
 """The network and the optimizer an Experiment trains: compiling the network, and loading an
-optimizer state that :class:`~experiment.callbacks.OptimizerCheckpoint` saved."""
+optimizer state that :class:`~experiment.callbacks.OptimizerCheckpoint` saved or a run's commit holds."""
 
 from __future__ import annotations
 

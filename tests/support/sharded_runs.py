@@ -22,8 +22,10 @@ from experiment.store.files import save_tensors
 SHARDED_NODES = ("model", "optimizer")
 
 
-def shard_commits(run_dir: Path) -> list[Path]:
-    """Rewrite every commit file of ``run_dir`` as a folder of shards; return the folders."""
+def shard_commits(run_dir: Path, *, names: list[str]) -> list[Path]:
+    """Rewrite every commit file of ``run_dir`` as a folder of shards; return the folders. The
+    optimizer's state is keyed by parameter name there, as FSDP2 saves it: ``names`` are those of
+    its parameters in order (the network's ``named_parameters()`` for an optimizer of them all)."""
     directory = RunDirectory(run_dir)
     folders = []
     for checkpoint in directory.checkpoints():
@@ -31,6 +33,14 @@ def shard_commits(run_dir: Path) -> list[Path]:
         folder = directory.state_dir_path(checkpoint.serial)
         folder.mkdir()
         tensors = {}
+        optimizer = tree["nodes"]["optimizer"]
+        tree["nodes"]["optimizer"] = {
+            "state": {names[index]: value for index, value in optimizer["state"].items()},
+            "param_groups": [
+                {**group, "params": [names[index] for index in group["params"]]}
+                for group in optimizer["param_groups"]
+            ],
+        }
         for name in SHARDED_NODES:
             skeleton, found = shards.split(tree["nodes"][name], name)
             tensors.update(found)
