@@ -8,6 +8,7 @@ import click
 
 from cli.commands.clean import clean
 from cli.commands.diff import diff
+from cli.commands.export import export
 from cli.commands.logs import logs
 from cli.commands.ls import ls
 from cli.commands.plot import plot
@@ -38,7 +39,7 @@ def cli() -> None:
     """
 
 
-for command in (resume, run, status, ls, logs, plot, diff, clean):
+for command in (resume, run, status, ls, logs, plot, diff, clean, export):
     cli.add_command(command)
 
 

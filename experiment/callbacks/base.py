@@ -101,6 +101,12 @@ class Callback:
     #: ends as an uninterrupted run leaves it.
     restores_weights_at_end = False
 
+    #: Whether the callback saves or loads the network's or the optimizer's state itself (their
+    #: ``state_dict()`` / ``load_state_dict()``). Under ``strategy="fsdp"`` that state is sharded
+    #: over the ranks, so such a callback would save or load one rank's shards: that strategy
+    #: refuses it before anything is written.
+    handles_weights = False
+
     #: Whether the callback only writes files or shows output, so that in a run of several
     #: processes (torchrun) it runs on rank 0 alone. Callbacks whose state or actions must advance
     #: the same on every rank keep it False and check :attr:`is_main_process` before writing.

@@ -44,6 +44,7 @@ class BestModelRestore(HoldsMonitoredBest, Callback):
 
     needs_batch_values = False
     restores_weights_at_end = True
+    handles_weights = True
 
     def __init__(self, *, monitor: str = "val_loss", mode: str | None = None, verbose: bool = False) -> None:
         super().__init__()

@@ -45,6 +45,8 @@ class ModelCheckpoint(PeriodicSaveCallback):
         >>> net.load_state_dict(torch.load(best.best_filename, weights_only=True))
     """
 
+    handles_weights = True
+
     def __init__(self, *args: Any, restore_best: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, restore_best=restore_best, **kwargs)
 
@@ -72,6 +74,8 @@ class OptimizerCheckpoint(PeriodicSaveCallback):
         ...           callbacks=[OptimizerCheckpoint("runs/a/optim-{epoch:02d}.pt", period=5)])
     """
 
+    handles_weights = True
+
     def save_file(self, fd: IO[Any], epoch_number: int, logs: dict[str, Any]) -> None:
         torch.save(self.trainer.optimizer.state_dict(), fd)
 
@@ -97,6 +101,8 @@ class PeriodicSaveLambda(PeriodicSaveCallback):
         ...                           "runs/a/best.pt", save_best_only=True, restore_best=True,
         ...                           restore=lambda fd: net.load_state_dict(torch.load(fd)))
     """
+
+    handles_weights = True  # its functions may: they are the user's
 
     def __init__(
         self,

@@ -54,6 +54,11 @@ class ForwardingCallback(Callback):
         """Whether an inner callback adds keys to the epoch logs."""
         return any(getattr(callback, "adds_epoch_logs", False) for callback in self.callbacks.callbacks)
 
+    @property
+    def handles_weights(self) -> bool:  # type: ignore[override]
+        """Whether an inner callback saves or loads the network's or the optimizer's state itself."""
+        return any(getattr(callback, "handles_weights", False) for callback in self.callbacks.callbacks)
+
     def set_params(self, params: dict[str, Any]) -> None:
         super().set_params(params)
         self.callbacks.set_params(params)

@@ -134,7 +134,10 @@ class Inference:
 
     def load_optimizer_state(self, filename: str | os.PathLike[str]) -> None:
         """Load an optimizer state saved by :class:`~experiment.callbacks.OptimizerCheckpoint`
-        (Poutyne's ``Model.load_optimizer_state``), through the safe loader.
+        (Poutyne's ``Model.load_optimizer_state``), or the one of a run's commit (a file
+        ``checkpoints/state-NNNNNN.pt`` or, written by FSDP2, a folder ``checkpoints/state-NNNNNN/``,
+        whose shards one process reads whole), through the safe loader. Under
+        ``strategy="fsdp"`` each rank takes its shards of it (every rank calls it).
 
         A resumed run's checkpoint still takes precedence over it when training starts.
 
@@ -143,7 +146,9 @@ class Inference:
             CheckpointError: the file is missing or damaged.
             StateMismatchError: the state does not fit the optimizer; nothing is changed.
         """
-        load_optimizer_file(self.optimizer, filename)
+        load_optimizer_file(
+            filename, network=self.loop.network, optimizer=self.optimizer, strategy=self.loop.strategy
+        )
 
 
 def evaluate_in_memory(

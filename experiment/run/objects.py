@@ -1,5 +1,5 @@
 """The network and the optimizer an Experiment trains: compiling the network, and loading an
-optimizer state that :class:`~experiment.callbacks.OptimizerCheckpoint` saved."""
+optimizer state that :class:`~experiment.callbacks.OptimizerCheckpoint` saved or a run's commit holds."""
 
 from __future__ import annotations
 
@@ -11,9 +11,8 @@ import torch
 from torch import nn
 
 from experiment.arguments import reject
-from experiment.errors import StateMismatchError
-from experiment.state.compatibility import optimizer_mismatches
-from experiment.store.safe_load import load_tensors
+from experiment.store.checkpoints import saved_optimizer_state
+from experiment.training.strategy import Strategy
 
 
 def compiled(network: nn.Module, compile: bool | dict[str, Any]) -> nn.Module:
@@ -32,9 +31,17 @@ def compiled(network: nn.Module, compile: bool | dict[str, Any]) -> nn.Module:
     return torch.compile(network, **options)  # type: ignore[return-value]
 
 
-def load_optimizer_file(optimizer: torch.optim.Optimizer, filename: str | os.PathLike[str]) -> None:
-    """Load into ``optimizer`` the state saved in ``filename`` (``torch.save(optimizer.state_dict())``),
-    through the safe loader: a file that would run code is refused.
+def load_optimizer_file(
+    filename: str | os.PathLike[str],
+    *,
+    network: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    strategy: Strategy,
+) -> None:
+    """Load into ``optimizer`` (of ``network``'s parameters) the state saved in ``filename``: a
+    file of ``optimizer.state_dict()`` (as OptimizerCheckpoint writes it), or a commit of a run (its
+    file ``state-NNNNNN.pt`` or, sharded, its folder ``state-NNNNNN/``), through the safe loader and
+    ``strategy`` (a sharded optimizer takes its shards of it; one process reads shards whole).
 
     Raises:
         UnsafeCheckpointError: the file holds a pickle that would run code; nothing is loaded.
@@ -42,18 +49,4 @@ def load_optimizer_file(optimizer: torch.optim.Optimizer, filename: str | os.Pat
         StateMismatchError: the state does not fit the optimizer; nothing is changed.
     """
     path = Path(filename)
-    state = load_tensors(path)
-    if not isinstance(state, dict) or not {"state", "param_groups"} <= set(state):
-        kind = (
-            f"a dict with the keys {sorted(map(str, state))}"
-            if isinstance(state, dict)
-            else type(state).__name__
-        )
-        raise StateMismatchError(
-            f"{path} holds {kind}; expected an optimizer's state_dict (with 'state' and 'param_groups'), "
-            "as OptimizerCheckpoint writes it."
-        )
-    problems = optimizer_mismatches(state, optimizer)
-    if problems:
-        raise StateMismatchError(f"{path} does not fit the optimizer: " + "; ".join(problems))
-    optimizer.load_state_dict(state)
+    strategy.load_optimizer_state(network, optimizer, saved_optimizer_state(path), source=str(path))

@@ -69,10 +69,12 @@ def make_plan(
     """The plan of one training call: batch sources, callbacks, schedulers and the checked monitor.
 
     Raises:
+        ConfigurationError: the run's strategy refuses one of ``callbacks`` (nothing is written).
         DataError: the data cannot be batched.
         MonitorError: ``monitor`` is not among the keys the run logs.
     """
     world = loop.world
+    loop.strategy.check_callbacks(callbacks)
     train_loader = make_loader(
         train_data,
         batch_size=batch_size,

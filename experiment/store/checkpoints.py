@@ -70,6 +70,24 @@ def load_checkpoint(checkpoint: Checkpoint) -> dict[str, Any]:
     return tree
 
 
+def saved_optimizer_state(path: Path) -> Any:
+    """The optimizer state that ``path`` holds: a file of ``optimizer.state_dict()`` (as
+    OptimizerCheckpoint writes it), or a commit of a run, whose ``optimizer`` node is returned (a
+    file ``state-NNNNNN.pt``: a full state dict; a folder ``state-NNNNNN/`` of shards: a sharded
+    node, told where its shards are, its metadata verified).
+
+    Raises:
+        UnsafeCheckpointError: the file holds code to execute.
+        CheckpointError: it cannot be read, or is a commit of an unreadable format.
+    """
+    if path.is_dir():
+        return load_checkpoint(Checkpoint(0, path))["nodes"]["optimizer"]  # the serial is not read
+    state = load_tensors(path)
+    if isinstance(state, dict) and "nodes" in state:  # a one-file commit
+        return migrate(state)["nodes"]["optimizer"]
+    return state
+
+
 def peek_progress(path: Path) -> dict[str, Any] | None:
     """The ``progress`` node of a state file, read without reading its tensors (they are mapped,
     not loaded) and without checking the file: for display only, before the real load. None when

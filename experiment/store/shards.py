@@ -186,8 +186,6 @@ def load_into(saved: Any, live: Any, what: str) -> Any:
         StateMismatchError: ``saved`` is not a sharded node, or names tensors ``live`` lacks.
         CheckpointError: its ``.metadata`` is not the one committed.
     """
-    import torch.distributed.checkpoint as dcp
-
     found = problems(saved, live, what)
     if found:
         raise StateMismatchError(f"The checkpoint does not fit the {what}: " + "; ".join(found))
@@ -197,13 +195,50 @@ def load_into(saved: Any, live: Any, what: str) -> Any:
     target = {key: live_tensors[key] for key in marked_keys(sharded["skeleton"])}
     import torch.distributed as dist
 
-    alone = not (dist.is_available() and dist.is_initialized())
+    _read(
+        target,
+        directory,
+        sharded["metadata_sha256"],
+        alone=not (dist.is_available() and dist.is_initialized()),
+    )
+    return fill(sharded["skeleton"], target)
+
+
+def read_whole(node: Any) -> Any:
+    """A sharded node (as :func:`locate` gives it) read whole by this process alone, without any
+    collective: each tensor at its global shape and dtype, assembled from every rank's shards. The
+    state that one process of an unsharded network would hold (``exp export``, one process reading
+    a run that FSDP2 trained).
+
+    Raises:
+        CheckpointError: its ``.metadata`` is not the one committed, or lacks a tensor of the node.
+    """
+    import torch
+
+    sharded = node["sharded"]
+    directory = Path(sharded["directory"])
+    metadata = verified_metadata(directory, sharded["metadata_sha256"])
+    target = {}
+    for key in marked_keys(sharded["skeleton"]):
+        entry = metadata.state_dict_metadata.get(key)
+        if entry is None or not hasattr(entry, "properties"):
+            raise CheckpointError(
+                f"{directory / METADATA} describes no tensor {key!r}, which the commit's tree file "
+                "names: the commit is damaged. Use another commit (checkpoint='best', or an older one)."
+            )
+        target[key] = torch.empty(tuple(entry.size), dtype=entry.properties.dtype)
+    _read(target, directory, sharded["metadata_sha256"], alone=True)
+    return fill(sharded["skeleton"], target)
+
+
+def _read(target: dict[str, Any], directory: Path, expected: str, *, alone: bool) -> None:
+    """Read the tensors of ``target`` (in place) from the shards of ``directory``: with DCP's
+    collectives, or (``alone``) by this process alone, every file read here."""
+    import torch.distributed.checkpoint as dcp
+
     with warnings.catch_warnings():  # one process reading shards is what is meant: DCP warns of it
         warnings.filterwarnings("ignore", "torch.distributed is disabled", UserWarning)
-        dcp.load(
-            target, storage_reader=_verified_reader(directory, sharded["metadata_sha256"]), no_dist=alone
-        )
-    return fill(sharded["skeleton"], target)
+        dcp.load(target, storage_reader=_verified_reader(directory, expected), no_dist=alone)
 
 
 def _verified_reader(directory: Path, expected: str) -> Any:

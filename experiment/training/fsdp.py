@@ -41,12 +41,13 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import FSDPModule, fully_shard
 from torch.distributed.tensor import DTensor
 
-from experiment.errors import CheckpointError, ConfigurationError, DataError
+from experiment.errors import CheckpointError, ConfigurationError, DataError, StateMismatchError
 from experiment.state.compatibility import model_mismatches
 from experiment.state.torch_nodes import plain_module
 from experiment.store import shards
 from experiment.training.distributed import World
-from experiment.training.strategy import Strategy
+from experiment.training.fsdp_interop import cut_to_shards, refuse_weight_callbacks
+from experiment.training.strategy import Strategy, checked_optimizer_state
 
 
 class FullySharded(Strategy):
@@ -101,6 +102,11 @@ class FullySharded(Strategy):
             )
         return self.world.agree_on(batches=int(batches))["batches"]
 
+    def check_callbacks(self, callbacks: Any) -> None:
+        """Refuse the callbacks that save or load the network's or the optimizer's state themselves
+        (see :func:`~experiment.training.fsdp_interop.refuse_weight_callbacks`)."""
+        refuse_weight_callbacks(callbacks)
+
     def load_weights(self, network: nn.Module, weights: Any) -> None:
         """Load saved weights into the sharded network: a directory commit's ``model`` node from
         its shards, or a full state dict (best weights) scattered to each rank's shards."""
@@ -112,6 +118,26 @@ class FullySharded(Strategy):
         if problems:
             raise CheckpointError("The saved weights do not fit the network: " + "; ".join(problems))
         set_model_state_dict(module, weights, options=StateDictOptions(full_state_dict=True))
+
+    def load_optimizer_state(
+        self, network: nn.Module, optimizer: torch.optim.Optimizer, state: Any, *, source: str
+    ) -> None:
+        """Load a saved optimizer state into the shards of ``optimizer``: a directory commit's
+        ``optimizer`` node from its shards (DCP reshards), or a full state dict keyed by index,
+        each tensor cut to this rank's shard. A collective of every rank.
+
+        Raises:
+            StateMismatchError: the state does not fit the optimizer; nothing is changed.
+        """
+        module = plain_module(network)
+        if shards.is_sharded_node(state):
+            node = ShardedOptimizerNode(module, optimizer)
+            problems = node.state_problems(state)
+            if problems:
+                raise StateMismatchError(f"{source} does not fit the optimizer: " + "; ".join(problems))
+            node.load_state_dict(state)
+            return
+        optimizer.load_state_dict(cut_to_shards(checked_optimizer_state(state, optimizer, source), optimizer))
 
     def model_node(self, network: nn.Module) -> ShardedModuleNode:
         """The ``model`` node: the network's sharded state dict."""

@@ -24,8 +24,9 @@ import torch
 from torch import nn
 
 from experiment.arguments import reject
-from experiment.errors import CheckpointError, ConfigurationError
-from experiment.state.compatibility import model_mismatches
+from experiment.errors import CheckpointError, ConfigurationError, StateMismatchError
+from experiment.state.compatibility import model_mismatches, optimizer_mismatches
+from experiment.state.optimizer_names import indexed, parameter_names
 from experiment.state.stateful import Stateful
 from experiment.state.torch_nodes import ModuleNode, OptimizerNode, plain_module
 from experiment.store import shards
@@ -69,6 +70,10 @@ class Strategy:
         as many forwards as each other."""
         return 0
 
+    def check_callbacks(self, callbacks: Any) -> None:
+        """Refuse, before anything is written, the training callbacks this strategy cannot run
+        exactly (a sequence of callbacks); none here."""
+
     def load_weights(self, network: nn.Module, weights: Any) -> None:
         """Load saved network weights (a full state dict, or the sharded ``model`` node of a
         directory commit, which is read whole here: one process reads a run that FSDP2 trained)
@@ -84,6 +89,22 @@ class Strategy:
         if problems:
             raise CheckpointError("The saved weights do not fit the network: " + "; ".join(problems))
         module.load_state_dict(weights)
+
+    def load_optimizer_state(
+        self, network: nn.Module, optimizer: torch.optim.Optimizer, state: Any, *, source: str
+    ) -> None:
+        """Load a saved optimizer state into ``optimizer`` (of ``network``'s parameters): a full
+        state dict keyed by index (``optimizer.state_dict()``), or the sharded ``optimizer`` node of
+        a directory commit, read whole here (one process reads a run that FSDP2 trained).
+
+        Raises:
+            StateMismatchError: the state does not fit the optimizer (``source`` names it in the
+                message); nothing is changed.
+            CheckpointError: the commit's shards cannot be read.
+        """
+        if shards.is_sharded_node(state):
+            state = indexed(shards.read_whole(state), parameter_names(plain_module(network), optimizer))
+        optimizer.load_state_dict(checked_optimizer_state(state, optimizer, source))
 
     def model_node(self, network: nn.Module) -> Stateful:
         """The ``model`` node: the full state dict of the module (a compiled one's inner module)."""
@@ -123,6 +144,29 @@ class DataParallel(Strategy):
             else None
         )
         yield nn.parallel.DistributedDataParallel(network, device_ids=ids)
+
+
+def checked_optimizer_state(state: Any, optimizer: torch.optim.Optimizer, source: str) -> dict[str, Any]:
+    """``state`` if it is a full optimizer state dict that fits ``optimizer``.
+
+    Raises:
+        StateMismatchError: it is not one, or does not fit (``source`` names it in the message).
+    """
+    if not isinstance(state, dict) or not {"state", "param_groups"} <= set(state):
+        kind = (
+            f"a dict with the keys {sorted(map(str, state))}"
+            if isinstance(state, dict)
+            else type(state).__name__
+        )
+        raise StateMismatchError(
+            f"{source} holds {kind}; expected an optimizer's state_dict (with 'state' and 'param_groups'), "
+            "as OptimizerCheckpoint writes it, or a commit of a run (checkpoints/state-NNNNNN.pt or its "
+            "folder state-NNNNNN/)."
+        )
+    problems = optimizer_mismatches(state, optimizer)
+    if problems:
+        raise StateMismatchError(f"{source} does not fit the optimizer: " + "; ".join(problems))
+    return state
 
 
 def choose_strategy(

@@ -26,7 +26,7 @@ end, and checks (into ``checks``):
   holding parameters).
 
 Then: a network the user sharded (root only) is kept as it is (``user_sharded``); "16-mixed"
-is refused (``refusals``); an optimizer whose step is a collective resumes (``collective_optimizer``). Rank 0 writes WORKDIR/result.json; a rank that meets
+and the callbacks that save or load weights themselves are refused, nothing written (``refusals``); an optimizer whose step is a collective resumes (``collective_optimizer``). Rank 0 writes WORKDIR/result.json; a rank that meets
 an unexpected error writes WORKDIR/errors/rank-N.txt and exits at once.
 """
 
@@ -145,6 +145,9 @@ def run_scenario(scenario: FsdpScenario, runs_dir: Path, name: str) -> dict[str,
     if isinstance(valid, tuple):  # (x, y) tensors, which the check evaluates in one forward
         found["validation"] += validation_problems(reference, valid)
     reference_model, reference_optimizer = full_states(reference.experiment)
+    if scenario.check_inference and rank == 0:  # for optimizer_loading and a one-process test
+        torch.save(reference_optimizer, runs_dir / f"{name}-optimizer.pt")
+        torch.save(reference_model, runs_dir / f"{name}-model.pt")
     for stop in scenario.stops:
         interrupted = train(resumed_dir, scenario.make_data(), stop_at=stop, **options)
         kind = type(interrupted.error).__name__ if interrupted.error else None
@@ -337,8 +340,65 @@ def collective_optimizer(runs_dir: Path) -> list[str]:
     return [p for rank_problems in gather(problems) for p in rank_problems]
 
 
+def weight_callbacks(runs_dir: Path) -> dict[str, Any]:
+    """The callbacks that save or load weights themselves, by case (each refused with FSDP2)."""
+    from experiment import (
+        BestModelRestore,
+        DelayCallback,
+        ModelCheckpoint,
+        OptimizerCheckpoint,
+        PeriodicSaveLambda,
+    )
+
+    saved = str(runs_dir / "saved-{epoch}.pt")
+    return {
+        "ModelCheckpoint": ModelCheckpoint(saved),
+        "OptimizerCheckpoint": OptimizerCheckpoint(saved),
+        "BestModelRestore": BestModelRestore(),
+        "PeriodicSaveLambda": PeriodicSaveLambda(lambda fd, epoch, logs: None, saved),
+        "DelayCallback": DelayCallback([ModelCheckpoint(saved)], epoch_delay=1),
+    }
+
+
+def optimizer_loading(runs_dir: Path) -> list[str]:
+    """load_optimizer_state under FSDP2 into a fresh sharded optimizer, of the "fsdp" run's last
+    commit (its shards) and of a file of ``optimizer.state_dict()`` (full, keyed by index, as
+    OptimizerCheckpoint writes it in one process): the whole state afterwards is the run's, bit for
+    bit; a file that is no optimizer state is refused on every rank."""
+    from experiment import StateMismatchError
+
+    rank = dist.get_rank()
+    expected = torch.load(runs_dir / "fsdp-optimizer.pt", weights_only=True)
+    names = [name for name, _ in make_network().named_parameters()]
+    index = {name: position for position, name in enumerate(names)}
+    by_index = {
+        "state": {index[name]: value for name, value in expected["state"].items()},
+        "param_groups": [{**g, "params": [index[n] for n in g["params"]]} for g in expected["param_groups"]],
+    }
+    file_path, wrong_path = runs_dir / "optimizer-by-index.pt", runs_dir / "not-an-optimizer.pt"
+    if rank == 0:
+        torch.save(by_index, file_path)
+        torch.save({"last_epoch": 3}, wrong_path)
+    gather(None)
+    newest = sorted((runs_dir / "fsdp-uninterrupted" / "checkpoints").glob("state-*"))[-1]
+    problems = []
+    for source in (newest, file_path):
+        experiment = make_experiment(runs_dir / "loads-optimizer", network=make_network(7), strategy="fsdp")
+        experiment.load_optimizer_state(source)
+        _, loaded = full_states(experiment)
+        problems += [f"rank {rank}: {source.name}: optimizer{d}" for d in tree_differences(expected, loaded)]
+    try:
+        experiment.load_optimizer_state(wrong_path)
+        problems.append(f"rank {rank}: {wrong_path.name} was loaded")
+    except StateMismatchError as error:
+        if "not-an-optimizer.pt holds a dict with the keys ['last_epoch']" not in str(error):
+            problems.append(f"rank {rank}: {wrong_path.name}: {error}")
+    return [p for rank_problems in gather(problems) for p in rank_problems]
+
+
 def refusals(runs_dir: Path) -> dict[str, str]:
-    """The error "16-mixed" gets with FSDP2, by case: 'Class: message'."""
+    """The errors "16-mixed" and the callbacks that handle weights get with FSDP2, by case:
+    'Class: message', and what train() left in the run directory when it is not empty."""
     from experiment import Experiment
 
     found = {}
@@ -346,6 +406,17 @@ def refusals(runs_dir: Path) -> dict[str, str]:
         Experiment(runs_dir / "fp16", make_network(), strategy="fsdp", precision="16-mixed")
     except Exception as error:  # noqa: BLE001 - the error is the result
         found["16-mixed"] = f"{type(error).__name__}: {error}"
+    data = FsdpScenario(stops=()).make_data()
+    for case, callback in weight_callbacks(runs_dir).items():
+        run_dir = runs_dir / f"refused-{case}"
+        experiment = make_experiment(run_dir, network=make_network(), strategy="fsdp")
+        try:
+            experiment.train(data.train, epochs=1, batch_size=8, callbacks=[callback], progress=False)
+        except Exception as error:  # noqa: BLE001 - the error is the result
+            found[case] = f"{type(error).__name__}: {error}"
+        written = sorted(p.name for p in run_dir.rglob("*")) if run_dir.exists() else []
+        if written:
+            found[case] = found.get(case, "") + f" (the run directory holds {written})"
     return found
 
 
@@ -370,6 +441,8 @@ def main() -> None:
         result["user_sharded"] = [p for problems in gather(user_sharded(runs_dir)) for p in problems]
         result["refusals"] = gather(refusals(runs_dir))
         result["collective_optimizer"] = collective_optimizer(runs_dir)
+        if args.only is None or "fsdp" in args.only:
+            result["optimizer_loading"] = optimizer_loading(runs_dir)
     except BaseException:
         (errors_dir / f"rank-{rank}.txt").write_text(traceback.format_exc())
         os._exit(1)

@@ -146,6 +146,24 @@ def test_fsdp_network_sharded_by_the_user_is_trained_as_it_is(launched):
     ("case", "match"),
     [
         ("16-mixed", r"^ConfigurationError: precision='16-mixed' with strategy='fsdp'.*'bf16-mixed'"),
+        *(
+            (
+                name,
+                rf"^ConfigurationError: callbacks\[0\]: received {name}, which saves or loads the "
+                r"network's or the optimizer's state itself \(or runs a function or a callback that may\); "
+                r"with strategy='fsdp' .* nothing was "
+                r"written\. Instead: .*checkpoint='best'\) loads the best weights into the network, `exp export "
+                r"RUN --checkpoint best -o model\.pt` writes .*load_optimizer_state\(.*\) loads a commit's "
+                r"optimizer state\.$",
+            )
+            for name in (
+                "ModelCheckpoint",
+                "OptimizerCheckpoint",
+                "BestModelRestore",
+                "PeriodicSaveLambda",
+                "DelayCallback",
+            )
+        ),
     ],
 )
 def test_fsdp_refuses_what_it_cannot_do_exactly_on_every_rank(launched, case, match):
@@ -160,3 +178,49 @@ def test_fsdp_resume_checks_an_optimizer_whose_step_is_a_collective_without_step
     """DCP initialises a fresh optimizer's state by stepping it: done on rank 0 alone to check the
     checkpoint, a step that all-reduces (a barrier here) would wait for the other ranks forever."""
     assert_no_problems(launched.entry("collective_optimizer"))
+
+
+def test_fsdp_load_optimizer_state_takes_each_ranks_shards_of_a_commit_or_of_a_full_file(launched):
+    assert_no_problems(launched.entry("optimizer_loading"))
+
+
+def test_fsdp_one_process_loads_the_optimizer_state_of_a_run_of_two_ranks(launched):
+    """The last commit's optimizer shards read whole, without a process group, into a plain AdamW:
+    the run's whole optimizer state at its end, bit for bit."""
+    launched.checks("fsdp", "resume_state")  # fails if the scenario did not complete
+    runs_dir = launched.workdir / "runs"
+    expected = torch.load(runs_dir / "fsdp-optimizer.pt", weights_only=True)
+    newest = sorted((runs_dir / "fsdp-uninterrupted" / "checkpoints").glob("state-*"))[-1]
+    assert newest.is_dir()
+    network = make_network(99)
+    experiment = make_experiment(runs_dir / "fsdp-uninterrupted", network=network)
+    experiment.load_optimizer_state(newest)
+    loaded = experiment.optimizer.state_dict()
+    names = [name for name, _ in network.named_parameters()]
+    assert [[names[i] for i in g["params"]] for g in loaded["param_groups"]] == [
+        g["params"] for g in expected["param_groups"]
+    ]
+    assert [{k: v for k, v in g.items() if k != "params"} for g in loaded["param_groups"]] == [
+        {k: v for k, v in g.items() if k != "params"} for g in expected["param_groups"]
+    ]
+    assert sorted(names[i] for i in loaded["state"]) == sorted(expected["state"])
+    for position, values in loaded["state"].items():
+        for key, value in values.items():
+            assert torch.equal(value, expected["state"][names[position]][key]), (names[position], key)
+
+
+def test_fsdp_exp_export_writes_the_whole_weights_of_a_run_of_two_ranks(launched, tmp_path: Path):
+    """Read from the last commit's shards in this one process: the 2-rank run's whole network at
+    its end, bit for bit, loadable into the unsharded network."""
+    launched.checks("fsdp", "resume_state")  # fails if the scenario did not complete
+    runs_dir = launched.workdir / "runs"
+    output = tmp_path / "model.pt"
+    result = CliRunner().invoke(cli, ["export", str(runs_dir / "fsdp-uninterrupted"), "-o", str(output)])
+    assert result.exit_code == 0, result.output
+    assert "the weights of epoch 3 (--checkpoint last)" in result.output, result.output
+    exported = torch.load(output, weights_only=True)
+    make_network().load_state_dict(exported)  # strict
+    expected = torch.load(runs_dir / "fsdp-model.pt", weights_only=True)
+    assert list(exported) == list(expected)
+    for key, value in expected.items():
+        assert torch.equal(exported[key], value), key

@@ -21,6 +21,7 @@ from experiment import (
     StepLR,
     UnsafeCheckpointError,
 )
+from tests.support.sharded_runs import shard_commits
 from tests.support.training import make_data, make_experiment
 
 
@@ -118,3 +119,38 @@ def test_load_optimizer_state_refuses_states_that_do_not_fit(tmp_path: Path, sav
         StateMismatchError, match=r"does not fit the optimizer: .*holds 2 parameter\(s\) now but 4"
     ):
         small.load_optimizer_state(optimizer_path)
+
+
+def test_load_optimizer_state_reads_the_optimizer_of_a_commit_of_a_run(tmp_path: Path):
+    trained = make_experiment(tmp_path / "first")
+    trained.train(make_data(), epochs=2, progress=False)
+    commit = sorted((tmp_path / "first" / "checkpoints").glob("state-*.pt"))[-1]
+    exp = make_experiment(tmp_path / "second")
+    exp.load_optimizer_state(commit)
+    expected, state = trained.optimizer.state_dict(), exp.optimizer.state_dict()
+    assert state["param_groups"] == expected["param_groups"]
+    assert state["state"].keys() == expected["state"].keys()
+    for index, values in expected["state"].items():
+        assert torch.equal(state["state"][index]["momentum_buffer"], values["momentum_buffer"])
+
+
+def test_load_optimizer_state_reads_a_folder_of_shards_whole_in_one_process(tmp_path: Path):
+    """A commit written as FSDP2 writes one (tests/support/sharded_runs.py); the 2-rank case is in
+    tests/distributed/test_fsdp.py."""
+    trained = make_experiment(tmp_path / "first")
+    trained.train(make_data(), epochs=2, progress=False)
+    folder = shard_commits(tmp_path / "first", names=[n for n, _ in trained.network.named_parameters()])[0]
+    exp = make_experiment(tmp_path / "second")
+    exp.load_optimizer_state(folder)
+    expected, state = trained.optimizer.state_dict(), exp.optimizer.state_dict()
+    assert state["param_groups"] == expected["param_groups"]
+    for index, values in expected["state"].items():
+        assert torch.equal(state["state"][index]["momentum_buffer"], values["momentum_buffer"])
+    other = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3))  # other parameter names
+    small = Experiment(tmp_path / "small", other, optimizer=torch.optim.SGD(other.parameters(), lr=0.1))
+    before = small.optimizer.state_dict()
+    with pytest.raises(
+        StateMismatchError, match=r"names the parameters \['3\.bias', '3\.weight'\], which the"
+    ):
+        small.load_optimizer_state(folder)
+    assert small.optimizer.state_dict() == before

@@ -42,6 +42,11 @@ TINY_RUNS: dict[str, tuple[list[str], dict[str, str]]] = {
         {},
     ),
     "bench_ddp.py": (["--nproc", "2", "--epochs", "1", "--repeats", "1", "--workdir", "{dir}"], {}),
+    "bench_fsdp.py": (
+        ["--size-mb", "0.5", "--epochs", "2", "--steps", "4", "--checkpoint-every", "2", "--repeats", "1"]
+        + ["--workdir", "{dir}"],
+        {},
+    ),
     "bench_overhead.py": (["--epochs", "1", "--repeats", "1", "--workdir", "{dir}"], {}),
     "train_digits.py": (["{dir}/digits", "--epochs", "1"], {}),
     "bench_ls.py": (["--runs", "4", "--repeats", "1", "--keep", "{dir}/runs"], {}),
@@ -226,6 +231,20 @@ def test_bench_ddp_launches_torchrun_and_prints_its_ratios(script_runs: ScriptRu
     assert len(re.findall(r"us/step  ratio \d+\.\d{3}$", result.stdout, re.M)) == 2 * 4
     assert status_of(result.workdir / "run") == "finished"
     assert (result.workdir / "plain.pt").is_file()
+
+
+@pytest.mark.slow
+def test_bench_fsdp_launches_torchrun_and_prints_its_ratios(script_runs: ScriptRuns) -> None:
+    result = script_runs.result("bench_fsdp.py", kind="run").succeeded()
+    assert "2 ranks (gloo) of 1 thread; state 0.5 MB (width 144" in result.stdout, result.describe()
+    assert "2 epochs of 4 steps (batch 32 per rank), a commit every 2 steps" in result.stdout
+    ratios = re.findall(
+        r"^  (\S+(?: \S+)*)  +\S.* ms  ratio \d+\.\d{3}  \(target <= \d\.\d\d\)$", result.stdout, re.M
+    )
+    assert ratios == ["step", "synchronous commit", "asynchronous stall", "resume"], result.stdout
+    for run in ("sync", "async"):
+        assert status_of(result.workdir / run) == "finished"
+    assert not (result.workdir / "plain").exists()
 
 
 def test_bench_ls_lists_the_runs_it_builds(script_runs: ScriptRuns) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 PACKAGES = [Path(__file__).resolve().parents[2] / name for name in ("experiment", "cli")]
 DOOR = Path("experiment/training/distributed.py")
 DOORS = {DOOR, Path("experiment/training/fsdp.py"), Path("experiment/store/shards.py")}
+DOORS.add(Path("experiment/training/fsdp_interop.py"))  # FSDP2 and the state users handle themselves
 
 
 def distributed_imports(path: Path) -> list[str]:

@@ -1,0 +1,56 @@
+"""FullySharded.check_callbacks, called directly (no process group is needed to refuse): the
+callbacks that save or load weights themselves are refused, wrapped ones too; the others pass.
+The refusal from train() on every rank of a real launch is in tests/distributed/test_fsdp.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from experiment import (
+    BestModelRestore,
+    ConfigurationError,
+    DelayCallback,
+    EarlyStopping,
+    LRSchedulerCheckpoint,
+    ModelCheckpoint,
+    OptimizerCheckpoint,
+    PeriodicSaveLambda,
+    StepLR,
+)
+from experiment.training.distributed import World
+from experiment.training.fsdp import FullySharded
+from experiment.training.strategy import Strategy
+
+
+def weight_callbacks(tmp_path: Path) -> list[object]:
+    saved = str(tmp_path / "saved-{epoch}.pt")
+    return [
+        ModelCheckpoint(saved),
+        OptimizerCheckpoint(saved),
+        BestModelRestore(),
+        PeriodicSaveLambda(lambda fd, epoch, logs: None, saved),
+        DelayCallback([EarlyStopping(), ModelCheckpoint(saved)], epoch_delay=1),
+    ]
+
+
+def test_fsdp_check_callbacks_refuses_each_callback_that_handles_weights(tmp_path: Path):
+    strategy = FullySharded(World(size=2, rank=1))
+    for callback in weight_callbacks(tmp_path):
+        name = type(callback).__name__
+        with pytest.raises(ConfigurationError, match=rf"^callbacks\[1\]: received {name}, which saves or"):
+            strategy.check_callbacks([EarlyStopping(), callback])
+
+
+def test_fsdp_check_callbacks_lets_the_others_run(tmp_path: Path):
+    others = [
+        EarlyStopping(),
+        LRSchedulerCheckpoint(StepLR(step_size=1), str(tmp_path / "scheduler.pt")),
+        DelayCallback([EarlyStopping()], epoch_delay=1),
+    ]
+    FullySharded(World(size=2)).check_callbacks(others)
+
+
+def test_other_strategies_run_the_callbacks_that_handle_weights(tmp_path: Path):
+    Strategy().check_callbacks(weight_callbacks(tmp_path))
