@@ -20,7 +20,9 @@ The ``model`` and ``optimizer`` nodes hold sharded state (DTensors, keyed by par
 ``torch.distributed.checkpoint.state_dict``; they are written by the directory commit backend
 (:mod:`~experiment.run.commits.directory_backend`) with torch's Distributed Checkpoint and loaded
 from it (:mod:`~experiment.store.shards`). This module and :mod:`~experiment.training.distributed`
-are the only ones of the training layer that import ``torch.distributed``.
+are the only ones of the training layer that import ``torch.distributed``, with
+:mod:`~experiment.training.sharded_tensors` (the DTensor helpers of the directory commit backends)
+and :mod:`~experiment.training.fsdp_interop`.
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import nn
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
@@ -39,7 +40,6 @@ from torch.distributed.checkpoint.state_dict import (
 )
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import FSDPModule, fully_shard
-from torch.distributed.tensor import DTensor
 
 from experiment.errors import CheckpointError, ConfigurationError, DataError, StateMismatchError
 from experiment.state.compatibility import model_mismatches
@@ -183,79 +183,6 @@ def _rebind(
         ]
 
 
-def local_view(value: Any) -> Any:
-    """``value`` (plain data and tensors) with each DTensor replaced by this rank's shard."""
-    if isinstance(value, DTensor):
-        return value.to_local()
-    if isinstance(value, dict):
-        return {key: local_view(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(local_view(item) for item in value)
-    return value
-
-
-def holds_shards(value: Any) -> bool:
-    """Whether ``value`` (plain data and tensors) holds a DTensor."""
-    if isinstance(value, DTensor):
-        return True
-    if isinstance(value, dict):
-        return any(holds_shards(item) for item in value.values())
-    if isinstance(value, (list, tuple)):
-        return any(holds_shards(item) for item in value)
-    return False
-
-
-def full_tensors(state: dict[str, Any], *, keep: bool = True) -> dict[str, Any]:
-    """The tensors of a sharded state dict gathered whole, on the CPU: a collective, called by
-    every rank in the same order (the best weights of a new best epoch). With ``keep`` False (the
-    ranks that write nothing) each gathered tensor is dropped at once, and None is returned."""
-    gathered: dict[str, Any] = {}
-    for key, value in state.items():
-        if isinstance(value, torch.Tensor):
-            value = (value.full_tensor() if isinstance(value, DTensor) else value).detach()
-            value = value.cpu() if keep else None
-        if keep:
-            gathered[key] = value
-    return gathered if keep else {}
-
-
-def local_layouts(tensors: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``tensors`` as (this rank's plain tensors, the layout of each DTensor among them), so that
-    the plain tensors can be copied into reused buffers and wrapped again (:func:`from_layouts`)."""
-    local, layouts = {}, {}
-    for key, value in tensors.items():
-        if isinstance(value, DTensor):
-            local[key] = value.to_local()
-            layouts[key] = (value.device_mesh, value.placements, value.shape, value.stride())
-        else:
-            local[key] = value
-    return local, layouts
-
-
-def from_layouts(local: dict[str, Any], layouts: dict[str, Any]) -> dict[str, Any]:
-    """The plain tensors of :func:`local_layouts` (or copies of them) as DTensors again."""
-    return {
-        key: DTensor.from_local(
-            value,
-            layouts[key][0],
-            layouts[key][1],
-            run_check=False,
-            shape=layouts[key][2],
-            stride=layouts[key][3],
-        )
-        if key in layouts
-        else value
-        for key, value in local.items()
-    }
-
-
-def commit_group() -> Any:
-    """A new gloo process group for the background writers of asynchronous commits: DCP's
-    collectives on the default group while FSDP2 trains on it abort gloo (a collective mismatch).
-    A collective: every rank creates it at the same point."""
-    return dist.new_group(backend="gloo")
-
-
 class ShardedModuleNode:
     """The ``model`` node of a sharded network: its sharded state dict (DTensors for parameters,
     tensors for buffers), loaded back from a directory commit's shards."""
@@ -310,12 +237,6 @@ __all__ = [
     "FullySharded",
     "ShardedModuleNode",
     "ShardedOptimizerNode",
-    "commit_group",
-    "from_layouts",
-    "full_tensors",
-    "local_layouts",
-    "holds_shards",
     "is_sharded",
-    "local_view",
     "refuse_fsdp_precision",
 ]

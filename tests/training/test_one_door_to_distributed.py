@@ -16,6 +16,7 @@ PACKAGES = [Path(__file__).resolve().parents[2] / name for name in ("experiment"
 DOOR = Path("experiment/training/distributed.py")
 DOORS = {DOOR, Path("experiment/training/fsdp.py"), Path("experiment/store/shards.py")}
 DOORS.add(Path("experiment/training/fsdp_interop.py"))  # FSDP2 and the state users handle themselves
+DOORS.add(Path("experiment/training/sharded_tensors.py"))  # DTensor state for the directory backends
 
 
 def distributed_imports(path: Path) -> list[str]:

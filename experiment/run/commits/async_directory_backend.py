@@ -28,7 +28,7 @@ from experiment.state.snapshot import Snapshot
 from experiment.store import shards
 from experiment.store.directory import RunDirectory
 from experiment.training.distributed import SINGLE, World
-from experiment.training.fsdp import commit_group, from_layouts, local_layouts
+from experiment.training.sharded_tensors import commit_group, from_layouts, local_layouts
 
 
 @dataclasses.dataclass

@@ -33,7 +33,7 @@ from experiment.store.checkpoint_unit import TREE_FILE, Checkpoint
 from experiment.store.directory import RunDirectory
 from experiment.store.files import fsync_dir, os_error_in, save_tensors
 from experiment.training.distributed import SINGLE, World
-from experiment.training.fsdp import full_tensors, holds_shards, local_view
+from experiment.training.sharded_tensors import full_tensors, holds_shards, local_view
 
 
 class DirectoryBackend:
