@@ -107,6 +107,11 @@ class Callback:
     #: refuses it before anything is written.
     handles_weights = False
 
+    #: Whether the callback reads every parameter's gradient on rank 0 alone (gradient statistics).
+    #: Under ``strategy="fsdp"`` each gradient is sharded over the ranks and reading it whole is a
+    #: collective, so that strategy refuses such a callback before anything is written.
+    reads_every_gradient = False
+
     #: Whether the callback only writes files or shows output, so that in a run of several
     #: processes (torchrun) it runs on rank 0 alone. Callbacks whose state or actions must advance
     #: the same on every rank keep it False and check :attr:`is_main_process` before writing.

@@ -59,6 +59,11 @@ class ForwardingCallback(Callback):
         """Whether an inner callback saves or loads the network's or the optimizer's state itself."""
         return any(getattr(callback, "handles_weights", False) for callback in self.callbacks.callbacks)
 
+    @property
+    def reads_every_gradient(self) -> bool:  # type: ignore[override]
+        """Whether an inner callback reads every parameter's gradient on rank 0 alone."""
+        return any(getattr(callback, "reads_every_gradient", False) for callback in self.callbacks.callbacks)
+
     def set_params(self, params: dict[str, Any]) -> None:
         super().set_params(params)
         self.callbacks.set_params(params)

@@ -53,6 +53,8 @@ class GradientTracker(Callback):
 
     main_process_only = True
 
+    reads_every_gradient = True
+
     needs_batch_values = False
 
     def __init__(self, keep_bias: bool = False) -> None:

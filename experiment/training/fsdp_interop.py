@@ -20,12 +20,21 @@ from experiment.errors import ConfigurationError
 
 
 def refuse_weight_callbacks(callbacks: Any) -> None:
-    """Refuse the callbacks (a sequence) whose ``handles_weights`` is true.
+    """Refuse the callbacks (a sequence) whose ``handles_weights`` or ``reads_every_gradient`` is
+    true.
 
     Raises:
         ConfigurationError: naming the first such callback and what to use instead.
     """
     for index, callback in enumerate(callbacks):
+        if getattr(callback, "reads_every_gradient", False):
+            raise ConfigurationError(
+                f"callbacks[{index}]: received {type(callback).__name__}, which reads every parameter's "
+                "gradient on rank 0 alone; with strategy='fsdp' each gradient is sharded over the ranks "
+                "and reading it whole is a collective, so rank 0 would wait for the others forever. "
+                "Expected callbacks that leave the gradients alone; nothing was written. Remove it, or "
+                "train with strategy='ddp' to track gradients."
+            )
         if getattr(callback, "handles_weights", False):
             raise ConfigurationError(
                 f"callbacks[{index}]: received {type(callback).__name__}, which saves or loads the "
