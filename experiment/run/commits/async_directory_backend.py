@@ -110,7 +110,7 @@ class AsyncDirectoryBackend(DirectoryBackend):
         if self.world.is_main:
             self._finish(work.serial, work.tree, digest, work.temporary)
             self._durable = work.serial  # reported on the training thread, at the next wait
-            self._prune(work.keep)
+            self.retention.prune(work.keep)
 
     def _report_durable(self) -> None:
         serial, self._durable = self._durable, None

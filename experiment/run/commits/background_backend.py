@@ -38,14 +38,14 @@ class BackgroundFileBackend(FileBackend):
     def _write_here(self, commit: Commit, before: Callable[[], None]) -> None:
         self.writer.wait()
         before()
-        keep = self._keep(commit)
+        keep = self.retention.keep(commit)
         copied = dataclasses.replace(commit, state=self.snapshot.take(commit.state))
         self.writer.submit(lambda: self._write(copied, keep))
 
     def _write(self, commit: Commit, keep: set[int | None]) -> None:
         """In the writer thread: check the copy, write its files, then prune older ones."""
         self.snapshot.wait_copied()
-        commit.refuse_non_finite(self._newest_name)
+        commit.refuse_non_finite(self.retention.newest_name)
         self._write_files(commit)
         self._report_durable(commit.serial)
-        self._prune(keep)
+        self.retention.prune(keep)

@@ -28,6 +28,7 @@ from typing import Any
 from experiment.errors import NonFiniteStateError, StorageError
 from experiment.run.commits.background_writer import BackgroundWriter
 from experiment.run.commits.commit import Commit
+from experiment.run.commits.retention import Retention
 from experiment.store import shards
 from experiment.store.checkpoint_unit import TREE_FILE, Checkpoint
 from experiment.store.directory import RunDirectory
@@ -57,7 +58,7 @@ class DirectoryBackend:
         self.on_durable = on_durable
         #: The thread that removes superseded commits (rank 0).
         self.writer = BackgroundWriter()
-        self._previous_best: int | None = None
+        self.retention = Retention(directory)
 
     def write(self, commit: Commit, before: Callable[[], None]) -> None:
         """Write ``commit`` as a folder of shards and rename it into place (see the module
@@ -79,7 +80,7 @@ class DirectoryBackend:
         the temporary folder, the tree file's content and this rank's tensors for DCP."""
         self.world.on_main(lambda: self._start(before))
         self._refuse_non_finite(commit)
-        keep = self._keep(commit)
+        keep = self.retention.keep(commit)
         temporary = self.directory.temporary_state_dir(commit.serial)
         self.world.on_main(lambda: _fresh_folder(temporary))
         if commit.best_weights is not None:
@@ -99,8 +100,8 @@ class DirectoryBackend:
     def resumed_from(self, checkpoint: Checkpoint, *, best_epoch: int | None, epochs_completed: int) -> None:
         """Keep the restored commit and the one before it; remove older commits and best weights
         past the restored epoch (what a kill before the pruning, or before the rename, left)."""
-        self._previous_best = best_epoch
-        self.world.on_main(lambda: self._converge(checkpoint, epochs_completed))
+        self.retention.resumed_from(best_epoch)
+        self.world.on_main(lambda: self.retention.converge(checkpoint, epochs_completed))
 
     # ------------------------------------------------------------------- on the writing rank
     def _start(self, before: Callable[[], None]) -> None:
@@ -114,7 +115,7 @@ class DirectoryBackend:
         self._finish(serial, tree, digest, temporary)
         if self.on_durable is not None:
             self.on_durable(serial)
-        self.writer.submit(lambda: self._prune(keep))
+        self.writer.submit(lambda: self.retention.prune(keep))
 
     def _finish(self, serial: int, tree: dict[str, Any], digest: str | None, temporary: Path) -> None:
         """Write the tree file into ``temporary`` and rename it to the commit of ``serial``.
@@ -140,27 +141,6 @@ class DirectoryBackend:
                 "disk space or check the file system."
             ) from error
 
-    def _converge(self, checkpoint: Checkpoint, epochs_completed: int) -> None:
-        checkpoints = self.directory.checkpoints()
-        if checkpoint in checkpoints:
-            for older in checkpoints[checkpoints.index(checkpoint) + 2 :]:
-                older.remove()
-        for epoch, path in self.directory.best_paths().items():
-            if epoch > epochs_completed:
-                path.unlink(missing_ok=True)
-
-    def _keep(self, commit: Commit) -> set[int | None]:
-        keep = {commit.best_epoch, self._previous_best}
-        self._previous_best = commit.best_epoch
-        return keep
-
-    def _prune(self, keep: set[int | None]) -> None:
-        for checkpoint in self.directory.checkpoints()[2:]:
-            checkpoint.remove()
-        for epoch, path in self.directory.best_paths().items():
-            if epoch not in keep:
-                path.unlink(missing_ok=True)
-
     # ------------------------------------------------------------------------ every rank
     def _refuse_non_finite(self, commit: Commit) -> None:
         """Each rank checks its own shards; if any holds NaN or infinity, every rank raises the
@@ -170,7 +150,7 @@ class DirectoryBackend:
         )
         message = None
         try:
-            local.refuse_non_finite(self._newest_name)
+            local.refuse_non_finite(self.retention.newest_name)
         except NonFiniteStateError as error:
             message = str(error)
         if not self.world.agree_on(non_finite=int(message is not None))["non_finite"]:
@@ -178,10 +158,6 @@ class DirectoryBackend:
         messages = self.world.gather(message)
         chosen = self.world.broadcast(next((m for m in messages or [] if m), None))
         raise NonFiniteStateError(chosen)
-
-    def _newest_name(self) -> str | None:
-        newest = self.directory.checkpoints()[:1]
-        return newest[0].name if newest else None
 
 
 def _split(state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

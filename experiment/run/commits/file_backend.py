@@ -27,6 +27,7 @@ from collections.abc import Callable
 from experiment.run.commits.background_writer import BackgroundWriter
 from experiment.run.commits.best_weights import PendingBestWeights, restore_best_weights
 from experiment.run.commits.commit import Commit
+from experiment.run.commits.retention import Retention
 from experiment.store.checkpoint_unit import Checkpoint
 from experiment.store.directory import RunDirectory
 from experiment.store.files import StagedFile, save_tensors, stage_tensors
@@ -56,7 +57,7 @@ class FileBackend:
         #: commits, in the background backend).
         self.writer = BackgroundWriter()
         self.pending_best = PendingBestWeights()
-        self._previous_best: int | None = None
+        self.retention = Retention(directory)
 
     def write(self, commit: Commit, before: Callable[[], None]) -> None:
         """Wait for the previous background work, serialize the state into a temporary file, then
@@ -76,24 +77,18 @@ class FileBackend:
         older states and best weights past the restored epoch, and write the restored commit's best
         weights if they are missing and it holds them (what a process killed before its pruning, or
         before its best weights, left); raise a failure on every rank."""
-        self._previous_best = best_epoch
+        self.retention.resumed_from(best_epoch)
         self.world.on_main(lambda: self._converge(checkpoint, best_epoch, epochs_completed))
 
     # ------------------------------------------------------------------- on the writing rank
     def _converge(self, checkpoint: Checkpoint, best_epoch: int | None, epochs_completed: int) -> None:
-        checkpoints = self.directory.checkpoints()
-        if checkpoint in checkpoints:
-            for older in checkpoints[checkpoints.index(checkpoint) + 2 :]:
-                older.remove()
-        for epoch, path in self.directory.best_paths().items():
-            if epoch > epochs_completed:
-                path.unlink(missing_ok=True)
+        self.retention.converge(checkpoint, epochs_completed)
         restore_best_weights(self.directory, checkpoint, best_epoch)
 
     def _write_here(self, commit: Commit, before: Callable[[], None]) -> None:
         self.writer.wait()
-        keep = self._keep(commit)
-        commit.refuse_non_finite(self._newest_name)
+        keep = self.retention.keep(commit)
+        commit.refuse_non_finite(self.retention.newest_name)
         checkpoint = Checkpoint(commit.serial, self.directory.state_path(commit.serial))
         staged = stage_tensors(checkpoint.path, commit.state)
         try:
@@ -125,14 +120,7 @@ class FileBackend:
         self._report_durable(serial)
         if write_best is not None:
             write_best()
-        self._prune(keep)
-
-    def _keep(self, commit: Commit) -> set[int | None]:
-        """The best epochs whose weights stay once ``commit`` is durable: its own and its
-        fallback's (the commit before it)."""
-        keep = {commit.best_epoch, self._previous_best}
-        self._previous_best = commit.best_epoch
-        return keep
+        self.retention.prune(keep)
 
     def _write_files(self, commit: Commit) -> None:
         """All of a commit's files in one go, as the background backend writes them from its copy:
@@ -148,15 +136,3 @@ class FileBackend:
         the write's error)."""
         if self.on_durable is not None:
             self.on_durable(serial)
-
-    def _newest_name(self) -> str | None:
-        newest = self.directory.checkpoints()[:1]
-        return newest[0].name if newest else None
-
-    def _prune(self, keep: set[int | None]) -> None:
-        """Remove states older than the two newest and best weights of epochs not in ``keep``."""
-        for checkpoint in self.directory.checkpoints()[2:]:
-            checkpoint.remove()
-        for epoch, path in self.directory.best_paths().items():
-            if epoch not in keep:
-                path.unlink(missing_ok=True)
