@@ -5,13 +5,15 @@
   holds (:mod:`~experiment.run.commits.commit`).
 - :mod:`~experiment.run.commits.backend`: the protocol of how a commit reaches the disk, durably,
   and how superseded checkpoints leave it; one module per backend:
-  :mod:`~experiment.run.commits.file_backend` (one file, written in the training thread) and
+  :mod:`~experiment.run.commits.file_backend` (one file, serialized in the training thread and
+  made durable by a background thread),
   :mod:`~experiment.run.commits.background_backend` (one file, written by a background thread),
   :mod:`~experiment.run.commits.directory_backend` (a folder of shards, for ``strategy="fsdp"``)
   and :mod:`~experiment.run.commits.async_directory_backend` (the same, written by a background
   thread on every rank);
-  the first has a new best epoch's weights written after the state, by its background thread,
-  and both write them on resume if a kill came first (:mod:`~experiment.run.commits.best_weights`).
+  the file backends write a new best epoch's weights from their background thread, and on resume
+  if a kill came first (:mod:`~experiment.run.commits.best_weights`); all of them keep and prune
+  checkpoints by one rule (:mod:`~experiment.run.commits.retention`).
 - :mod:`~experiment.run.commits.restorer`: choosing, checking and loading the checkpoint to resume.
 - :mod:`~experiment.run.commits.committer`: the three built together for one run.
 
