@@ -80,10 +80,11 @@ def marked_keys(skeleton: Any) -> list[str]:
     return found
 
 
-def save(tensors: dict[str, Any], directory: Path, *, group: Any = None) -> str | None:
+def save(tensors: dict[str, Any], directory: Path, *, group: Any = None) -> None:
     """Write ``tensors`` (this rank's shards) into ``directory`` with DCP, every file fsynced; a
-    collective of every rank. Returns the SHA-256 of ``.metadata`` on the rank that wrote it (rank
-    0), None on the others. ``group``: the process group of DCP's collectives (None: the default).
+    collective of every rank. ``group``: the process group of DCP's collectives (None: the default).
+    The digest of ``.metadata`` is taken by the rank that commits the folder (:func:`digest`), and
+    only by it: once this returns, that rank may rename the folder while the others go on.
 
     Raises:
         StorageError: a rank failed to write (every rank raises it).
@@ -98,8 +99,6 @@ def save(tensors: dict[str, Any], directory: Path, *, group: Any = None) -> str 
             f"Could not write the sharded checkpoint into {directory}: {error}. Nothing was committed; "
             "the previous checkpoint is intact. Free some disk space or check the file system."
         ) from error
-    metadata = directory / METADATA
-    return digest(metadata) if metadata.exists() else None
 
 
 def digest(path: Path) -> str:

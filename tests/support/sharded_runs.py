@@ -47,7 +47,8 @@ def shard_commits(run_dir: Path, *, names: list[str]) -> list[Path]:
             tree["nodes"][name] = {"sharded": {"prefix": name, "skeleton": skeleton}}
         with warnings.catch_warnings():  # one process writing shards is what is meant
             warnings.filterwarnings("ignore", "torch.distributed is disabled", UserWarning)
-            digest = shards.save(tensors, folder)
+            shards.save(tensors, folder)
+        digest = shards.digest(folder / shards.METADATA)
         for name in SHARDED_NODES:
             tree["nodes"][name]["sharded"]["metadata_sha256"] = digest
         save_tensors(folder / TREE_FILE, tree)

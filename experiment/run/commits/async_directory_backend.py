@@ -102,13 +102,13 @@ class AsyncDirectoryBackend(DirectoryBackend):
         """In the writer thread of every rank: the shards, then (rank 0) the tree file and rename."""
         self.snapshot.wait_copied()
         try:
-            digest = shards.save(from_layouts(work.local, work.layouts), work.temporary, group=self._group)
+            shards.save(from_layouts(work.local, work.layouts), work.temporary, group=self._group)
         except StorageError:
             if self.world.is_main:
                 shutil.rmtree(work.temporary, ignore_errors=True)
             raise
         if self.world.is_main:
-            self._finish(work.serial, work.tree, digest, work.temporary)
+            self._finish(work.serial, work.tree, work.temporary)
             self._durable = work.serial  # reported on the training thread, at the next wait
             self.retention.prune(work.keep)
 

@@ -65,11 +65,11 @@ class DirectoryBackend:
         docstring); every rank takes part and raises the same error on failure."""
         keep, temporary, tree, tensors = self._prepare(commit, before)
         try:
-            digest = shards.save(tensors, temporary)
+            shards.save(tensors, temporary)
         except StorageError:
             self.world.on_main(lambda: shutil.rmtree(temporary, ignore_errors=True))
             raise
-        self.world.on_main(lambda: self._commit(commit.serial, tree, digest, temporary, keep))
+        self.world.on_main(lambda: self._commit(commit.serial, tree, temporary, keep))
 
     def _prepare(
         self, commit: Commit, before: Callable[[], None]
@@ -108,26 +108,28 @@ class DirectoryBackend:
         self.writer.wait()
         before()
 
-    def _commit(
-        self, serial: int, tree: dict[str, Any], digest: str | None, temporary: Path, keep: set[int | None]
-    ) -> None:
+    def _commit(self, serial: int, tree: dict[str, Any], temporary: Path, keep: set[int | None]) -> None:
         """Rank 0, once every rank's shards are written: the tree file, the rename, the pruning."""
-        self._finish(serial, tree, digest, temporary)
+        self._finish(serial, tree, temporary)
         if self.on_durable is not None:
             self.on_durable(serial)
         self.writer.submit(lambda: self.retention.prune(keep))
 
-    def _finish(self, serial: int, tree: dict[str, Any], digest: str | None, temporary: Path) -> None:
-        """Write the tree file into ``temporary`` and rename it to the commit of ``serial``.
+    def _finish(self, serial: int, tree: dict[str, Any], temporary: Path) -> None:
+        """Record the digest of DCP's ``.metadata`` in the tree, write the tree file into
+        ``temporary`` and rename it to the commit of ``serial`` (rank 0 alone: the other ranks never
+        read the folder, which this renames).
 
         Raises:
-            StorageError: a write failed; the temporary folder is removed, the previous commit kept.
+            StorageError: a read or write failed; the temporary folder is removed, the previous
+                commit kept.
         """
-        for node in tree["nodes"].values():
-            if shards.is_sharded_node(node):
-                node["sharded"]["metadata_sha256"] = digest
         final = self.directory.state_dir_path(serial)
         try:
+            digest = shards.digest(temporary / shards.METADATA)
+            for node in tree["nodes"].values():
+                if shards.is_sharded_node(node):
+                    node["sharded"]["metadata_sha256"] = digest
             save_tensors(temporary / TREE_FILE, tree)  # its folder fsynced: the shards' entries too
             if final.exists():  # a commit of this serial that did not load, skipped on resume
                 shutil.rmtree(final)
