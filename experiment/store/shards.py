@@ -17,7 +17,8 @@ torch.distributed.checkpoint is imported when shards are written or read, not wh
 
 Example:
     >>> skeleton, tensors = split(optimizer_state, "optimizer")
-    >>> digest = save(tensors, tmp_dir)                  # every rank; the digest on rank 0
+    >>> save(tensors, tmp_dir)                           # every rank
+    >>> digest = digest(tmp_dir / METADATA)              # rank 0, which commits the folder
     >>> node = {"sharded": {"prefix": "optimizer", "skeleton": skeleton, "metadata_sha256": digest}}
 """
 
