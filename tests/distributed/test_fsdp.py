@@ -7,12 +7,9 @@ The launch takes about 35 s on a 2-core machine (4 s of it is torchrun starting)
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
@@ -21,46 +18,15 @@ from click.testing import CliRunner
 from cli.main import cli
 from tests.distributed.fsdp_scenarios import SCENARIOS
 from tests.distributed.workload import make_experiment, make_network
-from tests.support.torchrun import Launch, run_torchrun
+from tests.support.scenario_launch import ScenarioLaunch, assert_no_problems, launch_scenarios
 
 SCRIPT = Path(__file__).with_name("fsdp_scenarios.py")
 NAMES = sorted(SCENARIOS)
 
 
-@dataclass
-class Launched:
-    workdir: Path
-    launch: Launch
-    result: dict[str, Any]
-    errors: dict[str, str]
-
-    def describe(self) -> str:
-        errors = "\n".join(f"--- {name} ---\n{text}" for name, text in sorted(self.errors.items()))
-        return f"{self.launch.describe()}\n{errors or '(no rank wrote an error file)'}"
-
-    def checks(self, name: str, check: str) -> list[str]:
-        if name not in self.result.get("scenarios", {}):
-            pytest.fail(f"scenario {name!r} did not complete in the launch\n{self.describe()}")
-        return self.result["scenarios"][name]["checks"].get(check, [])
-
-    def entry(self, key: str) -> Any:
-        if key not in self.result:
-            pytest.fail(f"the launch did not get to {key!r}\n{self.describe()}")
-        return self.result[key]
-
-
 @pytest.fixture(scope="module")
-def launched(tmp_path_factory: pytest.TempPathFactory) -> Launched:
-    workdir = tmp_path_factory.mktemp("fsdp")
-    launch = run_torchrun(SCRIPT, str(workdir), nproc=2, timeout=240)
-    result_path = workdir / "result.json"
-    result = json.loads(result_path.read_text()) if result_path.exists() else {}
-    errors = {p.name: p.read_text() for p in (workdir / "errors").glob("rank-*.txt") if p.stat().st_size}
-    return Launched(workdir, launch, result, errors)
-
-
-def assert_no_problems(problems: list[str]) -> None:
-    assert problems == [], f"{len(problems)} problem(s):\n" + "\n".join(problems)
+def launched(tmp_path_factory: pytest.TempPathFactory) -> ScenarioLaunch:
+    return launch_scenarios(SCRIPT, tmp_path_factory.mktemp("fsdp"), nproc=2, timeout=240)
 
 
 def test_fsdp_launch_completes_on_every_rank(launched):

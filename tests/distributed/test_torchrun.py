@@ -9,19 +9,17 @@ their stops are described in scenarios.py.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from experiment.errors import StateMismatchError
 from tests.distributed.scenarios import SCENARIOS
 from tests.distributed.workload import make_data_as, train
+from tests.support.scenario_launch import ScenarioLaunch, assert_no_problems, launch_scenarios
 from tests.support.state_checks import snapshot_files
-from tests.support.torchrun import Launch, run_torchrun
 
 SCRIPT = Path(__file__).with_name("scenarios.py")
 WORLD_SIZE = 2
@@ -30,25 +28,10 @@ LOCK_FILES = (".lock", ".lock.holder")  # taken (and the holder rewritten) befor
 
 
 @dataclass
-class Launched:
-    """The scenarios launch: torchrun's exit and output, rank 0's result file, any rank's error."""
+class Launched(ScenarioLaunch):
+    """The scenarios launch, and the single-process run's files before the launch tried to resume it."""
 
-    workdir: Path
-    launch: Launch
-    result: dict[str, Any]
-    errors: dict[str, str]
-    #: The single-process run's files before the launch tried to resume it.
     single_process_files: dict[str, tuple[bytes, int]]
-
-    def describe(self) -> str:
-        errors = "\n".join(f"--- {name} ---\n{text}" for name, text in sorted(self.errors.items()))
-        return f"{self.launch.describe()}\n{errors or '(no rank wrote an error file)'}"
-
-    def checks(self, name: str, check: str) -> list[str]:
-        """The problems found by ``check`` in scenario ``name``; fails if the scenario did not end."""
-        if name not in self.result.get("scenarios", {}):
-            pytest.fail(f"scenario {name!r} did not complete in the launch\n{self.describe()}")
-        return self.result["scenarios"][name]["checks"].get(check, [])
 
 
 def single_process_run(run_dir: Path) -> None:
@@ -63,17 +46,11 @@ def launched(tmp_path_factory: pytest.TempPathFactory) -> Launched:
     workdir = tmp_path_factory.mktemp("torchrun")
     single_process_run(workdir / "single-process")
     files = snapshot_files(workdir / "single-process", ignore=LOCK_FILES)
-    args = (str(workdir), "--single-process-run", str(workdir / "single-process"))
-    launch = run_torchrun(SCRIPT, *args, nproc=WORLD_SIZE, timeout=180)
-    result_path = workdir / "result.json"
-    result = json.loads(result_path.read_text()) if result_path.exists() else {}
-    errors_dir = workdir / "errors"
-    errors = {p.name: p.read_text() for p in errors_dir.glob("*.txt") if p.stat().st_size}
-    return Launched(workdir, launch, result, errors, files)
-
-
-def assert_no_problems(problems: list[str]) -> None:
-    assert problems == [], f"{len(problems)} problem(s):\n" + "\n".join(problems)
+    single = str(workdir / "single-process")
+    launched = launch_scenarios(
+        SCRIPT, workdir, "--single-process-run", single, nproc=WORLD_SIZE, timeout=180
+    )
+    return Launched(**vars(launched), single_process_files=files)
 
 
 def test_torchrun_scenarios_launch_completes_on_every_rank(launched):
