@@ -6,6 +6,7 @@ import errno
 import os
 import pickle
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -56,16 +57,39 @@ def test_storage_save_and_load_round_trip_plain_data(tmp_path):
     }
 
 
-class FailWritesFrom(Callback):
-    """Patches ``os.<name>`` to fail with ENOSPC when epoch ``epoch`` ends (the disk fills up)."""
+def wait_for_epochs_committed(run_dir: Path, epochs: int, timeout: float = 60.0) -> None:
+    """Block until the newest loadable state of ``run_dir`` has ``epochs`` epochs completed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = load_newest_state(RunDirectory(run_dir))
+        if found is not None and found[0]["nodes"]["progress"]["epochs_completed"] >= epochs:
+            return
+        time.sleep(0.01)
+    pytest.fail(f"no commit of {epochs} epochs became durable in {run_dir} within {timeout} s")
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, name: str, epoch: int, only: str = "") -> None:
+
+class FailWritesFrom(Callback):
+    """Patches ``os.<name>`` to fail with ENOSPC when epoch ``epoch`` ends (the disk fills up), once
+    the previous epoch's commit is durable: the writer thread makes it durable while the next epoch
+    trains, and on a loaded machine it may still be in flight when this epoch ends."""
+
+    def __init__(
+        self,
+        monkeypatch: pytest.MonkeyPatch,
+        name: str,
+        epoch: int,
+        only: str = "",
+        run_dir: Path | None = None,
+    ) -> None:
         super().__init__()
         self.monkeypatch, self.name, self.epoch, self.only = monkeypatch, name, epoch, only
+        self.run_dir = run_dir
 
     def on_epoch_end(self, epoch_number: int, logs: dict[str, Any]) -> None:
         if epoch_number != self.epoch:
             return
+        if self.run_dir is not None:
+            wait_for_epochs_committed(self.run_dir, epoch_number - 1)
         real = getattr(os, self.name)
         only = self.only
 
@@ -94,7 +118,7 @@ def test_storage_full_disk_during_commit_keeps_previous_checkpoint(
         train_run(
             resumed,
             checkpoint_every=checkpoint_every,
-            callbacks=lambda: [FailWritesFrom(monkeypatch, failing, 2, only)],
+            callbacks=lambda: [FailWritesFrom(monkeypatch, failing, 2, only, run_dir=resumed)],
         )
     monkeypatch.undo()
     # The error names the write that failed at the commit, not a later status update.
