@@ -142,13 +142,26 @@ class World:
         # Every rank learns whether rank 0 failed from one small all-reduce; the error itself is
         # broadcast only when there is one (a broadcast of objects costs two collectives and pickling).
         if self.distributed and self.agree_on(failed=int(failure is not None))["failed"]:
-            verdict = self.broadcast(None if failure is None else _portable(failure))
+            verdict = self.broadcast(None if failure is None else _portable(failure, self.rank))
             if failure is None:
                 kind, message = verdict
                 raise kind(message)
         if failure is not None:
             raise failure
         return result
+
+    def raise_any(self, failure: BaseException | None) -> None:
+        """Raise on every rank if any rank passes an error: a rank that failed raises its own, the
+        others the first failed rank's (see :func:`_portable`). One small all-reduce when none
+        failed; every rank calls it at the same point."""
+        if self.distributed and self.agree_on(failed=int(failure is not None))["failed"]:
+            verdicts = self.gather(None if failure is None else _portable(failure, self.rank))
+            verdict = self.broadcast(next((v for v in verdicts or [] if v is not None), None))
+            if failure is None:
+                kind, message = verdict
+                raise kind(message)
+        if failure is not None:
+            raise failure
 
     # ------------------------------------------------------------------------ device tensors
     def total(self, tensor: torch.Tensor) -> torch.Tensor:
@@ -168,12 +181,12 @@ class World:
             dist.broadcast(buffer, src=0)
 
 
-def _portable(error: BaseException) -> tuple[type[BaseException], str]:
-    """An error as (class, message) that another rank can raise: the library's own classes as
-    they are, any other as a RuntimeError that names it."""
+def _portable(error: BaseException, rank: int) -> tuple[type[BaseException], str]:
+    """An error of ``rank`` as (class, message) that another rank can raise: the library's own
+    classes as they are, any other as a RuntimeError that names it and the rank."""
     if isinstance(error, ExperimentError):
         return type(error), str(error)
-    return RuntimeError, f"rank 0 failed with {type(error).__name__}: {error}"
+    return RuntimeError, f"rank {rank} failed with {type(error).__name__}: {error}"
 
 
 SINGLE = World()

@@ -4,7 +4,8 @@ A sharded node's state dict holds DTensors. The backends ask whether a state hol
 (:func:`holds_shards`), check this rank's shards (:func:`local_view`), gather the best weights whole
 (:func:`full_tensors`), and, for asynchronous commits, take the plain local tensors with their
 layouts to copy them into reused buffers and wrap them again (:func:`local_layouts`,
-:func:`from_layouts`) on a process group of their own (:func:`commit_group`). With
+:func:`from_layouts`) on a process group and a CPU mesh of their own (:func:`commit_group`,
+:func:`commit_mesh`). With
 :mod:`~experiment.training.fsdp`, one of the few modules that import ``torch.distributed``.
 """
 
@@ -14,6 +15,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.tensor import DTensor
 
 
@@ -66,21 +68,22 @@ def local_layouts(tensors: dict[str, Any]) -> tuple[dict[str, Any], dict[str, An
     return local, layouts
 
 
-def from_layouts(local: dict[str, Any], layouts: dict[str, Any]) -> dict[str, Any]:
-    """The plain tensors of :func:`local_layouts` (or copies of them) as DTensors again."""
-    return {
-        key: DTensor.from_local(
-            value,
-            layouts[key][0],
-            layouts[key][1],
+def from_layouts(local: dict[str, Any], layouts: dict[str, Any], mesh: Any) -> dict[str, Any]:
+    """The plain tensors of :func:`local_layouts` (or copies of them) as DTensors again, those of
+    a one-dimensional mesh on ``mesh`` (:func:`commit_mesh`), a mesh of the CPU, so that copies in
+    host memory stay there: a DTensor made on a CUDA mesh moves its local tensor to the GPU. (The
+    DTensors of a network the user sharded on a mesh of more dimensions keep their own.)"""
+    wrapped = dict(local)
+    for key, (own_mesh, placements, shape, stride) in layouts.items():
+        wrapped[key] = DTensor.from_local(
+            local[key],
+            mesh if own_mesh.ndim == 1 else own_mesh,
+            placements,
             run_check=False,
-            shape=layouts[key][2],
-            stride=layouts[key][3],
+            shape=shape,
+            stride=stride,
         )
-        if key in layouts
-        else value
-        for key, value in local.items()
-    }
+    return wrapped
 
 
 def commit_group() -> Any:
@@ -88,3 +91,10 @@ def commit_group() -> Any:
     collectives on the default group while FSDP2 trains on it abort gloo (a collective mismatch).
     A collective: every rank creates it at the same point."""
     return dist.new_group(backend="gloo")
+
+
+def commit_mesh(group: Any) -> Any:
+    """A one-dimensional CPU device mesh over ``group`` (:func:`commit_group`), whose rank order is
+    the default group's: the mesh of the DTensors that asynchronous commits write from host copies.
+    FSDP2 shards over one mesh dimension, so each copy keeps its placement on this mesh."""
+    return DeviceMesh.from_group(group, "cpu")

@@ -26,7 +26,8 @@ end, and checks (into ``checks``):
   holding parameters).
 
 Then: a network the user sharded (root only) is kept as it is (``user_sharded``); "16-mixed"
-and the callbacks that save or load weights themselves are refused, nothing written (``refusals``); an optimizer whose step is a collective resumes (``collective_optimizer``). Rank 0 writes WORKDIR/result.json; a rank that meets
+and the callbacks that save or load weights themselves are refused, nothing written (``refusals``); an optimizer whose step is a collective resumes (``collective_optimizer``); a NaN in one
+rank's shards is refused on every rank (``non_finite``), and what a callback changes while the writer thread waits is not in the commit (``live_state``; both in tests/distributed/fsdp_writers.py). Rank 0 writes WORKDIR/result.json; a rank that meets
 an unexpected error writes WORKDIR/errors/rank-N.txt and exits at once.
 """
 
@@ -55,6 +56,7 @@ from torch.distributed.checkpoint.state_dict import (
 from torch.distributed.fsdp import FSDPModule, fully_shard
 
 from tests.distributed import checks
+from tests.distributed.fsdp_writers import live_state, non_finite
 from tests.distributed.scenarios import gather, write_json
 from tests.distributed.workload import StopAtBatch, make_data_as, make_experiment, make_network, train
 from tests.support.run_comparison import run_differences, tree_differences
@@ -441,6 +443,8 @@ def main() -> None:
         result["user_sharded"] = [p for problems in gather(user_sharded(runs_dir)) for p in problems]
         result["refusals"] = gather(refusals(runs_dir))
         result["collective_optimizer"] = collective_optimizer(runs_dir)
+        result["non_finite"] = non_finite(runs_dir)
+        result["live_state"] = live_state(runs_dir)
         if args.only is None or "fsdp" in args.only:
             result["optimizer_loading"] = optimizer_loading(runs_dir)
     except BaseException:

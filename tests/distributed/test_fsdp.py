@@ -146,6 +146,26 @@ def test_fsdp_resume_checks_an_optimizer_whose_step_is_a_collective_without_step
     assert_no_problems(launched.entry("collective_optimizer"))
 
 
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_fsdp_nan_in_one_ranks_shards_is_refused_on_every_rank_and_the_last_commit_kept(launched, mode):
+    """Rank 1 alone holds the NaN: the ranks agree, synchronously at the commit and asynchronously
+    in their writer threads (raised at the next wait); the temporary folder is removed."""
+    found = launched.entry("non_finite")[mode]
+    for rank, error in enumerate(found["errors"]):
+        assert error is not None and error.startswith(
+            "NonFiniteStateError: The network '0.weight' holds NaN"
+        ), f"rank {rank}: {error}"
+        assert "at global step 6" in error and "the last checkpoint (state-000002) is intact" in error, error
+    assert found["folders"] == ["state-000001", "state-000002"], found
+
+
+def test_fsdp_async_commit_holds_a_callbacks_state_as_it_was_at_the_commit(launched):
+    """The callback's state_dict() returns its live tensor, which step 3 adds to in place while the
+    writer of the commit after step 2 is held: the tree file must hold 2 (the other nodes'
+    tensors, metric sums among them, are copied the same way)."""
+    assert launched.entry("live_state")["recorded"] == 2
+
+
 def test_fsdp_load_optimizer_state_takes_each_ranks_shards_of_a_commit_or_of_a_full_file(launched):
     assert_no_problems(launched.entry("optimizer_loading"))
 

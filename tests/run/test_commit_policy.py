@@ -174,12 +174,13 @@ def test_commit_policy_checks_finiteness_unless_training_is_stopping():
     assert checked.non_finite_message.startswith("The {culprit} holds NaN or infinity at global step 12 ")
 
 
-def test_commit_policy_distributed_commit_holds_every_rank_state_of_the_per_rank_nodes():
+def test_commit_policy_hands_this_ranks_state_which_gathered_holds_every_ranks_per_rank_nodes():
     policy, backend, _ = _policy([], world=TwoRanks())
 
     policy.commit("step")
 
-    state = backend.commits[0].state
+    assert backend.commits[0].state["nodes"]["rng"] == {"count": 7}  # this rank's: not yet gathered
+    state = backend.commits[0].gathered(TwoRanks()).state
     assert state["world_size"] == 2 and state["nodes"]["counter"] == {"count": 1}
     assert state["nodes"]["rng"] == {"world_size": 2, "ranks": [{"count": 7}, {"count": 107}]}
     assert own_share(state, 1)["nodes"]["train_metrics"] == {"count": 108}

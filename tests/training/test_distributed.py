@@ -27,6 +27,42 @@ def test_a_single_process_is_a_world_of_one_whose_operations_return_their_input(
         SINGLE.on_main(lambda: (_ for _ in ()).throw(StorageError("disk full")))
 
 
+class RankOneOfTwo(World):
+    """Rank 1 of two, whose peer (rank 0) failed with ``peer`` (None: it did not)."""
+
+    def __init__(self, peer: BaseException | None) -> None:
+        super().__init__(size=2, rank=1)
+        self.peer = peer
+        self.sent: list[object] = []
+
+    def agree(self, values: list[int]) -> list[int]:
+        return [max(value, int(self.peer is not None)) for value in values]
+
+    def gather(self, value: object) -> None:  # type: ignore[override]
+        self.sent.append(value)
+        return None  # rank 0 receives the list
+
+    def broadcast(self, value: object) -> object:
+        return (type(self.peer), str(self.peer)) if isinstance(self.peer, StorageError) else value
+
+
+def test_raise_any_raises_a_peers_error_its_own_first_or_nothing_when_no_rank_failed():
+    RankOneOfTwo(None).raise_any(None)  # no rank failed: returns after one agreement
+    with pytest.raises(StorageError, match="rank 0 disk full"):
+        RankOneOfTwo(StorageError("rank 0 disk full")).raise_any(None)
+    world = RankOneOfTwo(StorageError("rank 0 disk full"))
+    with pytest.raises(ConfigurationError, match="own"):
+        world.raise_any(ConfigurationError("own"))
+    assert world.sent == [(ConfigurationError, "own")]  # its error went to the others too
+    world = RankOneOfTwo(None)
+    with pytest.raises(OSError, match="broken"):
+        world.raise_any(OSError("broken"))
+    assert world.sent == [(RuntimeError, "rank 1 failed with OSError: broken")]  # as others raise it
+    SINGLE.raise_any(None)
+    with pytest.raises(OSError, match="alone"):
+        SINGLE.raise_any(OSError("alone"))
+
+
 def test_the_agreement_schedule_proposes_about_a_second_of_steps_ahead(monkeypatch):
     clock = iter([100.0, 100.5])  # 10 steps in half a second: 20 steps per second
     monkeypatch.setattr("experiment.training.distributed.time.perf_counter", lambda: next(clock))

@@ -1,16 +1,17 @@
 """One folder of shards per commit, written by a background thread on every rank: the asynchronous
 commit backend of sharded state (``strategy="fsdp"``, ``async_checkpoint=True``).
 
-On the training thread a commit waits for the previous write on every rank (the ranks agree on its
-outcome in one control all-reduce: any rank's failure is raised on all), writes the derived files
-and the best weights of a new best epoch as :class:`DirectoryBackend` does, makes the temporary
-folder, and copies this rank's shards into CPU buffers reused from one commit to the next: that copy
-is all training waits for. Each rank's writer thread then wraps the copies as DTensors again and
-writes them with DCP on a process group of its own (gloo): DCP's collectives on the default group
-while FSDP2 trains on it abort gloo. Once DCP's save returns on rank 0 (it writes ``.metadata``
-after every rank's shards), rank 0's thread writes the tree file, renames the folder, fsyncs
-``checkpoints/`` and prunes. One write is in flight at a time; a kill during it leaves only a
-temporary folder, removed at the next start.
+On the training thread a commit waits for this rank's previous write (whose outcome the writers
+agreed on: any rank's failure is raised on all), gathers and writes the best weights of a new best
+epoch as :class:`DirectoryBackend` does, and copies this rank's shards into CPU buffers reused
+from one commit to the next: no other collective, no file and no check happens there, so that the
+copy is nearly all training waits for. Each rank's writer thread then works on a process group of
+its own (gloo: DCP's collectives on the default group while FSDP2 trains on it abort gloo): rank 0
+writes the derived files and makes the temporary folder; every rank checks its copies for NaN and
+infinity, the ranks agree, gather their per-rank state to rank 0, and write the shards with DCP;
+rank 0 writes the tree file, renames the folder, fsyncs ``checkpoints/`` and prunes; the ranks
+agree on the outcome. One write is in flight at a time; its error comes back at the next commit or
+wait, on every rank. A kill during it leaves only a temporary folder, removed at the next start.
 """
 
 from __future__ import annotations
@@ -21,26 +22,26 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from experiment.errors import StorageError
 from experiment.run.commits.commit import Commit
-from experiment.run.commits.directory_backend import DirectoryBackend
+from experiment.run.commits.directory_backend import DirectoryBackend, fresh_folder, split_shards
 from experiment.state.snapshot import Snapshot
 from experiment.store import shards
 from experiment.store.directory import RunDirectory
 from experiment.training.distributed import SINGLE, World
-from experiment.training.sharded_tensors import commit_group, from_layouts, local_layouts
+from experiment.training.sharded_tensors import commit_group, commit_mesh, from_layouts, local_layouts
 
 
 @dataclasses.dataclass
 class _Write:
-    """One commit handed to the writer thread."""
+    """One commit handed to the writer thread: a copy of its tree file (per-rank nodes not yet
+    gathered), the copies of this rank's shards and their layouts."""
 
-    serial: int
+    commit: Commit
     tree: dict[str, Any]
-    local: dict[str, Any]
+    copies: dict[str, Any]
     layouts: dict[str, Any]
-    temporary: Path
     keep: set[int | None]
+    before: Callable[[], None]
 
 
 class AsyncDirectoryBackend(DirectoryBackend):
@@ -55,64 +56,90 @@ class AsyncDirectoryBackend(DirectoryBackend):
     ) -> None:
         super().__init__(directory, world, on_durable)
         self.snapshot = Snapshot()
-        self._group: Any = None
+        #: The writer threads' view of the ranks: the same ranks on a gloo group of their own.
+        self._writers: World | None = None
+        #: The CPU mesh over that group of the DTensors that wrap the copies.
+        self._mesh: Any = None
         #: The serial of a commit found durable and not yet reported to ``on_durable`` (rank 0).
         self._durable: int | None = None
 
     def write(self, commit: Commit, before: Callable[[], None]) -> None:
         """Finish the previous write (its failure raised on every rank), then copy this commit's
         shards and hand them to the writer thread."""
-        self._wait_all()
-        if self._group is None:
-            self._group = commit_group()  # every rank reaches its first commit together
-        keep, temporary, tree, tensors = self._prepare(commit, before)
+        self.wait()
+        if self._writers is None:  # every rank reaches its first commit together
+            group = commit_group()
+            self._writers = World(self.world.size, self.world.rank, self.world.local_rank, group)
+            self._mesh = commit_mesh(group)
+        keep = self.retention.keep(commit)
+        self._write_best_weights(commit)
+        tree, tensors = split_shards(commit.state)
         local, layouts = local_layouts(tensors)
-        work = _Write(commit.serial, tree, self.snapshot.take(local), layouts, temporary, keep)
+        # The tree is copied too: a node's state_dict() may return live lists or tensors (metric
+        # sums) that the next steps change while the writer thread still reads them.
+        copies, tree = self.snapshot.take((local, tree))
+        work = _Write(commit, tree, copies, layouts, keep, before)
         self.writer.submit(lambda: self._write(work))
 
     def wait(self, *, quiet: bool = False) -> None:
-        """Block until the write in flight is durable or failed; raise a failure of any rank on every
-        rank unless ``quiet`` (on the way out after another error, each rank waits on its own)."""
-        if quiet:
-            self.writer.wait(quiet=True)
-            self._report_durable()
-            return
-        self._wait_all()
-
-    def _start(self, before: Callable[[], None]) -> None:
-        before()  # the previous write was waited for by every rank already
-
-    def _wait_all(self) -> None:
-        failure: BaseException | None = None
+        """Block until the write in flight is durable or failed; raise its failure (the same on
+        every rank: the writers agreed on it) unless ``quiet``."""
         try:
-            self.writer.wait()
-        except Exception as error:  # agreed on below, then raised on every rank
-            failure = error
-        if not self.world.agree_on(failed=int(failure is not None))["failed"]:
-            if self.world.is_main:
-                self._report_durable()
-            return
-        messages = self.world.gather(None if failure is None else str(failure))
-        message = self.world.broadcast(next((m for m in messages or [] if m), None))
-        if failure is not None:
-            raise failure
-        raise StorageError(f"Another rank failed to write its shards: {message}")
+            self.writer.wait(quiet=quiet)
+        finally:
+            self._report_durable()
 
     def _write(self, work: _Write) -> None:
-        """In the writer thread of every rank: the shards, then (rank 0) the tree file and rename."""
+        """In the writer thread of every rank; each step that may fail on one rank ends in an
+        agreement, so that every rank's writer raises the same error (rank 0 then removes the
+        temporary folder)."""
+        assert self._writers is not None
+        writers, serial = self._writers, work.commit.serial
+        temporary = self.directory.temporary_state_dir(serial)
         self.snapshot.wait_copied()
+        failure = None
         try:
-            shards.save(from_layouts(work.local, work.layouts), work.temporary, group=self._group)
-        except StorageError:
-            if self.world.is_main:
-                shutil.rmtree(work.temporary, ignore_errors=True)
-            raise
-        if self.world.is_main:
-            self._finish(work.serial, work.tree, work.temporary)
-            self._durable = work.serial  # reported on the training thread, at the next wait
+            if writers.is_main:
+                work.before()
+                fresh_folder(temporary)
+            _refuse_non_finite_copies(work, self.retention.newest_name)
+        except Exception as error:  # agreed on below
+            failure = error
+        self._agree(failure, temporary)
+        tree = dataclasses.replace(work.commit, state=work.tree).gathered(writers).state
+        try:
+            shards.save(from_layouts(work.copies, work.layouts, self._mesh), temporary, group=writers.control)
+            if writers.is_main:
+                self._finish(serial, tree, temporary)
+        except Exception as error:  # agreed on below
+            failure = error
+        self._agree(failure, temporary)
+        if writers.is_main:
+            self._durable = serial  # reported on the training thread, at the next wait
             self.retention.prune(work.keep)
+
+    def _agree(self, failure: BaseException | None, temporary: Path) -> None:
+        """Raise on every rank's writer if any failed; rank 0 removes the temporary folder then."""
+        assert self._writers is not None
+        try:
+            self._writers.raise_any(failure)
+        except BaseException:
+            if self._writers.is_main:
+                shutil.rmtree(temporary, ignore_errors=True)
+            raise
 
     def _report_durable(self) -> None:
         serial, self._durable = self._durable, None
         if serial is not None and self.on_durable is not None:
             self.on_durable(serial)
+
+
+def _refuse_non_finite_copies(work: _Write, last: Callable[[], str | None]) -> None:
+    """Raise NonFiniteStateError if this rank's copies of the model or optimizer hold NaN or
+    infinity (unless the commit is not to be checked)."""
+    nodes = {
+        name: shards.fill(node["sharded"]["skeleton"], work.copies)
+        for name, node in work.tree["nodes"].items()
+        if shards.is_sharded_node(node)
+    }
+    dataclasses.replace(work.commit, state={**work.commit.state, "nodes": nodes}).refuse_non_finite(last)

@@ -1,9 +1,11 @@
 """One commit as the policy hands it to a backend, and the per-rank layout of its nodes.
 
 A commit's state is ``{"format", "serial", "reason", "run_id", "world_size", "classes", "nodes"}``
-with one entry per node of the run's state tree, as plain data and tensors. In a distributed run
-the nodes of :data:`~experiment.run.run_state.PER_RANK_NODES` hold every rank's state, gathered to
-rank 0 (:func:`plain_nodes`); on resume each rank takes its own (:func:`own_share`).
+with one entry per node of the run's state tree, as plain data and tensors (:func:`plain_nodes`).
+The policy hands each backend this rank's own state of the nodes of
+:data:`~experiment.run.run_state.PER_RANK_NODES`; in a distributed run the backend gathers every
+rank's to rank 0 (:meth:`Commit.gathered`, a collective) on the thread and process group where its
+writes happen; on resume each rank takes its own (:func:`own_share`).
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ class Commit:
     """What a backend makes durable at one commit.
 
     Attributes:
-        state: the tree to write (see the module docstring); on a rank other than 0, its per-rank
-            nodes hold no states (rank 0 holds them all).
+        state: the tree to write (see the module docstring): as the policy makes it, its per-rank
+            nodes hold this rank's state; once :meth:`gathered`, every rank's on rank 0 and none on
+            the others.
         best_epoch: the best epoch this state refers to: its best weights are kept while the
             commit is kept (None before any epoch).
         best_weights: an epoch whose weights (the ``model`` node) the backend writes as that
@@ -52,6 +55,19 @@ class Commit:
     def reason(self) -> str:
         return str(self.state["reason"])
 
+    def gathered(self, world: World) -> Commit:
+        """This commit with each per-rank node as ``{"world_size", "ranks": [state of rank 0, of
+        rank 1, ...]}`` (``ranks`` None on the other ranks): a collective on ``world``'s control
+        group, which every rank calls for the same commit; itself in one process."""
+        if not world.distributed:
+            return self
+        nodes = dict(self.state["nodes"])
+        gathered = world.gather({name: nodes[name] for name in PER_RANK_NODES})
+        for name in PER_RANK_NODES:
+            ranks = None if gathered is None else [share[name] for share in gathered]
+            nodes[name] = {"world_size": world.size, "ranks": ranks}
+        return dataclasses.replace(self, state={**self.state, "nodes": nodes})
+
     def refuse_non_finite(self, last: Callable[[], str | None]) -> None:
         """Raise NonFiniteStateError if the state holds NaN or infinity (and is to be checked);
         ``last`` names the newest durable checkpoint (asked only then).
@@ -67,21 +83,14 @@ class Commit:
             raise NonFiniteStateError(message)
 
 
-def plain_nodes(tree: StateTree, world: World) -> dict[str, Any]:
-    """Every node's state as plain data; in a distributed run, on rank 0, each per-rank node as
-    ``{"world_size", "ranks": [state of rank 0, of rank 1, ...]}`` (``ranks`` None on the others).
+def plain_nodes(tree: StateTree) -> dict[str, Any]:
+    """Every node's state as plain data (this rank's own, for the per-rank nodes).
 
     Raises:
         ConfigurationError: a node's state is not plain data and tensors.
     """
     saved = tree.state_dict()["nodes"]
-    nodes = {name: plain_state(state, f"the state of {name!r}") for name, state in saved.items()}
-    if world.distributed:
-        gathered = world.gather({name: nodes[name] for name in PER_RANK_NODES})
-        for name in PER_RANK_NODES:
-            ranks = None if gathered is None else [share[name] for share in gathered]
-            nodes[name] = {"world_size": world.size, "ranks": ranks}
-    return nodes
+    return {name: plain_state(state, f"the state of {name!r}") for name, state in saved.items()}
 
 
 def own_share(saved: dict[str, Any], rank: int) -> dict[str, Any]:

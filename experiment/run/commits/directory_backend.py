@@ -63,6 +63,7 @@ class DirectoryBackend:
     def write(self, commit: Commit, before: Callable[[], None]) -> None:
         """Write ``commit`` as a folder of shards and rename it into place (see the module
         docstring); every rank takes part and raises the same error on failure."""
+        commit = commit.gathered(self.world)
         keep, temporary, tree, tensors = self._prepare(commit, before)
         try:
             shards.save(tensors, temporary)
@@ -79,16 +80,23 @@ class DirectoryBackend:
         weights of a new best epoch written. Returns what is kept once this commit is durable,
         the temporary folder, the tree file's content and this rank's tensors for DCP."""
         self.world.on_main(lambda: self._start(before))
-        self._refuse_non_finite(commit)
+        self._refuse_non_finite(
+            dataclasses.replace(commit, state={**commit.state, "nodes": local_view(commit.state["nodes"])})
+        )
         keep = self.retention.keep(commit)
         temporary = self.directory.temporary_state_dir(commit.serial)
-        self.world.on_main(lambda: _fresh_folder(temporary))
+        self.world.on_main(lambda: fresh_folder(temporary))
+        self._write_best_weights(commit)
+        tree, tensors = split_shards(commit.state)
+        return keep, temporary, tree, tensors
+
+    def _write_best_weights(self, commit: Commit) -> None:
+        """The weights of a new best epoch, gathered whole by every rank (a collective) and written
+        by rank 0; nothing when the commit has no new best."""
         if commit.best_weights is not None:
-            weights = full_tensors(commit.state["nodes"]["model"], keep=self.world.is_main)  # a collective
+            weights = full_tensors(commit.state["nodes"]["model"], keep=self.world.is_main)
             path = self.directory.best_path(commit.best_weights)
             self.world.on_main(lambda: save_tensors(path, weights, sync_dir=False))
-        tree, tensors = _split(commit.state)
-        return keep, temporary, tree, tensors
 
     def wait(self, *, quiet: bool = False) -> None:
         """Wait for the pruning in flight; raise its error (on every rank) unless ``quiet``."""
@@ -146,23 +154,16 @@ class DirectoryBackend:
     # ------------------------------------------------------------------------ every rank
     def _refuse_non_finite(self, commit: Commit) -> None:
         """Each rank checks its own shards; if any holds NaN or infinity, every rank raises the
-        message of the first that found one (a rare path: one more gather then)."""
-        local = dataclasses.replace(
-            commit, state={**commit.state, "nodes": local_view(commit.state["nodes"])}
-        )
-        message = None
+        message of the first that found one."""
+        failure = None
         try:
-            local.refuse_non_finite(self.retention.newest_name)
+            commit.refuse_non_finite(self.retention.newest_name)
         except NonFiniteStateError as error:
-            message = str(error)
-        if not self.world.agree_on(non_finite=int(message is not None))["non_finite"]:
-            return
-        messages = self.world.gather(message)
-        chosen = self.world.broadcast(next((m for m in messages or [] if m), None))
-        raise NonFiniteStateError(chosen)
+            failure = error
+        self.world.raise_any(failure)
 
 
-def _split(state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+def split_shards(state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """The tree file's content (each sharded node as its skeleton) and the tensors for DCP."""
     nodes, tensors = {}, {}
     for name, node in state["nodes"].items():
@@ -175,7 +176,7 @@ def _split(state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     return {**state, "nodes": nodes}, tensors
 
 
-def _fresh_folder(folder: Path) -> None:
+def fresh_folder(folder: Path) -> None:
     """An empty ``folder`` (a leftover of the same name removed first)."""
     if folder.exists():
         shutil.rmtree(folder)

@@ -62,8 +62,10 @@ class FileBackend:
     def write(self, commit: Commit, before: Callable[[], None]) -> None:
         """Wait for the previous background work, serialize the state into a temporary file, then
         let the writer thread run ``before``, make the state durable, write the best weights and
-        remove what they supersede (see :class:`CommitBackend`)."""
-        self.world.on_main(lambda: self._write_here(commit, before))
+        remove what they supersede (see :class:`CommitBackend`). Every rank's per-rank state is
+        gathered to rank 0 first."""
+        gathered = commit.gathered(self.world)
+        self.world.on_main(lambda: self._write_here(gathered, before))
 
     def wait(self, *, quiet: bool = False) -> None:
         """Wait for the background work in flight; raise its error unless ``quiet``."""

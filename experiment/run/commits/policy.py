@@ -99,7 +99,7 @@ class CommitPolicy:
             "run_id": None if self.run_id is None else self.run_id(),
             "world_size": self.world.size,
             "classes": self.tree.classes(),
-            "nodes": plain_nodes(self.tree, self.world),
+            "nodes": plain_nodes(self.tree),
         }
 
     def _record(self, logs: dict[str, Any] | None) -> None:
