@@ -6,7 +6,11 @@
 - no host synchronization in a steady-state training step (``torch.cuda.set_sync_debug_mode``
   raises on one), for 32-true and bf16-mixed;
 - the time a commit blocks training for a multi-GB state, synchronous and asynchronous (the time
-  between the step before a commit and the step after it, minus a plain step).
+  between the step before a commit and the step after it, minus a plain step);
+- FSDP2 resume bit-identity with synchronous and asynchronous directory commits, one rank per GPU
+  with NCCL (scripts/gpu_check_fsdp.py, under torchrun) where two or more GPUs are visible;
+  ``strategy="fsdp"`` needs two processes and NCCL one GPU per process, so with one GPU the case
+  says it was skipped and why.
 
 Usage::
 
@@ -23,6 +27,7 @@ import contextlib
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -141,6 +146,24 @@ def commit_stall(root: Path, state_gb: float, async_checkpoint: bool) -> dict[st
     return {"state_gb": state_gb, "step_s": plain, "commit_stall_s": max(committed) - plain}
 
 
+def fsdp_case(root: Path) -> dict[str, Any]:
+    """The summary of scripts/gpu_check_fsdp.py over every visible GPU, or why it was skipped."""
+    gpus = torch.cuda.device_count()
+    if gpus < 2:
+        return {"skipped": f"{gpus} GPU visible: strategy='fsdp' needs 2 processes, NCCL a GPU for each"}
+    out = root / "fsdp.json"
+    script = Path(__file__).with_name("gpu_check_fsdp.py")
+    finished = subprocess.run(
+        [sys.executable, str(script), "--nproc", str(min(gpus, 8)), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    if finished.returncode != 0 or not out.exists():
+        return {"failed": f"exit {finished.returncode}: {finished.stderr[-2000:]}"}
+    return dict(json.loads(out.read_text()))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--state-gb", type=float, default=2.0)
@@ -170,6 +193,7 @@ def main() -> None:
         torch.use_deterministic_algorithms(False)
         summary["commit_sync"] = commit_stall(root, args.state_gb, async_checkpoint=False)
         summary["commit_async"] = commit_stall(root, args.state_gb, async_checkpoint=True)
+        summary["fsdp"] = fsdp_case(root)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     text = json.dumps(summary, indent=2)

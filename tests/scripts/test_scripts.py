@@ -47,6 +47,7 @@ TINY_RUNS: dict[str, tuple[list[str], dict[str, str]]] = {
         + ["--workdir", "{dir}"],
         {},
     ),
+    "gpu_check_fsdp.py": (["--device", "cpu", "--out", "{dir}/out.json"], {}),
     "bench_overhead.py": (["--epochs", "1", "--repeats", "1", "--workdir", "{dir}"], {}),
     "train_digits.py": (["{dir}/digits", "--epochs", "1"], {}),
     "bench_ls.py": (["--runs", "4", "--repeats", "1", "--keep", "{dir}/runs"], {}),
@@ -262,6 +263,15 @@ def test_gpu_check_without_cuda_says_nothing_was_checked(script_runs: ScriptRuns
     assert "no CUDA device is available" in result.stderr
     assert "nothing was checked; run it on a machine with a CUDA GPU" in result.stderr
     assert not (result.workdir / "out.json").exists()
+
+
+@pytest.mark.slow
+def test_gpu_check_fsdp_on_the_cpu_resumes_two_gloo_ranks_bit_identically(script_runs: ScriptRuns) -> None:
+    result = script_runs.result("gpu_check_fsdp.py", kind="run").succeeded()
+    summary = json.loads(result.stdout[result.stdout.index("{") :])
+    assert summary["ranks"] == 2 and summary["device"] == "cpu", result.describe()
+    assert summary["resume_identical_sync"] is True and summary["resume_identical_async"] is True, summary
+    assert json.loads((result.workdir / "out.json").read_text()) == summary
 
 
 @pytest.mark.slow
