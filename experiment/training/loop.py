@@ -181,7 +181,7 @@ class TrainingLoop(StepSetup, ProgressView, LoopEvaluation):
         """The inner loop of a training call, with its step built (once) to go through ``module``."""
         self.accumulation = AccumulationGroups(self.accumulate_grad_batches, plan.train.steps_per_epoch)
         backward_end = plan.callbacks.listeners("on_backward_end")
-        warm_up = resumed and self.world.distributed
+        warm_up = resumed and self.strategy.warms_up_on_resume
         parts = StepParts(
             module, self.optimizer, self.precision, self.device, self.accumulation, backward_end, warm_up
         )

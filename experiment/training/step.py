@@ -53,7 +53,7 @@ class StepParts:
         network: the module the batches go through (under torchrun, its DDP wrapper).
         groups: the accumulation groups the step places each batch in.
         backward_end: the callbacks' ``on_backward_end`` methods, called before each optimizer step.
-        warm_up: whether the first step follows a resume under torchrun (see :meth:`GroupedStep.warm_up`).
+        warm_up: whether the first step follows a resume under DDP (see :meth:`GroupedStep.warm_up`).
     """
 
     network: nn.Module

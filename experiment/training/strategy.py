@@ -45,6 +45,9 @@ class Strategy:
     name = "single"
     #: Whether the model and optimizer nodes hold sharded state (written as a directory commit).
     shards_state = False
+    #: Whether a resumed process runs one step that changes nothing first (DDP lays its gradient
+    #: buckets out anew after its first backward: see ``GroupedStep.warm_up``).
+    warms_up_on_resume = False
 
     def __init__(self, world: World = SINGLE) -> None:
         self.world = world
@@ -125,6 +128,7 @@ class DataParallel(Strategy):
     """
 
     name = "ddp"
+    warms_up_on_resume = True
 
     def __init__(self, world: World, wrapper: nn.Module | None = None) -> None:
         super().__init__(world)
