@@ -101,6 +101,30 @@ def test_fsdp_sigkill_of_rank_0_inside_a_commit_resumes_bit_identical(reference,
     assert_same_as(reference, run_dir, f"resumed from step {committed}: ")
 
 
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_fsdp_sigkill_of_rank_1_inside_a_commit_resumes_bit_identical(reference, tmp_path, mode):
+    """Rank 1 pauses inside the third commit (step 8's), once its shard files are written and
+    fsynced, before DCP's closing collective (where rank 0 writes .metadata); it is killed there.
+    Rank 0 cannot complete the commit without it: its DCP collective fails, it removes the temporary
+    folder and exits (or, if torchrun's SIGTERM ends it first, the rerun removes the folder); the
+    newest commit stays step 6's. Asynchronous: rank 1's writer thread pauses while its training
+    thread goes on; rank 0's writer thread and training thread both meet the dead peer."""
+    run_dir, signals = tmp_path / "run", tmp_path / "signals"
+    signals.mkdir()
+    options = ["--async-checkpoint"] if mode == "async" else []
+    pause = ["--pause-rank", "1", "--pause-in-commit", "3", "--signal-dir", str(signals)]
+    with Torchrun(SCRIPT, str(run_dir), *FSDP, *pause, *options, nproc=2) as launch:
+        launch.wait_until(lambda: (signals / "ready").exists(), TIMEOUT, "rank 1 inside the third commit")
+        launch.signal_worker(1, signal.SIGKILL)
+        killed = launch.wait(TIMEOUT)
+    assert killed.returncode != 0 and not killed.timed_out, killed.describe()
+    assert killed.failed_workers().get(1) == -signal.SIGKILL, killed.describe()
+    assert committed_step(run_dir) == 6, "the commit rank 1 was killed in (step 8's) is not committed"
+    rerun(run_dir, *options)
+    assert temporaries(run_dir) == [], "the rerun removes what the killed commit left"
+    assert_same_as(reference, run_dir, "resumed from step 6: ")
+
+
 def test_fsdp_sigterm_to_one_rank_stops_every_rank_at_one_committed_step(reference, tmp_path):
     run_dir, signals, reports = tmp_path / "run", tmp_path / "signals", tmp_path / "reports"
     signals.mkdir()
