@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import signal
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import torch
 
 from tests.distributed.test_torchrun_kills import exit_reports, pause_arguments, status
 from tests.support.run_comparison import run_differences
+from tests.support.state_checks import snapshot_files
 from tests.support.torchrun import Torchrun, run_torchrun
 
 pytestmark = pytest.mark.slow
@@ -28,6 +30,7 @@ SCRIPT = Path(__file__).with_name("train_script.py")
 FSDP = ("--strategy", "fsdp")
 EPOCHS = 3
 TIMEOUT = 90.0
+LOCK_FILES = (".lock", ".lock.holder")  # taken (and the holder rewritten) before anything is checked
 COMMIT_TEMPORARY = re.compile(r"^\.state-[0-9]+\.tmp$")
 
 
@@ -167,3 +170,23 @@ def test_fsdp_three_ranks_sigkill_mid_epoch_resumes_bit_identical(tmp_path):
     assert committed_step(run_dir) == 6
     rerun(run_dir, "--checkpoint-every", "3", nproc=3)
     assert_same_as(reference_dir, run_dir)
+
+
+def test_fsdp_run_of_two_ranks_relaunched_with_three_is_refused_on_every_rank_nothing_written(
+    reference, tmp_path
+):
+    run_dir, reports = tmp_path / "run", tmp_path / "reports"
+    shutil.copytree(reference, run_dir)
+    before = snapshot_files(run_dir, ignore=LOCK_FILES)
+    newest = re.escape(str(sorted((run_dir / "checkpoints").glob("state-*"))[-1]))
+    arguments = [*FSDP, "--epochs", "4", "--report-dir", str(reports)]
+    launch = run_torchrun(SCRIPT, str(run_dir), *arguments, nproc=3, timeout=TIMEOUT)
+    assert launch.returncode != 0 and not launch.timed_out, launch.describe()
+    for rank, report in enumerate(exit_reports(reports, 3)):
+        assert re.match(
+            rf"StateMismatchError: The checkpoint {newest} was written with world size 2 "
+            r"\(processes\), and this run has world size 3: .* Launch it with as many processes as "
+            r"before \(2 in all: .*Nothing was loaded and the directory was not changed\.$",
+            report["error"],
+        ), f"rank {rank}: {report}"
+    assert snapshot_files(run_dir, ignore=LOCK_FILES) == before, "the refused relaunch changed files"
