@@ -103,6 +103,8 @@ class FsdpScenario:
     custom_step: bool = False
     #: ``Experiment(compile=...)``: torch.compile options (None: not compiled).
     compile: dict[str, Any] | None = None
+    #: The network given to the Experiment compiled already by the user (with ``compile``'s options).
+    compiled_by_user: bool = False
 
     def options(self, world_size: int) -> dict[str, Any]:
         per_rank = -(-self.samples // world_size)
@@ -117,8 +119,13 @@ class FsdpScenario:
                 "precision": self.precision,
                 "accumulate_grad_batches": self.accumulate,
                 **({"loss_function": None, "train_step": weighted_step} if self.custom_step else {}),
-                **({"compile": self.compiled()} if self.compile is not None else {}),
+                **(
+                    {"compile": self.compiled()}
+                    if self.compile is not None and not self.compiled_by_user
+                    else {}
+                ),
             },
+            **({"compile_given": self.compiled()} if self.compiled_by_user else {}),
         }
 
     def compiled(self) -> dict[str, Any]:
@@ -143,7 +150,8 @@ class FsdpScenario:
 #: (asynchronous commits every 3 steps): stops mid-epoch (4, 8). "fsdp-custom-step": the user's
 #: step(trainer, batch) on (x, y, weight) batches, in groups of 2 batches: stops mid-group (5) and
 #: mid-epoch (8). "fsdp-compile": the network compiled by the library (a backend that runs the
-#: graphs as "eager" does, and counts them): stops mid-epoch (4, 9).
+#: graphs as "eager" does, and counts them): stops mid-epoch (4, 9). "fsdp-user-compiled": the
+#: network given compiled by the user (same backend): stops mid-epoch (5).
 SCENARIOS = {
     "fsdp": FsdpScenario(
         stops=(3, 6, 11), valid_samples=33, check_inference=True
@@ -154,6 +162,7 @@ SCENARIOS = {
     ),
     "fsdp-custom-step": FsdpScenario(stops=(5, 8), data="weighted", custom_step=True, accumulate=2),
     "fsdp-compile": FsdpScenario(stops=(4, 9), compile={"backend": "counting"}),
+    "fsdp-user-compiled": FsdpScenario(stops=(5,), compile={"backend": "counting"}, compiled_by_user=True),
 }
 
 
@@ -285,6 +294,9 @@ def plant_cut_commit(run_dir: Path) -> None:
 
 
 def sharding_problems(network: torch.nn.Module) -> list[str]:
+    """The network (the module inside, when it is compiled) and each child holding parameters are
+    sharded."""
+    network = getattr(network, "_orig_mod", network)
     problems = []
     if not isinstance(network, FSDPModule):
         problems.append(f"the network trained is a {type(network).__name__}, not sharded by fully_shard")

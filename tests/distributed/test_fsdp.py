@@ -61,14 +61,16 @@ def test_fsdp_commit_is_a_folder_of_shards_with_a_tree_file_recording_the_metada
     assert_no_problems(launched.checks(name, "layout"))
 
 
-def test_fsdp_compile_is_accepted_but_torch_compiles_no_graph_of_the_sharded_network(launched):
+@pytest.mark.parametrize("name", ["fsdp-compile", "fsdp-user-compiled"])
+def test_fsdp_compile_is_accepted_but_torch_compiles_no_graph_of_the_sharded_network(launched, name):
     """torch 2.13 (CPU): dynamo stops at FSDP2's hooks, which torch excludes from tracing
     ("Attempted to call function marked as skipped": torch._dynamo.disable), and compiles no graph
-    of a network that fully_shard sharded: compile=... trains it uncompiled, and exactly (resume
-    identity, layout and sharding of "fsdp-compile" are checked with every scenario). The day a
-    graph is compiled, this fails: say so in the README and assert the graphs instead."""
-    launched.checks("fsdp-compile", "resume_state")  # fails if the scenario did not complete
-    assert launched.result["scenarios"]["fsdp-compile"]["details"]["compiled_graphs"] == [0, 0]
+    of a network that fully_shard sharded: compile=..., or a network the user compiled, trains
+    uncompiled, and exactly (resume identity, layout and sharding of both scenarios are checked with
+    every scenario; a network the user compiled has the module it wraps sharded, child by child).
+    The day a graph is compiled, this fails: say so in the README and assert the graphs instead."""
+    launched.checks(name, "resume_state")  # fails if the scenario did not complete
+    assert launched.result["scenarios"][name]["details"]["compiled_graphs"] == [0, 0]
 
 
 def test_fsdp_evaluation_pads_ranks_with_fewer_batches_and_counts_each_sample_once(launched):
