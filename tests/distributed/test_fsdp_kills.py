@@ -5,7 +5,8 @@ read whole), the best weights, log.tsv, TensorBoard and the status.
 train_script.py (with ``--strategy fsdp``) trains 3 epochs of 96 samples in batches of 8 per rank
 (2 ranks: 6 steps per epoch; 3 ranks: 4) with a step commit every 4 steps (3 with 3 ranks). Each
 test is two launches (the killed one and the rerun, about 10 s each on 2 cores); the uninterrupted
-2-rank run is one more launch, shared by the module.
+2-rank run is one more launch, shared by the module; the refused relaunch of it with 3 ranks is one
+launch.
 """
 
 from __future__ import annotations
@@ -104,28 +105,48 @@ def test_fsdp_sigkill_of_rank_0_inside_a_commit_resumes_bit_identical(reference,
     assert_same_as(reference, run_dir, f"resumed from step {committed}: ")
 
 
-@pytest.mark.parametrize("mode", ["sync", "async"])
-def test_fsdp_sigkill_of_rank_1_inside_a_commit_resumes_bit_identical(reference, tmp_path, mode):
-    """Rank 1 pauses inside the third commit (step 8's), once its shard files are written and
-    fsynced, before DCP's closing collective (where rank 0 writes .metadata); it is killed there.
-    Rank 0 cannot complete the commit without it: its DCP collective fails, it removes the temporary
-    folder and exits (or, if torchrun's SIGTERM ends it first, the rerun removes the folder); the
-    newest commit stays step 6's. Asynchronous: rank 1's writer thread pauses while its training
-    thread goes on; rank 0's writer thread and training thread both meet the dead peer."""
+@pytest.mark.parametrize(
+    ("mode", "where", "committed"),
+    [("sync", "shards", 6), ("async", "shards", 6), ("sync", "saved", 8), ("async", "saved", 8)],
+)
+def test_fsdp_sigkill_of_rank_1_inside_a_commit_resumes_bit_identical(
+    reference, tmp_path, mode, where, committed
+):
+    """Rank 1 pauses inside the third commit (step 8's) and is killed there:
+
+    - "shards": once its shard files are written and fsynced, before DCP's closing collective
+      (where rank 0 writes .metadata). Rank 0 cannot complete the commit without it: its DCP
+      collective fails, it removes the temporary folder and exits (or, if torchrun's SIGTERM ends
+      it first, the rerun removes the folder); the newest commit stays step 6's.
+    - "saved": once DCP's save has returned on rank 1 (every shard and .metadata written). Rank 0
+      needs nothing more from it: it writes the tree file and renames the folder, then meets the
+      dead peer; step 8's commit is durable and the rerun resumes from it.
+
+    Asynchronous: rank 1's writer thread pauses while its training thread goes on; rank 0's writer
+    thread and training thread both meet the dead peer."""
     run_dir, signals = tmp_path / "run", tmp_path / "signals"
     signals.mkdir()
     options = ["--async-checkpoint"] if mode == "async" else []
-    pause = ["--pause-rank", "1", "--pause-in-commit", "3", "--signal-dir", str(signals)]
+    pause = [
+        "--pause-rank",
+        "1",
+        "--pause-in-commit",
+        "3",
+        "--pause-where",
+        where,
+        "--signal-dir",
+        str(signals),
+    ]
     with Torchrun(SCRIPT, str(run_dir), *FSDP, *pause, *options, nproc=2) as launch:
         launch.wait_until(lambda: (signals / "ready").exists(), TIMEOUT, "rank 1 inside the third commit")
         launch.signal_worker(1, signal.SIGKILL)
         killed = launch.wait(TIMEOUT)
     assert killed.returncode != 0 and not killed.timed_out, killed.describe()
     assert killed.failed_workers().get(1) == -signal.SIGKILL, killed.describe()
-    assert committed_step(run_dir) == 6, "the commit rank 1 was killed in (step 8's) is not committed"
+    assert committed_step(run_dir) == committed, killed.describe()
     rerun(run_dir, *options)
     assert temporaries(run_dir) == [], "the rerun removes what the killed commit left"
-    assert_same_as(reference, run_dir, "resumed from step 6: ")
+    assert_same_as(reference, run_dir, f"resumed from step {committed}: ")
 
 
 def test_fsdp_sigterm_to_one_rank_stops_every_rank_at_one_committed_step(reference, tmp_path):

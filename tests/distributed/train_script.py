@@ -9,8 +9,9 @@ samples in batches of 8 per rank, with step checkpoints, in RUN_DIR. Options:
   DIR/ready and waits (at most a minute) for DIR/go, so that the test can signal it at a known step.
 - ``--pause-in-commit N`` (with ``--pause-rank R --signal-dir DIR``, instead of a step): rank R
   pauses likewise inside its Nth commit, once DCP has written and fsynced its shard files and
-  before DCP's closing collective (in which rank 0 writes ``.metadata``); with asynchronous commits
-  that is the writer thread, while training goes on.
+  before DCP's closing collective (in which rank 0 writes ``.metadata``); with ``--pause-where
+  saved``, once DCP's save has returned (``.metadata`` written), before the library's rename. With
+  asynchronous commits that is in the writer thread, while training goes on.
 - ``--fsync-delay S``: rank 0 sleeps S seconds in each fsync of a regular file done by
   experiment.store.files, so that a checkpoint write lasts long enough for the test to kill it.
 - ``--report-dir DIR``: each rank writes DIR/rank-N.json as it leaves: the exit code ``train``
@@ -42,6 +43,7 @@ import torch.distributed as dist
 
 import experiment.store.files
 from experiment import Callback
+from experiment.store import shards
 from tests.distributed.workload import make_data_as, make_experiment
 
 SAMPLES, BATCH_SIZE, EPOCHS = 96, 8, 3
@@ -72,11 +74,25 @@ def wait_for_go(signal_dir: Path) -> None:
         time.sleep(0.005)
 
 
-def pause_in_commit(serial: int, signal_dir: Path) -> None:
-    """Make this rank wait for the test inside its ``serial``-th commit, once its shard files are
-    written (DCP's ``write_data`` done) and before DCP's closing collective."""
+def pause_in_commit(serial: int, signal_dir: Path, where: str) -> None:
+    """Make this rank wait for the test inside its ``serial``-th commit: once its shard files are
+    written (``where="shards"``: DCP's ``write_data`` done, before DCP's closing collective) or once
+    DCP's save has returned (``"saved"``)."""
     import torch.distributed.checkpoint as dcp
 
+    if where == "saved":
+        real_save = shards.save
+        saves = 0
+
+        def save(*args: Any, **kwargs: Any) -> None:
+            nonlocal saves
+            real_save(*args, **kwargs)
+            saves += 1
+            if saves == serial:
+                wait_for_go(signal_dir)
+
+        shards.save = save  # type: ignore[assignment]
+        return
     real_write_data = dcp.FileSystemWriter.write_data
     calls = 0
 
@@ -133,6 +149,7 @@ def main() -> None:
     parser.add_argument("--pause-at-step", type=int, default=None)
     parser.add_argument("--signal-dir", type=Path, default=None)
     parser.add_argument("--pause-in-commit", type=int, default=None)
+    parser.add_argument("--pause-where", choices=["shards", "saved"], default="shards")
     parser.add_argument("--fsync-delay", type=float, default=0.0)
     parser.add_argument("--report-dir", type=Path, default=None)
     parser.add_argument("--reference", type=Path, default=None)
@@ -151,7 +168,7 @@ def main() -> None:
         train(args.reference, args, LastStep())
     pausing = rank == args.pause_rank
     if pausing and args.pause_in_commit is not None:
-        pause_in_commit(args.pause_in_commit, args.signal_dir)
+        pause_in_commit(args.pause_in_commit, args.signal_dir, args.pause_where)
     step = LastStep(args.pause_at_step if pausing else None, args.signal_dir if pausing else None)
     report: dict[str, Any] = {"exit_code": 0, "global_step": None, "error": None}
     try:
