@@ -65,23 +65,25 @@ class FullySharded(Strategy):
         self.network: nn.Module | None = None
 
     def prepare(self, network: nn.Module, optimizer: Any = None) -> nn.Module:
-        """Shard ``network`` (unless the user did) and rebind an optimizer instance to its new
-        parameters; return the network to train.
+        """Shard ``network`` (unless the user did; a network the user compiled: the module it wraps,
+        so that its children are sharded and its state keeps the module's names) and rebind an
+        optimizer instance to its new parameters; return the network to train.
 
         Raises:
             ConfigurationError: the optimizer instance has stepped already (its state belongs to
                 the parameters the sharding replaced).
         """
         if not is_sharded(network):
-            names = {id(parameter): name for name, parameter in network.named_parameters()}
-            device = next(network.parameters(), torch.empty(0)).device
+            module = plain_module(network)  # a network the user compiled: the module it wraps
+            names = {id(parameter): name for name, parameter in module.named_parameters()}
+            device = next(module.parameters(), torch.empty(0)).device
             mesh = init_device_mesh(device.type, (self.world.size,))
-            for child in network.children():
+            for child in module.children():
                 if next(child.parameters(), None) is not None:
                     fully_shard(child, mesh=mesh)
-            fully_shard(network, mesh=mesh)
+            fully_shard(module, mesh=mesh)
             if isinstance(optimizer, torch.optim.Optimizer):
-                _rebind(optimizer, names, dict(network.named_parameters()))
+                _rebind(optimizer, names, dict(module.named_parameters()))
         self.network = network
         return network
 
@@ -147,7 +149,7 @@ class FullySharded(Strategy):
         """The ``optimizer`` node: the optimizer's sharded state dict, keyed by parameter name."""
         if self.network is None:
             raise ConfigurationError("FullySharded.optimizer_node: prepare(network) was not called.")
-        return ShardedOptimizerNode(self.network, optimizer)
+        return ShardedOptimizerNode(plain_module(self.network), optimizer)
 
 
 def is_sharded(network: nn.Module) -> bool:

@@ -25,10 +25,19 @@ end, and checks (into ``checks``):
 - ``sharded``: the network trained is sharded, its children too (``fully_shard`` on each child
   holding parameters).
 
+With ``compile`` it also records (``details``) how many graphs torch.compile's backend was given
+on each rank.
+
 Then: a network the user sharded (root only) is kept as it is (``user_sharded``); "16-mixed"
-and the callbacks that save or load weights themselves are refused, nothing written (``refusals``); an optimizer whose step is a collective resumes (``collective_optimizer``); a NaN in one
-rank's shards is refused on every rank (``non_finite``), and what a callback changes while the writer thread waits is not in the commit (``live_state``; both in tests/distributed/fsdp_writers.py). Rank 0 writes WORKDIR/result.json; a rank that meets
-an unexpected error writes WORKDIR/errors/rank-N.txt and exits at once.
+and the callbacks that save or load weights themselves are refused, nothing written
+(``refusals``); an optimizer whose step is a collective resumes (``collective_optimizer``); after
+the "fsdp" scenario, a commit whose ``.metadata`` was replaced by a pickle that would create a
+file is skipped with a warning naming it, the file is not created, and the run resumed from the
+commit before ends as the uninterrupted one (``planted_metadata``); a NaN in one rank's shards is
+refused on every rank (``non_finite``), and what a callback changes while the writer thread waits
+is not in the commit (``live_state``; both in tests/distributed/fsdp_writers.py). Rank 0 writes
+WORKDIR/result.json; a rank that meets an unexpected error writes WORKDIR/errors/rank-N.txt and
+exits at once.
 """
 
 from __future__ import annotations
@@ -38,9 +47,12 @@ import faulthandler
 import hashlib
 import math
 import os
+import pickle
 import shutil
 import signal
+import time
 import traceback
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,12 +66,22 @@ from torch.distributed.checkpoint.state_dict import (
     get_optimizer_state_dict,
 )
 from torch.distributed.fsdp import FSDPModule, fully_shard
+from torch.utils.data import TensorDataset
 
 from tests.distributed import checks
 from tests.distributed.fsdp_writers import live_state, non_finite
 from tests.distributed.scenarios import gather, write_json
-from tests.distributed.workload import StopAtBatch, make_data_as, make_experiment, make_network, train
+from tests.distributed.workload import (
+    FEATURES,
+    Data,
+    StopAtBatch,
+    make_data_as,
+    make_experiment,
+    make_network,
+    train,
+)
 from tests.support.run_comparison import run_differences, tree_differences
+from tests.support.training import make_data
 
 FULL = StateDictOptions(full_state_dict=True)
 
@@ -80,6 +102,12 @@ class FsdpScenario:
     async_checkpoint: bool = False
     #: After the final resume, test() the best and last weights (see :func:`inference_problems`).
     check_inference: bool = False
+    #: Train with :func:`weighted_step` (``train_step``; no loss function) on "weighted" data.
+    custom_step: bool = False
+    #: ``Experiment(compile=...)``: torch.compile options (None: not compiled).
+    compile: dict[str, Any] | None = None
+    #: The network given to the Experiment compiled already by the user (with ``compile``'s options).
+    compiled_by_user: bool = False
 
     def options(self, world_size: int) -> dict[str, Any]:
         per_rank = -(-self.samples // world_size)
@@ -93,10 +121,26 @@ class FsdpScenario:
                 "strategy": "fsdp",
                 "precision": self.precision,
                 "accumulate_grad_batches": self.accumulate,
+                **({"loss_function": None, "train_step": weighted_step} if self.custom_step else {}),
+                **(
+                    {"compile": self.compiled()}
+                    if self.compile is not None and not self.compiled_by_user
+                    else {}
+                ),
             },
+            **({"compile_given": self.compiled()} if self.compiled_by_user else {}),
         }
 
+    def compiled(self) -> dict[str, Any]:
+        """The compile options, backend "counting" given as :func:`counting_backend`."""
+        options = dict(self.compile or {})
+        if options.get("backend") == "counting":
+            options["backend"] = counting_backend
+        return options
+
     def make_data(self) -> Any:
+        if self.data == "weighted":
+            return Data(weighted(self.samples, seed=1), weighted(self.valid_samples, seed=2))
         return make_data_as(
             self.data, samples=self.samples, valid_samples=self.valid_samples, batch_size=self.batch_size
         )
@@ -106,7 +150,11 @@ class FsdpScenario:
 #: last batch before its commit (6), mid-epoch again (11); its ranks have 17 and 16 validation
 #: samples (3 and 2 batches: evaluation pads). "fsdp-bf16-accumulate" (groups of 2
 #: batches, a commit at every optimizer step): stops in the middle of a group (3, 9). "fsdp-async"
-#: (asynchronous commits every 3 steps): stops mid-epoch (4, 8).
+#: (asynchronous commits every 3 steps): stops mid-epoch (4, 8). "fsdp-custom-step": the user's
+#: step(trainer, batch) on (x, y, weight) batches, in groups of 2 batches: stops mid-group (5) and
+#: mid-epoch (8). "fsdp-compile": the network compiled by the library (a backend that runs the
+#: graphs as "eager" does, and counts them): stops mid-epoch (4, 9). "fsdp-user-compiled": the
+#: network given compiled by the user (same backend): stops mid-epoch (5).
 SCENARIOS = {
     "fsdp": FsdpScenario(
         stops=(3, 6, 11), valid_samples=33, check_inference=True
@@ -115,7 +163,34 @@ SCENARIOS = {
     "fsdp-bf16-accumulate": FsdpScenario(
         stops=(3, 9), data="dataset", precision="bf16-mixed", accumulate=2, checkpoint_every=1
     ),
+    "fsdp-custom-step": FsdpScenario(stops=(5, 8), data="weighted", custom_step=True, accumulate=2),
+    "fsdp-compile": FsdpScenario(stops=(4, 9), compile={"backend": "counting"}),
+    "fsdp-user-compiled": FsdpScenario(stops=(5,), compile={"backend": "counting"}, compiled_by_user=True),
 }
+
+
+#: The graphs that the "counting" backend of torch.compile was given, in this process.
+COMPILED_GRAPHS: list[Any] = []
+
+
+def counting_backend(graph: Any, example_inputs: Any) -> Any:
+    """A torch.compile backend that runs each graph as it is (as backend "eager" does), counted."""
+    COMPILED_GRAPHS.append(graph)
+    return graph.forward
+
+
+def weighted(samples: int, seed: int) -> TensorDataset:
+    """(x, y, weight) samples: the batches of a custom step."""
+    x, y = make_data(samples, FEATURES, seed=seed)
+    return TensorDataset(x, y, torch.linspace(0.5, 1.5, samples))
+
+
+def weighted_step(trainer: Any, batch: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
+    """The user's step: a weighted cross-entropy through the (sharded) network."""
+    x, y, weight = batch
+    y_pred = trainer.network(x)
+    losses = torch.nn.functional.cross_entropy(y_pred, y, reduction="none")
+    return {"loss": (weight * losses).mean(), "y_pred": y_pred, "y_true": y}
 
 
 def full_states(experiment: Any) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -143,6 +218,7 @@ def run_scenario(scenario: FsdpScenario, runs_dir: Path, name: str) -> dict[str,
     options = scenario.options(world_size)
     reference = train(reference_dir, scenario.make_data(), **options)
     found["sharded"] += sharding_problems(reference.experiment.network)
+    details = {"compiled_graphs": gather(len(COMPILED_GRAPHS))} if scenario.compile is not None else {}
     valid = scenario.make_data().valid
     if isinstance(valid, tuple):  # (x, y) tensors, which the check evaluates in one forward
         found["validation"] += validation_problems(reference, valid)
@@ -171,7 +247,7 @@ def run_scenario(scenario: FsdpScenario, runs_dir: Path, name: str) -> dict[str,
         found["resume_state"] += run_differences(reference_dir, resumed_dir, scenario.epochs)
         for run_dir in (reference_dir, resumed_dir):
             found["layout"] += [f"{run_dir.name}: {p}" for p in layout_problems(run_dir, world_size)]
-    return {"checks": dict(found)}
+    return {"checks": dict(found), "details": details}
 
 
 def validation_problems(reference: Any, valid: Any) -> list[str]:
@@ -221,6 +297,9 @@ def plant_cut_commit(run_dir: Path) -> None:
 
 
 def sharding_problems(network: torch.nn.Module) -> list[str]:
+    """The network (the module inside, when it is compiled) and each child holding parameters are
+    sharded."""
+    network = getattr(network, "_orig_mod", network)
     problems = []
     if not isinstance(network, FSDPModule):
         problems.append(f"the network trained is a {type(network).__name__}, not sharded by fully_shard")
@@ -276,6 +355,67 @@ def layout_problems(run_dir: Path, world_size: int) -> list[str]:
         except RuntimeError as error:
             problems.append(f"{best.name} does not load into the unsharded network: {error}")
     return problems
+
+
+class CreatesAFile:
+    """A pickle payload: unpickling it calls ``open(path, "w")``, which creates the file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (open, (str(self.path), "w"))
+
+
+def committed_steps(run_dir: Path) -> list[tuple[str, int]]:
+    """Each commit folder's name and global step, newest first."""
+    commits = sorted((run_dir / "checkpoints").glob("state-*"), reverse=True)
+    return [(c.name, int(tree_of(c)["nodes"]["progress"]["global_step"])) for c in commits]
+
+
+def planted_metadata(runs_dir: Path) -> list[str]:
+    """The "fsdp" scenario's run interrupted after batch 11 (commits of steps 10 and 8 kept), the
+    newest commit's ``.metadata`` replaced by a pickle whose unpickling creates a file, then resumed
+    with every rank: the file must not be created; rank 0 warns, naming the planted file, that it
+    resumes from the previous commit; the run ends as the uninterrupted "fsdp" run (its directory,
+    and its whole model and optimizer state, bit for bit)."""
+    rank, world_size = dist.get_rank(), dist.get_world_size()
+    scenario, run_dir = SCENARIOS["fsdp"], runs_dir / "planted-metadata"
+    marker, probe = runs_dir / "planted-payload-ran", runs_dir / "planted-payload-probe"
+    options = scenario.options(world_size)
+    problems = []
+    train(run_dir, scenario.make_data(), stop_at=11, **options)
+    (newest, newest_step), (previous, previous_step) = committed_steps(run_dir)[:2]
+    planted = run_dir / "checkpoints" / newest / ".metadata"
+    if rank == 0:
+        pickle.loads(pickle.dumps(CreatesAFile(probe)))  # noqa: S301 - the payload does create a file
+        if not probe.exists():
+            problems.append("the payload created no file when unpickled: the test proves nothing")
+        planted.write_bytes(pickle.dumps(CreatesAFile(marker)))
+    gather(None)  # every rank resumes once it is planted
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        resumed = train(run_dir, scenario.make_data(), **options)
+    if marker.exists():
+        problems.append(f"rank {rank}: resuming unpickled the planted {planted}: {marker} was created")
+    if resumed.error is not None:
+        problems.append(f"rank {rank}: the resume raised {resumed.error!r}")
+    model, optimizer = full_states(resumed.experiment)
+    messages = [str(w.message) for w in caught if "Skipped unreadable checkpoint" in str(w.message)]
+    if rank == 0:
+        expected = f"{planted} is not the file that was committed"
+        if not any(expected in m and f"resuming from {previous}" in m for m in messages):
+            problems.append(
+                f"rank 0 did not warn that it skipped {planted} (step {newest_step}) and resumed from "
+                f"{previous} (step {previous_step}); warnings: {[str(w.message) for w in caught]}"
+            )
+        expected_model = torch.load(runs_dir / "fsdp-model.pt", weights_only=True)
+        expected_optimizer = torch.load(runs_dir / "fsdp-optimizer.pt", weights_only=True)
+        problems += [f"network{d}" for d in tree_differences(expected_model, model)]
+        problems += [f"optimizer{d}" for d in tree_differences(expected_optimizer, optimizer)]
+        if not marker.exists():  # the comparison reads every commit's .metadata with pickle itself
+            problems += run_differences(runs_dir / "fsdp-uninterrupted", run_dir, scenario.epochs)
+    return [p for rank_problems in gather(problems) for p in rank_problems]
 
 
 def user_sharded(runs_dir: Path) -> list[str]:
@@ -434,10 +574,12 @@ def main() -> None:
     faulthandler.register(signal.SIGUSR1, file=stacks, all_threads=True)
     torch.set_num_threads(1)
     runs_dir = args.workdir / "runs"
-    result: dict[str, Any] = {"scenarios": {}}
+    result: dict[str, Any] = {"scenarios": {}, "seconds": {}}
     try:
         for name in list(SCENARIOS) if args.only is None else args.only:
+            started = time.perf_counter()
             result["scenarios"][name] = run_scenario(SCENARIOS[name], runs_dir, name)
+            result["seconds"][name] = round(time.perf_counter() - started, 2)
             if rank == 0:
                 write_json(args.workdir / "result.json", result)
         result["user_sharded"] = [p for problems in gather(user_sharded(runs_dir)) for p in problems]
@@ -447,6 +589,9 @@ def main() -> None:
         result["live_state"] = live_state(runs_dir)
         if args.only is None or "fsdp" in args.only:
             result["optimizer_loading"] = optimizer_loading(runs_dir)
+            started = time.perf_counter()
+            result["planted_metadata"] = planted_metadata(runs_dir)
+            result["seconds"]["planted_metadata"] = round(time.perf_counter() - started, 2)
     except BaseException:
         (errors_dir / f"rank-{rank}.txt").write_text(traceback.format_exc())
         os._exit(1)

@@ -5,13 +5,15 @@ read whole), the best weights, log.tsv, TensorBoard and the status.
 train_script.py (with ``--strategy fsdp``) trains 3 epochs of 96 samples in batches of 8 per rank
 (2 ranks: 6 steps per epoch; 3 ranks: 4) with a step commit every 4 steps (3 with 3 ranks). Each
 test is two launches (the killed one and the rerun, about 10 s each on 2 cores); the uninterrupted
-2-rank run is one more launch, shared by the module.
+2-rank run is one more launch, shared by the module; the refused relaunch of it with 3 ranks is one
+launch.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
 import signal
 from pathlib import Path
 
@@ -20,6 +22,7 @@ import torch
 
 from tests.distributed.test_torchrun_kills import exit_reports, pause_arguments, status
 from tests.support.run_comparison import run_differences
+from tests.support.state_checks import snapshot_files
 from tests.support.torchrun import Torchrun, run_torchrun
 
 pytestmark = pytest.mark.slow
@@ -28,6 +31,7 @@ SCRIPT = Path(__file__).with_name("train_script.py")
 FSDP = ("--strategy", "fsdp")
 EPOCHS = 3
 TIMEOUT = 90.0
+LOCK_FILES = (".lock", ".lock.holder")  # taken (and the holder rewritten) before anything is checked
 COMMIT_TEMPORARY = re.compile(r"^\.state-[0-9]+\.tmp$")
 
 
@@ -101,6 +105,50 @@ def test_fsdp_sigkill_of_rank_0_inside_a_commit_resumes_bit_identical(reference,
     assert_same_as(reference, run_dir, f"resumed from step {committed}: ")
 
 
+@pytest.mark.parametrize(
+    ("mode", "where", "committed"),
+    [("sync", "shards", 6), ("async", "shards", 6), ("sync", "saved", 8), ("async", "saved", 8)],
+)
+def test_fsdp_sigkill_of_rank_1_inside_a_commit_resumes_bit_identical(
+    reference, tmp_path, mode, where, committed
+):
+    """Rank 1 pauses inside the third commit (step 8's) and is killed there:
+
+    - "shards": once its shard files are written and fsynced, before DCP's closing collective
+      (where rank 0 writes .metadata). Rank 0 cannot complete the commit without it: its DCP
+      collective fails, it removes the temporary folder and exits (or, if torchrun's SIGTERM ends
+      it first, the rerun removes the folder); the newest commit stays step 6's.
+    - "saved": once DCP's save has returned on rank 1 (every shard and .metadata written). Rank 0
+      needs nothing more from it: it writes the tree file and renames the folder, then meets the
+      dead peer; step 8's commit is durable and the rerun resumes from it.
+
+    Asynchronous: rank 1's writer thread pauses while its training thread goes on; rank 0's writer
+    thread and training thread both meet the dead peer."""
+    run_dir, signals = tmp_path / "run", tmp_path / "signals"
+    signals.mkdir()
+    options = ["--async-checkpoint"] if mode == "async" else []
+    pause = [
+        "--pause-rank",
+        "1",
+        "--pause-in-commit",
+        "3",
+        "--pause-where",
+        where,
+        "--signal-dir",
+        str(signals),
+    ]
+    with Torchrun(SCRIPT, str(run_dir), *FSDP, *pause, *options, nproc=2) as launch:
+        launch.wait_until(lambda: (signals / "ready").exists(), TIMEOUT, "rank 1 inside the third commit")
+        launch.signal_worker(1, signal.SIGKILL)
+        killed = launch.wait(TIMEOUT)
+    assert killed.returncode != 0 and not killed.timed_out, killed.describe()
+    assert killed.failed_workers().get(1) == -signal.SIGKILL, killed.describe()
+    assert committed_step(run_dir) == committed, killed.describe()
+    rerun(run_dir, *options)
+    assert temporaries(run_dir) == [], "the rerun removes what the killed commit left"
+    assert_same_as(reference, run_dir, f"resumed from step {committed}: ")
+
+
 def test_fsdp_sigterm_to_one_rank_stops_every_rank_at_one_committed_step(reference, tmp_path):
     run_dir, signals, reports = tmp_path / "run", tmp_path / "signals", tmp_path / "reports"
     signals.mkdir()
@@ -143,3 +191,23 @@ def test_fsdp_three_ranks_sigkill_mid_epoch_resumes_bit_identical(tmp_path):
     assert committed_step(run_dir) == 6
     rerun(run_dir, "--checkpoint-every", "3", nproc=3)
     assert_same_as(reference_dir, run_dir)
+
+
+def test_fsdp_run_of_two_ranks_relaunched_with_three_is_refused_on_every_rank_nothing_written(
+    reference, tmp_path
+):
+    run_dir, reports = tmp_path / "run", tmp_path / "reports"
+    shutil.copytree(reference, run_dir)
+    before = snapshot_files(run_dir, ignore=LOCK_FILES)
+    newest = re.escape(str(sorted((run_dir / "checkpoints").glob("state-*"))[-1]))
+    arguments = [*FSDP, "--epochs", "4", "--report-dir", str(reports)]
+    launch = run_torchrun(SCRIPT, str(run_dir), *arguments, nproc=3, timeout=TIMEOUT)
+    assert launch.returncode != 0 and not launch.timed_out, launch.describe()
+    for rank, report in enumerate(exit_reports(reports, 3)):
+        assert re.match(
+            rf"StateMismatchError: The checkpoint {newest} was written with world size 2 "
+            r"\(processes\), and this run has world size 3: .* Launch it with as many processes as "
+            r"before \(2 in all: .*Nothing was loaded and the directory was not changed\.$",
+            report["error"],
+        ), f"rank {rank}: {report}"
+    assert snapshot_files(run_dir, ignore=LOCK_FILES) == before, "the refused relaunch changed files"

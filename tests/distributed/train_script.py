@@ -7,6 +7,11 @@ samples in batches of 8 per rank, with step checkpoints, in RUN_DIR. Options:
 
 - ``--pause-rank R --pause-at-step K --signal-dir DIR``: rank R, once step K is done, creates
   DIR/ready and waits (at most a minute) for DIR/go, so that the test can signal it at a known step.
+- ``--pause-in-commit N`` (with ``--pause-rank R --signal-dir DIR``, instead of a step): rank R
+  pauses likewise inside its Nth commit, once DCP has written and fsynced its shard files and
+  before DCP's closing collective (in which rank 0 writes ``.metadata``); with ``--pause-where
+  saved``, once DCP's save has returned (``.metadata`` written), before the library's rename. With
+  asynchronous commits that is in the writer thread, while training goes on.
 - ``--fsync-delay S``: rank 0 sleeps S seconds in each fsync of a regular file done by
   experiment.store.files, so that a checkpoint write lasts long enough for the test to kill it.
 - ``--report-dir DIR``: each rank writes DIR/rank-N.json as it leaves: the exit code ``train``
@@ -38,6 +43,7 @@ import torch.distributed as dist
 
 import experiment.store.files
 from experiment import Callback
+from experiment.store import shards
 from tests.distributed.workload import make_data_as, make_experiment
 
 SAMPLES, BATCH_SIZE, EPOCHS = 96, 8, 3
@@ -56,10 +62,50 @@ class LastStep(Callback):
     def on_train_batch_end(self, batch_number: int, logs: dict[str, Any]) -> None:
         self.global_step = self.trainer.global_step
         if self.global_step == self.pause_at and self.signal_dir is not None:
-            (self.signal_dir / "ready").write_text(str(os.getpid()))
-            deadline = time.monotonic() + 60
-            while not (self.signal_dir / "go").exists() and time.monotonic() < deadline:
-                time.sleep(0.005)
+            wait_for_go(self.signal_dir)
+
+
+def wait_for_go(signal_dir: Path) -> None:
+    """Tell the test this rank is where it should be (DIR/ready, holding the pid), then wait (at
+    most a minute) for DIR/go."""
+    (signal_dir / "ready").write_text(str(os.getpid()))
+    deadline = time.monotonic() + 60
+    while not (signal_dir / "go").exists() and time.monotonic() < deadline:
+        time.sleep(0.005)
+
+
+def pause_in_commit(serial: int, signal_dir: Path, where: str) -> None:
+    """Make this rank wait for the test inside its ``serial``-th commit: once its shard files are
+    written (``where="shards"``: DCP's ``write_data`` done, before DCP's closing collective) or once
+    DCP's save has returned (``"saved"``)."""
+    import torch.distributed.checkpoint as dcp
+
+    if where == "saved":
+        real_save = shards.save
+        saves = 0
+
+        def save(*args: Any, **kwargs: Any) -> None:
+            nonlocal saves
+            real_save(*args, **kwargs)
+            saves += 1
+            if saves == serial:
+                wait_for_go(signal_dir)
+
+        shards.save = save  # type: ignore[assignment]
+        return
+    real_write_data = dcp.FileSystemWriter.write_data
+    calls = 0
+
+    def write_data(self: Any, plan: Any, planner: Any) -> Any:
+        nonlocal calls
+        written = real_write_data(self, plan, planner)
+        written.wait()
+        calls += 1
+        if calls == serial:
+            wait_for_go(signal_dir)
+        return written
+
+    dcp.FileSystemWriter.write_data = write_data  # type: ignore[method-assign]
 
 
 def slow_down_fsync(seconds: float) -> None:
@@ -102,6 +148,8 @@ def main() -> None:
     parser.add_argument("--pause-rank", type=int, default=None)
     parser.add_argument("--pause-at-step", type=int, default=None)
     parser.add_argument("--signal-dir", type=Path, default=None)
+    parser.add_argument("--pause-in-commit", type=int, default=None)
+    parser.add_argument("--pause-where", choices=["shards", "saved"], default="shards")
     parser.add_argument("--fsync-delay", type=float, default=0.0)
     parser.add_argument("--report-dir", type=Path, default=None)
     parser.add_argument("--reference", type=Path, default=None)
@@ -119,6 +167,8 @@ def main() -> None:
     if args.reference is not None:
         train(args.reference, args, LastStep())
     pausing = rank == args.pause_rank
+    if pausing and args.pause_in_commit is not None:
+        pause_in_commit(args.pause_in_commit, args.signal_dir, args.pause_where)
     step = LastStep(args.pause_at_step if pausing else None, args.signal_dir if pausing else None)
     report: dict[str, Any] = {"exit_code": 0, "global_step": None, "error": None}
     try:

@@ -213,15 +213,19 @@ def train(
     batches_per_epoch: int = 0,
     network_seed: int = 0,
     wrap_ddp: bool = False,
+    compile_given: dict[str, Any] | None = None,
     experiment_options: dict[str, Any] | None = None,
     **train_options: Any,
 ) -> Outcome:
     """Build a fresh network (given to the Experiment inside a DistributedDataParallel of the user's
-    with ``wrap_ddp``), optimizer and Experiment on ``run_dir`` and train; catch Interrupt."""
+    with ``wrap_ddp``, or compiled by the user with ``compile_given``, torch.compile's options),
+    optimizer and Experiment on ``run_dir`` and train; catch Interrupt."""
     network = make_network(network_seed)
     wrapper = wrapped_in_ddp(network) if wrap_ddp else None
     counter = ForwardCounter(wrapper) if wrapper is not None else None
     given = wrapper if wrapper is not None else network
+    if compile_given is not None:
+        given = torch.compile(given, **compile_given)  # type: ignore[assignment]
     experiment = make_experiment(run_dir, network=given, **(experiment_options or {}))
     outcome = Outcome(experiment, network)
     stopper = StopAtBatch(stop_at, batches_per_epoch) if stop_at is not None else None
