@@ -98,7 +98,8 @@ def save(tensors: dict[str, Any], directory: Path, *, group: Any = None) -> None
     except Exception as error:  # DCP reports any rank's failure on every rank
         raise StorageError(
             f"Could not write the sharded checkpoint into {directory}: {error}. Nothing was committed; "
-            "the previous checkpoint is intact. Free some disk space or check the file system."
+            "the previous checkpoint is intact. If another process of the run ended (killed or "
+            "crashed), its own output says why; otherwise free some disk space or check the file system."
         ) from error
 
 
