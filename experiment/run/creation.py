@@ -39,6 +39,8 @@ def creation_record(loop: TrainingLoop, plan: TrainingPlan) -> dict[str, Any]:
         "accumulate_grad_batches": loop.accumulate_grad_batches,
         "world_size": loop.world.size,
         "strategy": loop.strategy.name,
+        "elastic": plan.elastic,
+        "global_batch": plan.global_batch,
         "train_step": _step_name(loop.custom_train_step),
         "eval_step": _step_name(loop.eval_step),
         "data": data,
@@ -84,6 +86,8 @@ def creation_problems(recorded: dict[str, Any], current: dict[str, Any], *, mid_
     """What in ``current`` cannot resume the run ``recorded`` describes exactly."""
     problems = _optimizer_problems(recorded["optimizer"], current["optimizer"])
     for field in ("precision", "accumulate_grad_batches", "train_step", "eval_step", "strategy"):
+        if field == "strategy" and _elastic_strategies(recorded, current):
+            continue
         if field in recorded and recorded[field] != current[field]:
             problems.append(
                 f"{field} was {recorded[field]!r} when the run was created and is {current[field]!r} "
@@ -108,6 +112,12 @@ def creation_problems(recorded: dict[str, Any], current: dict[str, Any], *, mid_
                 if then.get(field) != now.get(field)
             ]
     return problems
+
+
+def _elastic_strategies(recorded: dict[str, Any], current: dict[str, Any]) -> bool:
+    """Whether an elastic run goes from one process to DDP or back (the same run, another world size)."""
+    strategies = {recorded.get("strategy"), current["strategy"]}
+    return bool(recorded.get("elastic")) and strategies <= {"single", "ddp"}
 
 
 def creation_changes(recorded: dict[str, Any], current: dict[str, Any]) -> list[dict[str, Any]]:

@@ -65,8 +65,10 @@ def make_plan(
     lr_schedulers: Sequence[Any],
     monitor: str | None,
     seed: int,
+    global_batch: int | None = None,
 ) -> TrainingPlan:
-    """The plan of one training call: batch sources, callbacks, schedulers and the checked monitor.
+    """The plan of one training call: batch sources, callbacks, schedulers and the checked monitor;
+    an elastic run's training data in global batches of ``global_batch`` (None: not elastic).
 
     Raises:
         ConfigurationError: the run's strategy refuses one of ``callbacks`` (nothing is written).
@@ -84,6 +86,7 @@ def make_plan(
         world=world,
         whole_batches=loop.custom_train_step is not None,
         dtype=parameter_dtype(loop.network),  # the floating arrays of a tuple are cast to it
+        global_batch=global_batch,
     )
     valid = None
     if valid_data is not None:
@@ -101,6 +104,8 @@ def make_plan(
         schedulers=schedulers.all,
         epoch_schedulers=schedulers.per_epoch,
         monitor=monitor,
+        elastic=global_batch is not None,
+        global_batch=global_batch,
     )
 
 

@@ -51,6 +51,7 @@ from experiment.training.accumulation import AccumulationGroups
 from experiment.training.batch_loop import BatchLoop, check_finite
 from experiment.training.custom_step import UserStep
 from experiment.training.distributed import SINGLE, AgreementSchedule
+from experiment.training.elastic_data import loss_weights
 from experiment.training.epoch_logs import plain_logs, step_schedulers
 from experiment.training.evaluation import LoopEvaluation
 from experiment.training.interrupts import InterruptFlag, TrainingInterrupted
@@ -179,7 +180,9 @@ class TrainingLoop(StepSetup, ProgressView, LoopEvaluation):
         resumed: bool,
     ) -> BatchLoop:
         """The inner loop of a training call, with its step built (once) to go through ``module``."""
-        self.accumulation = AccumulationGroups(self.accumulate_grad_batches, plan.train.steps_per_epoch)
+        self.accumulation = AccumulationGroups(
+            self.accumulate_grad_batches, plan.train.steps_per_epoch, loss_weights(plan.train.loader)
+        )
         backward_end = plan.callbacks.listeners("on_backward_end")
         warm_up = resumed and self.world.distributed
         parts = StepParts(

@@ -24,6 +24,8 @@ class TrainingPlan:
             ``monitor``); the others step after every optimizer step, through a callback. None:
             all of them.
         monitor: the logged key that decides the best epoch.
+        elastic: whether the run may resume on another number of processes.
+        global_batch: samples per global batch of an elastic run (None: not elastic).
     """
 
     train: BatchSource
@@ -33,6 +35,8 @@ class TrainingPlan:
     schedulers: Sequence[Any] = ()
     epoch_schedulers: Sequence[Any] | None = None
     monitor: str = "val_loss"
+    elastic: bool = False
+    global_batch: int | None = None
 
 
 class CommitPoints(Protocol):

@@ -1,0 +1,150 @@
+"""Elastic runs: resuming on another number of processes (``Experiment(elastic=True)``).
+
+An elastic run records, when it is created, ``elastic`` and its global batch (``batch_size`` times
+the number of processes then) in experiment.json's ``created_with``. Its training data is then
+ordered and split independently of the world size (:mod:`experiment.training.elastic_data`), so a
+resume on another number of processes goes on with the same global batches and the same optimizer
+steps. What differs from one world size to another is handled here, before anything is loaded:
+
+- :func:`global_batch` refuses ``elastic`` changed on an existing run and a world size that
+  cannot serve the global batch;
+- :func:`reshared` gives each rank its share of a checkpoint written by another number of
+  processes: its random state derived from ``(seed, step, rank)`` (randomness is not continued
+  across a change), and the epoch's running sums of every saved rank on rank 0.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from torch.utils.data import DataLoader
+
+from experiment.arguments import reject
+from experiment.errors import ConfigurationError, DataError, StateMismatchError
+from experiment.state.rng import derived_rng
+from experiment.store.directory import RunDirectory
+from experiment.training.distributed import World
+
+#: What ``Experiment(elastic=...)`` accepts.
+ELASTIC_MODES = (False, True)
+
+
+def check_elastic(value: Any, strategy: str) -> bool:
+    """``value`` if it is an elastic mode this ``strategy`` can run.
+
+    Raises:
+        ConfigurationError: an unknown mode, or elastic with FSDP2.
+    """
+    if not any(value is mode for mode in ELASTIC_MODES):
+        raise reject("elastic", value, "False or True")
+    if value and strategy == "fsdp":
+        raise ConfigurationError(
+            "elastic=True: received strategy='fsdp', which cannot resume on another number of "
+            "processes yet; expected strategy='auto' or 'ddp'. Pass elastic=False with FSDP2."
+        )
+    return bool(value)
+
+
+def global_batch(
+    directory: RunDirectory, elastic: bool, train_data: Any, batch_size: int, world: World
+) -> int | None:
+    """The global batch of an elastic run: the recorded one, or, for a new run, the per-process
+    batch (``batch_size``, or a DataLoader's) times the number of processes; None when the run is
+    not elastic.
+
+    Raises:
+        ConfigurationError: ``elastic`` differs from the one the run was created with, or the
+            global batch has fewer samples than there are processes.
+        DataError: a new elastic run's DataLoader has no ``batch_size``.
+    """
+    recorded = directory.read_metadata().get("created_with") if directory.is_run() else None
+    if recorded is not None:
+        then = bool(recorded.get("elastic", False))
+        if then != elastic:
+            raise ConfigurationError(
+                f"elastic: received {elastic!r}, but the run in {directory.path} was created with "
+                f"elastic={then!r}; expected elastic={then!r}. A run cannot become elastic, or stop "
+                "being so, once created: pass the same value, or train in a new directory."
+            )
+        if not elastic:
+            return None
+        size = int(recorded["global_batch"])
+    else:
+        if not elastic:
+            return None
+        per_process = train_data.batch_size if isinstance(train_data, DataLoader) else batch_size
+        if per_process is None:
+            raise DataError(
+                "train_data: received a DataLoader without batch_size (it has a batch_sampler); an "
+                "elastic run needs a batch size to fix its global batch. Build the DataLoader with "
+                "batch_size=, or pass the Dataset and batch_size= to train()."
+            )
+        size = int(per_process) * world.size
+    if world.size > size:
+        raise ConfigurationError(
+            f"elastic: the run's global batch holds {size} sample(s) and this launch has {world.size} "
+            f"processes; expected at most {size} processes, since each takes at least one sample of "
+            "every global batch. Launch fewer processes."
+        )
+    return size
+
+
+def rank_seed(seed: int, step: int, rank: int) -> int:
+    """The seed of ``rank``'s random state after a change of world size at optimizer ``step``."""
+    digest = hashlib.sha256(f"experiment/elastic/{seed}/{step}/{rank}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") % 2**63
+
+
+def reshared(saved: dict[str, Any], rank: int, seed: int) -> dict[str, Any]:
+    """A checkpoint ``saved`` by another number of processes, as ``rank`` resumes it: its random
+    state derived from ``(seed, step, rank)``, and on rank 0 the running sums of every saved rank
+    (zero on the others, so that their sum over the ranks is the saved one).
+
+    Raises:
+        StateMismatchError: the checkpoint stops in the middle of an epoch whose epoch metrics
+            hold per-process state, which cannot be split anew.
+    """
+    nodes = dict(saved["nodes"])
+    step = int(nodes["progress"]["global_step"])
+    randoms = _ranks(nodes["rng"])
+    first = randoms[0]
+    generators = len(first["step"]["generators"])
+    derived = derived_rng(rank_seed(seed, step, rank), generators)
+    nodes["rng"] = {
+        **first,
+        "step": derived,
+        "pass": None if first["pass"] is None else derived,
+    }
+    nodes["train_metrics"] = _metrics_share(_ranks(nodes["train_metrics"]), rank, nodes["progress"])
+    return {**saved, "nodes": nodes}
+
+
+def _ranks(state: Any) -> list[Any]:
+    """Every rank's entry of a per-rank node (a single process's node is its one entry)."""
+    if isinstance(state, dict) and "ranks" in state and "world_size" in state:
+        return list(state["ranks"])
+    return [state]
+
+
+def _metrics_share(states: list[dict[str, Any]], rank: int, progress: dict[str, Any]) -> dict[str, Any]:
+    if progress["steps_in_epoch"] > 0 and any(state["epoch_metrics"] for state in states):
+        names = sorted(states[0]["epoch_metrics"])
+        raise StateMismatchError(
+            f"the checkpoint stops {progress['steps_in_epoch']} batch(es) into an epoch with epoch "
+            f"metrics {names}, whose state each of the {len(states)} processes that wrote it holds "
+            "for its own samples and which cannot be split between another number of processes; "
+            "expected a checkpoint at an epoch end. Resume it with as many processes as before, "
+            "then change their number at an epoch end (checkpoints are committed there)."
+        )
+    if rank != 0:
+        return {"samples": 0, "sums": None, "epoch_metrics": {}}
+    sums = [state["sums"] for state in states if state["sums"] is not None]
+    total = None
+    for item in sums:
+        total = item.clone() if total is None else total + item
+    return {
+        "samples": sum(int(state["samples"]) for state in states),
+        "sums": total,
+        "epoch_metrics": {},
+    }
