@@ -41,6 +41,7 @@ def creation_record(loop: TrainingLoop, plan: TrainingPlan) -> dict[str, Any]:
         "strategy": loop.strategy.name,
         "elastic": plan.elastic,
         "global_batch": plan.global_batch,
+        "elastic_groups": plan.elastic_groups,
         "train_step": _step_name(loop.custom_train_step),
         "eval_step": _step_name(loop.eval_step),
         "data": data,

@@ -6,7 +6,7 @@ ordered and split independently of the world size (:mod:`experiment.training.ela
 resume on another number of processes goes on with the same global batches and the same optimizer
 steps. What differs from one world size to another is handled here, before anything is loaded:
 
-- :func:`global_batch` refuses ``elastic`` changed on an existing run and a world size that
+- :func:`elastic_layout` refuses ``elastic`` changed on an existing run and a world size that
   cannot serve the global batch;
 - :func:`reshared` gives each rank its share of a checkpoint written by another number of
   processes: its random state derived from ``(seed, step, rank)`` (randomness is not continued
@@ -15,61 +15,102 @@ steps. What differs from one world size to another is handled here, before anyth
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from typing import Any
 
 from torch.utils.data import DataLoader
 
-from experiment.arguments import reject
+from experiment.arguments import check_int, reject
 from experiment.errors import ConfigurationError, DataError, StateMismatchError
 from experiment.state.rng import derived_rng
 from experiment.store.directory import RunDirectory
 from experiment.training.distributed import World
 
 #: What ``Experiment(elastic=...)`` accepts.
-ELASTIC_MODES = (False, True)
+ELASTIC_MODES = (False, True, "exact")
+#: Groups of a global batch in exact mode, by default, per process at creation.
+GROUPS_PER_PROCESS = 4
 
 
-def check_elastic(value: Any, strategy: str) -> bool:
-    """``value`` if it is an elastic mode this ``strategy`` can run.
+@dataclasses.dataclass(frozen=True)
+class ElasticLayout:
+    """How an elastic run cuts its training data, fixed when it is created.
+
+    Attributes:
+        mode: True, or "exact" (gradients summed in a fixed order).
+        global_batch: samples per global batch.
+        groups: groups per global batch in exact mode (None otherwise).
+    """
+
+    mode: bool | str
+    global_batch: int
+    groups: int | None = None
+
+
+def check_elastic(
+    value: Any, strategy: str, *, groups: Any = None, precision: str = "32-true", custom_step: bool = False
+) -> bool | str:
+    """``value`` if it is an elastic mode this run can train with.
 
     Raises:
-        ConfigurationError: an unknown mode, or elastic with FSDP2.
+        ConfigurationError: an unknown mode, elastic with FSDP2, ``groups`` without exact mode or not
+            a positive integer, exact mode with "16-mixed" or a custom training step.
     """
-    if not any(value is mode for mode in ELASTIC_MODES):
-        raise reject("elastic", value, "False or True")
+    if not any(value is mode or (isinstance(mode, str) and value == mode) for mode in ELASTIC_MODES):
+        raise reject("elastic", value, "False, True or 'exact'")
     if value and strategy == "fsdp":
         raise ConfigurationError(
-            "elastic=True: received strategy='fsdp', which cannot resume on another number of "
+            f"elastic={value!r}: received strategy='fsdp', which cannot resume on another number of "
             "processes yet; expected strategy='auto' or 'ddp'. Pass elastic=False with FSDP2."
         )
-    return bool(value)
+    if groups is not None:
+        check_int("elastic_groups", groups, minimum=1, expected="a positive integer or None")
+        if value != "exact":
+            raise reject(
+                "elastic_groups", groups, "None unless elastic='exact', which alone cuts batches in groups"
+            )
+    if value == "exact" and (precision == "16-mixed" or custom_step):
+        what = "precision='16-mixed'" if precision == "16-mixed" else "a custom train_step"
+        raise ConfigurationError(
+            f"elastic='exact': received {what}; expected the built-in step in '32-true' or "
+            "'bf16-mixed', which exact mode runs one group of samples at a time. Pass elastic=True "
+            "(the same run up to summation order), or drop the option."
+        )
+    return value
 
 
-def global_batch(
-    directory: RunDirectory, elastic: bool, train_data: Any, batch_size: int, world: World
-) -> int | None:
-    """The global batch of an elastic run: the recorded one, or, for a new run, the per-process
-    batch (``batch_size``, or a DataLoader's) times the number of processes; None when the run is
-    not elastic.
+def elastic_layout(
+    directory: RunDirectory,
+    elastic: bool | str,
+    train_data: Any,
+    batch_size: int,
+    world: World,
+    *,
+    groups: int | None = None,
+) -> ElasticLayout | None:
+    """The layout of an elastic run: the recorded one, or, for a new run, a global batch of the
+    per-process batch (``batch_size``, or a DataLoader's) times the number of processes, cut in
+    exact mode into ``groups`` groups (by default 4 per process, at most one per sample); None
+    when the run is not elastic.
 
     Raises:
         ConfigurationError: ``elastic`` differs from the one the run was created with, or the
-            global batch has fewer samples than there are processes.
+            global batch has fewer samples (or groups) than there are processes.
         DataError: a new elastic run's DataLoader has no ``batch_size``.
     """
     recorded = directory.read_metadata().get("created_with") if directory.is_run() else None
     if recorded is not None:
-        then = bool(recorded.get("elastic", False))
+        then = recorded.get("elastic", False)
         if then != elastic:
             raise ConfigurationError(
                 f"elastic: received {elastic!r}, but the run in {directory.path} was created with "
-                f"elastic={then!r}; expected elastic={then!r}. A run cannot become elastic, or stop "
-                "being so, once created: pass the same value, or train in a new directory."
+                f"elastic={then!r}; expected elastic={then!r}. A run cannot change how it is elastic "
+                "once created: pass the same value, or train in a new directory."
             )
         if not elastic:
             return None
-        size = int(recorded["global_batch"])
+        layout = ElasticLayout(elastic, int(recorded["global_batch"]), recorded.get("elastic_groups"))
     else:
         if not elastic:
             return None
@@ -81,13 +122,17 @@ def global_batch(
                 "batch_size=, or pass the Dataset and batch_size= to train()."
             )
         size = int(per_process) * world.size
-    if world.size > size:
+        if elastic == "exact":
+            groups = min(size, GROUPS_PER_PROCESS * world.size) if groups is None else groups
+        layout = ElasticLayout(elastic, size, groups if elastic == "exact" else None)
+    units, what = (layout.global_batch, "sample(s)") if layout.groups is None else (layout.groups, "group(s)")
+    if world.size > units:
         raise ConfigurationError(
-            f"elastic: the run's global batch holds {size} sample(s) and this launch has {world.size} "
-            f"processes; expected at most {size} processes, since each takes at least one sample of "
+            f"elastic: the run's global batch holds {units} {what} and this launch has {world.size} "
+            f"processes; expected at most {units} processes, since each takes at least one of "
             "every global batch. Launch fewer processes."
         )
-    return size
+    return layout
 
 
 def rank_seed(seed: int, step: int, rank: int) -> int:

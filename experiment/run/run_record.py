@@ -134,12 +134,16 @@ class RunRecord:
         if then is None or then == now:
             return
         self.changes.append({"what": "world_size", "from": then, "to": now, "at": position})
+        promise = (
+            "summed in a fixed order, so bit-identical to the uninterrupted run"
+            if self.creation.get("elastic") == "exact"
+            else "so the same run up to floating-point summation order (not bit-identical), with each "
+            "process's random state derived anew from the seed, the step and its rank"
+        )
         warnings.warn(
             f"The elastic run in {self.directory.path} was saved by {then} process(es) and resumes on "
-            f"{now} at {position}: the same global batches and optimizer steps, so the same run up to "
-            "floating-point summation order (not bit-identical), with each process's random state "
-            "derived anew from the seed, the step and its rank. Recorded under 'changes' in "
-            "experiment.json.",
+            f"{now} at {position}: the same global batches and optimizer steps, {promise}. Recorded "
+            "under 'changes' in experiment.json.",
             stacklevel=6,
         )
 

@@ -41,6 +41,7 @@ def make_loader(
     whole_batches: bool = False,
     dtype: torch.dtype | None = None,
     global_batch: int | None = None,
+    groups: int | None = None,
 ) -> DataLoader | Any:
     """Return something that yields batches for ``data`` (this rank's share of it, in a
     distributed ``world``: see :mod:`experiment.training.data_sharding`).
@@ -53,6 +54,7 @@ def make_loader(
         global_batch: the samples per global batch of an elastic run's training data, which is then
             ordered and split independently of the world size
             (:mod:`experiment.training.elastic_data`); None: not elastic.
+        groups: the groups of each global batch of an elastic run in exact mode (None: not exact).
 
     Raises:
         DataError: ``data`` is of an unsupported type, a bare array, or a tuple of arrays that the
@@ -64,7 +66,7 @@ def make_loader(
             raise bare_array_error(data, role)
         if is_array_tuple(data):
             data = array_dataset(data, role, whole_batches=whole_batches, dtype=dtype)
-        return elastic_loader(data, world, global_batch=global_batch, seed=seed, role=role)
+        return elastic_loader(data, world, global_batch=global_batch, seed=seed, role=role, groups=groups)
     if isinstance(data, DataLoader):
         return sharded_loader(data, world, train=shuffle, seed=seed, role=role) if world.distributed else data
     if is_array(data):

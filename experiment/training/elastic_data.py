@@ -13,6 +13,11 @@ The loss of a rank's slice, a mean over its ``b`` samples, is weighted by ``W * 
 ``backward`` (:meth:`ElasticBatchSampler.weight`): DistributedDataParallel divides the summed
 gradients by ``W``, so the update is the mean over the global batch, whatever ``W`` is.
 
+With ``elastic="exact"`` a global batch is also cut into ``M`` groups fixed at creation (group ``j``:
+``[floor(j*B/M), floor((j+1)*B/M))``), rank ``r`` takes groups ``[floor(r*M/W), floor((r+1)*M/W))``,
+and each group is stepped on its own (:meth:`ElasticBatchSampler.groups_of`,
+:mod:`experiment.training.exact_step`).
+
 Example:
     >>> sampler = ElasticBatchSampler(11, global_batch=4, world_size=3, rank=1, seed=0, shuffle=False)
     >>> list(sampler)
@@ -57,6 +62,7 @@ class ElasticBatchSampler:
         seed: the run's seed; a pass's order is drawn from it and the pass index.
         shuffle: False keeps the dataset's order.
         drop_last: whether a last, shorter global batch is dropped.
+        groups: the number of groups of a global batch in exact mode (None: not exact).
     """
 
     def __init__(
@@ -69,8 +75,10 @@ class ElasticBatchSampler:
         seed: int,
         shuffle: bool = True,
         drop_last: bool = False,
+        groups: int | None = None,
     ) -> None:
         self.length = length
+        self.groups = groups
         self.global_batch = global_batch
         self.world_size = world_size
         self.rank = rank
@@ -99,14 +107,42 @@ class ElasticBatchSampler:
         order = self.order()
         for index in range(len(self)):
             batch = order[index * self.global_batch : (index + 1) * self.global_batch]
-            start, stop = slice_bounds(len(batch), self.world_size, self.rank)
+            start, stop = self.bounds(len(batch))
             yield batch[start:stop].tolist()
+
+    def batch_size(self, index: int) -> int:
+        """The number of samples of the pass's ``index``-th global batch (from 0)."""
+        return min(self.global_batch, self.length - index * self.global_batch)
+
+    def bounds(self, size: int, rank: int | None = None) -> tuple[int, int]:
+        """The slice ``[start, stop)`` of a global batch of ``size`` samples that ``rank`` (this
+        one by default) takes: by samples, or in exact mode by whole groups."""
+        rank = self.rank if rank is None else rank
+        if self.groups is None:
+            return slice_bounds(size, self.world_size, rank)
+        first, last = slice_bounds(self.groups, self.world_size, rank)
+        return first * size // self.groups, last * size // self.groups
 
     def weight(self, index: int) -> float:
         """The factor of the loss of the pass's ``index``-th batch (from 0): ``W * b / B``."""
-        size = min(self.global_batch, self.length - index * self.global_batch)
-        start, stop = slice_bounds(size, self.world_size, self.rank)
+        size = self.batch_size(index)
+        start, stop = self.bounds(size)
         return self.world_size * (stop - start) / size
+
+    def groups_of(self, index: int) -> list[tuple[int, int, int, float]]:
+        """Exact mode: this rank's groups of the pass's ``index``-th batch, each as ``(group,
+        start, stop, weight)`` within the rank's slice, ``weight`` being the group's share of the
+        global batch; the empty groups of a short batch are left out."""
+        assert self.groups is not None
+        size = self.batch_size(index)
+        first, last = slice_bounds(self.groups, self.world_size, self.rank)
+        offset = first * size // self.groups
+        found = []
+        for group in range(first, last):
+            start, stop = group * size // self.groups, (group + 1) * size // self.groups
+            if stop > start:
+                found.append((group, start - offset, stop - offset, (stop - start) / size))
+        return found
 
 
 class ElasticWeights:
@@ -123,17 +159,27 @@ class ElasticWeights:
         return self.sampler.weight((batch_number - 1) % len(self.sampler))
 
 
-def loss_weights(loader: Any) -> ElasticWeights | None:
-    """The loss factors of ``loader``'s batches when it is an elastic loader (its batch sampler
-    possibly wrapped, see :class:`~experiment.training.data.SkippingSampler`), else None."""
+def elastic_sampler(loader: Any) -> ElasticBatchSampler | None:
+    """The batch sampler of an elastic ``loader`` (possibly wrapped, see
+    :class:`~experiment.training.data.SkippingSampler`), else None."""
     sampler = getattr(loader, "batch_sampler", None)
     sampler = getattr(sampler, "inner", sampler)
-    return ElasticWeights(sampler) if isinstance(sampler, ElasticBatchSampler) else None
+    return sampler if isinstance(sampler, ElasticBatchSampler) else None
 
 
-def elastic_loader(data: Any, world: World, *, global_batch: int, seed: int, role: str) -> DataLoader[Any]:
+def loss_weights(loader: Any) -> ElasticWeights | None:
+    """The loss factors of ``loader``'s batches when it is an elastic loader that DDP reduces
+    (not in exact mode, whose step weights each group itself), else None."""
+    sampler = elastic_sampler(loader)
+    return ElasticWeights(sampler) if sampler is not None and sampler.groups is None else None
+
+
+def elastic_loader(
+    data: Any, world: World, *, global_batch: int, seed: int, role: str, groups: int | None = None
+) -> DataLoader[Any]:
     """A loader of this rank's slices of ``data`` (a map-style Dataset, or a DataLoader over one
-    with the default sampler, rebuilt with its other arguments), in global batches of ``global_batch``.
+    with the default sampler, rebuilt with its other arguments), in global batches of ``global_batch``
+    (cut into ``groups`` groups in exact mode).
 
     Raises:
         DataError: the data is iterable, its DataLoader has a sampler of its own, or a global
@@ -158,6 +204,7 @@ def elastic_loader(data: Any, world: World, *, global_batch: int, seed: int, rol
         seed=seed,
         shuffle=shuffle,
         drop_last=drop_last,
+        groups=groups,
     )
     _refuse_empty_slices(sampler, role)
     if loader is None:
@@ -187,20 +234,23 @@ def _default_order(loader: DataLoader[Any], role: str) -> tuple[bool, bool]:
 
 
 def _refuse_empty_slices(sampler: ElasticBatchSampler, role: str) -> None:
-    if sampler.global_batch < sampler.world_size:
+    world, size = sampler.world_size, sampler.global_batch
+    units, what = (size, "sample(s)") if sampler.groups is None else (sampler.groups, "group(s)")
+    if units < world:
         raise ConfigurationError(
-            f"{role}: the run's global batch holds {sampler.global_batch} sample(s), fewer than the "
-            f"{sampler.world_size} processes now; expected at most {sampler.global_batch} processes, "
-            "since each must take at least one sample of every global batch. Launch fewer processes."
+            f"{role}: the run's global batch holds {units} {what}, fewer than the {world} processes "
+            f"now; expected at most {units} processes, since each must take at least one of every "
+            "global batch. Launch fewer processes."
         )
-    last = sampler.length % sampler.global_batch
-    if not sampler.drop_last and 0 < last < sampler.world_size:
-        raise DataError(
-            f"{role}: the last global batch of each pass holds {last} sample(s) ({sampler.length} "
-            f"samples in batches of {sampler.global_batch}), fewer than the {sampler.world_size} "
-            "processes; expected every process to get at least one. Pass a DataLoader with "
-            "drop_last=True, change the dataset's length, or launch fewer processes."
-        )
+    sizes = [sampler.batch_size(index) for index in {0, len(sampler) - 1} if len(sampler)]
+    for batch in sizes:
+        if any(sampler.bounds(batch, rank)[0] == sampler.bounds(batch, rank)[1] for rank in range(world)):
+            raise DataError(
+                f"{role}: a global batch of {batch} sample(s) ({sampler.length} samples in batches of "
+                f"{size}) leaves one of the {world} processes without samples; expected every "
+                "process to get at least one. Pass a DataLoader with drop_last=True, change the "
+                "dataset's length, or launch fewer processes."
+            )
 
 
 def _loader_options(loader: DataLoader[Any]) -> dict[str, Any]:

@@ -51,9 +51,10 @@ from experiment.training.accumulation import AccumulationGroups
 from experiment.training.batch_loop import BatchLoop, check_finite
 from experiment.training.custom_step import UserStep
 from experiment.training.distributed import SINGLE, AgreementSchedule
-from experiment.training.elastic_data import loss_weights
+from experiment.training.elastic_data import elastic_sampler, loss_weights
 from experiment.training.epoch_logs import plain_logs, step_schedulers
 from experiment.training.evaluation import LoopEvaluation
+from experiment.training.exact_step import ExactStep
 from experiment.training.interrupts import InterruptFlag, TrainingInterrupted
 from experiment.training.metrics import EpochAccumulator, MetricFn
 from experiment.training.plan import CommitPoints, NoCommits, TrainingPlan
@@ -188,8 +189,11 @@ class TrainingLoop(StepSetup, ProgressView, LoopEvaluation):
         parts = StepParts(
             module, self.optimizer, self.precision, self.device, self.accumulation, backward_end, warm_up
         )
+        sampler = elastic_sampler(plan.train.loader)
+        exact = sampler is not None and sampler.groups is not None
+        step = ExactStep(parts, self.loss_function, sampler, self.world) if exact else self.steps.build(parts)  # type: ignore[arg-type]
         return BatchLoop(
-            self.steps.build(parts),
+            step,
             progress=self.progress,
             groups=self.accumulation,
             metrics=self.train_metrics,

@@ -34,12 +34,13 @@ def indexed_data(samples: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class IndexedNet(nn.Module):
-    """A small MLP over the features; it remembers the sample indices of each forward."""
+    """A small MLP over the features (with Dropout when ``dropout``); it remembers the sample
+    indices of each forward."""
 
-    def __init__(self) -> None:
+    def __init__(self, dropout: float = 0.0) -> None:
         super().__init__()
         torch.manual_seed(0)
-        self.body = nn.Sequential(nn.Linear(FEATURES, 16), nn.ReLU(), nn.Linear(16, 3))
+        self.body = nn.Sequential(nn.Linear(FEATURES, 16), nn.ReLU(), nn.Dropout(dropout), nn.Linear(16, 3))
         self.seen: list[list[int]] = []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -61,12 +62,38 @@ class StepRecorder(Callback):
 
 
 def run_phase(
-    run_dir: Path, *, samples: int, batch_size: int, epochs: int, stop_at: int, **options: Any
+    run_dir: Path,
+    *,
+    samples: int,
+    batch_size: int,
+    epochs: int,
+    stop_at: int,
+    elastic: bool | str = True,
+    groups: int | None = None,
 ) -> dict[str, Any]:
     """Train (or resume) ``run_dir`` until optimizer step ``stop_at`` (0: to the end), as a
-    restarted script does. Returns the steps recorded, the error met (its type and message) and
-    the warnings emitted."""
-    network = IndexedNet()
+    restarted script does, in one thread (as torchrun's workers: the kernels must sum alike).
+    Exact runs (``elastic="exact"``, ``groups`` per global batch) train a network with Dropout.
+    Returns the steps recorded, the error met (its type and message), the warnings emitted and
+    the final weights."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _phase(run_dir, samples, batch_size, epochs, stop_at, elastic, groups)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _phase(
+    run_dir: Path,
+    samples: int,
+    batch_size: int,
+    epochs: int,
+    stop_at: int,
+    elastic: bool | str,
+    groups: int | None,
+) -> dict[str, Any]:
+    network = IndexedNet(dropout=0.3 if elastic == "exact" else 0.0)
     optimizer = torch.optim.AdamW(network.parameters(), lr=0.01)
     recorder = StepRecorder(network)
     callbacks: list[Any] = [recorder] + ([InterruptAt(stop_at)] if stop_at else [])
@@ -80,7 +107,8 @@ def run_phase(
                 optimizer=optimizer,
                 loss_function="cross_entropy",
                 tensorboard=False,
-                elastic=options.pop("elastic", True),
+                elastic=elastic,
+                elastic_groups=groups,
             )
             exp.train(
                 indexed_data(samples),
@@ -90,7 +118,6 @@ def run_phase(
                 callbacks=callbacks,
                 checkpoint_every=1,
                 progress=False,
-                **options,
             )
         except Interrupt:
             pass
@@ -101,6 +128,7 @@ def run_phase(
         "error": error,
         "warnings": [str(w.message) for w in caught],
         "weights": {k: v.tolist() for k, v in network.state_dict().items()},
+        "weight_bits": {k: v.view(torch.int32).tolist() for k, v in network.state_dict().items()},
     }
 
 

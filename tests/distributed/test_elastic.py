@@ -1,10 +1,12 @@
-"""Elastic runs (``Experiment(elastic=True)``) resumed on other numbers of processes: 2 → 1 → 3 and 3 → 2.
+"""Elastic runs resumed on other numbers of processes: ``elastic=True`` 2 → 1 → 3 and 3 → 2;
+``elastic="exact"`` 2 → 1, 2 → 3, 1 → 2 and uninterrupted on 1, 2 and 3.
 
-Three torchrun launches (2, 3 and 2 ranks, about 10 s each) and a few single-process phases here
-train the runs; every phase records, per rank, the sample indices of each optimizer step (the inputs
-carry their index). The union over the ranks of each step must be exactly the global batch of the
-uninterrupted single-process run, the losses in log.tsv and the final weights close to it (the same
-run up to floating-point summation order), and every change of world size warned about and recorded.
+Three torchrun launches (2, 3 and 2 ranks) and a few single-process phases here train the runs;
+every phase records, per rank, the sample indices of each optimizer step (the inputs carry their
+index). With ``elastic=True`` the union over the ranks of each step must be exactly the global batch
+of the uninterrupted single-process run, the losses in log.tsv and the final weights close to it (the
+same run up to floating-point summation order), and every change of world size warned about and
+recorded. With ``elastic="exact"`` (and Dropout) the final weights must be bit-identical.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ EPOCHS = 3
 #: log.tsv losses and final weights of a resumed run against the uninterrupted one: differences in
 #: the order of floating-point sums only (measured about 1e-8 here).
 TOLERANCE = 1e-5
+#: Exact runs: a global batch of 12 samples (4 per pass) in 6 groups, stopped at step 6 (mid-epoch).
+EXACT_EPOCHS = 2
+GROUPS = 6
 
 
 @dataclass
@@ -49,8 +54,25 @@ class ElasticRuns:
         return "\n".join(launch.describe() for launch in self.launches)
 
 
-def _single(workdir: Path, name: str, *, batch_size: int, stop_at: int) -> dict[str, Any]:
+def _single(
+    workdir: Path, name: str, *, batch_size: int, stop_at: int, exact: bool = False
+) -> dict[str, Any]:
+    if exact:
+        return run_phase(
+            workdir / name,
+            samples=SAMPLES,
+            batch_size=batch_size,
+            epochs=EXACT_EPOCHS,
+            stop_at=stop_at,
+            elastic="exact",
+            groups=GROUPS,
+        )
     return run_phase(workdir / name, samples=SAMPLES, batch_size=batch_size, epochs=EPOCHS, stop_at=stop_at)
+
+
+def _exact(name: str, batch_size: int, stop: int) -> str:
+    """An exact phase's spec: a global batch of 12 in 6 groups (batch_size 12, 6 or 4 per process)."""
+    return f"{name}:{SAMPLES}:{batch_size}:{EXACT_EPOCHS}:{stop}:exact:{GROUPS}"
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +84,13 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> ElasticRuns:
     single["ref9"] = _single(workdir, "ref9", batch_size=9, stop_at=0)
     # C: a global batch of 2, created here, which 3 processes cannot serve.
     single["C"] = _single(workdir, "C", batch_size=2, stop_at=1)
-    launches = [launch_scenarios(SCRIPT, workdir, f"A:{SAMPLES}:4:{EPOCHS}:5", nproc=2, timeout=120)]
+    # Exact: U1 uninterrupted; Z created here, then resumed on 2.
+    single["U1"] = _single(workdir, "U1", batch_size=12, stop_at=0, exact=True)
+    single["Z"] = _single(workdir, "Z", batch_size=12, stop_at=6, exact=True)
+    first = [f"A:{SAMPLES}:4:{EPOCHS}:5", _exact("U2", 6, 0), _exact("X", 6, 6), _exact("Y", 6, 6)]
+    launches = [launch_scenarios(SCRIPT, workdir, *first, nproc=2, timeout=180)]
     single["A"] = _single(workdir, "A", batch_size=4, stop_at=10)
+    single["X"] = _single(workdir, "X", batch_size=12, stop_at=0, exact=True)
     launches.append(
         launch_scenarios(
             SCRIPT,
@@ -71,11 +98,14 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> ElasticRuns:
             f"A:{SAMPLES}:4:{EPOCHS}:0",
             f"B:{SAMPLES}:3:{EPOCHS}:7",
             f"C:{SAMPLES}:2:{EPOCHS}:0",
+            _exact("U3", 4, 0),
+            _exact("Y", 4, 0),
             nproc=3,
-            timeout=120,
+            timeout=180,
         )
     )
-    launches.append(launch_scenarios(SCRIPT, workdir, f"B:{SAMPLES}:3:{EPOCHS}:0", nproc=2, timeout=120))
+    last = [f"B:{SAMPLES}:3:{EPOCHS}:0", _exact("Z", 6, 0)]
+    launches.append(launch_scenarios(SCRIPT, workdir, *last, nproc=2, timeout=180))
     return ElasticRuns(workdir, launches, single)
 
 
@@ -150,3 +180,25 @@ def test_elastic_world_size_larger_than_the_global_batch_is_refused_on_every_ran
         error = read_phase(runs.workdir / "records" / f"C-w3-rank{rank}.json")["error"]
         assert error is not None and error.startswith("ConfigurationError"), error
         assert "global batch holds 2 sample(s) and this launch has 3 processes" in error
+
+
+@pytest.mark.parametrize(
+    ("name", "world"),
+    [("U2", 2), ("U3", 3), ("X", 1), ("Y", 3), ("Z", 2)],
+    ids=["started-on-2", "started-on-3", "2-to-1", "2-to-3", "1-to-2"],
+)
+def test_elastic_exact_ends_bit_identical_to_the_single_process_run(runs, name, world):
+    if world == 1:
+        final = runs.single[name]
+    else:
+        final = read_phase(runs.workdir / "records" / f"{name}-w{world}-rank0.json")
+    assert final["error"] is None, final["error"]
+    expected = runs.single["U1"]["weight_bits"]
+    assert final["weight_bits"] == expected
+
+
+def test_elastic_exact_resume_warns_that_it_stays_bit_identical(runs):
+    messages = [m for m in runs.single["X"]["warnings"] if "elastic run" in m]
+    assert len(messages) == 1, runs.single["X"]["warnings"]
+    assert "saved by 2 process(es) and resumes on 1" in messages[0]
+    assert "bit-identical to the uninterrupted run" in messages[0]

@@ -68,7 +68,7 @@ def test_elastic_changed_on_an_existing_run_is_refused_before_anything_is_loaded
 
 
 def test_elastic_accepts_only_false_or_true(tmp_path):
-    with pytest.raises(ConfigurationError, match="elastic: received 'yes'; expected False or True"):
+    with pytest.raises(ConfigurationError, match="elastic: received 'yes'; expected False, True or 'exact'"):
         Experiment(tmp_path, make_network(), loss_function="cross_entropy", elastic="yes")
 
 
