@@ -15,6 +15,7 @@ from experiment.store.directory import RunDirectory
 from experiment.training.distributed import SINGLE, World
 from experiment.training.elastic_data import ElasticBatchSampler
 from experiment.training.exact_step import exact_sum, group_seed
+from experiment.training.strategy import choose_strategy
 from tests.support.training import Interrupt, InterruptAt, make_data, make_network
 
 
@@ -121,3 +122,13 @@ def test_exact_run_in_one_process_resumes_bit_identically(tmp_path):
     resumed = train(tmp_path / "cut")
     for key, value in whole.network.state_dict().items():
         assert torch.equal(value, resumed.network.state_dict()[key]), key
+
+
+def test_exact_refuses_a_network_in_the_user_ddp():
+    wrapper = torch.nn.Module.__new__(torch.nn.parallel.DistributedDataParallel)
+    torch.nn.Module.__init__(wrapper)
+    wrapper.module = torch.nn.Linear(2, 2)
+    with pytest.raises(
+        ConfigurationError, match=r"elastic='exact': received a network inside DistributedDataParallel"
+    ):
+        choose_strategy("auto", World(2, 1), wrapper, sums_exactly=True)
