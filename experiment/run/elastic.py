@@ -19,6 +19,7 @@ import dataclasses
 import hashlib
 from typing import Any
 
+from torch import nn
 from torch.utils.data import DataLoader
 
 from experiment.arguments import check_int, reject
@@ -78,6 +79,27 @@ def check_elastic(
             "(the same run up to summation order), or drop the option."
         )
     return value
+
+
+def refuse_running_statistics(network: nn.Module) -> None:
+    """Refuse, for ``elastic="exact"``, a network with running statistics (BatchNorm's): each
+    process updates them with its own groups, so what is saved (rank 0's) depends on their number.
+
+    Raises:
+        ConfigurationError: a module tracks running statistics.
+    """
+    tracking = [
+        name or type(module).__name__
+        for name, module in network.named_modules()
+        if getattr(module, "track_running_stats", False) and getattr(module, "running_mean", None) is not None
+    ]
+    if tracking:
+        raise ConfigurationError(
+            f"elastic='exact': received a network whose modules {tracking} track running statistics, "
+            "which each process updates with its own groups, so they would depend on the number of "
+            "processes; expected none. Build them with track_running_stats=False (or use GroupNorm or "
+            "LayerNorm), or pass elastic=True (the same run up to summation order)."
+        )
 
 
 def elastic_layout(

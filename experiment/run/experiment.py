@@ -12,7 +12,7 @@ from torch import nn
 
 from experiment.arguments import check_int
 from experiment.errors import ConfigurationError
-from experiment.run.elastic import check_elastic, elastic_layout
+from experiment.run.elastic import check_elastic, elastic_layout, refuse_running_statistics
 from experiment.run.inference import Inference
 from experiment.run.objects import compiled
 from experiment.run.ownership import leaving_together, owned
@@ -133,6 +133,8 @@ class Experiment(Inference):
             elastic, strategy, groups=elastic_groups, precision=precision, custom_step=train_step is not None
         )
         self.elastic_groups = elastic_groups
+        if self.elastic == "exact":
+            refuse_running_statistics(network)
         world = current_world()  # under torchrun: the process group, started here if need be
         # A network given inside the user's DistributedDataParallel is trained through it, saved bare.
         self.strategy, network = choose_strategy(

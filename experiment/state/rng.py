@@ -40,14 +40,15 @@ def find_generators(loaders: Iterable[Any]) -> list[torch.Generator]:
 
 
 def find_epoch_samplers(loaders: Iterable[Any]) -> list[Any]:
-    """The samplers and batch samplers of ``loaders`` whose order is set per pass with ``set_epoch``
-    (a DistributedSampler, or an elastic run's batch sampler, keeps no generator: its order is a
-    function of its seed and that epoch)."""
+    """The samplers of ``loaders`` whose order is set per pass with ``set_epoch`` (a
+    DistributedSampler keeps no generator: its order is a function of its seed and that epoch),
+    and their batch samplers that say so (``ordered_by_pass``: an elastic run's)."""
     found: list[Any] = []
     for loader in loaders:
         batch_sampler = getattr(loader, "batch_sampler", None)
         batch_sampler = getattr(batch_sampler, "inner", batch_sampler)  # a SkippingSampler's
-        holders = (getattr(loader, "sampler", None), batch_sampler, getattr(batch_sampler, "sampler", None))
+        own = batch_sampler if getattr(batch_sampler, "ordered_by_pass", False) else None
+        holders = (getattr(loader, "sampler", None), own, getattr(batch_sampler, "sampler", None))
         for holder in holders:
             if callable(getattr(holder, "set_epoch", None)) and all(holder is not s for s in found):
                 found.append(holder)

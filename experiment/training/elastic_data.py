@@ -65,6 +65,9 @@ class ElasticBatchSampler:
         groups: the number of groups of a global batch in exact mode (None: not exact).
     """
 
+    #: Its order is set by ``set_epoch`` at each pass (see :func:`~experiment.state.rng.find_epoch_samplers`).
+    ordered_by_pass = True
+
     def __init__(
         self,
         length: int,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch.utils.data import DataLoader, IterableDataset, TensorDataset
+from torch.utils.data import BatchSampler, DataLoader, IterableDataset, SequentialSampler, TensorDataset
 from torch.utils.data.distributed import DistributedSampler
 
 from experiment.errors import ConfigurationError, DataError
@@ -125,3 +125,13 @@ def test_elastic_loader_refuses_more_processes_than_the_global_batch():
         ConfigurationError, match="global batch holds 2 sample.s., fewer than the 3 processes now"
     ):
         elastic_loader(dataset, World(3, 0), global_batch=2, seed=0, role="train_data")
+
+
+def test_a_user_batch_sampler_is_not_given_the_pass_index_unless_it_asks():
+    class Batches(BatchSampler):
+        def set_epoch(self, epoch):
+            raise AssertionError("not an elastic batch sampler")
+
+    dataset = TensorDataset(torch.zeros(8, 1), torch.zeros(8))
+    loader = DataLoader(dataset, batch_sampler=Batches(SequentialSampler(dataset), 2, False))
+    assert find_epoch_samplers([loader]) == []

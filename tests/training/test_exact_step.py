@@ -132,3 +132,11 @@ def test_exact_refuses_a_network_in_the_user_ddp():
         ConfigurationError, match=r"elastic='exact': received a network inside DistributedDataParallel"
     ):
         choose_strategy("auto", World(2, 1), wrapper, sums_exactly=True)
+
+
+def test_exact_refuses_a_network_with_running_statistics(tmp_path):
+    network = torch.nn.Sequential(torch.nn.Linear(6, 4), torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 3))
+    with pytest.raises(ConfigurationError, match=r"modules \['1'\] track running statistics"):
+        Experiment(tmp_path, network, loss_function="cross_entropy", elastic="exact")
+    untracked = torch.nn.Sequential(torch.nn.Linear(6, 4), torch.nn.BatchNorm1d(4, track_running_stats=False))
+    Experiment(tmp_path, untracked, loss_function="cross_entropy", elastic="exact")
