@@ -1,7 +1,7 @@
 """Phases of elastic runs under torchrun, several in one launch.
 
     torchrun --standalone --nproc-per-node=N tests/distributed/elastic_scenarios.py WORKDIR \
-        NAME:SAMPLES:BATCH_SIZE:EPOCHS:STOP[:exact:GROUPS] ...
+        NAME:SAMPLES:BATCH_SIZE:EPOCHS:STOP[:exact:GROUPS[:ACCUMULATE]] ...
 
 Each phase trains (or resumes) WORKDIR/NAME on the N ranks of the launch until optimizer step STOP
 (0: to the end), with ``elastic="exact"`` and GROUPS groups when the spec says so, and writes, per rank, WORKDIR/records/NAME-wN-rankR.json (see
@@ -33,6 +33,7 @@ def main() -> None:
                 stop_at=int(stop),
                 elastic="exact" if exact else True,
                 groups=int(exact[1]) if exact else None,
+                accumulate=int(exact[2]) if len(exact) > 2 else 1,
             )
             world, rank = dist.get_world_size(), dist.get_rank()
             write_phase(workdir / "records" / f"{name}-w{world}-rank{rank}.json", outcome)

@@ -70,16 +70,18 @@ def run_phase(
     stop_at: int,
     elastic: bool | str = True,
     groups: int | None = None,
+    accumulate: int = 1,
 ) -> dict[str, Any]:
     """Train (or resume) ``run_dir`` until optimizer step ``stop_at`` (0: to the end), as a
     restarted script does, in one thread (as torchrun's workers: the kernels must sum alike).
-    Exact runs (``elastic="exact"``, ``groups`` per global batch) train a network with Dropout.
+    Exact runs (``elastic="exact"``, ``groups`` per global batch) train a network with Dropout;
+    ``accumulate`` global batches make an optimizer step.
     Returns the steps recorded, the error met (its type and message), the warnings emitted and
     the final weights."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _phase(run_dir, samples, batch_size, epochs, stop_at, elastic, groups)
+        return _phase(run_dir, samples, batch_size, epochs, stop_at, elastic, groups, accumulate)
     finally:
         torch.set_num_threads(threads)
 
@@ -92,6 +94,7 @@ def _phase(
     stop_at: int,
     elastic: bool | str,
     groups: int | None,
+    accumulate: int,
 ) -> dict[str, Any]:
     network = IndexedNet(dropout=0.3 if elastic == "exact" else 0.0)
     optimizer = torch.optim.AdamW(network.parameters(), lr=0.01)
@@ -109,6 +112,7 @@ def _phase(
                 tensorboard=False,
                 elastic=elastic,
                 elastic_groups=groups,
+                accumulate_grad_batches=accumulate,
             )
             exp.train(
                 indexed_data(samples),

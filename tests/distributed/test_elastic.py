@@ -55,7 +55,7 @@ class ElasticRuns:
 
 
 def _single(
-    workdir: Path, name: str, *, batch_size: int, stop_at: int, exact: bool = False
+    workdir: Path, name: str, *, batch_size: int, stop_at: int, exact: bool = False, accumulate: int = 1
 ) -> dict[str, Any]:
     if exact:
         return run_phase(
@@ -66,13 +66,14 @@ def _single(
             stop_at=stop_at,
             elastic="exact",
             groups=GROUPS,
+            accumulate=accumulate,
         )
     return run_phase(workdir / name, samples=SAMPLES, batch_size=batch_size, epochs=EPOCHS, stop_at=stop_at)
 
 
-def _exact(name: str, batch_size: int, stop: int) -> str:
+def _exact(name: str, batch_size: int, stop: int, accumulate: int = 1) -> str:
     """An exact phase's spec: a global batch of 12 in 6 groups (batch_size 12, 6 or 4 per process)."""
-    return f"{name}:{SAMPLES}:{batch_size}:{EXACT_EPOCHS}:{stop}:exact:{GROUPS}"
+    return f"{name}:{SAMPLES}:{batch_size}:{EXACT_EPOCHS}:{stop}:exact:{GROUPS}:{accumulate}"
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +88,10 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> ElasticRuns:
     # Exact: U1 uninterrupted; Z created here, then resumed on 2.
     single["U1"] = _single(workdir, "U1", batch_size=12, stop_at=0, exact=True)
     single["Z"] = _single(workdir, "Z", batch_size=12, stop_at=6, exact=True)
+    # V: 2 global batches per optimizer step, uninterrupted here; created on 2, resumed on 3.
+    single["V1"] = _single(workdir, "V1", batch_size=12, stop_at=0, exact=True, accumulate=2)
     first = [f"A:{SAMPLES}:4:{EPOCHS}:5", _exact("U2", 6, 0), _exact("X", 6, 6), _exact("Y", 6, 6)]
+    first.append(_exact("V", 6, 3, accumulate=2))
     launches = [launch_scenarios(SCRIPT, workdir, *first, nproc=2, timeout=180)]
     single["A"] = _single(workdir, "A", batch_size=4, stop_at=10)
     single["X"] = _single(workdir, "X", batch_size=12, stop_at=0, exact=True)
@@ -100,6 +104,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> ElasticRuns:
             f"C:{SAMPLES}:2:{EPOCHS}:0",
             _exact("U3", 4, 0),
             _exact("Y", 4, 0),
+            _exact("V", 4, 0, accumulate=2),
             nproc=3,
             timeout=180,
         )
@@ -195,6 +200,13 @@ def test_elastic_exact_ends_bit_identical_to_the_single_process_run(runs, name, 
     assert final["error"] is None, final["error"]
     expected = runs.single["U1"]["weight_bits"]
     assert final["weight_bits"] == expected
+
+
+def test_elastic_exact_with_accumulation_ends_bit_identical_after_2_to_3(runs):
+    final = read_phase(runs.workdir / "records" / "V-w3-rank0.json")
+    assert final["error"] is None, final["error"]
+    assert final["weight_bits"] == runs.single["V1"]["weight_bits"]
+    assert final["weight_bits"] != runs.single["U1"]["weight_bits"]  # accumulation did change the run
 
 
 def test_elastic_exact_resume_warns_that_it_stays_bit_identical(runs):
