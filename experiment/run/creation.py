@@ -1,13 +1,14 @@
 """What a run was created with, and how a resumed call differs from it.
 
 experiment.json records, at the run's first call, the optimizer's class and hyperparameters, the
-shape of the data (its kind, batch size, samples, batches per pass, steps per epoch) and the config.
-A later call is compared with that record before anything is loaded:
+shape of the data (its kind, batch size, samples, batches per pass, steps per epoch), the config,
+and whether the run is elastic with its global batch (and groups, in exact mode; see
+:mod:`experiment.run.elastic`). A later call is compared with that record before anything is loaded:
 
 - what cannot stay exact is refused: other optimizer hyperparameters (the checkpoint would
   silently keep the old ones), another precision, accumulation or custom step (by its name), data
   of another kind, and, in the middle of an epoch, another batch size, dataset length or number of
-  steps per epoch;
+  steps per epoch; another strategy, unless an elastic run goes between one process and DDP;
 - what can be applied deliberately (another batch size or dataset at an epoch boundary, another
   config) is applied with a warning and recorded in experiment.json's ``changes``.
 """

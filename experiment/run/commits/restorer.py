@@ -165,7 +165,8 @@ class Restorer:
                 f"and this run has world size {self.world.size}: each process would see other data and "
                 "sum in another order, so it cannot resume exactly. Launch it with as many processes as "
                 f"before ({written_by} in all: plain python for 1, torchrun --nproc_per_node=... "
-                "otherwise), or train in a new directory. Nothing was loaded and the directory was not "
+                "otherwise), or train in a new directory (a run created with Experiment(elastic=True) "
+                "may change its number of processes). Nothing was loaded and the directory was not "
                 "changed."
             )
 
