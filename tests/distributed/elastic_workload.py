@@ -120,7 +120,7 @@ def _phase(
                 batch_size=batch_size,
                 seed=SEED,
                 callbacks=callbacks,
-                checkpoint_every=1,
+                checkpoint_every=2,
                 progress=False,
             )
         except Interrupt:

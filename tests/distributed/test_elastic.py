@@ -28,7 +28,8 @@ EPOCHS = 3
 #: log.tsv losses and final weights of a resumed run against the uninterrupted one: differences in
 #: the order of floating-point sums only (measured about 1e-8 here).
 TOLERANCE = 1e-5
-#: Exact runs: a global batch of 12 samples (4 per pass) in 6 groups, stopped at step 6 (mid-epoch).
+#: Exact runs: a global batch of 12 samples (4 per pass) in 6 groups, stopped at step 7 (the last
+#: commit, every 2 steps, at step 6: mid-epoch).
 EXACT_EPOCHS = 2
 GROUPS = 6
 
@@ -87,10 +88,10 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> ElasticRuns:
     single["C"] = _single(workdir, "C", batch_size=2, stop_at=1)
     # Exact: U1 uninterrupted; Z created here, then resumed on 2.
     single["U1"] = _single(workdir, "U1", batch_size=12, stop_at=0, exact=True)
-    single["Z"] = _single(workdir, "Z", batch_size=12, stop_at=6, exact=True)
+    single["Z"] = _single(workdir, "Z", batch_size=12, stop_at=7, exact=True)
     # V: 2 global batches per optimizer step, uninterrupted here; created on 2, resumed on 3.
     single["V1"] = _single(workdir, "V1", batch_size=12, stop_at=0, exact=True, accumulate=2)
-    first = [f"A:{SAMPLES}:4:{EPOCHS}:5", _exact("U2", 6, 0), _exact("X", 6, 6), _exact("Y", 6, 6)]
+    first = [f"A:{SAMPLES}:4:{EPOCHS}:5", _exact("U2", 6, 0), _exact("X", 6, 7), _exact("Y", 6, 7)]
     first.append(_exact("V", 6, 3, accumulate=2))
     launches = [launch_scenarios(SCRIPT, workdir, *first, nproc=2, timeout=180)]
     single["A"] = _single(workdir, "A", batch_size=4, stop_at=10)
