@@ -49,18 +49,25 @@ def exact_sum(gradients: list[torch.Tensor], sizes: list[int], world: World, gro
     device = gradients[0].device if gradients else torch.device("cpu")
     local = torch.zeros(len(sizes), dtype=torch.float64, device=device)
     for gradient in gradients:
-        maxima = torch.stack(
-            [part.abs().max() if part.numel() else part.new_zeros(()) for part in gradient.split(sizes)]
-        )
-        local = torch.maximum(local, maxima)
+        local = torch.maximum(local, _maxima(gradient, sizes))
     maxima = world.maximum(local)
     _, exponent = torch.frexp(maxima * groups)
     grid = torch.ldexp(torch.ones_like(maxima), exponent - _GRID_BITS)
     grid = grid.repeat_interleave(torch.tensor(sizes, device=device), output_size=length)
     total = torch.zeros(length, dtype=torch.float64, device=device)
+    rounded = torch.empty_like(total)  # one buffer for every group: no temporaries per group
     for gradient in gradients:
-        total += torch.round(gradient / grid) * grid
+        torch.div(gradient, grid, out=rounded)
+        total.add_(rounded.round_().mul_(grid))
     return world.total(total)
+
+
+def _maxima(gradient: torch.Tensor, sizes: list[int]) -> torch.Tensor:
+    """The largest magnitude of each parameter's part of a flat ``gradient``."""
+    parts = gradient.split(sizes)
+    if all(sizes):
+        return torch.stack(torch._foreach_norm(parts, float("inf")))  # one fused pass
+    return torch.stack([part.abs().max() if part.numel() else part.new_zeros(()) for part in parts])
 
 
 class ExactStep(BuiltInStep):

@@ -39,6 +39,11 @@ def test_exact_sum_of_zero_gradients_is_zero():
     assert exact_sum([torch.zeros(3, dtype=torch.float64)] * 2, [2, 1], SINGLE, 2).tolist() == [0.0] * 3
 
 
+def test_exact_sum_takes_parameters_without_elements():
+    groups = [_float32([1.5, -2.0, 4.0]), _float32([0.25, 1.0, -4.0])]
+    assert exact_sum(groups, [2, 0, 1], SINGLE, 2).tolist() == [1.75, -1.0, 0.0]
+
+
 def test_group_seed_differs_per_group_batch_and_pass():
     seeds = {
         group_seed(1, epoch, index, group) for epoch in range(2) for index in range(3) for group in range(4)
