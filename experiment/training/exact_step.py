@@ -100,7 +100,8 @@ class ExactStep(BuiltInStep):
         index = (batch_number - 1) % len(sampler)
         kept = [p.grad for p in self._parameters]
         gradients, outputs, losses = [], [], []
-        for group, start, stop, weight in sampler.groups_of(index):
+        groups = sampler.groups_of(index)
+        for group, start, stop, weight in groups:
             for parameter in self._parameters:
                 parameter.grad = None
             y_pred, loss = self._group(_rows(x, start, stop), _rows(y, start, stop), group, index, weight)
@@ -113,7 +114,7 @@ class ExactStep(BuiltInStep):
             parameter.grad = value if before is None else before + value
         if ends:
             self._optimizer_step(batch_number)
-        loss = torch.stack(losses).sum() / sum(stop - start for _, start, stop, _ in sampler.groups_of(index))
+        loss = torch.stack(losses).sum() / sum(stop - start for _, start, stop, _ in groups)
         return loss, torch.cat(outputs), y
 
     def _group(self, x: Any, y: Any, group: int, index: int, weight: float) -> tuple[Any, torch.Tensor]:
