@@ -93,6 +93,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> ElasticRuns:
     single["V1"] = _single(workdir, "V1", batch_size=12, stop_at=0, exact=True, accumulate=2)
     first = [f"A:{SAMPLES}:4:{EPOCHS}:5", _exact("U2", 6, 0), _exact("X", 6, 7), _exact("Y", 6, 7)]
     first.append(_exact("V", 6, 3, accumulate=2))
+    # S: elastic, stopped and resumed on the same 2 processes, against Sref uninterrupted on 2.
+    first += [f"S:{SAMPLES}:4:{EPOCHS}:5", f"Sref:{SAMPLES}:4:{EPOCHS}:0"]
     launches = [launch_scenarios(SCRIPT, workdir, *first, nproc=2, timeout=180)]
     single["A"] = _single(workdir, "A", batch_size=4, stop_at=10)
     single["X"] = _single(workdir, "X", batch_size=12, stop_at=0, exact=True)
@@ -110,7 +112,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> ElasticRuns:
             timeout=180,
         )
     )
-    last = [f"B:{SAMPLES}:3:{EPOCHS}:0", _exact("Z", 6, 0)]
+    last = [f"B:{SAMPLES}:3:{EPOCHS}:0", _exact("Z", 6, 0), f"S:{SAMPLES}:4:{EPOCHS}:0"]
     launches.append(launch_scenarios(SCRIPT, workdir, *last, nproc=2, timeout=180))
     return ElasticRuns(workdir, launches, single)
 
@@ -215,3 +217,13 @@ def test_elastic_exact_resume_warns_that_it_stays_bit_identical(runs):
     assert len(messages) == 1, runs.single["X"]["warnings"]
     assert "saved by 2 process(es) and resumes on 1" in messages[0]
     assert "bit-identical to the uninterrupted run" in messages[0]
+
+
+def test_elastic_resume_on_the_same_world_size_stays_bit_identical(runs):
+    resumed = read_phase(runs.workdir / "records" / "S-w2-rank0.json")
+    whole = read_phase(runs.workdir / "records" / "Sref-w2-rank0.json")
+    assert resumed["error"] is None and whole["error"] is None
+    assert resumed["weight_bits"] == whole["weight_bits"]
+    assert [m for m in resumed["warnings"] if "elastic run" in m] == []
+    metadata = json.loads((runs.workdir / "S" / "experiment.json").read_text())
+    assert "changes" not in metadata
