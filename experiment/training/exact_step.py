@@ -37,20 +37,31 @@ def group_seed(seed: int, epoch: int, index: int, group: int) -> int:
     return int.from_bytes(digest[:8], "little") % 2**63
 
 
-def exact_sum(gradients: list[torch.Tensor], sizes: list[int], world: World, groups: int) -> torch.Tensor:
+def exact_sum(
+    gradients: list[torch.Tensor],
+    sizes: list[int],
+    world: World,
+    groups: int,
+    present: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The sum over every group of every rank of the flat float64 ``gradients`` (one per local
     group, the parameters' gradients laid end to end by ``sizes``), exact and so independent of
-    its order.
+    its order; and which parameters had a gradient on any rank.
 
     Args:
         groups: the number of groups of a global batch (``M``), which bounds the sum.
+        present: which parameters had a gradient in a local group (None: all of them); agreed
+            over the ranks in the all-reduce of the maxima.
     """
     length = sum(sizes)
     device = gradients[0].device if gradients else torch.device("cpu")
     local = torch.zeros(len(sizes), dtype=torch.float64, device=device)
     for gradient in gradients:
         local = torch.maximum(local, _maxima(gradient, sizes))
-    maxima = world.maximum(local)
+    if present is not None:
+        local = torch.where(present.to(device), local, -1.0)  # -1: no gradient here
+    agreed = world.maximum(local)
+    maxima = agreed.clamp(min=0.0)
     _, exponent = torch.frexp(maxima * groups)
     grid = torch.ldexp(torch.ones_like(maxima), exponent - _GRID_BITS)
     grid = grid.repeat_interleave(torch.tensor(sizes, device=device), output_size=length)
@@ -59,7 +70,7 @@ def exact_sum(gradients: list[torch.Tensor], sizes: list[int], world: World, gro
     for gradient in gradients:
         torch.div(gradient, grid, out=rounded)
         total.add_(rounded.round_().mul_(grid))
-    return world.total(total)
+    return world.total(total), agreed >= 0
 
 
 def _maxima(gradient: torch.Tensor, sizes: list[int]) -> torch.Tensor:
@@ -100,16 +111,23 @@ class ExactStep(BuiltInStep):
         index = (batch_number - 1) % len(sampler)
         kept = [p.grad for p in self._parameters]
         gradients, outputs, losses = [], [], []
+        present = torch.zeros(len(self._parameters), dtype=torch.bool)
         groups = sampler.groups_of(index)
         for group, start, stop, weight in groups:
             for parameter in self._parameters:
                 parameter.grad = None
             y_pred, loss = self._group(_rows(x, start, stop), _rows(y, start, stop), group, index, weight)
+            present |= torch.tensor([p.grad is not None for p in self._parameters])
             gradients.append(self._flat_gradient())
             outputs.append(y_pred.detach())
             losses.append(loss.detach() * (stop - start))
-        total = exact_sum(gradients, self._sizes, self.world, sampler.groups or 1)
-        for parameter, before, reduced in zip(self._parameters, kept, total.split(self._sizes)):
+        total, agreed = exact_sum(gradients, self._sizes, self.world, sampler.groups or 1, present)
+        for parameter, before, reduced, has in zip(
+            self._parameters, kept, total.split(self._sizes), agreed.tolist()
+        ):
+            if not has:  # no group of any rank reached it: no gradient, as in one backward
+                parameter.grad = before
+                continue
             value = reduced.view_as(parameter).to(parameter.dtype)
             parameter.grad = value if before is None else before + value
         if ends:

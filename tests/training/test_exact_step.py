@@ -29,19 +29,50 @@ def test_exact_sum_does_not_depend_on_the_order_of_the_groups():
     other = [groups[0], groups[2], groups[1]]
     plain = [sum(g[0].item() for g in order) for order in (groups, other)]
     assert plain[0] != plain[1]
-    forward = exact_sum(groups, [1, 1], SINGLE, 3)
-    backward = exact_sum(other, [1, 1], SINGLE, 3)
+    forward, _ = exact_sum(groups, [1, 1], SINGLE, 3)
+    backward, _ = exact_sum(other, [1, 1], SINGLE, 3)
     assert torch.equal(forward, backward)
     assert forward.tolist() == [0.0, 15.0]
 
 
 def test_exact_sum_of_zero_gradients_is_zero():
-    assert exact_sum([torch.zeros(3, dtype=torch.float64)] * 2, [2, 1], SINGLE, 2).tolist() == [0.0] * 3
+    total, present = exact_sum([torch.zeros(3, dtype=torch.float64)] * 2, [2, 1], SINGLE, 2)
+    assert total.tolist() == [0.0] * 3 and present.tolist() == [True, True]
 
 
 def test_exact_sum_takes_parameters_without_elements():
     groups = [_float32([1.5, -2.0, 4.0]), _float32([0.25, 1.0, -4.0])]
-    assert exact_sum(groups, [2, 0, 1], SINGLE, 2).tolist() == [1.75, -1.0, 0.0]
+    assert exact_sum(groups, [2, 0, 1], SINGLE, 2)[0].tolist() == [1.75, -1.0, 0.0]
+
+
+def test_exact_sum_says_which_parameters_no_group_reached():
+    groups = [_float32([1.0, 0.0]), _float32([2.0, 0.0])]
+    total, present = exact_sum(groups, [1, 1], SINGLE, 2, torch.tensor([True, False]))
+    assert total.tolist() == [3.0, 0.0] and present.tolist() == [True, False]
+
+
+def test_exact_step_leaves_a_parameter_no_group_reached_without_gradient(tmp_path):
+    class Partly(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.used, self.unused = torch.nn.Linear(6, 3), torch.nn.Linear(6, 3)
+
+        def forward(self, x):
+            return self.used(x)
+
+    network = Partly()
+    before = network.unused.weight.detach().clone()
+    exp = Experiment(
+        tmp_path,
+        network,
+        optimizer="adamw",
+        loss_function="cross_entropy",
+        elastic="exact",
+        tensorboard=False,
+    )
+    exp.train(make_data(24), epochs=1, batch_size=8, progress=False)
+    assert network.unused.weight.grad is None
+    assert torch.equal(network.unused.weight, before)  # AdamW's weight decay skips it, as without groups
 
 
 def test_group_seed_differs_per_group_batch_and_pass():
