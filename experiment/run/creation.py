@@ -29,10 +29,17 @@ _DATA_FIELDS = ("batch_size", "samples", "batches_per_pass", "steps_per_epoch")
 
 def creation_record(loop: TrainingLoop, plan: TrainingPlan) -> dict[str, Any]:
     """The record of a call: the optimizer's class and hyperparameters per group, precision,
-    accumulation and the shape of each data source."""
+    accumulation, world size and strategy, an elastic run's layout, and the shape of each data
+    source."""
     data = {"train_data": data_shape(plan.train)}
     if plan.valid is not None:
         data["valid_data"] = data_shape(plan.valid)
+    # An elastic run's layout (:mod:`experiment.run.elastic`); the record of any other run is unchanged.
+    elastic = (
+        {"elastic": plan.elastic, "global_batch": plan.global_batch, "elastic_groups": plan.elastic_groups}
+        if plan.elastic
+        else {}
+    )
     return {
         "optimizer_class": f"{type(loop.optimizer).__module__}.{type(loop.optimizer).__qualname__}",
         "optimizer": hyperparameters(loop.optimizer),
@@ -40,9 +47,7 @@ def creation_record(loop: TrainingLoop, plan: TrainingPlan) -> dict[str, Any]:
         "accumulate_grad_batches": loop.accumulate_grad_batches,
         "world_size": loop.world.size,
         "strategy": loop.strategy.name,
-        "elastic": plan.elastic,
-        "global_batch": plan.global_batch,
-        "elastic_groups": plan.elastic_groups,
+        **elastic,
         "train_step": _step_name(loop.custom_train_step),
         "eval_step": _step_name(loop.eval_step),
         "data": data,

@@ -142,3 +142,9 @@ def test_elastic_reshare_refuses_a_mid_epoch_checkpoint_with_epoch_metrics():
         )["nodes"]["train_metrics"]["epoch_metrics"]
         == {}
     )
+
+
+def test_a_run_that_is_not_elastic_records_nothing_of_it(tmp_path):
+    _train(tmp_path / "run", elastic=False, epochs=1)
+    created = json.loads((tmp_path / "run" / "experiment.json").read_text())["created_with"]
+    assert not {"elastic", "global_batch", "elastic_groups"} & set(created)
