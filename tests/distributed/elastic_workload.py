@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
 from experiment import Callback, Experiment
 from tests.support.training import Interrupt, InterruptAt
@@ -71,26 +72,31 @@ def run_phase(
     elastic: bool | str = True,
     groups: int | None = None,
     accumulate: int = 1,
+    loader: bool = False,
+    steps_per_epoch: int | None = None,
 ) -> dict[str, Any]:
     """Train (or resume) ``run_dir`` until optimizer step ``stop_at`` (0: to the end), as a
     restarted script does, in one thread (as torchrun's workers: the kernels must sum alike).
     Exact runs (``elastic="exact"``, ``groups`` per global batch) train a network with Dropout;
-    ``accumulate`` global batches make an optimizer step.
+    ``accumulate`` global batches make an optimizer step; ``loader``: the data is given as a
+    shuffling DataLoader of ``batch_size`` rather than a tuple.
     Returns the steps recorded, the error met (its type and message), the warnings emitted and
     the final weights."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    x, y = indexed_data(samples)
+    data = DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=True) if loader else (x, y)
+    options = {"epochs": epochs, "batch_size": batch_size, "steps_per_epoch": steps_per_epoch}
     try:
-        return _phase(run_dir, samples, batch_size, epochs, stop_at, elastic, groups, accumulate)
+        return _phase(run_dir, data, options, stop_at, elastic, groups, accumulate)
     finally:
         torch.set_num_threads(threads)
 
 
 def _phase(
     run_dir: Path,
-    samples: int,
-    batch_size: int,
-    epochs: int,
+    data: Any,
+    options: dict[str, Any],
     stop_at: int,
     elastic: bool | str,
     groups: int | None,
@@ -115,9 +121,8 @@ def _phase(
                 accumulate_grad_batches=accumulate,
             )
             exp.train(
-                indexed_data(samples),
-                epochs=epochs,
-                batch_size=batch_size,
+                data,
+                **options,
                 seed=SEED,
                 callbacks=callbacks,
                 checkpoint_every=2,

@@ -74,7 +74,7 @@ def _single(
 
 def _exact(name: str, batch_size: int, stop: int, accumulate: int = 1) -> str:
     """An exact phase's spec: a global batch of 12 in 6 groups (batch_size 12, 6 or 4 per process)."""
-    return f"{name}:{SAMPLES}:{batch_size}:{EXACT_EPOCHS}:{stop}:exact:{GROUPS}:{accumulate}"
+    return f"{name}:{SAMPLES}:{batch_size}:{EXACT_EPOCHS}:{stop}:exact={GROUPS}:acc={accumulate}"
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +95,12 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> ElasticRuns:
     first.append(_exact("V", 6, 3, accumulate=2))
     # S: elastic, stopped and resumed on the same 2 processes, against Sref uninterrupted on 2.
     first += [f"S:{SAMPLES}:4:{EPOCHS}:5", f"Sref:{SAMPLES}:4:{EPOCHS}:0"]
+    # D: a DataLoader, epochs of 9 steps over passes of 6 batches; created on 2, resumed on 3 from
+    # step 8 (inside the second pass of epoch 1).
+    single["Dref"] = run_phase(
+        workdir / "Dref", samples=SAMPLES, batch_size=8, epochs=2, stop_at=0, loader=True, steps_per_epoch=9
+    )
+    first.append(f"D:{SAMPLES}:4:2:9:loader=1:spe=9")
     launches = [launch_scenarios(SCRIPT, workdir, *first, nproc=2, timeout=180)]
     single["A"] = _single(workdir, "A", batch_size=4, stop_at=10)
     single["X"] = _single(workdir, "X", batch_size=12, stop_at=0, exact=True)
@@ -108,6 +114,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> ElasticRuns:
             _exact("U3", 4, 0),
             _exact("Y", 4, 0),
             _exact("V", 4, 0, accumulate=2),
+            f"D:{SAMPLES}:4:2:0:loader=1:spe=9",
             nproc=3,
             timeout=180,
         )
@@ -124,14 +131,16 @@ def test_elastic_launches_complete_on_every_rank(runs):
     assert {name: outcome["error"] for name, outcome in runs.single.items()} == dict.fromkeys(runs.single)
 
 
-@pytest.mark.parametrize(("name", "worlds", "reference"), [("A", [2, 1, 3], "ref8"), ("B", [3, 2], "ref9")])
+@pytest.mark.parametrize(
+    ("name", "worlds", "reference"), [("A", [2, 1, 3], "ref8"), ("B", [3, 2], "ref9"), ("D", [2, 3], "Dref")]
+)
 def test_elastic_resume_trains_every_step_on_the_global_batch_of_one_process(runs, name, worlds, reference):
     joined = joined_steps(runs.phases(name, worlds))
     expected = {step: sorted(indices) for step, indices in runs.single[reference]["steps"].items()}
     assert joined == expected, runs.describe()
 
 
-@pytest.mark.parametrize(("name", "worlds"), [("A", [2, 1, 3]), ("B", [3, 2])])
+@pytest.mark.parametrize(("name", "worlds"), [("A", [2, 1, 3]), ("B", [3, 2]), ("D", [2, 3])])
 def test_elastic_ranks_take_contiguous_slices_of_each_global_batch(runs, name, worlds):
     """Within a step no sample is taken twice, and each rank's slice differs by one at most."""
     for ranks in runs.phases(name, worlds):
@@ -153,7 +162,9 @@ def test_elastic_resume_logs_the_losses_of_the_uninterrupted_run(runs, name, ref
         assert abs(float(got.split("\t")[column]) - float(want.split("\t")[column])) < TOLERANCE
 
 
-@pytest.mark.parametrize(("name", "last_world", "reference"), [("A", 3, "ref8"), ("B", 2, "ref9")])
+@pytest.mark.parametrize(
+    ("name", "last_world", "reference"), [("A", 3, "ref8"), ("B", 2, "ref9"), ("D", 3, "Dref")]
+)
 def test_elastic_resume_ends_close_to_the_uninterrupted_weights(runs, name, last_world, reference):
     final = read_phase(runs.workdir / "records" / f"{name}-w{last_world}-rank0.json")["weights"]
     expected = runs.single[reference]["weights"]
