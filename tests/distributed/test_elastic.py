@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import torch
 
+from experiment.inspection.summary import summarize
 from tests.distributed.elastic_workload import joined_steps, read_phase, run_phase
 from tests.support.scenario_launch import ScenarioLaunch, launch_scenarios
 
@@ -180,6 +181,8 @@ def test_elastic_world_size_changes_are_recorded_in_experiment_json(runs, name, 
     assert recorded == changes
     assert metadata["created_with"]["elastic"] is True
     assert metadata["status"] == "finished"
+    sizes = " -> ".join(str(size) for size in [changes[0][0], *(now for _, now in changes)])
+    assert f"processes {sizes})" in summarize(runs.workdir / name).training()  # what exp status shows
 
 
 def test_elastic_resume_on_another_world_size_warns_once_naming_both_and_the_promise(runs):
