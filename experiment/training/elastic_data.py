@@ -154,11 +154,10 @@ class ElasticWeights:
 
     def __init__(self, sampler: ElasticBatchSampler) -> None:
         self.sampler = sampler
-        self.uniform = all(sampler.weight(i) == 1.0 for i in range(len(sampler)))
+        # Every global batch but a pass's last holds the same number of samples.
+        self.uniform = len(sampler) == 0 or sampler.weight(0) == sampler.weight(len(sampler) - 1) == 1.0
 
     def __call__(self, batch_number: int) -> float:
-        if self.uniform:
-            return 1.0
         return self.sampler.weight((batch_number - 1) % len(self.sampler))
 
 
@@ -172,9 +171,12 @@ def elastic_sampler(loader: Any) -> ElasticBatchSampler | None:
 
 def loss_weights(loader: Any) -> ElasticWeights | None:
     """The loss factors of ``loader``'s batches when it is an elastic loader that DDP reduces
-    (not in exact mode, whose step weights each group itself), else None."""
+    (not in exact mode, whose step weights each group itself) and some factor is not 1, else None."""
     sampler = elastic_sampler(loader)
-    return ElasticWeights(sampler) if sampler is not None and sampler.groups is None else None
+    if sampler is None or sampler.groups is not None:
+        return None
+    weights = ElasticWeights(sampler)
+    return None if weights.uniform else weights  # no call per batch when every factor is 1
 
 
 def elastic_loader(

@@ -135,3 +135,13 @@ def test_a_user_batch_sampler_is_not_given_the_pass_index_unless_it_asks():
     dataset = TensorDataset(torch.zeros(8, 1), torch.zeros(8))
     loader = DataLoader(dataset, batch_sampler=Batches(SequentialSampler(dataset), 2, False))
     assert find_epoch_samplers([loader]) == []
+
+
+def test_elastic_weights_are_left_out_when_every_slice_is_even():
+    def loader(length, world):
+        dataset = TensorDataset(torch.zeros(length, 1), torch.zeros(length))
+        return elastic_loader(dataset, World(world, 0), global_batch=6, seed=0, role="t")
+
+    assert loss_weights(loader(24, 2)) is None  # 4 batches of 6: 3 samples per rank
+    assert loss_weights(loader(23, 2)) is not None  # the last batch: 5 samples, 2 and 3
+    assert loss_weights(loader(24, 4)) is not None  # 6 samples over 4 ranks
