@@ -58,14 +58,27 @@ class RunSummary:
     settings: dict[str, Any]
     command: dict[str, Any] | None
     created_with: dict[str, Any] = dataclasses.field(default_factory=dict)
+    changes: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+    def world_sizes(self) -> list[int]:
+        """The numbers of processes the run has had, in order: at its creation, then at each change
+        (an elastic run resumed on another number)."""
+        sizes = [int(self.created_with.get("world_size", 1))]
+        sizes += [int(c["to"]) for c in self.changes if c.get("what") == "world_size"]
+        return sizes
 
     def training(self) -> str:
         """Processes, precision, accumulation and commit mode, as recorded ("32-true" and one
-        process for runs made before they were)."""
+        process for runs made before they were); for an elastic run, its global batch and every
+        number of processes it has had."""
         precision = self.created_with.get("precision", "32-true")
         accumulate = self.created_with.get("accumulate_grad_batches", 1)
         processes = self.created_with.get("world_size", 1)
         parts = [precision] if processes == 1 else [f"{processes} processes (torchrun)", precision]
+        if self.created_with.get("elastic"):
+            sizes = " -> ".join(map(str, self.world_sizes()))
+            batch = self.created_with.get("global_batch")
+            parts = [f"elastic (global batch {batch}; processes {sizes})", precision]
         if accumulate != 1:
             parts.append(f"{accumulate} batches per optimizer step")
         parts.append(
@@ -146,6 +159,7 @@ def summarize(directory: str | os.PathLike[str]) -> RunSummary:
         settings=dict(settings),
         command=metadata.get("command"),
         created_with=dict(metadata.get("created_with") or {}),
+        changes=list(metadata.get("changes") or []),
     )
 
 

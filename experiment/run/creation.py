@@ -1,13 +1,14 @@
 """What a run was created with, and how a resumed call differs from it.
 
 experiment.json records, at the run's first call, the optimizer's class and hyperparameters, the
-shape of the data (its kind, batch size, samples, batches per pass, steps per epoch) and the config.
-A later call is compared with that record before anything is loaded:
+shape of the data (its kind, batch size, samples, batches per pass, steps per epoch), the config,
+and whether the run is elastic with its global batch (and groups, in exact mode; see
+:mod:`experiment.run.elastic`). A later call is compared with that record before anything is loaded:
 
 - what cannot stay exact is refused: other optimizer hyperparameters (the checkpoint would
   silently keep the old ones), another precision, accumulation or custom step (by its name), data
   of another kind, and, in the middle of an epoch, another batch size, dataset length or number of
-  steps per epoch;
+  steps per epoch; another strategy, unless an elastic run goes between one process and DDP;
 - what can be applied deliberately (another batch size or dataset at an epoch boundary, another
   config) is applied with a warning and recorded in experiment.json's ``changes``.
 """
@@ -28,10 +29,17 @@ _DATA_FIELDS = ("batch_size", "samples", "batches_per_pass", "steps_per_epoch")
 
 def creation_record(loop: TrainingLoop, plan: TrainingPlan) -> dict[str, Any]:
     """The record of a call: the optimizer's class and hyperparameters per group, precision,
-    accumulation and the shape of each data source."""
+    accumulation, world size and strategy, an elastic run's layout, and the shape of each data
+    source."""
     data = {"train_data": data_shape(plan.train)}
     if plan.valid is not None:
         data["valid_data"] = data_shape(plan.valid)
+    # An elastic run's layout (:mod:`experiment.run.elastic`); the record of any other run is unchanged.
+    elastic = (
+        {"elastic": plan.elastic, "global_batch": plan.global_batch, "elastic_groups": plan.elastic_groups}
+        if plan.elastic
+        else {}
+    )
     return {
         "optimizer_class": f"{type(loop.optimizer).__module__}.{type(loop.optimizer).__qualname__}",
         "optimizer": hyperparameters(loop.optimizer),
@@ -39,6 +47,7 @@ def creation_record(loop: TrainingLoop, plan: TrainingPlan) -> dict[str, Any]:
         "accumulate_grad_batches": loop.accumulate_grad_batches,
         "world_size": loop.world.size,
         "strategy": loop.strategy.name,
+        **elastic,
         "train_step": _step_name(loop.custom_train_step),
         "eval_step": _step_name(loop.eval_step),
         "data": data,
@@ -84,6 +93,8 @@ def creation_problems(recorded: dict[str, Any], current: dict[str, Any], *, mid_
     """What in ``current`` cannot resume the run ``recorded`` describes exactly."""
     problems = _optimizer_problems(recorded["optimizer"], current["optimizer"])
     for field in ("precision", "accumulate_grad_batches", "train_step", "eval_step", "strategy"):
+        if field == "strategy" and _elastic_strategies(recorded, current):
+            continue
         if field in recorded and recorded[field] != current[field]:
             problems.append(
                 f"{field} was {recorded[field]!r} when the run was created and is {current[field]!r} "
@@ -108,6 +119,12 @@ def creation_problems(recorded: dict[str, Any], current: dict[str, Any], *, mid_
                 if then.get(field) != now.get(field)
             ]
     return problems
+
+
+def _elastic_strategies(recorded: dict[str, Any], current: dict[str, Any]) -> bool:
+    """Whether an elastic run goes from one process to DDP or back (the same run, another world size)."""
+    strategies = {recorded.get("strategy"), current["strategy"]}
+    return bool(recorded.get("elastic")) and strategies <= {"single", "ddp"}
 
 
 def creation_changes(recorded: dict[str, Any], current: dict[str, Any]) -> list[dict[str, Any]]:

@@ -12,6 +12,7 @@ from torch import nn
 
 from experiment.arguments import check_int
 from experiment.errors import ConfigurationError
+from experiment.run.elastic import check_elastic, elastic_layout, refuse_running_statistics
 from experiment.run.inference import Inference
 from experiment.run.objects import compiled
 from experiment.run.ownership import leaving_together, owned
@@ -80,6 +81,18 @@ class Experiment(Inference):
             (refused outside it) or "fsdp" (FSDP2 under torchrun: parameters, gradients and
             optimizer state sharded, commits written as folders of shards; refused outside it).
             See :mod:`experiment.training.strategy`.
+        elastic: True lets the run resume on another number of processes: its global batch
+            (``batch_size`` times the number of processes when the run is created) is fixed, its
+            training data is drawn in an order that does not depend on the number of processes, and
+            a resume on another number goes on with the same global batches and steps, the same run
+            up to floating-point summation order (see :mod:`experiment.run.elastic`). "exact" also
+            sums the gradients in an order no number of processes changes
+            (:mod:`experiment.training.exact_step`): a resume on any number ends bit-identical to
+            the uninterrupted run. False (default): another number of processes is refused. Fixed
+            when the run is created.
+        elastic_groups: with ``elastic="exact"``, the groups each global batch is cut into, which
+            bounds the number of processes the run can later use; by default 4 per process at
+            creation, at most one per sample. Fixed when the run is created.
 
     Example:
         >>> exp = Experiment("runs/blobs", net, optimizer="adam", loss_function="cross_entropy",
@@ -108,15 +121,25 @@ class Experiment(Inference):
         eval_step: UserStep | None = None,
         compile: bool | dict[str, Any] = False,
         strategy: str = "auto",
+        elastic: bool | str = False,
+        elastic_groups: int | None = None,
     ) -> None:
         if not isinstance(network, nn.Module):
             raise ConfigurationError(
                 f"network: received {type(network).__name__}; expected a torch.nn.Module."
             )
         self.directory = RunDirectory(directory)
+        self.elastic = check_elastic(
+            elastic, strategy, groups=elastic_groups, precision=precision, custom_step=train_step is not None
+        )
+        self.elastic_groups = elastic_groups
+        if self.elastic == "exact":
+            refuse_running_statistics(network)
         world = current_world()  # under torchrun: the process group, started here if need be
         # A network given inside the user's DistributedDataParallel is trained through it, saved bare.
-        self.strategy, network = choose_strategy(strategy, world, network, precision=precision)
+        self.strategy, network = choose_strategy(
+            strategy, world, network, precision=precision, sums_exactly=self.elastic == "exact"
+        )
         self.device = resolve_device(device if device is not None else training_device(world), network)
         network.to(self.device)
         network = self.strategy.prepare(network, optimizer)  # FSDP2 shards it here
@@ -197,6 +220,10 @@ class Experiment(Inference):
         epochs = epochs_from_environment(self.directory.path, epochs)
         loss = self.loss_function or self.loop.custom_train_step  # a custom step computes its own loss
         check_train_arguments(epochs, batch_size, checkpoint_every, steps_per_epoch, loss, seed)
+        # Checked before anything is loaded: elastic as the run was created, a world size that serves it.
+        layout = elastic_layout(
+            self.directory, self.elastic, train_data, batch_size, self.loop.world, groups=self.elastic_groups
+        )
         plan = make_plan(
             self.loop,
             train_data,
@@ -208,6 +235,7 @@ class Experiment(Inference):
             lr_schedulers=lr_schedulers,
             monitor=self.monitor_metric,
             seed=seed,
+            elastic=layout,
         )
         settings = RunSettings.of_plan(
             plan,

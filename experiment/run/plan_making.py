@@ -13,6 +13,7 @@ from experiment.callbacks.callback_list import CallbackList
 from experiment.callbacks.progression import ProgressionCallback
 from experiment.callbacks.scheduler_stepping import EveryOptimizerStep
 from experiment.errors import ConfigurationError, MonitorError
+from experiment.run.elastic import ElasticLayout
 from experiment.run.lr_scheduler_arguments import check_schedulers
 from experiment.run.ownership import callbacks_of_rank
 from experiment.state.best import missing_monitor_message
@@ -65,8 +66,10 @@ def make_plan(
     lr_schedulers: Sequence[Any],
     monitor: str | None,
     seed: int,
+    elastic: ElasticLayout | None = None,
 ) -> TrainingPlan:
-    """The plan of one training call: batch sources, callbacks, schedulers and the checked monitor.
+    """The plan of one training call: batch sources, callbacks, schedulers and the checked monitor;
+    an elastic run's training data cut as its ``elastic`` layout says (None: not elastic).
 
     Raises:
         ConfigurationError: the run's strategy refuses one of ``callbacks`` (nothing is written).
@@ -84,6 +87,8 @@ def make_plan(
         world=world,
         whole_batches=loop.custom_train_step is not None,
         dtype=parameter_dtype(loop.network),  # the floating arrays of a tuple are cast to it
+        global_batch=None if elastic is None else elastic.global_batch,
+        groups=None if elastic is None else elastic.groups,
     )
     valid = None
     if valid_data is not None:
@@ -101,6 +106,9 @@ def make_plan(
         schedulers=schedulers.all,
         epoch_schedulers=schedulers.per_epoch,
         monitor=monitor,
+        elastic=False if elastic is None else elastic.mode,
+        global_batch=None if elastic is None else elastic.global_batch,
+        elastic_groups=None if elastic is None else elastic.groups,
     )
 
 

@@ -48,6 +48,8 @@ class RunRecord:
         self.fresh_objects = fresh_objects
         self.run_id: str | None = self.metadata.get("run_id")
         self.changes: list[dict[str, Any]] = []
+        #: The number of processes that wrote the checkpoint resumed from (None: none read yet).
+        self.saved_world_size: int | None = None
 
     @property
     def created_with(self) -> dict[str, Any] | None:
@@ -56,6 +58,7 @@ class RunRecord:
     def problems(self, saved: dict[str, Any]) -> list[str]:
         """What in a saved state tree, or in this call, contradicts the recorded run."""
         problems = []
+        self.saved_world_size = int(saved.get("world_size", 1))
         saved_id = saved.get("run_id")
         if saved_id is not None and self.run_id is not None and saved_id != self.run_id:
             problems.append(
@@ -122,6 +125,27 @@ class RunRecord:
                 "is no longer what one call with these settings would give.",
                 stacklevel=5,
             )
+        self._world_size_changed(position)
+
+    def _world_size_changed(self, position: str) -> None:
+        """Warn about, and record, an elastic run resumed on another number of processes (the
+        restorer refuses it for a run that is not elastic)."""
+        then, now = self.saved_world_size, self.creation.get("world_size", 1)
+        if then is None or then == now:
+            return
+        self.changes.append({"what": "world_size", "from": then, "to": now, "at": position})
+        promise = (
+            "summed in a fixed order, so bit-identical to the uninterrupted run"
+            if self.creation.get("elastic") == "exact"
+            else "so the same run up to floating-point summation order (not bit-identical), with each "
+            "process's random state derived anew from the seed, the step and its rank"
+        )
+        warnings.warn(
+            f"The elastic run in {self.directory.path} was saved by {then} process(es) and resumes on "
+            f"{now} at {position}: the same global batches and optimizer steps, {promise}. Recorded "
+            "under 'changes' in experiment.json.",
+            stacklevel=6,
+        )
 
     def with_status(self, status: str, message: str | None = None) -> dict[str, Any]:
         """experiment.json's new content: settings, config, identity, creation record, changes, status."""

@@ -8,6 +8,7 @@ TensorBoard (the other ranks take part in the commits, see :mod:`experiment.run.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import signal
 import types
@@ -16,6 +17,7 @@ from typing import Any
 from experiment.errors import StorageError
 from experiment.run.commits import Committer, commit_backend
 from experiment.run.creation import creation_record
+from experiment.run.elastic import reshared
 from experiment.run.nothing_to_train import asks_for_less, end_without_training
 from experiment.run.recording import EpochRecorder
 from experiment.run.run_record import RunRecord
@@ -90,6 +92,7 @@ class TrainingSession:
             world=self.world,
             run_id=lambda: self.record.run_id,
             on_first_commit=self._mark_committed,
+            reshare=functools.partial(reshared, seed=settings.seed) if plan.elastic else None,
         )
 
     def _mark_committed(self) -> None:

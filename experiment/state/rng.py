@@ -41,11 +41,15 @@ def find_generators(loaders: Iterable[Any]) -> list[torch.Generator]:
 
 def find_epoch_samplers(loaders: Iterable[Any]) -> list[Any]:
     """The samplers of ``loaders`` whose order is set per pass with ``set_epoch`` (a
-    DistributedSampler keeps no generator: its order is a function of its seed and that epoch)."""
+    DistributedSampler keeps no generator: its order is a function of its seed and that epoch),
+    and their batch samplers that say so (``ordered_by_pass``: an elastic run's)."""
     found: list[Any] = []
     for loader in loaders:
         batch_sampler = getattr(loader, "batch_sampler", None)
-        for holder in (getattr(loader, "sampler", None), getattr(batch_sampler, "sampler", None)):
+        batch_sampler = getattr(batch_sampler, "inner", batch_sampler)  # a SkippingSampler's
+        own = batch_sampler if getattr(batch_sampler, "ordered_by_pass", False) else None
+        holders = (getattr(loader, "sampler", None), own, getattr(batch_sampler, "sampler", None))
+        for holder in holders:
             if callable(getattr(holder, "set_epoch", None)) and all(holder is not s for s in found):
                 found.append(holder)
     return found
@@ -80,6 +84,8 @@ def restore_rng(snapshot: dict[str, Any], generators: Iterable[torch.Generator] 
     torch.set_rng_state(snapshot["torch"])
     if snapshot["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(snapshot["cuda"])
+    elif "cuda_seed" in snapshot and torch.cuda.is_available():  # a derived snapshot
+        torch.cuda.manual_seed_all(snapshot["cuda_seed"])
     generators = list(generators)
     saved = snapshot["generators"]
     if len(saved) != len(generators):
@@ -89,6 +95,36 @@ def restore_rng(snapshot: dict[str, Any], generators: Iterable[torch.Generator] 
         )
     for generator, state in zip(generators, saved):
         generator.set_state(state)
+
+
+def derived_rng(seed: int, generators: int = 0) -> dict[str, Any]:
+    """A snapshot in :func:`capture_rng`'s form of every generator seeded from ``seed``, with
+    ``generators`` data-loader generators, made without touching the process's own generators.
+
+    Example:
+        >>> restore_rng(derived_rng(7))  # as if Python, NumPy and torch had been seeded from 7
+    """
+    version, mt_state, gauss = random.Random(seed).getstate()
+    np_kind, np_keys, np_pos, np_has_gauss, np_gauss = np.random.RandomState(seed % 2**32).get_state(  # type: ignore[misc]
+        legacy=True
+    )
+    return {
+        "python": [version, torch.tensor(mt_state, dtype=torch.int64), gauss],
+        "numpy": [
+            np_kind,
+            torch.from_numpy(np.asarray(np_keys, dtype=np.int64)),
+            np_pos,
+            np_has_gauss,
+            np_gauss,
+        ],
+        "torch": torch.Generator().manual_seed(seed).get_state(),
+        "cuda": [],
+        "cuda_seed": seed,
+        "generators": [
+            torch.Generator().manual_seed((seed + 1 + index) % 2**63).get_state()
+            for index in range(generators)
+        ],
+    }
 
 
 class RandomState:

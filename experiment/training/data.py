@@ -27,6 +27,7 @@ from experiment.errors import DataError
 from experiment.training.arrays import array_dataset, bare_array_error, is_array, is_array_tuple
 from experiment.training.data_sharding import sharded_dataset_loader, sharded_loader
 from experiment.training.distributed import SINGLE, World
+from experiment.training.elastic_data import elastic_loader
 
 
 def make_loader(
@@ -39,6 +40,8 @@ def make_loader(
     world: World = SINGLE,
     whole_batches: bool = False,
     dtype: torch.dtype | None = None,
+    global_batch: int | None = None,
+    groups: int | None = None,
 ) -> DataLoader | Any:
     """Return something that yields batches for ``data`` (this rank's share of it, in a
     distributed ``world``: see :mod:`experiment.training.data_sharding`).
@@ -48,12 +51,22 @@ def make_loader(
             arrays is batched element-wise, else only ``(x, y)`` (see :mod:`experiment.training.arrays`).
         dtype: the dtype of the network's parameters, to which the floating-point arrays of a tuple
             are cast; None keeps their dtype.
+        global_batch: the samples per global batch of an elastic run's training data, which is then
+            ordered and split independently of the world size
+            (:mod:`experiment.training.elastic_data`); None: not elastic.
+        groups: the groups of each global batch of an elastic run in exact mode (None: not exact).
 
     Raises:
         DataError: ``data`` is of an unsupported type, a bare array, or a tuple of arrays that the
             step cannot take, without samples or of mismatched lengths, or cannot be split between
             the ranks of ``world``.
     """
+    if global_batch is not None and shuffle:
+        if is_array(data):
+            raise bare_array_error(data, role)
+        if is_array_tuple(data):
+            data = array_dataset(data, role, whole_batches=whole_batches, dtype=dtype)
+        return elastic_loader(data, world, global_batch=global_batch, seed=seed, role=role, groups=groups)
     if isinstance(data, DataLoader):
         return sharded_loader(data, world, train=shuffle, seed=seed, role=role) if world.distributed else data
     if is_array(data):

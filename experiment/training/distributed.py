@@ -172,6 +172,23 @@ class World:
         dist.all_reduce(summed)
         return summed
 
+    def maximum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The element-wise maximum of ``tensor`` over every rank, as a new tensor."""
+        if not self.distributed:
+            return tensor
+        result = tensor.clone()
+        dist.all_reduce(result, op=dist.ReduceOp.MAX)
+        return result
+
+    def share_module(self, module: nn.Module) -> None:
+        """Give every rank rank 0's parameters and buffers (as DistributedDataParallel does when it
+        is built), for training that reduces gradients itself."""
+        if not self.distributed:
+            return
+        with torch.no_grad():
+            for tensor in [*module.parameters(), *module.buffers()]:
+                dist.broadcast(tensor.data, src=0)
+
     def share_buffers(self, module: nn.Module) -> None:
         """Give every rank rank 0's buffers (BatchNorm statistics drift apart between ranks, each
         updating them on its own batches), so that what is evaluated and saved is one model."""

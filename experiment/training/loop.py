@@ -22,7 +22,10 @@ the cadence of step checkpoints; the batches are :class:`~experiment.training.ba
 Under torchrun (a distributed ``world``) the ranks agree on signals and stops at commit points,
 every second or so of training, and at the epoch's end (after validation, which no signal
 interrupts); before validation and before each commit every rank takes rank 0's buffers; logged
-values are summed over the ranks.
+values are summed over the ranks. An elastic run's training batches are this rank's slices of global
+batches (:mod:`experiment.training.elastic_data`), their losses weighted by the rank's share; with
+``elastic="exact"`` the step is :class:`~experiment.training.exact_step.ExactStep`, one group of
+samples at a time, its gradients summed exactly.
 
 Progress is counted in completed units by the ``progress`` node (:class:`~experiment.state.progress.Progress`):
 ``epochs_completed``, ``steps_in_epoch`` (batches done in the current epoch) and ``global_step``
@@ -51,14 +54,16 @@ from experiment.training.accumulation import AccumulationGroups
 from experiment.training.batch_loop import BatchLoop, check_finite
 from experiment.training.custom_step import UserStep
 from experiment.training.distributed import SINGLE, AgreementSchedule
+from experiment.training.elastic_data import elastic_sampler, loss_weights
 from experiment.training.epoch_logs import plain_logs, step_schedulers
 from experiment.training.evaluation import LoopEvaluation
+from experiment.training.exact_step import ExactStep
 from experiment.training.interrupts import InterruptFlag, TrainingInterrupted
 from experiment.training.metrics import EpochAccumulator, MetricFn
 from experiment.training.plan import CommitPoints, NoCommits, TrainingPlan
 from experiment.training.precision import Precision
 from experiment.training.progress_view import ProgressView
-from experiment.training.step import StepParts
+from experiment.training.step import StepParts, TrainingStep
 from experiment.training.step_choice import StepChoice, StepSetup
 from experiment.training.strategy import Strategy
 
@@ -179,14 +184,21 @@ class TrainingLoop(StepSetup, ProgressView, LoopEvaluation):
         resumed: bool,
     ) -> BatchLoop:
         """The inner loop of a training call, with its step built (once) to go through ``module``."""
-        self.accumulation = AccumulationGroups(self.accumulate_grad_batches, plan.train.steps_per_epoch)
+        self.accumulation = AccumulationGroups(
+            self.accumulate_grad_batches, plan.train.steps_per_epoch, loss_weights(plan.train.loader)
+        )
         backward_end = plan.callbacks.listeners("on_backward_end")
         warm_up = resumed and self.strategy.warms_up_on_resume
         parts = StepParts(
             module, self.optimizer, self.precision, self.device, self.accumulation, backward_end, warm_up
         )
+        sampler = elastic_sampler(plan.train.loader)
+        if sampler is not None and sampler.groups is not None:  # elastic="exact": summed exactly
+            step: TrainingStep = ExactStep(parts, self.loss_function, sampler, self.world)
+        else:
+            step = self.steps.build(parts)
         return BatchLoop(
-            self.steps.build(parts),
+            step,
             progress=self.progress,
             groups=self.accumulation,
             metrics=self.train_metrics,

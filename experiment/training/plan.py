@@ -24,6 +24,9 @@ class TrainingPlan:
             ``monitor``); the others step after every optimizer step, through a callback. None:
             all of them.
         monitor: the logged key that decides the best epoch.
+        elastic: whether the run may resume on another number of processes (True or "exact").
+        global_batch: samples per global batch of an elastic run (None: not elastic).
+        elastic_groups: groups per global batch with ``elastic="exact"`` (None otherwise).
     """
 
     train: BatchSource
@@ -33,6 +36,9 @@ class TrainingPlan:
     schedulers: Sequence[Any] = ()
     epoch_schedulers: Sequence[Any] | None = None
     monitor: str = "val_loss"
+    elastic: bool | str = False
+    global_batch: int | None = None
+    elastic_groups: int | None = None
 
 
 class CommitPoints(Protocol):

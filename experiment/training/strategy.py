@@ -125,20 +125,28 @@ class DataParallel(Strategy):
         world: the processes of the run.
         wrapper: the ``DistributedDataParallel`` the user built around the network, trained
             through as it is; None: the strategy wraps the network for each training call.
+        sums_exactly: the steps reduce the gradients themselves (``elastic="exact"``, see
+            :mod:`experiment.training.exact_step`): the network is trained bare, every rank
+            starting from rank 0's parameters and buffers.
     """
 
     name = "ddp"
     warms_up_on_resume = True
 
-    def __init__(self, world: World, wrapper: nn.Module | None = None) -> None:
+    def __init__(self, world: World, wrapper: nn.Module | None = None, *, sums_exactly: bool = False) -> None:
         super().__init__(world)
         self.wrapper = wrapper
+        self.sums_exactly = sums_exactly
 
     @contextlib.contextmanager
     def training(self, network: nn.Module, device: torch.device) -> Iterator[nn.Module]:
         """For the block, ``DistributedDataParallel(network)`` (or the user's wrapper), which starts
         from rank 0's parameters. It is held for the block only: one still alive when the process
         group is destroyed (by the script, or at interpreter exit) made gloo abort the process."""
+        if self.sums_exactly:
+            self.world.share_module(network)
+            yield network
+            return
         if self.wrapper is not None:
             yield self.wrapper
             return
@@ -174,14 +182,16 @@ def checked_optimizer_state(state: Any, optimizer: torch.optim.Optimizer, source
 
 
 def choose_strategy(
-    strategy: Any, world: World, network: nn.Module, *, precision: Any = "32-true"
+    strategy: Any, world: World, network: nn.Module, *, precision: Any = "32-true", sums_exactly: bool = False
 ) -> tuple[Strategy, nn.Module]:
     """The strategy named ``strategy`` for ``world``, and the network to train (unwrapped when the
     user gave it inside a ``DistributedDataParallel``, which the strategy then trains through).
+    ``sums_exactly``: the steps reduce the gradients themselves (``elastic="exact"``).
 
     Raises:
         ConfigurationError: an unknown name, "ddp" or "fsdp" outside torchrun, "single" under
-            torchrun, "fsdp" with a network in DistributedDataParallel or with "16-mixed".
+            torchrun, "fsdp" with a network in DistributedDataParallel or with "16-mixed", a
+            network in DistributedDataParallel with ``sums_exactly``.
     """
     wrapper = network if isinstance(network, nn.parallel.DistributedDataParallel) else None
     bare = network if wrapper is None else wrapper.module
@@ -201,8 +211,14 @@ def choose_strategy(
             "Launch the script with torchrun (torchrun --nproc_per_node=N train.py), or pass "
             "strategy='auto'."
         )
+    if wrapper is not None and sums_exactly:
+        raise ConfigurationError(
+            "elastic='exact': received a network inside DistributedDataParallel, whose gradient "
+            "all-reduce would sum in an order that depends on the number of processes; expected the "
+            "bare network. Pass the module itself (wrapper.module)."
+        )
     if world.distributed:
-        return DataParallel(world, wrapper), bare
+        return DataParallel(world, wrapper, sums_exactly=sums_exactly), bare
     return Strategy(world), bare
 
 

@@ -341,3 +341,20 @@ def test_cli_status_shows_how_many_processes_trained_a_distributed_run(tmp_path)
     line = _field(_invoke("status", str(tmp_path / "run")).output, "training")
 
     assert line == "2 processes (torchrun), 32-true, synchronous commits"
+
+
+def test_cli_status_shows_the_world_sizes_an_elastic_run_has_had(tmp_path):
+    train_run(tmp_path / "run", epochs=1)
+    path = tmp_path / "run" / "experiment.json"
+    metadata = json.loads(path.read_text())
+    metadata["created_with"].update(world_size=2, elastic=True, global_batch=32)
+    metadata["changes"] = [  # as two resumes of an elastic run, on 1 then 3 processes, record them
+        {"what": "world_size", "from": 2, "to": 1, "at": "epoch 1, step 3"},
+        {"what": "config", "from": {}, "to": {"a": 1}, "at": "epoch 2, step 0"},
+        {"what": "world_size", "from": 1, "to": 3, "at": "epoch 2, step 0"},
+    ]
+    path.write_text(json.dumps(metadata))
+
+    line = _field(_invoke("status", str(tmp_path / "run")).output, "training")
+
+    assert line == "elastic (global batch 32; processes 2 -> 1 -> 3), 32-true, synchronous commits"

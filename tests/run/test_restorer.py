@@ -135,6 +135,35 @@ def test_restorer_refuses_a_checkpoint_of_another_world_size_and_applies_nothing
     assert counter.count == 0
 
 
+def test_restorer_of_an_elastic_run_shares_out_a_checkpoint_of_another_world_size(tmp_path):
+    run = RunDirectory(tmp_path)
+    _commit(run, 1, count=10, world_size=2)
+    tree, counter, rng = _tree()
+    asked = []
+
+    def reshare(saved: dict[str, Any], rank: int) -> dict[str, Any]:
+        asked.append((saved["world_size"], rank))
+        ranks = saved["nodes"]["rng"]["ranks"]
+        return {**saved, "nodes": {**saved["nodes"], "rng": {"count": sum(r["count"] for r in ranks)}}}
+
+    restored = Restorer(run, tree, reshare=reshare).restore(epochs=3)
+
+    assert restored is not None and (counter.count, rng.count) == (10, 10 + 11)
+    assert set(asked) == {(2, 0)}
+
+
+def test_restorer_of_an_elastic_run_takes_its_own_share_on_the_same_world_size(tmp_path):
+    run = RunDirectory(tmp_path)
+    _commit(run, 1, count=10)
+    tree, counter, rng = _tree()
+
+    def reshare(saved: dict[str, Any], rank: int) -> dict[str, Any]:
+        raise AssertionError("the same number of processes wrote it")
+
+    assert Restorer(run, tree, reshare=reshare).restore(epochs=3) is not None
+    assert (counter.count, rng.count) == (10, 1)
+
+
 def test_restorer_lists_every_problem_of_the_nodes_and_of_the_caller_and_applies_nothing(tmp_path):
     run = RunDirectory(tmp_path)
     _commit(run, 1, count=-1, run_id="other")

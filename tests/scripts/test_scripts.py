@@ -42,6 +42,10 @@ TINY_RUNS: dict[str, tuple[list[str], dict[str, str]]] = {
         {},
     ),
     "bench_ddp.py": (["--nproc", "2", "--epochs", "1", "--repeats", "1", "--workdir", "{dir}"], {}),
+    "bench_elastic.py": (
+        ["--nproc", "2", "--epochs", "1", "--repeats", "1", "--groups", "1", "--workdir", "{dir}"],
+        {},
+    ),
     "bench_fsdp.py": (
         ["--size-mb", "0.5", "--epochs", "2", "--steps", "4", "--checkpoint-every", "2", "--repeats", "1"]
         + ["--workdir", "{dir}"],
@@ -232,6 +236,14 @@ def test_bench_ddp_launches_torchrun_and_prints_its_ratios(script_runs: ScriptRu
     assert len(re.findall(r"us/step  ratio \d+\.\d{3}$", result.stdout, re.M)) == 2 * 4
     assert status_of(result.workdir / "run") == "finished"
     assert (result.workdir / "plain.pt").is_file()
+
+
+def test_bench_elastic_launches_torchrun_and_prints_its_ratios(script_runs: ScriptRuns) -> None:
+    result = script_runs.result("bench_elastic.py", kind="run").succeeded()
+    assert "2 ranks (gloo) of 1 thread; 1 epochs (batch 32 per rank) per run, 1 runs each" in result.stdout
+    sides = re.findall(r"^  (\S+(?: \S+)*)  +\d+\.\d us/step  ratio \d+\.\d{3}$", result.stdout, re.M)
+    assert sides == ["DDP", "elastic", "exact, 1 group(s) per rank"], result.describe()
+    assert status_of(result.workdir / "run") == "finished"
 
 
 @pytest.mark.slow

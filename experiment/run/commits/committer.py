@@ -12,7 +12,7 @@ from typing import Any
 
 from experiment.run.commits.backend import BackendFactory
 from experiment.run.commits.policy import CommitPolicy
-from experiment.run.commits.restorer import Check, Restorer
+from experiment.run.commits.restorer import Check, Reshare, Restorer
 from experiment.run.recording import EpochRecorder
 from experiment.state.best_tracker import BestTracker
 from experiment.state.progress import Progress
@@ -37,6 +37,8 @@ class Committer:
         world: the ranks of the run.
         run_id: gives the run's identity (experiment.json's ``run_id``), written into each commit.
         on_first_commit: called on rank 0 once the run's first checkpoint is durable.
+        reshare: shares out a checkpoint written by another number of processes (elastic runs;
+            None: refused).
     """
 
     def __init__(
@@ -53,6 +55,7 @@ class Committer:
         world: World = SINGLE,
         run_id: Callable[[], str | None] | None = None,
         on_first_commit: Callable[[], None] | None = None,
+        reshare: Reshare | None = None,
     ) -> None:
         self.progress = progress
         self.best = best
@@ -68,7 +71,7 @@ class Committer:
             world=world,
             run_id=run_id,
         )
-        self.restorer = Restorer(directory, tree, world=world, callbacks=callbacks)
+        self.restorer = Restorer(directory, tree, world=world, callbacks=callbacks, reshare=reshare)
 
     def restore(self, epochs: int, check: Check | None = None) -> bool:
         """Restore the newest good checkpoint (see :meth:`Restorer.restore`) and go on from it;

@@ -35,6 +35,8 @@ from experiment.training.distributed import SINGLE, World
 
 #: More problems to find in a saved tree before anything is applied (each a sentence).
 Check = Callable[[dict[str, Any]], list[str]]
+#: ``reshare(saved, rank)``: a rank's share of a checkpoint written by another number of processes.
+Reshare = Callable[[dict[str, Any], int], dict[str, Any]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +56,8 @@ class Restorer:
         tree: the run's state tree, into which the checkpoint is loaded.
         world: the ranks of the run (rank 0 chooses and checks; every rank loads).
         callbacks: the run's callbacks, for which the callback states of an older format are migrated.
+        reshare: gives each rank its share of a checkpoint written by another number of processes
+            (an elastic run, see :mod:`experiment.run.elastic`); None: such a checkpoint is refused.
     """
 
     def __init__(
@@ -63,8 +67,10 @@ class Restorer:
         *,
         world: World = SINGLE,
         callbacks: Sequence[Any] = (),
+        reshare: Reshare | None = None,
     ) -> None:
         self.directory = directory
+        self.reshare = reshare
         self.tree = tree
         self.world = world
         self.callbacks = list(callbacks)
@@ -95,7 +101,7 @@ class Restorer:
                 checkpoint, path=self.directory.checkpoints_dir / checkpoint.name
             )
             saved = self._load(checkpoint)
-        self.tree.apply(own_share(saved, self.world.rank))
+        self.tree.apply(self._share(saved))
         self.restored = Restored(checkpoint, saved["serial"], saved.get("run_id"))
         return self.restored
 
@@ -131,13 +137,21 @@ class Restorer:
         if found is None:
             return None
         saved, checkpoint = self._migrated(found[0]), found[1]
-        self._refuse_another_world_size(saved, checkpoint)
+        if self.reshare is None:
+            self._refuse_another_world_size(saved, checkpoint)
         over = Progress.saved_is_over(saved["nodes"]["progress"], epochs)
-        own = own_share(saved, self.world.rank)
+        own = self._share(saved)
         more = check(saved) if check else ()
         self.check(own, checkpoint, unchecked=("rng",) if over else (), more=more)
         self.tree.warn_about_optional(own, checkpoint.name)
         return saved, checkpoint
+
+    def _share(self, saved: dict[str, Any]) -> dict[str, Any]:
+        """This rank's share of ``saved``: its own entries, or, written by another number of
+        processes, what ``reshare`` gives it."""
+        if self.reshare is not None and saved.get("world_size", 1) != self.world.size:
+            return self.reshare(saved, self.world.rank)
+        return own_share(saved, self.world.rank)
 
     def _load(self, checkpoint: Checkpoint) -> dict[str, Any]:
         """The checkpoint that rank 0 chose and checked, read by another rank."""
@@ -151,7 +165,8 @@ class Restorer:
                 f"and this run has world size {self.world.size}: each process would see other data and "
                 "sum in another order, so it cannot resume exactly. Launch it with as many processes as "
                 f"before ({written_by} in all: plain python for 1, torchrun --nproc_per_node=... "
-                "otherwise), or train in a new directory. Nothing was loaded and the directory was not "
+                "otherwise), or train in a new directory (a run created with Experiment(elastic=True) "
+                "may change its number of processes). Nothing was loaded and the directory was not "
                 "changed."
             )
 

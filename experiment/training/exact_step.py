@@ -1,0 +1,166 @@
+"""The training step of ``elastic="exact"``: gradients summed in an order that no world size changes.
+
+A global batch is cut into ``M`` groups fixed when the run was created, and each rank steps the
+groups it holds (:meth:`~experiment.training.elastic_data.ElasticBatchSampler.groups_of`) one by one:
+a forward and backward of the group alone, with the loss weighted by the group's share of the global
+batch, and its random state (dropout) seeded from ``(seed, pass, batch, group)`` and put back after.
+Each group's gradient is then rounded onto a grid: per parameter tensor, one ``all_reduce(MAX)`` of
+``max |g|`` over every group of every rank gives ``q = 2**(e - 52)`` where ``M * max < 2**e``; a
+multiple of ``q`` below ``2**53 * q`` is a float64 exactly, so the float64 sum of the rounded
+gradients, local and then over the ranks, is exact whatever its order. The result, cast to the
+parameter's dtype, is the same bits for any number of processes (see SCALE.md §8).
+
+Costs: one forward and backward per group rather than per rank, a copy of each group's gradient, and
+two all-reduces per micro-batch (the maxima, then the float64 sum) instead of DDP's one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from experiment.training.batches import forward
+from experiment.training.distributed import World
+from experiment.training.elastic_data import ElasticBatchSampler
+from experiment.training.step import BuiltInStep, StepParts
+
+#: Bits of a float64 significand, less one: the margin that keeps every partial sum exact.
+_GRID_BITS = 52
+
+
+def group_seed(seed: int, epoch: int, index: int, group: int) -> int:
+    """The seed of a group's random state: the run's seed, the pass, the batch in it and the group."""
+    digest = hashlib.sha256(f"experiment/exact/{seed}/{epoch}/{index}/{group}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") % 2**63
+
+
+def exact_sum(
+    gradients: list[torch.Tensor],
+    sizes: list[int],
+    world: World,
+    groups: int,
+    present: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The sum over every group of every rank of the flat float64 ``gradients`` (one per local
+    group, the parameters' gradients laid end to end by ``sizes``), exact and so independent of
+    its order; and which parameters had a gradient on any rank.
+
+    Args:
+        groups: the number of groups of a global batch (``M``), which bounds the sum.
+        present: which parameters had a gradient in a local group (None: all of them); agreed
+            over the ranks in the all-reduce of the maxima.
+    """
+    length = sum(sizes)
+    device = gradients[0].device if gradients else torch.device("cpu")
+    local = torch.zeros(len(sizes), dtype=torch.float64, device=device)
+    for gradient in gradients:
+        local = torch.maximum(local, _maxima(gradient, sizes))
+    if present is not None:
+        local = torch.where(present.to(device), local, -1.0)  # -1: no gradient here
+    agreed = world.maximum(local)
+    maxima = agreed.clamp(min=0.0)
+    _, exponent = torch.frexp(maxima * groups)
+    grid = torch.ldexp(torch.ones_like(maxima), exponent - _GRID_BITS)
+    grid = grid.repeat_interleave(torch.tensor(sizes, device=device), output_size=length)
+    total = torch.zeros(length, dtype=torch.float64, device=device)
+    rounded = torch.empty_like(total)  # one buffer for every group: no temporaries per group
+    for gradient in gradients:
+        torch.div(gradient, grid, out=rounded)
+        total.add_(rounded.round_().mul_(grid))
+    return world.total(total), agreed >= 0
+
+
+def _maxima(gradient: torch.Tensor, sizes: list[int]) -> torch.Tensor:
+    """The largest magnitude of each parameter's part of a flat ``gradient``."""
+    parts = gradient.split(sizes)
+    if all(sizes):
+        return torch.stack(torch._foreach_norm(parts, float("inf")))  # one fused pass
+    return torch.stack([part.abs().max() if part.numel() else part.new_zeros(()) for part in parts])
+
+
+class ExactStep(BuiltInStep):
+    """The built-in step, one group at a time, with gradients summed exactly (see the module).
+
+    Args:
+        parts: what the step is built from; its network is the module itself (no DDP wrapper).
+        loss_function: ``(y_pred, y_true) -> loss``, a mean over the samples it is given.
+        sampler: the elastic batch sampler of the training data, in exact mode.
+        world: the processes of the run.
+    """
+
+    def __init__(
+        self,
+        parts: StepParts,
+        loss_function: Callable[[Any, Any], torch.Tensor],
+        sampler: ElasticBatchSampler,
+        world: World,
+    ) -> None:
+        super().__init__(parts, loss_function)
+        self.sampler = sampler
+        self.world = world
+        self._warm_up_first = False  # no DDP: no bucket layout to warm up
+        self._parameters = [p for p in parts.network.parameters() if p.requires_grad]
+        self._sizes = [p.numel() for p in self._parameters]
+        self._devices = [parts.device] if parts.device.type == "cuda" else []
+
+    def _run(self, x: Any, y: Any, batch_number: int, ends: bool) -> tuple[torch.Tensor, Any, Any]:
+        sampler = self.sampler
+        index = (batch_number - 1) % len(sampler)
+        kept = [p.grad for p in self._parameters]
+        gradients, outputs, losses = [], [], []
+        present = torch.zeros(len(self._parameters), dtype=torch.bool)
+        groups = sampler.groups_of(index)
+        for group, start, stop, weight in groups:
+            for parameter in self._parameters:
+                parameter.grad = None
+            y_pred, loss = self._group(_rows(x, start, stop), _rows(y, start, stop), group, index, weight)
+            present |= torch.tensor([p.grad is not None for p in self._parameters])
+            gradients.append(self._flat_gradient())
+            outputs.append(y_pred.detach())
+            losses.append(loss.detach() * (stop - start))
+        total, agreed = exact_sum(gradients, self._sizes, self.world, sampler.groups or 1, present)
+        for parameter, before, reduced, has in zip(
+            self._parameters, kept, total.split(self._sizes), agreed.tolist()
+        ):
+            if not has:  # no group of any rank reached it: no gradient, as in one backward
+                parameter.grad = before
+                continue
+            value = reduced.view_as(parameter).to(parameter.dtype)
+            parameter.grad = value if before is None else before + value
+        if ends:
+            self._optimizer_step(batch_number)
+        loss = torch.stack(losses).sum() / sum(stop - start for _, start, stop, _ in groups)
+        return loss, torch.cat(outputs), y
+
+    def _group(self, x: Any, y: Any, group: int, index: int, weight: float) -> tuple[Any, torch.Tensor]:
+        """Forward and backward of one group under its own random state; its output and loss."""
+        with torch.random.fork_rng(devices=self._devices):
+            torch.manual_seed(group_seed(self.sampler.seed, self.sampler.epoch, index, group))
+            with self.precision.autocast():
+                y_pred = forward(self.network, x) if self._inputs_checked else self._first_forward(x)
+                loss = self.loss_function(y_pred, y)
+            self.groups.divide(loss * weight).backward()
+        return y_pred, loss
+
+    def _flat_gradient(self) -> torch.Tensor:
+        """The group's gradients end to end in float64 (exactly; a parameter without one: zeros)."""
+        parts = [
+            torch.zeros(p.numel(), dtype=torch.float64, device=p.device)
+            if p.grad is None
+            else p.grad.reshape(-1).to(torch.float64)
+            for p in self._parameters
+        ]
+        return torch.cat(parts)
+
+
+def _rows(value: Any, start: int, stop: int) -> Any:
+    """Rows ``[start, stop)`` of every tensor in ``value`` (tuples and lists of inputs), copied so
+    that a group's computation never depends on where its rows sat in the rank's batch."""
+    if isinstance(value, torch.Tensor):
+        return value[start:stop].clone()
+    if isinstance(value, (tuple, list)):
+        return type(value)(_rows(item, start, stop) for item in value)
+    return value

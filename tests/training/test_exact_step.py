@@ -1,0 +1,178 @@
+"""``elastic="exact"`` in one process: the exact sum, the groups each rank steps, and the refusals
+(tests/distributed/test_elastic.py checks bit-identity across 1, 2 and 3 processes)."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+import torch
+
+from experiment import Experiment
+from experiment.errors import ConfigurationError
+from experiment.run.elastic import elastic_layout
+from experiment.store.directory import RunDirectory
+from experiment.training.distributed import SINGLE, World
+from experiment.training.elastic_data import ElasticBatchSampler
+from experiment.training.exact_step import exact_sum, group_seed
+from experiment.training.strategy import choose_strategy
+from tests.support.training import Interrupt, InterruptAt, make_data, make_network
+
+
+def _float32(values: list[float]) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.float32).to(torch.float64)
+
+
+def test_exact_sum_does_not_depend_on_the_order_of_the_groups():
+    # A float64 sum in order loses the small term in one order and keeps it in the other.
+    groups = [_float32([1e30, 3.0]), _float32([1e-30, 5.0]), _float32([-1e30, 7.0])]
+    other = [groups[0], groups[2], groups[1]]
+    plain = [sum(g[0].item() for g in order) for order in (groups, other)]
+    assert plain[0] != plain[1]
+    forward, _ = exact_sum(groups, [1, 1], SINGLE, 3)
+    backward, _ = exact_sum(other, [1, 1], SINGLE, 3)
+    assert torch.equal(forward, backward)
+    assert forward.tolist() == [0.0, 15.0]
+
+
+def test_exact_sum_of_zero_gradients_is_zero():
+    total, present = exact_sum([torch.zeros(3, dtype=torch.float64)] * 2, [2, 1], SINGLE, 2)
+    assert total.tolist() == [0.0] * 3 and present.tolist() == [True, True]
+
+
+def test_exact_sum_takes_parameters_without_elements():
+    groups = [_float32([1.5, -2.0, 4.0]), _float32([0.25, 1.0, -4.0])]
+    assert exact_sum(groups, [2, 0, 1], SINGLE, 2)[0].tolist() == [1.75, -1.0, 0.0]
+
+
+def test_exact_sum_says_which_parameters_no_group_reached():
+    groups = [_float32([1.0, 0.0]), _float32([2.0, 0.0])]
+    total, present = exact_sum(groups, [1, 1], SINGLE, 2, torch.tensor([True, False]))
+    assert total.tolist() == [3.0, 0.0] and present.tolist() == [True, False]
+
+
+def test_exact_step_leaves_a_parameter_no_group_reached_without_gradient(tmp_path):
+    class Partly(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.used, self.unused = torch.nn.Linear(6, 3), torch.nn.Linear(6, 3)
+
+        def forward(self, x):
+            return self.used(x)
+
+    network = Partly()
+    before = network.unused.weight.detach().clone()
+    exp = Experiment(
+        tmp_path,
+        network,
+        optimizer="adamw",
+        loss_function="cross_entropy",
+        elastic="exact",
+        tensorboard=False,
+    )
+    exp.train(make_data(24), epochs=1, batch_size=8, progress=False)
+    assert network.unused.weight.grad is None
+    assert torch.equal(network.unused.weight, before)  # AdamW's weight decay skips it, as without groups
+
+
+def test_group_seed_differs_per_group_batch_and_pass():
+    seeds = {
+        group_seed(1, epoch, index, group) for epoch in range(2) for index in range(3) for group in range(4)
+    }
+    assert len(seeds) == 24
+
+
+@pytest.mark.parametrize("world", [1, 2, 3, 6])
+def test_exact_groups_cover_each_global_batch_once_whatever_the_world_size(world):
+    found = []
+    for rank in range(world):
+        sampler = ElasticBatchSampler(23, global_batch=10, world_size=world, rank=rank, seed=0, groups=6)
+        start, _ = sampler.bounds(3)  # the last batch: 3 samples, so 3 of the 6 groups are empty
+        found += [(group, start + a, start + b, weight) for group, a, b, weight in sampler.groups_of(2)]
+    assert found == [(1, 0, 1, 1 / 3), (3, 1, 2, 1 / 3), (5, 2, 3, 1 / 3)]
+
+
+def test_exact_ranks_take_whole_groups():
+    parts = [
+        list(ElasticBatchSampler(12, global_batch=12, world_size=4, rank=r, seed=0, groups=6, shuffle=False))
+        for r in range(4)
+    ]
+    assert [p[0] for p in parts] == [[0, 1], [2, 3, 4, 5], [6, 7], [8, 9, 10, 11]]
+
+
+def test_exact_layout_refuses_more_processes_than_groups(tmp_path):
+    with pytest.raises(ConfigurationError, match=r"holds 2 group\(s\) and this launch has 3 processes"):
+        elastic_layout(RunDirectory(tmp_path / "run"), "exact", None, 8, World(3, 0), groups=2)
+
+
+def test_exact_layout_defaults_to_four_groups_per_process_at_most_one_per_sample(tmp_path):
+    directory = RunDirectory(tmp_path / "run")
+    assert elastic_layout(directory, "exact", None, 8, World(2, 0)).groups == 8
+    assert elastic_layout(directory, "exact", None, 3, World(2, 0)).groups == 6
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        (
+            {"elastic": True, "elastic_groups": 4},
+            "elastic_groups: received 4; expected None unless elastic='exact'",
+        ),
+        (
+            {"elastic": "exact", "elastic_groups": 0},
+            "elastic_groups: received 0; expected a positive integer",
+        ),
+        ({"elastic": "exact", "precision": "16-mixed"}, "elastic='exact': received precision='16-mixed'"),
+        ({"elastic": "exact", "train_step": lambda trainer, batch: 0.0}, "received a custom train_step"),
+    ],
+)
+def test_exact_refuses_what_it_cannot_run(tmp_path, options, match):
+    with pytest.raises(ConfigurationError, match=match):
+        Experiment(tmp_path, make_network(), loss_function="cross_entropy", **options)
+
+
+def test_exact_run_in_one_process_resumes_bit_identically(tmp_path):
+    def train(directory, stop=None):
+        exp = Experiment(
+            directory,
+            make_network(),
+            optimizer="adamw",
+            loss_function="cross_entropy",
+            elastic="exact",
+            elastic_groups=3,
+            tensorboard=False,
+        )
+        with contextlib.suppress(Interrupt):
+            exp.train(
+                make_data(40),
+                epochs=2,
+                batch_size=6,
+                checkpoint_every=1,
+                progress=False,
+                callbacks=[InterruptAt(stop)] if stop else [],
+            )
+        return exp
+
+    whole = train(tmp_path / "whole")
+    train(tmp_path / "cut", stop=4)
+    resumed = train(tmp_path / "cut")
+    for key, value in whole.network.state_dict().items():
+        assert torch.equal(value, resumed.network.state_dict()[key]), key
+
+
+def test_exact_refuses_a_network_in_the_user_ddp():
+    wrapper = torch.nn.Module.__new__(torch.nn.parallel.DistributedDataParallel)
+    torch.nn.Module.__init__(wrapper)
+    wrapper.module = torch.nn.Linear(2, 2)
+    with pytest.raises(
+        ConfigurationError, match=r"elastic='exact': received a network inside DistributedDataParallel"
+    ):
+        choose_strategy("auto", World(2, 1), wrapper, sums_exactly=True)
+
+
+def test_exact_refuses_a_network_with_running_statistics(tmp_path):
+    network = torch.nn.Sequential(torch.nn.Linear(6, 4), torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 3))
+    with pytest.raises(ConfigurationError, match=r"modules \['1'\] track running statistics"):
+        Experiment(tmp_path, network, loss_function="cross_entropy", elastic="exact")
+    untracked = torch.nn.Sequential(torch.nn.Linear(6, 4), torch.nn.BatchNorm1d(4, track_running_stats=False))
+    Experiment(tmp_path, untracked, loss_function="cross_entropy", elastic="exact")
