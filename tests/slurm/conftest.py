@@ -1,0 +1,30 @@
+"""Every test in tests/slurm submits real jobs to the cluster of scripts/slurm_test_cluster.sh: it
+is marked ``slurm``, and skipped where no cluster runs, or fails instead in CI (``CI_REQUIRE_SLURM=1``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.support.slurm import cluster_problem, require_cluster
+
+HERE = Path(__file__).parent
+
+
+@pytest.fixture(scope="session")
+def slurm_problem() -> str | None:
+    """Why no cluster runs jobs here (checked once per session), or None."""
+    return cluster_problem()
+
+
+@pytest.fixture(autouse=True)
+def slurm_cluster(slurm_problem: str | None) -> None:
+    """A running cluster, else a skip, or a failure in CI."""
+    require_cluster(slurm_problem)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if HERE in item.path.parents:
+            item.add_marker(pytest.mark.slurm)
