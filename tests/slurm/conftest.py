@@ -3,11 +3,13 @@ is marked ``slurm``, and skipped where no cluster runs, or fails instead in CI (
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from tests.support.slurm import cluster_problem, require_cluster
+from tests.support.slurm import TRAIN_JOB, cluster_problem, job_environment, require_cluster
 
 HERE = Path(__file__).parent
 
@@ -22,6 +24,21 @@ def slurm_problem() -> str | None:
 def slurm_cluster(slurm_problem: str | None) -> None:
     """A running cluster, else a skip, or a failure in CI."""
     require_cluster(slurm_problem)
+
+
+@pytest.fixture(scope="session")
+def reference_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The run of tests/slurm/train_job.py that was never interrupted, outside SLURM."""
+    run_dir = tmp_path_factory.mktemp("slurm-reference") / "run"
+    answer = subprocess.run(
+        [sys.executable, str(TRAIN_JOB), str(run_dir)],
+        env=job_environment(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert answer.returncode == 0, answer.stdout + answer.stderr
+    return run_dir
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

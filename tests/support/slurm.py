@@ -7,13 +7,16 @@ finished jobs stay visible for ``MinJobAge`` = 10 minutes.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -95,3 +98,73 @@ def wait_for_state(job_id: str, states: tuple[str, ...], timeout: float = 60) ->
 def cancel(job_id: str) -> None:
     """Cancel the job and its steps, whatever its state (cleanup)."""
     subprocess.run(["scancel", "--full", job_id], capture_output=True, timeout=30)
+
+
+ROOT = Path(__file__).resolve().parents[2]
+#: The training script of the SLURM tests.
+TRAIN_JOB = ROOT / "tests" / "slurm" / "train_job.py"
+
+
+def job_environment() -> dict[str, str]:
+    """The environment a test job inherits (sbatch exports the submitter's): this checkout on
+    PYTHONPATH, one thread, and none of SLURM's variables (the tests may run inside a job)."""
+    environ = {key: value for key, value in os.environ.items() if not key.startswith("SLURM_")}
+    environ.pop("CI_REQUIRE_SLURM", None)
+    return {**environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+class TrainJob:
+    """One batch job of the tests: ``body`` after the shebang, run in ``folder``, whose run
+    directory is ``folder/run``, pause files in ``folder/pause`` and output in ``folder/job.out``
+    (appended to by every restart).
+
+    ``{train}`` in ``body`` stands for ``python tests/slurm/train_job.py --pause-dir pause run``.
+    """
+
+    def __init__(self, folder: Path, body: str, *options: str) -> None:
+        self.folder = folder
+        self.run_dir, self.pause_dir, self.output = folder / "run", folder / "pause", folder / "job.out"
+        self.pause_dir.mkdir(parents=True, exist_ok=True)
+        train = f"{sys.executable} {TRAIN_JOB} --pause-dir {self.pause_dir} {self.run_dir}"
+        script = folder / "job.sh"
+        script.write_text("#!/bin/bash\n" + body.replace("{train}", train) + "\n")
+        self.job_id = submit(
+            script,
+            "--open-mode=append",
+            f"--output={self.output}",
+            *options,
+            env=job_environment(),
+            cwd=folder,
+        )
+
+    def wait_paused(self, step: int, timeout: float = 60) -> str:
+        """Wait until training pauses after ``step``; the restart count of the run that paused."""
+        ready = self.pause_dir / f"ready-{step}"
+        wait_until(ready.exists, timeout, f"step {step} of job {self.job_id}\n{self.log()}")
+        return ready.read_text()
+
+    def signal(self, name: str, *, job_id: str | None = None) -> None:
+        """``scancel --signal=<name> --batch``: to the batch shell (the exec'd training) only."""
+        subprocess.run(
+            ["scancel", f"--signal={name}", "--batch", job_id or self.job_id], check=True, timeout=30
+        )
+
+    def exit_report(self, restart: int, rank: int = 0, timeout: float = 30) -> dict[str, Any]:
+        """What rank ``rank`` of run ``restart`` wrote as it left: exit code and last step."""
+        path = self.pause_dir / f"exit-{restart}-{rank}"
+        wait_until(path.exists, timeout, f"{path.name} of job {self.job_id}\n{self.log()}")
+        return json.loads(path.read_text())
+
+    def end(self, timeout: float = 90, job_id: str | None = None) -> dict[str, str]:
+        """The job's fields once it has ended."""
+        return wait_for_state(job_id or self.job_id, ENDED, timeout)
+
+    def metadata(self) -> dict[str, Any]:
+        return json.loads((self.run_dir / "experiment.json").read_text())
+
+    def log(self) -> str:
+        return self.output.read_text() if self.output.exists() else "(no output yet)"
+
+
+#: The states of a job that has ended (and will not run again by itself).
+ENDED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED")
