@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.slurm import TRAIN_JOB, cluster_problem, job_environment, require_cluster
+from tests.support.torchrun import torchrun_command
 
 HERE = Path(__file__).parent
 
@@ -32,6 +33,21 @@ def reference_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run_dir = tmp_path_factory.mktemp("slurm-reference") / "run"
     answer = subprocess.run(
         [sys.executable, str(TRAIN_JOB), str(run_dir)],
+        env=job_environment(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert answer.returncode == 0, answer.stdout + answer.stderr
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def reference_two_ranks(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same run in two processes under torchrun, outside SLURM, never interrupted."""
+    run_dir = tmp_path_factory.mktemp("slurm-reference-2") / "run"
+    answer = subprocess.run(
+        torchrun_command(TRAIN_JOB, str(run_dir)),
         env=job_environment(),
         capture_output=True,
         text=True,

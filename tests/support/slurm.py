@@ -118,16 +118,19 @@ class TrainJob:
     directory is ``folder/run``, pause files in ``folder/pause`` and output in ``folder/job.out``
     (appended to by every restart).
 
-    ``{train}`` in ``body`` stands for ``python tests/slurm/train_job.py --pause-dir pause run``.
+    ``{train}`` in ``body`` stands for ``python tests/slurm/train_job.py --pause-dir pause run``,
+    ``{torchrun}`` for the same under ``torchrun --standalone --nproc-per-node=2``.
     """
 
     def __init__(self, folder: Path, body: str, *options: str) -> None:
         self.folder = folder
         self.run_dir, self.pause_dir, self.output = folder / "run", folder / "pause", folder / "job.out"
         self.pause_dir.mkdir(parents=True, exist_ok=True)
-        train = f"{sys.executable} {TRAIN_JOB} --pause-dir {self.pause_dir} {self.run_dir}"
+        arguments = f"{TRAIN_JOB} --pause-dir {self.pause_dir} {self.run_dir}"
+        torchrun = f"{sys.executable} -m torch.distributed.run --standalone --nproc-per-node=2 {arguments}"
+        body = body.replace("{train}", f"{sys.executable} {arguments}").replace("{torchrun}", torchrun)
         script = folder / "job.sh"
-        script.write_text("#!/bin/bash\n" + body.replace("{train}", train) + "\n")
+        script.write_text("#!/bin/bash\n" + body + "\n")
         self.job_id = submit(
             script,
             "--open-mode=append",
