@@ -58,6 +58,18 @@ class RunSummary:
     settings: dict[str, Any]
     command: dict[str, Any] | None
     created_with: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: The SLURM job of the latest training call (job_id, array, restart_count, partition), or None.
+    slurm: dict[str, Any] | None = None
+
+    def slurm_job(self) -> str | None:
+        """The SLURM job in one line ("job 41 (array element 40_3), partition gpu, restart 2"), or
+        None for a run not trained in a job."""
+        if not self.slurm:
+            return None
+        job = f"job {self.slurm.get('job_id')}"
+        if self.slurm.get("array"):
+            job += f" (array element {self.slurm['array']})"
+        return f"{job}, partition {self.slurm.get('partition') or '-'}, restart {self.slurm.get('restart_count', 0)}"
 
     def training(self) -> str:
         """Processes, precision, accumulation and commit mode, as recorded ("32-true" and one
@@ -146,6 +158,7 @@ def summarize(directory: str | os.PathLike[str]) -> RunSummary:
         settings=dict(settings),
         command=metadata.get("command"),
         created_with=dict(metadata.get("created_with") or {}),
+        slurm=metadata.get("slurm") or None,
     )
 
 
