@@ -28,33 +28,36 @@ def slurm_cluster(slurm_problem: str | None) -> None:
 
 
 @pytest.fixture(scope="session")
-def reference_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The run of tests/slurm/train_job.py that was never interrupted, outside SLURM."""
-    run_dir = tmp_path_factory.mktemp("slurm-reference") / "run"
-    answer = subprocess.run(
-        [sys.executable, str(TRAIN_JOB), str(run_dir)],
-        env=job_environment(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert answer.returncode == 0, answer.stdout + answer.stderr
-    return run_dir
+def references(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
+    """Runs of tests/slurm/train_job.py never interrupted, outside SLURM, by number of processes:
+    one process, and two under torchrun (both trained at once, while the first test waits)."""
+    folder = tmp_path_factory.mktemp("slurm-references")
+    commands = {
+        1: [sys.executable, str(TRAIN_JOB), str(folder / "one")],
+        2: torchrun_command(TRAIN_JOB, str(folder / "two")),
+    }
+    outputs = {size: open(folder / f"{size}.out", "wb") for size in commands}  # noqa: SIM115
+    processes = {
+        size: subprocess.Popen(command, env=job_environment(), stdout=outputs[size], stderr=subprocess.STDOUT)
+        for size, command in commands.items()
+    }
+    for size, process in processes.items():
+        code = process.wait(timeout=300)
+        outputs[size].close()
+        assert code == 0, (folder / f"{size}.out").read_text()
+    return {1: folder / "one", 2: folder / "two"}
 
 
 @pytest.fixture(scope="session")
-def reference_two_ranks(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The same run in two processes under torchrun, outside SLURM, never interrupted."""
-    run_dir = tmp_path_factory.mktemp("slurm-reference-2") / "run"
-    answer = subprocess.run(
-        torchrun_command(TRAIN_JOB, str(run_dir)),
-        env=job_environment(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert answer.returncode == 0, answer.stdout + answer.stderr
-    return run_dir
+def reference_run(references: dict[int, Path]) -> Path:
+    """The run of tests/slurm/train_job.py in one process, never interrupted."""
+    return references[1]
+
+
+@pytest.fixture(scope="session")
+def reference_two_ranks(references: dict[int, Path]) -> Path:
+    """The same run in two processes under torchrun, never interrupted."""
+    return references[2]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -15,14 +15,18 @@ from tests.support.state_checks import assert_same_run
 EXEC = "exec {train} --pause-at {steps}"
 
 
-def test_warning_signal_requeues_the_job_twice_and_it_ends_identical(
+def test_warning_then_sigterm_requeue_the_job_twice_and_it_ends_identical(
     tmp_path: Path, reference_run: Path
 ) -> None:
+    """The warning signal in the first run; SIGTERM alone in the second (a time limit or a stop
+    without a warning: no --signal needed). Each commits, requeues, and the third run ends."""
     job = TrainJob(tmp_path, EXEC.format(train="{train}", steps="5,22"), "--requeue", "--signal=B:USR1@10")
-    for restart, step in enumerate((5, 22)):
+    for restart, (step, name) in enumerate(((5, "USR1"), (22, "TERM"))):
         assert job.wait_paused(step) == str(restart)
-        job.signal("USR1")
+        job.signal(name)
         assert job.exit_report(restart) == {"exit_code": 143, "global_step": step}
+        stop = job.metadata()["message"]
+        assert stop.endswith(f"; job {job.job_id} requeued (restart {restart + 1} next)"), stop
     fields = job.end()
     assert (fields["JobState"], fields["Restarts"]) == ("COMPLETED", "2"), job.log()
     assert job.exit_report(2) == {"exit_code": 0, "global_step": 36}
@@ -35,17 +39,6 @@ def test_warning_signal_requeues_the_job_twice_and_it_ends_identical(
         "partition": "debug",
     }
     assert_same_run(reference_run, job.run_dir)  # log.tsv rows exactly once, weights bit-identical
-
-
-def test_sigterm_alone_requeues_the_job(tmp_path: Path, reference_run: Path) -> None:
-    """A time limit without a warning (no --signal): only SIGTERM arrives."""
-    job = TrainJob(tmp_path, EXEC.format(train="{train}", steps="9"), "--requeue")
-    job.wait_paused(9)
-    job.signal("TERM")
-    assert job.exit_report(0) == {"exit_code": 143, "global_step": 9}
-    fields = job.end()
-    assert (fields["JobState"], fields["Restarts"]) == ("COMPLETED", "1"), job.log()
-    assert_same_run(reference_run, job.run_dir)
 
 
 def test_scancel_ends_the_job_interrupted_without_requeue(tmp_path: Path, reference_run: Path) -> None:
