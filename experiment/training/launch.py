@@ -1,10 +1,13 @@
 """Where the ranks of a run come from when no torchrun launched them: SLURM's ``srun``.
 
 torchrun gives each process ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and
-``MASTER_PORT``. ``srun -n N python train.py`` gives ``SLURM_PROCID``, ``SLURM_NTASKS``,
-``SLURM_LOCALID`` and the allocation's nodes instead; :func:`srun_variables` turns them into
+``MASTER_PORT``. ``srun -n N python train.py`` gives ``SLURM_PROCID``, ``SLURM_STEP_NUM_TASKS``,
+``SLURM_LOCALID`` and the step's nodes instead; :func:`srun_variables` turns them into
 torchrun's, so that the process group starts the same way. torchrun's variables win when present
 (torchrun inside a SLURM job), and a user's ``MASTER_ADDR``/``MASTER_PORT`` are kept.
+
+The batch script of ``sbatch -n 4`` itself sees ``SLURM_NTASKS=4`` but is one process: only the
+variables of a job step (which ``srun`` sets, ``SLURM_STEP_NUM_TASKS``) count.
 """
 
 from __future__ import annotations
@@ -24,14 +27,14 @@ def srun_variables(environ: Mapping[str, str]) -> dict[str, str]:
     when torchrun's are present or this is not such a process.
 
     Example:
-        >>> srun_variables({"SLURM_JOB_ID": "1234", "SLURM_PROCID": "1", "SLURM_NTASKS": "2",
+        >>> srun_variables({"SLURM_JOB_ID": "1234", "SLURM_PROCID": "1", "SLURM_STEP_NUM_TASKS": "2",
         ...                 "SLURM_LOCALID": "1", "SLURM_JOB_NODELIST": "gpu[07-08]"})["MASTER_ADDR"]
         'gpu07'
 
     Raises:
         ConfigurationError: the allocation's node list cannot be read.
     """
-    tasks = environ.get("SLURM_NTASKS") or environ.get("SLURM_NPROCS")
+    tasks = environ.get("SLURM_STEP_NUM_TASKS")
     if "WORLD_SIZE" in environ or not tasks or int(tasks) <= 1 or "SLURM_PROCID" not in environ:
         return {}
     nodes = environ.get("SLURM_STEP_NODELIST") or environ.get("SLURM_JOB_NODELIST", "")

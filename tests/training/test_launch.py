@@ -11,6 +11,7 @@ SRUN_TASK = {
     "SLURM_JOB_ID": "20041",
     "SLURM_PROCID": "3",
     "SLURM_NTASKS": "4",
+    "SLURM_STEP_NUM_TASKS": "4",
     "SLURM_LOCALID": "1",
     "SLURM_JOB_NODELIST": "gpu[07-08]",
 }
@@ -34,10 +35,16 @@ def test_srun_variables_leave_torchrun_and_the_users_address_alone() -> None:
 
 @pytest.mark.parametrize("tasks", [None, "1"])
 def test_srun_variables_are_empty_for_a_single_task(tasks: str | None) -> None:
-    environ = {key: value for key, value in SRUN_TASK.items() if key != "SLURM_NTASKS"}
+    environ = {key: value for key, value in SRUN_TASK.items() if key != "SLURM_STEP_NUM_TASKS"}
     if tasks is not None:
-        environ["SLURM_NTASKS"] = tasks
+        environ["SLURM_STEP_NUM_TASKS"] = tasks
     assert srun_variables(environ) == {}
+
+
+def test_srun_variables_are_empty_in_the_batch_script_of_a_job_of_several_tasks() -> None:
+    """``sbatch -n 4``: the batch script sees SLURM_NTASKS=4 but is one process, not a job step."""
+    batch_shell = {key: value for key, value in SRUN_TASK.items() if not key.startswith("SLURM_STEP")}
+    assert srun_variables({**batch_shell, "SLURM_PROCID": "0"}) == {}
 
 
 @pytest.mark.parametrize(
