@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.slurm import TrainJob, cancel, submit, wait_for_state
-from tests.support.state_checks import assert_same_run
+from tests.support.slurm import TrainJob, assert_same_job_run, cancel, submit, wait_for_state
 
 
 @pytest.mark.parametrize(
@@ -38,4 +37,4 @@ def test_preempted_job_commits_is_requeued_and_ends_identical(
     finally:
         cancel(high)
     assert fields["JobState"] == "COMPLETED" and int(fields["Restarts"]) >= 1, job.log()
-    assert_same_run(reference_run, job.run_dir)
+    assert_same_job_run(reference_run, job.run_dir)

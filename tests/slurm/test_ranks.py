@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.support.slurm import TrainJob
-from tests.support.state_checks import assert_same_run
+from tests.support.slurm import TrainJob, assert_same_job_run
 
 
 def test_srun_two_ranks_form_the_group_requeue_and_end_identical(
@@ -20,7 +19,7 @@ def test_srun_two_ranks_form_the_group_requeue_and_end_identical(
     assert_stopped_together(job, after=5)
     fields = job.end()
     assert (fields["JobState"], fields["Restarts"]) == ("COMPLETED", "1"), job.log()
-    assert_same_run(reference_two_ranks, job.run_dir)
+    assert_same_job_run(reference_two_ranks, job.run_dir)
 
 
 def test_torchrun_in_a_job_requeues_on_term_and_ends_identical(
@@ -33,7 +32,7 @@ def test_torchrun_in_a_job_requeues_on_term_and_ends_identical(
     assert_stopped_together(job, after=5)
     fields = job.end()
     assert (fields["JobState"], fields["Restarts"]) == ("COMPLETED", "1"), job.log()
-    assert_same_run(reference_two_ranks, job.run_dir)
+    assert_same_job_run(reference_two_ranks, job.run_dir)
 
 
 def assert_stopped_together(job: TrainJob, *, after: int) -> None:

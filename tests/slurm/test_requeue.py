@@ -8,8 +8,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from tests.support.slurm import TrainJob, job_fields
-from tests.support.state_checks import assert_same_run
+from tests.support.slurm import TrainJob, assert_same_job_run, job_fields
 
 #: A batch script as the README shows it (the warning itself is sent by the tests).
 EXEC = "exec {train} --pause-at {steps}"
@@ -38,7 +37,7 @@ def test_warning_then_sigterm_requeue_the_job_twice_and_it_ends_identical(
         "restart_count": 2,
         "partition": "debug",
     }
-    assert_same_run(reference_run, job.run_dir)  # log.tsv rows exactly once, weights bit-identical
+    assert_same_job_run(reference_run, job.run_dir)  # log rows and TensorBoard scalars once, weights identical
 
 
 def test_scancel_ends_the_job_interrupted_without_requeue(tmp_path: Path, reference_run: Path) -> None:
@@ -84,8 +83,8 @@ def test_array_element_requeues_itself_only(tmp_path: Path, reference_run: Path)
     assert (first["JobState"], first["Restarts"]) == ("COMPLETED", "0"), job.log()
     assert (fields["JobState"], fields["Restarts"]) == ("COMPLETED", "1"), job.log()
     assert job.metadata()["slurm"]["array"] == element
-    assert_same_run(reference_run, tmp_path / "run-0")
-    assert_same_run(reference_run, tmp_path / "run-1")
+    assert_same_job_run(reference_run, tmp_path / "run-0")
+    assert_same_job_run(reference_run, tmp_path / "run-1")
 
 
 def user_scancel(job_id: str) -> None:

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.slurm import TrainJob
-from tests.support.state_checks import assert_same_run
+from tests.support.slurm import TrainJob, assert_same_job_run
 
 
 @pytest.mark.slow
@@ -22,4 +21,4 @@ def test_time_limit_sigterm_requeues_and_the_job_ends_identical(tmp_path: Path, 
     assert message == f"SIGTERM at epoch 1, step 9; job {job.job_id} requeued (restart 1 next)", message
     fields = job.end()
     assert (fields["JobState"], fields["Restarts"]) == ("COMPLETED", "1"), job.log()
-    assert_same_run(reference_run, job.run_dir)
+    assert_same_job_run(reference_run, job.run_dir)

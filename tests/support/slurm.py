@@ -20,6 +20,9 @@ from typing import Any
 
 import pytest
 
+from tests.support.run_comparison import read_scalars
+from tests.support.state_checks import assert_same_run
+
 #: The environment variable that turns "no cluster" from a skip into a failure (.ci/run sets it).
 REQUIRE = "CI_REQUIRE_SLURM"
 START = "scripts/slurm_test_cluster.sh start"
@@ -171,3 +174,15 @@ class TrainJob:
 
 #: The states of a job that has ended (and will not run again by itself).
 ENDED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED")
+
+
+def assert_same_job_run(reference_dir: Path, run_dir: Path) -> None:
+    """A run that jobs stopped and requeued ends as ``reference_dir`` did: the final state bit for
+    bit, log.tsv rows exactly once, the same best weights, and each TensorBoard scalar once per
+    epoch with the same value (the events after each commit purged)."""
+    assert_same_run(reference_dir, run_dir)
+    expected, actual = read_scalars(reference_dir / "tensorboard"), read_scalars(run_dir / "tensorboard")
+    assert sorted(actual) == sorted(expected), (sorted(actual), sorted(expected))
+    for tag, events in actual.items():
+        assert [step for step, _ in events] == [step for step, _ in expected[tag]], (tag, events)
+        assert tag == "time" or events == expected[tag], (tag, events, expected[tag])
