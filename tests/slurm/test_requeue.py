@@ -37,7 +37,8 @@ def test_warning_then_sigterm_requeue_the_job_twice_and_it_ends_identical(
         "restart_count": 2,
         "partition": "debug",
     }
-    assert_same_job_run(reference_run, job.run_dir)  # log rows and TensorBoard scalars once, weights identical
+    # The weights bit-identical, each log.tsv row and TensorBoard scalar exactly once.
+    assert_same_job_run(reference_run, job.run_dir)
 
 
 def test_scancel_ends_the_job_interrupted_without_requeue(tmp_path: Path, reference_run: Path) -> None:
