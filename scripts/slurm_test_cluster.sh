@@ -101,7 +101,8 @@ running() {  # $1: daemon name; true when its pid file names a live process of t
 node_ready() {
     local state
     state="$(sinfo -h -N -n "$host" -o %T 2>/dev/null | head -1)"
-    [[ "$state" == idle* || "$state" == mixed* || "$state" == allocated* ]]
+    # Any state in which the node runs jobs (a job ending leaves it "completing" for a moment).
+    [[ "$state" =~ ^(idle|mixed|allocated|completing)$ ]]
 }
 
 start() {

@@ -39,7 +39,7 @@ def cluster_problem() -> str | None:
     states = answer.stdout.split()
     if answer.returncode != 0:
         return f"sinfo failed: {answer.stderr.strip()}"
-    if not any(state.startswith(("idle", "mixed", "alloc")) for state in states):
+    if not any(state in ("idle", "mixed", "allocated", "completing") for state in states):
         return f"no node is usable (sinfo states: {states})"
     return None
 
