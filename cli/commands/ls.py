@@ -37,7 +37,8 @@ def ls(root: Path, sort_by: str, as_json: bool) -> None:
     """List the run directories below ROOT (default: the current directory).
 
     One line per run: status, epochs done / planned, best monitored value and its epoch, and the
-    time of the last update. Fast: it reads each run's experiment.json and the end of its log.tsv,
+    time of the last update; and where some run was trained in a SLURM job, its job (the array
+    element's id for an array) and restart count. Fast: it reads each run's experiment.json and the end of its log.tsv,
     never a checkpoint.
     """
     found = summarize_all(root)
@@ -51,11 +52,17 @@ def ls(root: Path, sort_by: str, as_json: bool) -> None:
     if not found:
         click.echo(f"No run directory below {root}.", err=True)
         return
+    jobs = any(s.slurm for s in runs)  # a column for the SLURM job only where some run has one
     rows: list[list[Any]] = [
-        [_name(s.path, root), s.status, _epochs(s), _best(s), format_age(s.updated)] for s in runs
+        [_name(s.path, root), s.status, _epochs(s), _best(s), format_age(s.updated)]
+        + ([_job(s)] if jobs else [])
+        for s in runs
     ]
-    rows += [[_name(path, root), "unreadable", "-", error, "-"] for path, error in broken]
-    click.echo(table([c.upper() for c in COLUMNS], rows))
+    rows += [
+        [_name(path, root), "unreadable", "-", error, "-"] + (["-"] if jobs else []) for path, error in broken
+    ]
+    headers = [c.upper() for c in COLUMNS] + (["SLURM_JOB"] if jobs else [])
+    click.echo(table(headers, rows))
 
 
 def _name(path: Path, root: Path) -> str:
@@ -63,6 +70,13 @@ def _name(path: Path, root: Path) -> str:
         return str(path.relative_to(root)) if path != root else str(root)
     except ValueError:
         return str(path)
+
+
+def _job(summary: RunSummary) -> str:
+    if not summary.slurm:
+        return "-"
+    job = summary.slurm.get("array") or summary.slurm.get("job_id")
+    return f"{job} (restart {summary.slurm.get('restart_count', 0)})"
 
 
 def _epochs(summary: RunSummary) -> str:

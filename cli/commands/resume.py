@@ -19,7 +19,12 @@ from experiment.inspection.resume import plan_resume
     metavar="N",
     help="New total number of epochs (needed to extend a finished run).",
 )
-def resume(directory: Path, dry_run: bool, epochs: int | None) -> None:
+@click.option(
+    "--here",
+    is_flag=True,
+    help="Rerun the command on this machine even for a run trained in a SLURM job.",
+)
+def resume(directory: Path, dry_run: bool, epochs: int | None, here: bool) -> None:
     """Resume the run in DIRECTORY by running again the command that started it.
 
     The interpreter, arguments and working directory recorded in DIRECTORY/experiment.json are
@@ -31,9 +36,10 @@ def resume(directory: Path, dry_run: bool, epochs: int | None) -> None:
     the target recorded in experiment.json.
 
     Refused: a directory that is not a run, a run in use by a live process, a finished run without
-    --epochs, and a run stopped early by a callback.
+    --epochs, and a run stopped early by a callback. A run trained in a SLURM job is refused with
+    how to requeue (scontrol requeue ID) or resubmit it, unless --here is given.
     """
-    plan = plan_resume(directory, epochs=epochs)
+    plan = plan_resume(directory, epochs=epochs, here=here)
     click.echo(plan.describe())
     if dry_run:
         return

@@ -20,7 +20,9 @@ def status(directory: Path) -> None:
     """Show the status, progress, best epoch, last checkpoint, size and configuration of a run.
 
     Status is one of: running (with its pid and host), finished, stopped (early, by a callback),
-    interrupted (by a signal, or killed) and failed (with the error). Steps are optimizer steps
+    interrupted (by a signal, or killed; in a SLURM job, whether the job was requeued) and failed
+    (with the error). A run trained in a SLURM job shows the job, its array element, partition
+    and restart count. Steps are optimizer steps
     (with accumulate_grad_batches=N, one per N batches); the batches done are added for a run
     stopped inside an epoch. The position is read from the newest checkpoint that loads (an
     unreadable one is reported, not fatal); everything else from experiment.json, log.tsv and the
@@ -35,6 +37,9 @@ def status(directory: Path) -> None:
     lines += [("epochs", _epochs(summary, position)), ("steps", _steps(summary, position))]
     lines += [("best", _best(summary, position)), ("checkpoint", unreadable or _checkpoint(summary))]
     lines += [("training", summary.training())]
+    job = summary.slurm_job()
+    if job is not None:
+        lines += [("slurm", job)]
     lines += [("updated", f"{format_time(summary.updated)} ({format_age(summary.updated)})")]
     lines += [("size", format_bytes(RunDirectory(directory).size_on_disk()))]
     if summary.command:

@@ -79,15 +79,20 @@ class ResumePlan:
         return 128 - code if code < 0 else code
 
 
-def plan_resume(directory: str | os.PathLike[str], *, epochs: int | None = None) -> ResumePlan:
+def plan_resume(
+    directory: str | os.PathLike[str], *, epochs: int | None = None, here: bool = False
+) -> ResumePlan:
     """Check that a run can be resumed and return the command that resumes it.
 
     Args:
         directory: the run directory.
         epochs: a new target number of epochs (required for a finished run).
+        here: rerun the command on this machine even for a run that a SLURM job trained (which
+            is otherwise refused, with how to requeue or resubmit the job).
 
     Raises:
-        RunDirectoryError: not a run, no recorded command, or its interpreter or folder is gone.
+        RunDirectoryError: not a run, no recorded command, or its interpreter or folder is gone;
+            or the run was trained in a SLURM job (without ``here``).
         DirectoryLockedError: a live process holds the run.
         ConfigurationError: the run is finished and ``epochs`` is not given, or ``epochs`` is not
             more than the epochs completed, or the run was stopped early by a callback, or the
@@ -97,6 +102,8 @@ def plan_resume(directory: str | os.PathLike[str], *, epochs: int | None = None)
     epochs = check_int("epochs", epochs, minimum=1, allow_none=True, owner="plan_resume")
     run = RunDirectory(directory)
     metadata = run.read_metadata()
+    if metadata.get("slurm") and not here:
+        _refuse_slurm_job(run, metadata)
     argv, cwd = _recorded_command(run, metadata)
     argv, note = relocate_command(run, metadata, argv, cwd)
     if run.is_locked():
@@ -110,6 +117,18 @@ def plan_resume(directory: str | os.PathLike[str], *, epochs: int | None = None)
     if target is not None:
         environment[EPOCHS_VARIABLE] = str(target)
     return ResumePlan(run.path, argv, cwd, environment, note)
+
+
+def _refuse_slurm_job(run: RunDirectory, metadata: dict[str, Any]) -> None:
+    """Say how to resume a run of a SLURM job in the scheduler instead of on this machine."""
+    job = metadata["slurm"]
+    job_id = str(job.get("array") or job.get("job_id"))
+    raise RunDirectoryError(
+        f"{run.path} was trained in SLURM job {job_id} (status {metadata.get('status')}); resume it "
+        f"through the scheduler, not here: `scontrol requeue {shell_word(job_id)}` while SLURM still "
+        "knows the job (it needs --requeue), or resubmit its batch script with sbatch; the job "
+        "resumes from the last checkpoint. To rerun its command on this machine anyway, pass --here."
+    )
 
 
 def _recorded_command(run: RunDirectory, metadata: dict[str, Any]) -> tuple[list[str], Path]:

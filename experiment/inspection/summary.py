@@ -59,6 +59,8 @@ class RunSummary:
     command: dict[str, Any] | None
     created_with: dict[str, Any] = dataclasses.field(default_factory=dict)
     changes: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    #: The SLURM job of the latest training call (job_id, array, restart_count, partition), or None.
+    slurm: dict[str, Any] | None = None
 
     def world_sizes(self) -> list[int]:
         """The numbers of processes the run has had, in order: at its creation, then at each change
@@ -66,6 +68,16 @@ class RunSummary:
         sizes = [int(self.created_with.get("world_size", 1))]
         sizes += [int(c["to"]) for c in self.changes if c.get("what") == "world_size"]
         return sizes
+
+    def slurm_job(self) -> str | None:
+        """The SLURM job in one line ("job 41 (array element 40_3), partition gpu, restart 2"), or
+        None for a run not trained in a job."""
+        if not self.slurm:
+            return None
+        job = f"job {self.slurm.get('job_id')}"
+        if self.slurm.get("array"):
+            job += f" (array element {self.slurm['array']})"
+        return f"{job}, partition {self.slurm.get('partition') or '-'}, restart {self.slurm.get('restart_count', 0)}"
 
     def training(self) -> str:
         """Processes, precision, accumulation and commit mode, as recorded ("32-true" and one
@@ -160,6 +172,7 @@ def summarize(directory: str | os.PathLike[str]) -> RunSummary:
         command=metadata.get("command"),
         created_with=dict(metadata.get("created_with") or {}),
         changes=list(metadata.get("changes") or []),
+        slurm=metadata.get("slurm") or None,
     )
 
 

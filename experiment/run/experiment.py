@@ -20,6 +20,7 @@ from experiment.run.plan_making import check_callbacks, check_train_arguments, m
 from experiment.run.run_record import check_resumable
 from experiment.run.session import TrainingSession
 from experiment.run.settings import RunSettings
+from experiment.run.slurm import slurm_job
 from experiment.state.best import checked_mode
 from experiment.store.directory import RunDirectory
 from experiment.store.logs import load_logs
@@ -255,6 +256,7 @@ class Experiment(Inference):
                     config=self.config,
                     tensorboard=self.tensorboard,
                     fresh_objects=not self._trained,
+                    slurm=slurm_job(),
                 )
                 self._trained = True
                 return session.run()

@@ -13,6 +13,7 @@ from typing import Any
 from experiment.errors import RunDirectoryError
 from experiment.run.creation import creation_changes, creation_problems
 from experiment.run.settings import RunSettings
+from experiment.run.slurm import SlurmJob
 from experiment.state.progress import Progress
 from experiment.store import metadata as meta
 from experiment.store import tsv
@@ -29,6 +30,8 @@ class RunRecord:
         settings: this call's settings (epochs, seed, monitor, cadence...).
         fresh_objects: whether the network and optimizer were built for this call (not trained
             already in this process), so that their hyperparameters can be compared.
+        slurm: the SLURM job of this call (recorded under ``slurm``), or None outside SLURM (the
+            key is then removed: it describes the latest call).
     """
 
     def __init__(
@@ -39,6 +42,7 @@ class RunRecord:
         config: dict[str, Any],
         settings: RunSettings,
         fresh_objects: bool,
+        slurm: SlurmJob | None = None,
     ) -> None:
         self.directory = directory
         self.metadata = directory.read_metadata() if directory.is_run() else {}
@@ -46,6 +50,7 @@ class RunRecord:
         self.config = config
         self.settings = settings
         self.fresh_objects = fresh_objects
+        self.slurm = slurm
         self.run_id: str | None = self.metadata.get("run_id")
         self.changes: list[dict[str, Any]] = []
         #: The number of processes that wrote the checkpoint resumed from (None: none read yet).
@@ -163,6 +168,9 @@ class RunRecord:
         if self.changes:
             current["changes"] = [*current.get("changes", []), *self.changes]
             self.changes = []
+        current.pop("slurm", None)
+        if self.slurm is not None:
+            current["slurm"] = self.slurm.recorded()
         return meta.with_status(current, status, message)
 
 

@@ -23,6 +23,7 @@ from experiment.run.recording import EpochRecorder
 from experiment.run.run_record import RunRecord
 from experiment.run.run_state import run_state_tree
 from experiment.run.settings import RunSettings
+from experiment.run.slurm import SlurmJob, after_stop, warning_signal
 from experiment.state.best_tracker import BestTracker
 from experiment.state.progress import Progress
 from experiment.state.rng import RandomState, find_epoch_samplers, find_generators, seed_everything
@@ -45,6 +46,9 @@ class TrainingSession:
         tensorboard: whether to write TensorBoard scalars.
         fresh_objects: whether the network and optimizer are untrained in this process (their
             hyperparameters are then compared with the run's).
+        slurm: the SLURM job this process runs in (see :mod:`experiment.run.slurm`), or None. In a
+            job, the warning signal stops training as SIGTERM does, a repeated signal never cuts
+            the commit short, and after the commit rank 0 requeues the job (or says why not).
     """
 
     def __init__(
@@ -57,8 +61,11 @@ class TrainingSession:
         config: dict[str, Any],
         tensorboard: bool,
         fresh_objects: bool = True,
+        slurm: SlurmJob | None = None,
     ) -> None:
         self.directory = directory
+        self.slurm = slurm
+        self.warning = warning_signal() if slurm is not None else None
         self.loop = loop
         self.plan = plan
         self.settings = settings
@@ -71,6 +78,7 @@ class TrainingSession:
             config=config,
             settings=settings,
             fresh_objects=fresh_objects,
+            slurm=slurm,
         )
         self.recorder = EpochRecorder(directory, tensorboard=tensorboard, hparams=config)
         best = BestTracker(plan.monitor, settings.monitor_mode)
@@ -184,7 +192,8 @@ class TrainingSession:
         if self.writes:
             self.recorder.open(self.loop.history)
         try:
-            with interrupt_on_signals(flag):
+            extra = () if self.warning is None else (self.warning,)
+            with interrupt_on_signals(flag, extra=extra, once=self.slurm is not None):
                 history = self.loop.fit(
                     self.plan,
                     self.committer.policy,
@@ -202,6 +211,9 @@ class TrainingSession:
     def _interrupted(self, signum: int) -> None:
         name = signal.Signals(signum).name
         where = f"epoch {self.loop.epochs_completed + 1}, step {self.loop.steps_in_epoch}"
+        if self.slurm is not None:
+            self._stopped_in_job(signum, f"{name} at {where}")
+            return
         self.write_status("interrupted", f"{name} at {where}")
         if self.writes:
             logger.warning(
@@ -214,6 +226,22 @@ class TrainingSession:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
             signal.signal(signal.SIGINT, signal.SIG_IGN)
         raise SystemExit(128 + signum) from None
+
+    def _stopped_in_job(self, signum: int, stop: str) -> None:
+        """In a SLURM job, after the commit: rank 0 requeues the job (unless its user cancelled it,
+        or SLURM requeued it), records why, and every rank exits, with 143 for SIGTERM and the
+        warning signal (the job was terminated either way). Signals stay ignored from here on."""
+        assert self.slurm is not None
+        if self.writes:
+            outcome = after_stop(self.slurm, signum, self.warning)
+            self.write_status("interrupted", f"{stop}; {outcome.message}")
+            then = "it resumes when the job runs again" if outcome.requeued else "resubmit to resume"
+            logger.warning(
+                "%s: checkpoint committed in %s; %s; %s.", stop, self.directory.path, outcome.message, then
+            )
+        self.world.barrier()  # no rank leaves before rank 0 has requeued and recorded the stop
+        code = signal.SIGTERM if signum == self.warning else signum
+        raise SystemExit(128 + code) from None
 
     def write_status(self, status: str, message: str | None = None) -> None:
         """Record ``status`` (and the call's settings, config and changes) in experiment.json (on

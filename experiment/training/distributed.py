@@ -29,6 +29,7 @@ import torch.distributed as dist
 from torch import nn
 
 from experiment.errors import ExperimentError
+from experiment.training.launch import srun_variables
 
 T = TypeVar("T")
 
@@ -216,11 +217,16 @@ def current_world(device: torch.device | None = None) -> World:
     """The world of this process: a single process unless ``WORLD_SIZE`` > 1 (torchrun and the
     like), in which case the process group is started, unless the user started it.
 
+    A process that ``srun`` started as one of several tasks, without torchrun, gets torchrun's
+    variables from SLURM's first (:func:`~experiment.training.launch.srun_variables`; they are set
+    in ``os.environ`` for the process group and for the user's code alike).
+
     The group is gloo on a CPU; with CUDA it is gloo for CPU tensors and NCCL for CUDA tensors. A
     restarted torchrun attempt (``TORCHELASTIC_RESTART_COUNT`` > 0) joins through a store prefixed
     with its attempt, since the addresses of the failed attempt are still in the store.
     """
     global _CURRENT
+    os.environ.update(srun_variables(os.environ))
     size = int(os.environ.get("WORLD_SIZE", "1"))
     if size <= 1 and not (dist.is_available() and dist.is_initialized()):
         return SINGLE

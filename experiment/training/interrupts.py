@@ -3,6 +3,10 @@ stops at once.
 
 SIGHUP is what a process gets when its terminal or ssh session closes: it is handled like SIGTERM,
 so that closing the window of a run commits its position (and the run exits with 128 + 1 = 129).
+
+Under a scheduler (SLURM) more signals may ask for the same stop (the time-limit warning), and a
+repeated signal must not cut the commit short: SLURM sends SIGTERM twice to ``srun`` tasks, and
+again after the job is requeued; its SIGKILL, after KillWait, is the hard stop there.
 """
 
 from __future__ import annotations
@@ -41,36 +45,48 @@ class SignalHandler:
     interrupt is reported, without a reference to the loop.
     """
 
-    def __init__(self, flag: InterruptFlag, previous: dict[int, Any]) -> None:
+    def __init__(self, flag: InterruptFlag, previous: dict[int, Any], *, once: bool = False) -> None:
         self.flag = flag
         self.previous = previous
+        self.once = once
 
     def __call__(self, signum: int, frame: FrameType | None) -> None:
         if self.flag.signum is not None:
+            if self.once:
+                return  # the first signal's commit goes on
             _restore(self.previous)
             raise KeyboardInterrupt
         self.flag.signum = signum
 
 
 @contextlib.contextmanager
-def interrupt_on_signals(flag: InterruptFlag) -> Iterator[InterruptFlag]:
-    """Route SIGINT, SIGTERM and SIGHUP to ``flag`` for the duration of the block (main thread only).
+def interrupt_on_signals(
+    flag: InterruptFlag, *, extra: tuple[int, ...] = (), once: bool = False
+) -> Iterator[InterruptFlag]:
+    """Route SIGINT, SIGTERM, SIGHUP and ``extra`` signals to ``flag`` for the duration of the block
+    (main thread only).
 
     The first signal only sets ``flag.signum``; the loop commits a checkpoint at the end of the
     current batch and stops. A second signal restores the previous handlers and raises
-    ``KeyboardInterrupt`` at once; the last committed checkpoint is unaffected.
+    ``KeyboardInterrupt`` at once; the last committed checkpoint is unaffected. With ``once``, later
+    signals are ignored instead, and stay ignored after a block that a signal stopped, so that the
+    process finishes its commit and exits in its own time (a scheduler kills it if it must).
     """
     if threading.current_thread() is not threading.main_thread():
         yield flag
         return
     previous: dict[int, Any] = {}
-    handler = SignalHandler(flag, previous)
-    for signum in SIGNALS:
+    handler = SignalHandler(flag, previous, once=once)
+    for signum in dict.fromkeys((*SIGNALS, *extra)):
         previous[signum] = signal.signal(signum, handler)
     try:
         yield flag
     finally:
-        _restore(previous)
+        if once and flag.signum is not None:
+            for signum in previous:
+                signal.signal(signum, signal.SIG_IGN)
+        else:
+            _restore(previous)
 
 
 def _restore(previous: dict[int, Any]) -> None:

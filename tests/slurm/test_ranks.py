@@ -1,0 +1,42 @@
+"""Several processes in one job: ``srun -n2`` without torchrun (the library forms the process group
+from SLURM's variables) and torchrun inside a job. Either way a requeued run ends bit-identical to
+an uninterrupted two-process run under torchrun."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.support.slurm import TrainJob, assert_same_job_run
+
+
+def test_srun_two_ranks_form_the_group_requeue_and_end_identical(
+    tmp_path: Path, reference_two_ranks: Path
+) -> None:
+    """``--signal=B:USR1``: the batch shell is srun, which passes USR1 on to both tasks."""
+    job = TrainJob(tmp_path, "exec srun {train} --pause-at 5", "--requeue", "-n2", "--signal=B:USR1@10")
+    job.wait_paused(5)
+    job.signal("USR1")
+    assert_stopped_together(job, after=5)
+    fields = job.end()
+    assert (fields["JobState"], fields["Restarts"]) == ("COMPLETED", "1"), job.log()
+    assert_same_job_run(reference_two_ranks, job.run_dir)
+
+
+def test_torchrun_in_a_job_requeues_on_term_and_ends_identical(
+    tmp_path: Path, reference_two_ranks: Path
+) -> None:
+    """``--signal=B:TERM@T``: torchrun's agent passes SIGTERM on to its workers (it would die of USR1)."""
+    job = TrainJob(tmp_path, "exec {torchrun} --pause-at 5", "--requeue", "--signal=B:TERM@10")
+    job.wait_paused(5)
+    job.signal("TERM")
+    assert_stopped_together(job, after=5)
+    fields = job.end()
+    assert (fields["JobState"], fields["Restarts"]) == ("COMPLETED", "1"), job.log()
+    assert_same_job_run(reference_two_ranks, job.run_dir)
+
+
+def assert_stopped_together(job: TrainJob, *, after: int) -> None:
+    """Both ranks committed at the same step (the first agreement at or after ``after``), exit 143."""
+    reports = [job.exit_report(0, rank) for rank in (0, 1)]
+    assert reports[0] == reports[1], reports
+    assert reports[0]["exit_code"] == 143 and reports[0]["global_step"] >= after, reports
