@@ -31,9 +31,10 @@ from experiment.errors import CheckpointError, NonFiniteLossError
 from experiment.state.progress import Progress
 from experiment.state.rng import RandomState
 from experiment.training.accumulation import AccumulationGroups
+from experiment.training.agreement_schedule import AgreementSchedule
 from experiment.training.batches import batch_size
 from experiment.training.data import BatchSource
-from experiment.training.distributed import SINGLE, AgreementSchedule, World
+from experiment.training.distributed import SINGLE, World
 from experiment.training.interrupts import InterruptFlag, TrainingInterrupted
 from experiment.training.metrics import EpochAccumulator
 from experiment.training.plan import CommitPoints

@@ -19,7 +19,6 @@ import atexit
 import contextlib
 import gc
 import os
-import time
 import weakref
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
@@ -43,10 +42,6 @@ _PEER_GONE = (
     "remote process exited",
     "communicator was aborted",
 )
-
-#: Seconds of training between two agreements of the ranks on signals and stops (well within
-#: torchrun's 30 s grace between its SIGTERM and its SIGKILL).
-AGREEMENT_SECONDS = 1.0
 
 
 def lost_peer_reason(error: BaseException) -> str | None:
@@ -273,34 +268,6 @@ def training_device(world: World) -> torch.device | None:
         torch.cuda.set_device(world.local_rank)
         return torch.device("cuda", world.local_rank)
     return None
-
-
-class AgreementSchedule:
-    """The optimizer steps at which the ranks agree on signals and stops.
-
-    Every rank proposes the step that lies about :data:`AGREEMENT_SECONDS` of training ahead at
-    its own pace; the agreed step is the largest proposal, so all ranks meet at the same step.
-    """
-
-    def __init__(self, seconds: float = AGREEMENT_SECONDS) -> None:
-        self.seconds = seconds
-        self.next_step = 1
-        self._last: tuple[int, float] | None = None
-
-    def due(self, step: int) -> bool:
-        return step >= self.next_step
-
-    def proposal(self, step: int) -> int:
-        """The step this rank proposes for the next agreement."""
-        now = time.perf_counter()
-        last, self._last = self._last, (step, now)
-        if last is None or step <= last[0]:
-            return step + 1
-        per_step = (now - last[1]) / (step - last[0])
-        return step + max(1, min(100_000, int(self.seconds / max(per_step, 1e-9))))
-
-    def agreed(self, next_step: int) -> None:
-        self.next_step = next_step
 
 
 def sharing_problems(metrics: Iterable[tuple[str, Any]]) -> list[str]:

@@ -51,9 +51,10 @@ from experiment.state.learning_rates import lr_logs
 from experiment.state.progress import Progress
 from experiment.state.rng import RandomState
 from experiment.training.accumulation import AccumulationGroups
+from experiment.training.agreement_schedule import AgreementSchedule
 from experiment.training.batch_loop import BatchLoop, check_finite
 from experiment.training.custom_step import UserStep
-from experiment.training.distributed import SINGLE, AgreementSchedule
+from experiment.training.distributed import SINGLE
 from experiment.training.elastic_data import elastic_sampler, loss_weights
 from experiment.training.epoch_logs import plain_logs, step_schedulers
 from experiment.training.evaluation import LoopEvaluation

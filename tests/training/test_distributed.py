@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from experiment.errors import ConfigurationError, StorageError
-from experiment.training.distributed import SINGLE, AgreementSchedule, World, sharing_problems
+from experiment.training.agreement_schedule import AgreementSchedule
+from experiment.training.distributed import SINGLE, World, sharing_problems
 from experiment.training.loop import TrainingLoop
 from experiment.training.metric_resolution import resolve_epoch_metrics
 from experiment.training.metrics import F1
@@ -65,7 +66,7 @@ def test_raise_any_raises_a_peers_error_its_own_first_or_nothing_when_no_rank_fa
 
 def test_the_agreement_schedule_proposes_about_a_second_of_steps_ahead(monkeypatch):
     clock = iter([100.0, 100.5])  # 10 steps in half a second: 20 steps per second
-    monkeypatch.setattr("experiment.training.distributed.time.perf_counter", lambda: next(clock))
+    monkeypatch.setattr("experiment.training.agreement_schedule.time.perf_counter", lambda: next(clock))
     schedule = AgreementSchedule(seconds=1.0)
 
     assert schedule.due(1)
