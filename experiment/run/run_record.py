@@ -140,7 +140,9 @@ class RunRecord:
             return
         self.changes.append({"what": "world_size", "from": then, "to": now, "at": position})
         promise = (
-            "summed in a fixed order, so bit-identical to the uninterrupted run"
+            "summed in a fixed order, so bit-identical to the uninterrupted run as long as data "
+            "loading draws no random numbers of its own (dropout is seeded per group; augmentations "
+            "drawn from each process's random state are not)"
             if self.creation.get("elastic") == "exact"
             else "so the same run up to floating-point summation order (not bit-identical), with each "
             "process's random state derived anew from the seed, the step and its rank"

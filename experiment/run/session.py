@@ -30,7 +30,7 @@ from experiment.state.rng import RandomState, find_epoch_samplers, find_generato
 from experiment.store.checkpoints import peek_progress
 from experiment.store.directory import RunDirectory
 from experiment.training.distributed import lost_peer_reason
-from experiment.training.interrupts import InterruptFlag, TrainingInterrupted, interrupt_on_signals
+from experiment.training.interrupts import SIGNALS, InterruptFlag, TrainingInterrupted, interrupt_on_signals
 from experiment.training.loop import TrainingLoop
 from experiment.training.plan import TrainingPlan
 
@@ -81,6 +81,8 @@ class TrainingSession:
             slurm=slurm,
         )
         self.recorder = EpochRecorder(directory, tensorboard=tensorboard, hparams=config)
+        #: The interrupt flag of the training in progress (see :meth:`_fit_and_wait`).
+        self._flag = InterruptFlag()
         best = BestTracker(plan.monitor, settings.monitor_mode)
         callbacks = plan.callbacks.callbacks
         loaders = [plan.train.loader, None if plan.valid is None else plan.valid.loader]
@@ -168,10 +170,12 @@ class TrainingSession:
         except TrainingInterrupted as interrupted:
             self._interrupted(interrupted.signum)
         except KeyboardInterrupt:
+            self._flag.restore_handlers()
             self.committer.wait(quiet=True)
             self.write_status("interrupted", "second SIGINT: stopped at once")
             raise
         except BaseException as error:
+            self._flag.restore_handlers()  # a stop whose commit failed: the script goes on
             self.committer.wait(quiet=True)
             # Under torchrun, a rank killed or crashed makes the others' collectives fail: for them
             # the run was interrupted (it resumes from the last commit), not failed.
@@ -188,7 +192,7 @@ class TrainingSession:
         return history
 
     def _fit_and_wait(self, resumed: bool) -> list[dict[str, Any]]:
-        flag = InterruptFlag()
+        flag = self._flag = InterruptFlag()
         if self.writes:
             self.recorder.open(self.loop.history)
         try:
@@ -232,14 +236,25 @@ class TrainingSession:
         or SLURM requeued it), records why, and every rank exits, with 143 for SIGTERM and the
         warning signal (the job was terminated either way). Signals stay ignored from here on."""
         assert self.slurm is not None
-        if self.writes:
-            outcome = after_stop(self.slurm, signum, self.warning)
-            self.write_status("interrupted", f"{stop}; {outcome.message}")
-            then = "it resumes when the job runs again" if outcome.requeued else "resubmit to resume"
-            logger.warning(
-                "%s: checkpoint committed in %s; %s; %s.", stop, self.directory.path, outcome.message, then
-            )
-        self.world.barrier()  # no rank leaves before rank 0 has requeued and recorded the stop
+        # Every rank ignores the signals before the requeue, whose SIGTERM follows it by about
+        # 0.1 s: a rank that learnt of the stop only from the others still has its own handlers.
+        for ignored in dict.fromkeys((*SIGNALS, *(() if self.warning is None else (self.warning,)))):
+            signal.signal(ignored, signal.SIG_IGN)
+        self.world.barrier()
+        try:
+            if self.writes:
+                outcome = after_stop(self.slurm, signum, self.warning)
+                self.write_status("interrupted", f"{stop}; {outcome.message}")
+                then = "it resumes when the job runs again" if outcome.requeued else "resubmit to resume"
+                logger.warning(
+                    "%s: checkpoint committed in %s; %s; %s.",
+                    stop,
+                    self.directory.path,
+                    outcome.message,
+                    then,
+                )
+        finally:  # reached by rank 0 even when recording fails, so that no rank waits forever
+            self.world.barrier()  # no rank leaves before rank 0 has requeued and recorded the stop
         code = signal.SIGTERM if signum == self.warning else signum
         raise SystemExit(128 + code) from None
 

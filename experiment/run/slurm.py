@@ -33,8 +33,9 @@ from experiment.errors import ConfigurationError
 #: The environment variable naming the warning signal (``USR1`` when unset), the one the batch
 #: script asks for with ``--signal=B:<name>@<seconds>``.
 SIGNAL_VARIABLE = "EXPERIMENT_SLURM_SIGNAL"
-#: Seconds an ``scontrol`` call may take before it counts as failed.
-SCONTROL_TIMEOUT = 30.0
+#: Seconds an ``scontrol`` call may take before it counts as failed: the two calls of a stop
+#: (show, requeue) stay within SLURM's default KillWait of 30 s.
+SCONTROL_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True)
@@ -141,15 +142,17 @@ def after_stop(job: SlurmJob, signum: int, warning: int | None) -> StopOutcome:
 
 def cancelled(fields: Mapping[str, str]) -> bool:
     """Whether ``scontrol show job``'s ``fields`` say that the job's user (or an admin) cancelled
-    it: CANCELLED, or COMPLETING before its time limit (a job ending at its limit is TIMEOUT, or
-    COMPLETING with Reason=TimeLimit and RunTime at least TimeLimit, as measured with SLURM 22.05)."""
+    it: CANCELLED, or COMPLETING other than at its time limit (a job ending at its limit is
+    TIMEOUT, or COMPLETING with Reason=TimeLimit and RunTime at least TimeLimit, as measured with
+    SLURM 22.05). A job without a time limit (UNLIMITED) or whose times do not read cannot be at
+    its limit: COMPLETING then means cancelled, so that a user's scancel never requeues it."""
     state = fields.get("JobState", "")
     if state == "CANCELLED":
         return True
     if state != "COMPLETING" or fields.get("Reason") == "TimeLimit":
         return False
     run_time, limit = duration(fields.get("RunTime", "")), duration(fields.get("TimeLimit", ""))
-    return run_time is not None and limit is not None and run_time < limit
+    return run_time is None or limit is None or run_time < limit
 
 
 def duration(text: str) -> int | None:

@@ -263,10 +263,13 @@ def _shut_down() -> None:
 
 def training_device(world: World) -> torch.device | None:
     """The device of this rank when the user named none: ``cuda:LOCAL_RANK`` under torchrun on a
-    machine with CUDA, else None (the network's own device)."""
+    machine with CUDA, else None (the network's own device). Where each process sees fewer GPUs
+    than the node's ranks (``srun --gpus-per-task=1``: one each), the index wraps around the GPUs
+    it sees."""
     if world.distributed and torch.cuda.is_available():
-        torch.cuda.set_device(world.local_rank)
-        return torch.device("cuda", world.local_rank)
+        index = world.local_rank % torch.cuda.device_count()
+        torch.cuda.set_device(index)
+        return torch.device("cuda", index)
     return None
 
 

@@ -35,6 +35,15 @@ class InterruptFlag:
 
     def __init__(self) -> None:
         self.signum: int | None = None
+        #: The handlers a block with ``once`` replaced and left ignored (see
+        #: :func:`interrupt_on_signals`), to put back by :meth:`restore_handlers`.
+        self.ignored: dict[int, Any] = {}
+
+    def restore_handlers(self) -> None:
+        """Put back the handlers that a stopped block left ignored: the process did not exit after
+        all (the stop's commit failed), and the user's script must stay interruptible."""
+        ignored, self.ignored = self.ignored, {}
+        _restore(ignored)
 
 
 class SignalHandler:
@@ -70,7 +79,8 @@ def interrupt_on_signals(
     current batch and stops. A second signal restores the previous handlers and raises
     ``KeyboardInterrupt`` at once; the last committed checkpoint is unaffected. With ``once``, later
     signals are ignored instead, and stay ignored after a block that a signal stopped, so that the
-    process finishes its commit and exits in its own time (a scheduler kills it if it must).
+    process finishes its commit and exits in its own time (a scheduler kills it if it must);
+    ``flag.restore_handlers()`` puts them back where the process goes on instead.
     """
     if threading.current_thread() is not threading.main_thread():
         yield flag
@@ -85,6 +95,7 @@ def interrupt_on_signals(
         if once and flag.signum is not None:
             for signum in previous:
                 signal.signal(signum, signal.SIG_IGN)
+            flag.ignored = previous
         else:
             _restore(previous)
 

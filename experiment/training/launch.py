@@ -17,9 +17,10 @@ from collections.abc import Mapping
 
 from experiment.errors import ConfigurationError
 
-#: The ports a job's rendezvous may use: BASE_PORT + (job id mod PORT_SPAN), below Linux's
-#: ephemeral range, so that two jobs sharing a node seldom meet.
-BASE_PORT, PORT_SPAN = 15000, 10000
+#: The ports a job step's rendezvous may use: BASE_PORT + ((job id + 97 x step id) mod PORT_SPAN),
+#: below Linux's ephemeral range, so that two jobs sharing a node, or two steps of one job running
+#: at once (a sweep of ``srun &``), seldom meet.
+BASE_PORT, PORT_SPAN, STEP_STRIDE = 15000, 10000, 97
 
 
 def srun_variables(environ: Mapping[str, str]) -> dict[str, str]:
@@ -38,13 +39,14 @@ def srun_variables(environ: Mapping[str, str]) -> dict[str, str]:
     if "WORLD_SIZE" in environ or not tasks or int(tasks) <= 1 or "SLURM_PROCID" not in environ:
         return {}
     nodes = environ.get("SLURM_STEP_NODELIST") or environ.get("SLURM_JOB_NODELIST", "")
+    step = int(environ.get("SLURM_STEP_ID", "0")) if environ.get("SLURM_STEP_ID", "").isdigit() else 0
     return {
         "RANK": environ["SLURM_PROCID"],
         "WORLD_SIZE": tasks,
         "LOCAL_RANK": environ.get("SLURM_LOCALID", "0"),
         "MASTER_ADDR": environ.get("MASTER_ADDR") or first_node(nodes),
         "MASTER_PORT": environ.get("MASTER_PORT")
-        or str(BASE_PORT + int(environ["SLURM_JOB_ID"]) % PORT_SPAN),
+        or str(BASE_PORT + (int(environ["SLURM_JOB_ID"]) + STEP_STRIDE * step) % PORT_SPAN),
     }
 
 

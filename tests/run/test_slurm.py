@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from experiment import Callback
-from experiment.errors import ConfigurationError
+from experiment.errors import ConfigurationError, NonFiniteStateError
 from experiment.run.slurm import SlurmJob, after_stop, cancelled, duration, slurm_job, warning_signal
 from experiment.store.checkpoints import load_newest_state
 from experiment.store.directory import RunDirectory
@@ -98,6 +99,7 @@ TIME_LIMIT = {"JobState": "COMPLETING", "Reason": "TimeLimit", "RunTime": "00:01
     ("fields", "expected"),
     [
         (SCANCEL, True),
+        ({**SCANCEL, "TimeLimit": "UNLIMITED"}, True),  # no limit: the SIGTERM is a scancel
         ({"JobState": "CANCELLED"}, True),
         (TIME_LIMIT, False),
         ({**TIME_LIMIT, "Reason": "None"}, False),  # past the limit whatever the reason says
@@ -157,6 +159,28 @@ def test_slurm_second_sigterm_during_the_stop_is_ignored(run_dirs: tuple[Path, P
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN  # until the process exits
     train_run(resumed, checkpoint_every=4)
     assert_same_run(straight, resumed)
+
+
+class SignalWithNaN(SendSignal):
+    """Also fills the network's first parameter with NaN at that step: the stop's commit is refused."""
+
+    def on_train_batch_end(self, batch_number: int, logs: dict[str, Any]) -> None:
+        if self.trainer.global_step == self.step:
+            with torch.no_grad():
+                next(self.trainer.network.parameters()).fill_(float("nan"))
+        super().on_train_batch_end(batch_number, logs)
+
+
+def test_slurm_stop_whose_commit_fails_gives_the_script_its_signal_handlers_back(
+    run_dirs: tuple[Path, Path], in_job: None
+) -> None:
+    """The process goes on after the error (a notebook, a script that catches it): SIGTERM and
+    Ctrl-C must not stay ignored."""
+    _, resumed = run_dirs
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+    with pytest.raises(NonFiniteStateError, match="holds NaN or infinity at global step 9"):
+        train_run(resumed, checkpoint_every=4, callbacks=lambda: [SignalWithNaN(9, signal.SIGTERM)])
+    assert {signum: signal.getsignal(signum) for signum in handlers} == handlers
 
 
 def test_slurm_warning_signal_is_configurable(

@@ -8,7 +8,7 @@ import torch
 
 from experiment.errors import ConfigurationError, StorageError
 from experiment.training.agreement_schedule import AgreementSchedule
-from experiment.training.distributed import SINGLE, World, sharing_problems
+from experiment.training.distributed import SINGLE, World, sharing_problems, training_device
 from experiment.training.loop import TrainingLoop
 from experiment.training.metric_resolution import resolve_epoch_metrics
 from experiment.training.metrics import F1
@@ -112,3 +112,15 @@ def test_world_agree_on_names_each_agreed_value_and_barrier_returns_in_one_proce
 
     assert SINGLE.agree_on(signal=15, stop=1, next_step=40) == {"signal": 15, "stop": 1, "next_step": 40}
     assert SINGLE.barrier() is None
+
+
+def test_training_device_of_a_rank_that_sees_one_gpu_is_that_gpu(monkeypatch):
+    """srun --gpus-per-task=1: the task of local rank 3 sees one GPU, cuda:0."""
+    chosen = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+
+    assert training_device(World(size=4, rank=3, local_rank=3)) == torch.device("cuda", 0)
+    assert chosen == [0]
+    assert training_device(SINGLE) is None

@@ -27,6 +27,12 @@ def test_srun_variables_give_rank_size_local_rank_first_node_and_a_port_of_the_j
     }
 
 
+def test_srun_variables_give_two_steps_of_one_job_running_at_once_different_ports() -> None:
+    first = srun_variables({**SRUN_TASK, "SLURM_STEP_ID": "0"})["MASTER_PORT"]
+    second = srun_variables({**SRUN_TASK, "SLURM_STEP_ID": "1"})["MASTER_PORT"]
+    assert (first, second) == ("15041", "15138")
+
+
 def test_srun_variables_leave_torchrun_and_the_users_address_alone() -> None:
     assert srun_variables({**SRUN_TASK, "WORLD_SIZE": "2"}) == {}  # torchrun inside the job
     chosen = srun_variables({**SRUN_TASK, "MASTER_ADDR": "10.0.0.1", "MASTER_PORT": "4000"})

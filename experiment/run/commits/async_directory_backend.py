@@ -9,8 +9,8 @@ copy is nearly all training waits for. Each rank's writer thread then works on a
 its own (gloo: DCP's collectives on the default group while FSDP2 trains on it abort gloo): rank 0
 writes the derived files and makes the temporary folder; every rank checks its copies for NaN and
 infinity, the ranks agree, gather their per-rank state to rank 0, and write the shards with DCP;
-rank 0 writes the tree file, renames the folder, fsyncs ``checkpoints/`` and prunes; the ranks
-agree on the outcome. One write is in flight at a time; its error comes back at the next commit or
+rank 0 writes the tree file, renames the folder, fsyncs ``checkpoints/``, calls ``on_durable``
+and prunes; the ranks agree on the outcome (rank 0's pruning included). One write is in flight at a time; its error comes back at the next commit or
 wait, on every rank. A kill during it leaves only a temporary folder, removed at the next start.
 """
 
@@ -60,8 +60,6 @@ class AsyncDirectoryBackend(DirectoryBackend):
         self._writers: World | None = None
         #: The CPU mesh over that group of the DTensors that wrap the copies.
         self._mesh: Any = None
-        #: The serial of a commit found durable and not yet reported to ``on_durable`` (rank 0).
-        self._durable: int | None = None
 
     def write(self, commit: Commit, before: Callable[[], None]) -> None:
         """Finish the previous write (its failure raised on every rank), then copy this commit's
@@ -84,10 +82,7 @@ class AsyncDirectoryBackend(DirectoryBackend):
     def wait(self, *, quiet: bool = False) -> None:
         """Block until the write in flight is durable or failed; raise its failure (the same on
         every rank: the writers agreed on it) unless ``quiet``."""
-        try:
-            self.writer.wait(quiet=quiet)
-        finally:
-            self._report_durable()
+        self.writer.wait(quiet=quiet)
 
     def _write(self, work: _Write) -> None:
         """In the writer thread of every rank; each step that may fail on one rank ends in an
@@ -111,12 +106,12 @@ class AsyncDirectoryBackend(DirectoryBackend):
             shards.save(from_layouts(work.copies, work.layouts, self._mesh), temporary, group=writers.control)
             if writers.is_main:
                 self._finish(serial, tree, temporary)
-        except Exception as error:  # agreed on below
+                if self.on_durable is not None:
+                    self.on_durable(serial)
+                self.retention.prune(work.keep)
+        except Exception as error:  # agreed on below: rank 0's pruning too, as the others wait
             failure = error
         self._agree(failure, temporary)
-        if writers.is_main:
-            self._durable = serial  # reported on the training thread, at the next wait
-            self.retention.prune(work.keep)
 
     def _agree(self, failure: BaseException | None, temporary: Path) -> None:
         """Raise on every rank's writer if any failed; rank 0 removes the temporary folder then."""
@@ -127,11 +122,6 @@ class AsyncDirectoryBackend(DirectoryBackend):
             if self._writers.is_main:
                 shutil.rmtree(temporary, ignore_errors=True)
             raise
-
-    def _report_durable(self) -> None:
-        serial, self._durable = self._durable, None
-        if serial is not None and self.on_durable is not None:
-            self.on_durable(serial)
 
 
 def _refuse_non_finite_copies(work: _Write, last: Callable[[], str | None]) -> None:

@@ -44,7 +44,8 @@ class DirectoryBackend:
     Args:
         directory: the run directory.
         world: the ranks of the run (each writes its shards; rank 0 the tree file and the rename).
-        on_durable: called with a commit's serial once it is durable (rank 0, training thread).
+        on_durable: called with a commit's serial once it is durable (rank 0; from the training
+            thread here, from the writer thread in :class:`AsyncDirectoryBackend`).
     """
 
     def __init__(
