@@ -95,9 +95,14 @@ def _refuse_iterable(dataset: Any, world: World, role: str) -> None:
 
 def _rebuilt(loader: DataLoader[Any], dataset: Any, sampler: Any) -> DataLoader[Any]:
     """A DataLoader over ``dataset`` with ``sampler`` and every other argument of ``loader``."""
+    options = {"batch_size": loader.batch_size, "drop_last": loader.drop_last, **loader_options(loader)}
+    return DataLoader(dataset, sampler=sampler, **options)
+
+
+def loader_options(loader: DataLoader[Any]) -> dict[str, Any]:
+    """The arguments of ``loader`` that say how it loads (workers, collation, pinning, generator),
+    all but its dataset, sampler, batch size and ``drop_last``: those a rebuilt loader keeps."""
     options: dict[str, Any] = {
-        "batch_size": loader.batch_size,
-        "drop_last": loader.drop_last,
         "num_workers": loader.num_workers,
         "collate_fn": loader.collate_fn,
         "pin_memory": loader.pin_memory,
@@ -110,4 +115,4 @@ def _rebuilt(loader: DataLoader[Any], dataset: Any, sampler: Any) -> DataLoader[
     }
     if loader.num_workers > 0:
         options["prefetch_factor"] = loader.prefetch_factor
-    return DataLoader(dataset, sampler=sampler, **options)
+    return options

@@ -40,6 +40,7 @@ from torch.utils.data import (
 )
 
 from experiment.errors import ConfigurationError, DataError
+from experiment.training.data_sharding import loader_options
 from experiment.training.distributed import World
 
 #: Mixes the pass index into the seed of its permutation (a large odd constant).
@@ -214,7 +215,7 @@ def elastic_loader(
     _refuse_empty_slices(sampler, role)
     if loader is None:
         return DataLoader(dataset, batch_sampler=sampler)
-    return DataLoader(dataset, batch_sampler=sampler, **_loader_options(loader))
+    return DataLoader(dataset, batch_sampler=sampler, **loader_options(loader))
 
 
 def _default_order(loader: DataLoader[Any], role: str) -> tuple[bool, bool]:
@@ -256,20 +257,3 @@ def _refuse_empty_slices(sampler: ElasticBatchSampler, role: str) -> None:
                 "process to get at least one. Pass a DataLoader with drop_last=True, change the "
                 "dataset's length, or launch fewer processes."
             )
-
-
-def _loader_options(loader: DataLoader[Any]) -> dict[str, Any]:
-    options: dict[str, Any] = {
-        "num_workers": loader.num_workers,
-        "collate_fn": loader.collate_fn,
-        "pin_memory": loader.pin_memory,
-        "timeout": loader.timeout,
-        "worker_init_fn": loader.worker_init_fn,
-        "multiprocessing_context": loader.multiprocessing_context,
-        "generator": loader.generator,
-        "persistent_workers": loader.persistent_workers,
-        "pin_memory_device": loader.pin_memory_device,
-    }
-    if loader.num_workers > 0:
-        options["prefetch_factor"] = loader.prefetch_factor
-    return options
