@@ -55,15 +55,16 @@ def check_elastic(
     """``value`` if it is an elastic mode this run can train with.
 
     Raises:
-        ConfigurationError: an unknown mode, elastic with FSDP2, ``groups`` without exact mode or not
+        ConfigurationError: an unknown mode, exact mode with FSDP2, ``groups`` without exact mode or not
             a positive integer, exact mode with "16-mixed" or a custom training step.
     """
     if not any(value is mode or (isinstance(mode, str) and value == mode) for mode in ELASTIC_MODES):
         raise reject("elastic", value, "False, True or 'exact'")
-    if value and strategy == "fsdp":
+    if value == "exact" and strategy == "fsdp":
         raise ConfigurationError(
-            f"elastic={value!r}: received strategy='fsdp', which cannot resume on another number of "
-            "processes yet; expected strategy='auto' or 'ddp'. Pass elastic=False with FSDP2."
+            "elastic='exact': received strategy='fsdp', whose gradients FSDP2 reduce-scatters in an "
+            "order of its own; expected strategy='auto' or 'ddp'. Pass elastic=True with FSDP2 (the "
+            "same run up to summation order: DCP reshards the model and optimizer on load)."
         )
     if groups is not None:
         check_int("elastic_groups", groups, minimum=1, expected="a positive integer or None")

@@ -1,11 +1,11 @@
 """Phases of elastic runs under torchrun, several in one launch.
 
     torchrun --standalone --nproc-per-node=N tests/distributed/elastic_scenarios.py WORKDIR \
-        NAME:SAMPLES:BATCH_SIZE:EPOCHS:STOP[:exact=GROUPS][:acc=N][:loader=1][:spe=STEPS] ...
+        NAME:SAMPLES:BATCH_SIZE:EPOCHS:STOP[:exact=GROUPS][:acc=N][:loader=1][:spe=STEPS][:fsdp=1] ...
 
 Each phase trains (or resumes) WORKDIR/NAME on the N ranks of the launch until optimizer step STOP
 (0: to the end), with ``elastic="exact"`` and GROUPS groups, N batches per optimizer step, the data
-as a DataLoader, STEPS steps per epoch when the spec says so, and writes, per rank, WORKDIR/records/NAME-wN-rankR.json (see
+as a DataLoader, STEPS steps per epoch, strategy="fsdp" when the spec says so, and writes, per rank, WORKDIR/records/NAME-wN-rankR.json (see
 :func:`tests.distributed.elastic_workload.run_phase`). An unexpected error on a rank is written to
 WORKDIR/errors/rank-R.txt; a library error met by a phase is recorded in its file.
 """
@@ -38,6 +38,7 @@ def main() -> None:
                 accumulate=options.get("acc", 1),
                 loader=bool(options.get("loader", 0)),
                 steps_per_epoch=options.get("spe"),
+                strategy="fsdp" if options.get("fsdp") else "auto",
             )
             world, rank = dist.get_world_size(), dist.get_rank()
             write_phase(workdir / "records" / f"{name}-w{world}-rank{rank}.json", outcome)

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.distributed.tensor import DTensor
 from torch.utils.data import DataLoader, TensorDataset
 
 from experiment import Callback, Experiment
@@ -74,6 +75,7 @@ def run_phase(
     accumulate: int = 1,
     loader: bool = False,
     steps_per_epoch: int | None = None,
+    strategy: str = "auto",
 ) -> dict[str, Any]:
     """Train (or resume) ``run_dir`` until optimizer step ``stop_at`` (0: to the end), as a
     restarted script does, in one thread (as torchrun's workers: the kernels must sum alike).
@@ -88,7 +90,7 @@ def run_phase(
     data = DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=True) if loader else (x, y)
     options = {"epochs": epochs, "batch_size": batch_size, "steps_per_epoch": steps_per_epoch}
     try:
-        return _phase(run_dir, data, options, stop_at, elastic, groups, accumulate)
+        return _phase(run_dir, data, options, stop_at, elastic, groups, accumulate, strategy)
     finally:
         torch.set_num_threads(threads)
 
@@ -101,6 +103,7 @@ def _phase(
     elastic: bool | str,
     groups: int | None,
     accumulate: int,
+    strategy: str = "auto",
 ) -> dict[str, Any]:
     network = IndexedNet(dropout=0.3 if elastic == "exact" else 0.0)
     optimizer = torch.optim.AdamW(network.parameters(), lr=0.01)
@@ -119,6 +122,7 @@ def _phase(
                 elastic=elastic,
                 elastic_groups=groups,
                 accumulate_grad_batches=accumulate,
+                strategy=strategy,
             )
             exp.train(
                 data,
@@ -136,8 +140,17 @@ def _phase(
         "steps": recorder.steps,
         "error": error,
         "warnings": [str(w.message) for w in caught],
-        "weights": {k: v.tolist() for k, v in network.state_dict().items()},
-        "weight_bits": {k: v.view(torch.int32).tolist() for k, v in network.state_dict().items()},
+        "weights": {k: v.tolist() for k, v in whole_weights(network).items()},
+        "weight_bits": {k: v.view(torch.int32).tolist() for k, v in whole_weights(network).items()},
+    }
+
+
+def whole_weights(network: nn.Module) -> dict[str, torch.Tensor]:
+    """The network's weights, each whole: gathered from every rank's shards under FSDP2 (a
+    collective of every rank)."""
+    return {
+        key: value.full_tensor() if isinstance(value, DTensor) else value
+        for key, value in network.state_dict().items()
     }
 
 

@@ -102,6 +102,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> ElasticRuns:
         workdir / "Dref", samples=SAMPLES, batch_size=8, epochs=2, stop_at=0, loader=True, steps_per_epoch=9
     )
     first.append(f"D:{SAMPLES}:4:2:9:loader=1:spe=9")
+    # F: FSDP2, created on 2 (a global batch of 8, as ref8), resumed on 3: DCP reshards.
+    first.append(f"F:{SAMPLES}:4:{EPOCHS}:5:fsdp=1")
     launches = [launch_scenarios(SCRIPT, workdir, *first, nproc=2, timeout=180)]
     single["A"] = _single(workdir, "A", batch_size=4, stop_at=10)
     single["X"] = _single(workdir, "X", batch_size=12, stop_at=0, exact=True)
@@ -116,6 +118,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> ElasticRuns:
             _exact("Y", 4, 0),
             _exact("V", 4, 0, accumulate=2),
             f"D:{SAMPLES}:4:2:0:loader=1:spe=9",
+            f"F:{SAMPLES}:4:{EPOCHS}:0:fsdp=1",
             nproc=3,
             timeout=180,
         )
@@ -133,7 +136,8 @@ def test_elastic_launches_complete_on_every_rank(runs):
 
 
 @pytest.mark.parametrize(
-    ("name", "worlds", "reference"), [("A", [2, 1, 3], "ref8"), ("B", [3, 2], "ref9"), ("D", [2, 3], "Dref")]
+    ("name", "worlds", "reference"),
+    [("A", [2, 1, 3], "ref8"), ("B", [3, 2], "ref9"), ("D", [2, 3], "Dref"), ("F", [2, 3], "ref8")],
 )
 def test_elastic_resume_trains_every_step_on_the_global_batch_of_one_process(runs, name, worlds, reference):
     joined = joined_steps(runs.phases(name, worlds))
@@ -141,7 +145,7 @@ def test_elastic_resume_trains_every_step_on_the_global_batch_of_one_process(run
     assert joined == expected, runs.describe()
 
 
-@pytest.mark.parametrize(("name", "worlds"), [("A", [2, 1, 3]), ("B", [3, 2]), ("D", [2, 3])])
+@pytest.mark.parametrize(("name", "worlds"), [("A", [2, 1, 3]), ("B", [3, 2]), ("D", [2, 3]), ("F", [2, 3])])
 def test_elastic_ranks_take_contiguous_slices_of_each_global_batch(runs, name, worlds):
     """Within a step no sample is taken twice, and each rank's slice differs by one at most."""
     for ranks in runs.phases(name, worlds):
@@ -152,7 +156,7 @@ def test_elastic_ranks_take_contiguous_slices_of_each_global_batch(runs, name, w
             assert max(map(len, slices)) - min(map(len, slices)) <= 1, (name, step, slices)
 
 
-@pytest.mark.parametrize(("name", "reference"), [("A", "ref8"), ("B", "ref9")])
+@pytest.mark.parametrize(("name", "reference"), [("A", "ref8"), ("B", "ref9"), ("F", "ref8")])
 def test_elastic_resume_logs_the_losses_of_the_uninterrupted_run(runs, name, reference):
     resumed = (runs.workdir / name / "log.tsv").read_text().splitlines()
     expected = (runs.workdir / reference / "log.tsv").read_text().splitlines()
@@ -164,7 +168,8 @@ def test_elastic_resume_logs_the_losses_of_the_uninterrupted_run(runs, name, ref
 
 
 @pytest.mark.parametrize(
-    ("name", "last_world", "reference"), [("A", 3, "ref8"), ("B", 2, "ref9"), ("D", 3, "Dref")]
+    ("name", "last_world", "reference"),
+    [("A", 3, "ref8"), ("B", 2, "ref9"), ("D", 3, "Dref"), ("F", 3, "ref8")],
 )
 def test_elastic_resume_ends_close_to_the_uninterrupted_weights(runs, name, last_world, reference):
     final = read_phase(runs.workdir / "records" / f"{name}-w{last_world}-rank0.json")["weights"]
@@ -174,7 +179,7 @@ def test_elastic_resume_ends_close_to_the_uninterrupted_weights(runs, name, last
         assert difference < TOLERANCE, (key, difference)
 
 
-@pytest.mark.parametrize(("name", "changes"), [("A", [(2, 1), (1, 3)]), ("B", [(3, 2)])])
+@pytest.mark.parametrize(("name", "changes"), [("A", [(2, 1), (1, 3)]), ("B", [(3, 2)]), ("F", [(2, 3)])])
 def test_elastic_world_size_changes_are_recorded_in_experiment_json(runs, name, changes):
     metadata = json.loads((runs.workdir / name / "experiment.json").read_text())
     recorded = [(c["from"], c["to"]) for c in metadata["changes"] if c["what"] == "world_size"]

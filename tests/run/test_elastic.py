@@ -72,9 +72,11 @@ def test_elastic_accepts_only_false_or_true(tmp_path):
         Experiment(tmp_path, make_network(), loss_function="cross_entropy", elastic="yes")
 
 
-def test_elastic_with_fsdp_is_refused(tmp_path):
-    with pytest.raises(ConfigurationError, match="strategy='fsdp', which cannot resume on another number"):
-        Experiment(tmp_path, make_network(), loss_function="cross_entropy", elastic=True, strategy="fsdp")
+def test_elastic_exact_with_fsdp_is_refused(tmp_path):
+    with pytest.raises(
+        ConfigurationError, match="elastic='exact': received strategy='fsdp'.*Pass elastic=True"
+    ):
+        Experiment(tmp_path, make_network(), loss_function="cross_entropy", elastic="exact", strategy="fsdp")
 
 
 def test_elastic_run_needs_a_dataloader_with_a_batch_size(tmp_path):
