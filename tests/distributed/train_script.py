@@ -20,6 +20,8 @@ samples in batches of 8 per rank, with step checkpoints, in RUN_DIR. Options:
   must save a launch compares RUN_DIR with it).
 - ``--async-checkpoint``: train with ``async_checkpoint=True`` (rank 0 writes from a thread).
 - ``--strategy NAME``: the Experiment's strategy (default "auto"; "fsdp" for FSDP2).
+- ``--elastic``: an elastic run (``Experiment(elastic=True)``), which may resume on another number
+  of ranks.
 - ``--init-group``: start the process group in the script (gloo) before the Experiment, and destroy
   it after training, as torch's documentation asks of a script that starts it.
 """
@@ -124,7 +126,7 @@ def slow_down_fsync(seconds: float) -> None:
 
 
 def train(run_dir: Path, args: argparse.Namespace, step: LastStep) -> None:
-    exp = make_experiment(run_dir, strategy=args.strategy)
+    exp = make_experiment(run_dir, strategy=args.strategy, elastic=args.elastic)
     data = make_data_as("loader", samples=SAMPLES, valid_samples=40, batch_size=BATCH_SIZE)
     scheduler = torch.optim.lr_scheduler.StepLR(exp.optimizer, step_size=1, gamma=0.7)
     exp.train(
@@ -156,6 +158,7 @@ def main() -> None:
     parser.add_argument("--init-group", action="store_true")
     parser.add_argument("--async-checkpoint", action="store_true")
     parser.add_argument("--strategy", default="auto")
+    parser.add_argument("--elastic", action="store_true")
     args = parser.parse_args()
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # the stacks, if the test times out
     torch.set_num_threads(1)
