@@ -57,21 +57,25 @@ def find_epoch_samplers(loaders: Iterable[Any]) -> list[Any]:
 
 def capture_rng(generators: Iterable[torch.Generator] = ()) -> dict[str, Any]:
     """Snapshot every random generator the training can draw from."""
-    version, mt_state, gauss = random.getstate()
-    np_kind, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state(legacy=True)  # type: ignore[misc]
     return {
-        "python": [version, torch.tensor(mt_state, dtype=torch.int64), gauss],
-        "numpy": [
-            np_kind,
-            torch.from_numpy(np.asarray(np_keys, dtype=np.int64)),
-            np_pos,
-            np_has_gauss,
-            np_gauss,
-        ],
+        "python": _python_entry(random.getstate()),
+        "numpy": _numpy_entry(np.random.get_state(legacy=True)),  # type: ignore[arg-type]
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "generators": [generator.get_state() for generator in generators],
     }
+
+
+def _python_entry(state: Any) -> list[Any]:
+    """Python's ``random`` state as plain data and a tensor (a checkpoint holds no tuples of ints)."""
+    version, mt_state, gauss = state
+    return [version, torch.tensor(mt_state, dtype=torch.int64), gauss]
+
+
+def _numpy_entry(state: Any) -> list[Any]:
+    """NumPy's legacy random state (kind, keys, position, gauss flag, gauss) with its keys as a tensor."""
+    kind, keys, position, has_gauss, gauss = state
+    return [kind, torch.from_numpy(np.asarray(keys, dtype=np.int64)), position, has_gauss, gauss]
 
 
 def restore_rng(snapshot: dict[str, Any], generators: Iterable[torch.Generator] = ()) -> None:
@@ -104,19 +108,9 @@ def derived_rng(seed: int, generators: int = 0) -> dict[str, Any]:
     Example:
         >>> restore_rng(derived_rng(7))  # as if Python, NumPy and torch had been seeded from 7
     """
-    version, mt_state, gauss = random.Random(seed).getstate()
-    np_kind, np_keys, np_pos, np_has_gauss, np_gauss = np.random.RandomState(seed % 2**32).get_state(  # type: ignore[misc]
-        legacy=True
-    )
     return {
-        "python": [version, torch.tensor(mt_state, dtype=torch.int64), gauss],
-        "numpy": [
-            np_kind,
-            torch.from_numpy(np.asarray(np_keys, dtype=np.int64)),
-            np_pos,
-            np_has_gauss,
-            np_gauss,
-        ],
+        "python": _python_entry(random.Random(seed).getstate()),
+        "numpy": _numpy_entry(np.random.RandomState(seed % 2**32).get_state(legacy=True)),  # type: ignore[arg-type]
         "torch": torch.Generator().manual_seed(seed).get_state(),
         "cuda": [],
         "cuda_seed": seed,
