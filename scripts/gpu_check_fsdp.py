@@ -36,24 +36,12 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from experiment import Callback, Experiment  # noqa: E402
+from gpu_check import StopAt, Stopped  # noqa: E402  (scripts/ is on the path)
+
+from experiment import Experiment  # noqa: E402
 
 STOPS = (7, 20)
 FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
-
-
-class Stopped(Exception):
-    """Raised on every rank by :class:`StopAt`: the last commit stays, as after a kill."""
-
-
-class StopAt(Callback):
-    def __init__(self, step: int) -> None:
-        super().__init__()
-        self.step = step
-
-    def on_train_batch_end(self, batch_number: int, logs: dict[str, Any]) -> None:
-        if self.trainer.global_step == self.step:
-            raise Stopped(f"stopped at step {self.step}")
 
 
 def _run(directory: Path, device: str, asynchronous: bool, stop: int | None) -> dict[str, Any]:
