@@ -13,30 +13,14 @@ from typing import Any
 import pytest
 import torch
 
-from experiment import Callback
 from experiment.errors import ConfigurationError, NonFiniteStateError
 from experiment.run.slurm import SlurmJob, after_stop, cancelled, duration, slurm_job, warning_signal
 from experiment.store.checkpoints import load_newest_state
 from experiment.store.directory import RunDirectory
 from tests.support.state_checks import assert_same_run
-from tests.support.training import train_run
+from tests.support.training import SendSignal, train_run
 
 JOB_ENVIRONMENT = {"SLURM_JOB_ID": "41", "SLURM_JOB_PARTITION": "debug", "SLURM_RESTART_COUNT": "2"}
-
-
-class SendSignal(Callback):
-    """Raises ``signum`` in this thread ``times`` times when global step ``step`` ends."""
-
-    needs_batch_values = False
-
-    def __init__(self, step: int, signum: int, times: int = 1) -> None:
-        super().__init__()
-        self.step, self.signum, self.times = step, signum, times
-
-    def on_train_batch_end(self, batch_number: int, logs: dict[str, Any]) -> None:
-        if self.trainer.global_step == self.step:
-            for _ in range(self.times):
-                signal.raise_signal(self.signum)
 
 
 @pytest.fixture

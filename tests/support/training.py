@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import signal
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,25 @@ class InterruptAt(Callback):
     def on_train_batch_end(self, batch_number: int, logs: dict[str, Any]) -> None:
         if self.trainer.global_step == self.global_step:
             raise Interrupt(f"interrupted at step {self.global_step}")
+
+
+class SendSignal(Callback):
+    """Raises ``signum`` in this thread ``times`` times when global step ``step`` ends.
+
+    ``signal.raise_signal`` runs the Python handler before it returns, so each signal is handled
+    before the next one is sent.
+    """
+
+    needs_batch_values = False
+
+    def __init__(self, step: int, signum: int, times: int = 1) -> None:
+        super().__init__()
+        self.step, self.signum, self.times = step, signum, times
+
+    def on_train_batch_end(self, batch_number: int, logs: dict[str, Any]) -> None:
+        if self.trainer.global_step == self.step:
+            for _ in range(self.times):
+                signal.raise_signal(self.signum)
 
 
 class CrashAtEpochEnd(Callback):

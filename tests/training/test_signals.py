@@ -18,12 +18,11 @@ from typing import Any
 
 import pytest
 
-from experiment import Callback
 from experiment.store.checkpoints import load_newest_state
 from experiment.store.directory import RunDirectory
 from experiment.training.interrupts import InterruptFlag, interrupt_on_signals
 from tests.support.state_checks import assert_same_run, state_files
-from tests.support.training import train_run
+from tests.support.training import SendSignal, train_run
 
 SCRIPT = '''
 """Train a small classifier in RUN_DIR; with --pause-at, wait at that step for the test's signal."""
@@ -139,25 +138,6 @@ def test_signals_subprocess_commits_exits_and_resumes_identical(
 
 
 # ----------------------------------------------------------------------------------- in process
-class SendSignal(Callback):
-    """Raises ``signum`` in this thread ``times`` times when global step ``step`` ends.
-
-    ``signal.raise_signal`` runs the Python handler before it returns, so each signal is handled
-    before the next one is sent.
-    """
-
-    needs_batch_values = False
-
-    def __init__(self, step: int, signum: int, times: int = 1) -> None:
-        super().__init__()
-        self.step, self.signum, self.times = step, signum, times
-
-    def on_train_batch_end(self, batch_number: int, logs: dict[str, Any]) -> None:
-        if self.trainer.global_step == self.step:
-            for _ in range(self.times):
-                signal.raise_signal(self.signum)
-
-
 @pytest.mark.parametrize(("checkpoint_every", "async_checkpoint"), [(None, False), (4, False), (4, True)])
 def test_signals_sigterm_in_process_exits_143_and_resumes_identical(
     run_dirs, checkpoint_every, async_checkpoint
