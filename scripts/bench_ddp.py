@@ -198,27 +198,15 @@ def report(times: dict[tuple[str, str, str], list[float]]) -> None:
             )
 
 
-def shared_workdir(workdir: Path | None, prefix: str) -> Path:
-    """The folder every rank writes in: ``workdir``, or one that rank 0 makes, named to all ranks."""
-    box = [str(workdir or tempfile.mkdtemp(prefix=prefix)) if dist.get_rank() == 0 else None]
-    dist.broadcast_object_list(box, src=0)
-    folder = Path(str(box[0]))
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
-def run_under_torchrun(script: str, nproc: int, arguments: list[str]) -> None:
-    """Start ``script`` with ``arguments`` under torchrun on ``nproc`` ranks of one thread each, and
-    exit with torchrun's code (a benchmark run without torchrun starts it itself)."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    raise SystemExit(subprocess.call([*command, script, *arguments], env=env))
-
-
 def worker(args: argparse.Namespace) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo")
-    workdir = shared_workdir(args.workdir, "bench-ddp-")
+    workdir_box = [
+        str(args.workdir or tempfile.mkdtemp(prefix="bench-ddp-")) if dist.get_rank() == 0 else None
+    ]
+    dist.broadcast_object_list(workdir_box, src=0)
+    workdir = Path(str(workdir_box[0]))
+    workdir.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()[0]
     times = measure(args.epochs, args.repeats, workdir)
     if dist.get_rank() == 0:
@@ -250,9 +238,17 @@ def main(argv: list[str] | None = None) -> None:
     if "WORLD_SIZE" in os.environ:
         worker(args)
         return
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={args.nproc}",
+    ]
     arguments = ["--epochs", str(args.epochs), "--repeats", str(args.repeats)]
     arguments += ["--workdir", str(args.workdir)] if args.workdir else []
-    run_under_torchrun(__file__, args.nproc, arguments)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    raise SystemExit(subprocess.call([*command, __file__, *arguments], env=env))
 
 
 if __name__ == "__main__":

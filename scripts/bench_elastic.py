@@ -27,20 +27,16 @@ import os
 import platform
 import shutil
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
-from bench_ddp import (  # scripts/ is on the path
-    BATCH_SIZE,
-    SEED,
-    EpochClock,
-    Timing,
-    run_under_torchrun,
-    shared_workdir,
-)
+from bench_ddp import BATCH_SIZE, SEED, EpochClock, Timing  # scripts/ is on the path
 from bench_overhead import build, digits
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -101,7 +97,10 @@ def report(times: dict[str, list[float]]) -> None:
 def worker(args: argparse.Namespace) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo")
-    workdir = shared_workdir(args.workdir, "bench-elastic-")
+    box = [str(args.workdir or tempfile.mkdtemp(prefix="bench-elastic-")) if dist.get_rank() == 0 else None]
+    dist.broadcast_object_list(box, src=0)
+    workdir = Path(str(box[0]))
+    workdir.mkdir(parents=True, exist_ok=True)
     world = dist.get_world_size()
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
@@ -141,6 +140,13 @@ def main(argv: list[str] | None = None) -> None:
     if "WORLD_SIZE" in os.environ:
         worker(args)
         return
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={args.nproc}",
+    ]
     arguments = [
         "--epochs",
         str(args.epochs),
@@ -150,7 +156,8 @@ def main(argv: list[str] | None = None) -> None:
         *map(str, args.groups),
     ]
     arguments += ["--workdir", str(args.workdir)] if args.workdir else []
-    run_under_torchrun(__file__, args.nproc, arguments)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    raise SystemExit(subprocess.call([*command, __file__, *arguments], env=env))
 
 
 if __name__ == "__main__":

@@ -44,7 +44,9 @@ import os
 import platform
 import shutil
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -52,7 +54,6 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
-from bench_ddp import run_under_torchrun, shared_workdir  # scripts/ is on the path
 from torch import nn
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 from torch.distributed.device_mesh import init_device_mesh
@@ -262,7 +263,10 @@ def report(found: dict[str, list[float]]) -> None:
 def worker(args: argparse.Namespace) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo")
-    workdir = shared_workdir(args.workdir, "bench-fsdp-")
+    box = [str(args.workdir or tempfile.mkdtemp(prefix="bench-fsdp-")) if dist.get_rank() == 0 else None]
+    dist.broadcast_object_list(box, src=0)
+    workdir = Path(str(box[0]))
+    workdir.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()[0]
     with contextlib.redirect_stdout(sys.stderr):  # anything the runs print stays out of the report
         found = measure(args, workdir)
@@ -303,12 +307,19 @@ def main(argv: list[str] | None = None) -> None:
         args.width = width_for(args.size_mb)
         worker(args)
         return
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={args.nproc}",
+    ]
     arguments = [
         f"--{name.replace('_', '-')}={value}" for name, value in vars(args).items() if name != "nproc"
     ]
-    run_under_torchrun(
-        __file__, args.nproc, [argument for argument in arguments if argument != "--workdir=None"]
-    )
+    arguments = [argument for argument in arguments if argument != "--workdir=None"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    raise SystemExit(subprocess.call([*command, __file__, *arguments], env=env))
 
 
 if __name__ == "__main__":
