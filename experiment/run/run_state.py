@@ -2,8 +2,9 @@
 
 ``model``, ``optimizer`` (its class checked), ``schedulers/<i>`` (compared as a list),
 ``callbacks/<state_key>`` (stateful callbacks; they may come and go between runs), ``best`` (the
-best-epoch tracker), ``progress``, ``rng``, ``train_metrics`` (the loop's running sums) and, in
-"16-mixed" precision, ``scaler`` (the GradScaler).
+best-epoch tracker), ``progress``, ``rng``, ``train_metrics`` (the loop's running sums), in
+"16-mixed" precision ``scaler`` (the GradScaler) and with ``elastic="exact"`` ``summation_grid``
+(:class:`~experiment.training.exact_sum.SummationGrid`).
 A feature that must survive a kill adds a node here. In a distributed run, the nodes of
 :data:`PER_RANK_NODES` hold one state per rank.
 """
@@ -31,8 +32,10 @@ def run_state_tree(
     schedulers: Sequence[Any],
     callbacks: Sequence[Any],
     best: BestTracker,
+    exact: bool = False,
 ) -> StateTree:
-    """The named state of a run trained by ``loop``, with ``rng`` (which knows the run's loaders)."""
+    """The named state of a run trained by ``loop``, with ``rng`` (which knows the run's loaders);
+    ``exact``: the run is ``elastic="exact"``."""
     tree = StateTree()
     network = plain_module(loop.network)  # a compiled network is saved as the module it wraps
     strategy = loop.strategy  # full state dicts, or (with a sharding strategy) shards
@@ -55,6 +58,8 @@ def run_state_tree(
     tree.add("train_metrics", loop.train_metrics)
     if loop.precision.scaler is not None:
         tree.add("scaler", loop.precision.scaler)
+    if exact:
+        tree.add("summation_grid", loop.summation_grid)
     return tree
 
 

@@ -87,7 +87,14 @@ class TrainingSession:
         callbacks = plan.callbacks.callbacks
         loaders = [plan.train.loader, None if plan.valid is None else plan.valid.loader]
         self.rng = RandomState(find_generators(loaders), find_epoch_samplers([plan.train.loader]))
-        tree = run_state_tree(loop, self.rng, schedulers=plan.schedulers, callbacks=callbacks, best=best)
+        tree = run_state_tree(
+            loop,
+            self.rng,
+            schedulers=plan.schedulers,
+            callbacks=callbacks,
+            best=best,
+            exact=plan.elastic == "exact",
+        )
         self.committer = Committer(
             directory,
             tree,

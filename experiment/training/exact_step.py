@@ -4,14 +4,12 @@ A global batch is cut into ``M`` groups fixed when the run was created, and each
 groups it holds (:meth:`~experiment.training.elastic_data.ElasticBatchSampler.groups_of`) one by one:
 a forward and backward of the group alone, with the loss weighted by the group's share of the global
 batch, and its random state (dropout) seeded from ``(seed, pass, batch, group)`` and put back after.
-Each group's gradient is then rounded onto a grid: per parameter tensor, one ``all_reduce(MAX)`` of
-``max |g|`` over every group of every rank gives ``q = 2**(e - 52)`` where ``M * max < 2**e``; a
-multiple of ``q`` below ``2**53 * q`` is a float64 exactly, so the float64 sum of the rounded
-gradients, local and then over the ranks, is exact whatever its order. The result, cast to the
-parameter's dtype, is the same bits for any number of processes (see SCALE.md §8).
+The groups' gradients are then summed exactly (:mod:`experiment.training.exact_sum`): the result,
+cast to the parameter's dtype, is the same bits for any number of processes (see SCALE.md §8).
 
-Costs: one forward and backward per group rather than per rank, a copy of each group's gradient, and
-two all-reduces per micro-batch (the maxima, then the float64 sum) instead of DDP's one.
+Costs: one forward and backward per group rather than per rank, a float64 copy of each group's
+gradient, and a float64 all-reduce per micro-batch instead of DDP's float32 one (three all-reduces
+on the steps where the summation grid is refitted).
 """
 
 from __future__ import annotations
@@ -25,60 +23,14 @@ import torch
 from experiment.training.batches import forward
 from experiment.training.distributed import World
 from experiment.training.elastic_data import ElasticBatchSampler
+from experiment.training.exact_sum import SummationGrid, exact_sum
 from experiment.training.step import BuiltInStep, StepParts
-
-#: Bits of a float64 significand, less one: the margin that keeps every partial sum exact.
-_GRID_BITS = 52
 
 
 def group_seed(seed: int, epoch: int, index: int, group: int) -> int:
     """The seed of a group's random state: the run's seed, the pass, the batch in it and the group."""
     digest = hashlib.sha256(f"experiment/exact/{seed}/{epoch}/{index}/{group}".encode()).digest()
     return int.from_bytes(digest[:8], "little") % 2**63
-
-
-def exact_sum(
-    gradients: list[torch.Tensor],
-    sizes: list[int],
-    world: World,
-    groups: int,
-    present: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The sum over every group of every rank of the flat float64 ``gradients`` (one per local
-    group, the parameters' gradients laid end to end by ``sizes``), exact and so independent of
-    its order; and which parameters had a gradient on any rank.
-
-    Args:
-        groups: the number of groups of a global batch (``M``), which bounds the sum.
-        present: which parameters had a gradient in a local group (None: all of them); agreed
-            over the ranks in the all-reduce of the maxima.
-    """
-    length = sum(sizes)
-    device = gradients[0].device if gradients else torch.device("cpu")
-    local = torch.zeros(len(sizes), dtype=torch.float64, device=device)
-    for gradient in gradients:
-        local = torch.maximum(local, _maxima(gradient, sizes))
-    if present is not None:
-        local = torch.where(present.to(device), local, -1.0)  # -1: no gradient here
-    agreed = world.maximum(local)
-    maxima = agreed.clamp(min=0.0)
-    _, exponent = torch.frexp(maxima * groups)
-    grid = torch.ldexp(torch.ones_like(maxima), exponent - _GRID_BITS)
-    grid = grid.repeat_interleave(torch.tensor(sizes, device=device), output_size=length)
-    total = torch.zeros(length, dtype=torch.float64, device=device)
-    rounded = torch.empty_like(total)  # one buffer for every group: no temporaries per group
-    for gradient in gradients:
-        torch.div(gradient, grid, out=rounded)
-        total.add_(rounded.round_().mul_(grid))
-    return world.total(total), agreed >= 0
-
-
-def _maxima(gradient: torch.Tensor, sizes: list[int]) -> torch.Tensor:
-    """The largest magnitude of each parameter's part of a flat ``gradient``."""
-    parts = gradient.split(sizes)
-    if all(sizes):
-        return torch.stack(torch._foreach_norm(parts, float("inf")))  # one fused pass
-    return torch.stack([part.abs().max() if part.numel() else part.new_zeros(()) for part in parts])
 
 
 class ExactStep(BuiltInStep):
@@ -89,6 +41,7 @@ class ExactStep(BuiltInStep):
         loss_function: ``(y_pred, y_true) -> loss``, a mean over the samples it is given.
         sampler: the elastic batch sampler of the training data, in exact mode.
         world: the processes of the run.
+        grid: the summation grid kept with the run's state (see :class:`SummationGrid`).
     """
 
     def __init__(
@@ -97,13 +50,16 @@ class ExactStep(BuiltInStep):
         loss_function: Callable[[Any, Any], torch.Tensor],
         sampler: ElasticBatchSampler,
         world: World,
+        grid: SummationGrid,
     ) -> None:
         super().__init__(parts, loss_function)
         self.sampler = sampler
         self.world = world
+        self.grid = grid
         self._warm_up_first = False  # no DDP: no bucket layout to warm up
         self._parameters = [p for p in parts.network.parameters() if p.requires_grad]
         self._sizes = [p.numel() for p in self._parameters]
+        grid.check(len(self._parameters))
         self._devices = [parts.device] if parts.device.type == "cuda" else []
 
     def _run(self, x: Any, y: Any, batch_number: int, ends: bool) -> tuple[torch.Tensor, Any, Any]:
@@ -111,17 +67,17 @@ class ExactStep(BuiltInStep):
         index = (batch_number - 1) % len(sampler)
         kept = [p.grad for p in self._parameters]
         gradients, outputs, losses = [], [], []
-        present = torch.zeros(len(self._parameters), dtype=torch.bool)
+        reached = torch.zeros(len(self._parameters), dtype=torch.int64)  # local groups per parameter
         groups = sampler.groups_of(index)
         for group, start, stop, weight in groups:
             for parameter in self._parameters:
                 parameter.grad = None
             y_pred, loss = self._group(_rows(x, start, stop), _rows(y, start, stop), group, index, weight)
-            present |= torch.tensor([p.grad is not None for p in self._parameters])
+            reached += torch.tensor([p.grad is not None for p in self._parameters])
             gradients.append(self._flat_gradient())
             outputs.append(y_pred.detach())
             losses.append(loss.detach() * (stop - start))
-        total, agreed = exact_sum(gradients, self._sizes, self.world, sampler.groups or 1, present)
+        total, agreed = exact_sum(gradients, self._sizes, self.world, sampler.groups or 1, reached, self.grid)
         for parameter, before, reduced, has in zip(
             self._parameters, kept, total.split(self._sizes), agreed.tolist()
         ):
@@ -138,7 +94,7 @@ class ExactStep(BuiltInStep):
     def _group(self, x: Any, y: Any, group: int, index: int, weight: float) -> tuple[Any, torch.Tensor]:
         """Forward and backward of one group under its own random state; its output and loss."""
         with torch.random.fork_rng(devices=self._devices):
-            torch.manual_seed(group_seed(self.sampler.seed, self.sampler.epoch, index, group))
+            _seed(group_seed(self.sampler.seed, self.sampler.epoch, index, group), self._devices)
             with self.precision.autocast():
                 y_pred = forward(self.network, x) if self._inputs_checked else self._first_forward(x)
                 loss = self.loss_function(y_pred, y)
@@ -154,6 +110,19 @@ class ExactStep(BuiltInStep):
             for p in self._parameters
         ]
         return torch.cat(parts)
+
+
+def _seed(seed: int, devices: list[torch.device]) -> None:
+    """Seed the CPU's generator and those of the CUDA ``devices``, the ones a step draws from.
+
+    Not ``torch.manual_seed``: for each accelerator that is not initialised (CUDA on a CPU machine),
+    it records a lazy seeding with a formatted stack trace, about 2 ms per call, and this runs once
+    per group and step.
+    """
+    torch.default_generator.manual_seed(seed)
+    for device in devices:
+        index = torch.cuda.current_device() if device.index is None else device.index
+        torch.cuda.default_generators[index].manual_seed(seed)
 
 
 def _rows(value: Any, start: int, stop: int) -> Any:

@@ -59,6 +59,7 @@ from experiment.training.elastic_data import elastic_sampler, loss_weights
 from experiment.training.epoch_logs import plain_logs, step_schedulers
 from experiment.training.evaluation import LoopEvaluation
 from experiment.training.exact_step import ExactStep
+from experiment.training.exact_sum import SummationGrid
 from experiment.training.interrupts import InterruptFlag, TrainingInterrupted
 from experiment.training.metrics import EpochAccumulator, MetricFn
 from experiment.training.plan import CommitPoints, NoCommits, TrainingPlan
@@ -122,6 +123,8 @@ class TrainingLoop(StepSetup, ProgressView, LoopEvaluation):
         self.eval_metrics = EpochAccumulator(batch_metrics, copy.deepcopy(epoch_metrics), device, world)
         self.progress = Progress()
         self.rng = RandomState()
+        #: The grids that ``elastic="exact"`` rounds gradients on, kept from step to step.
+        self.summation_grid = SummationGrid()
         #: The custom training step of :meth:`use_custom_steps`, or None.
         self.custom_train_step: UserStep | None = None
         #: The custom evaluation step (see :meth:`use_custom_steps`), or None for ``(x, y)`` batches.
@@ -133,6 +136,7 @@ class TrainingLoop(StepSetup, ProgressView, LoopEvaluation):
         """Forget the position, history and random state of an earlier run (a fresh start)."""
         self.progress.reset()
         self.rng.reset()
+        self.summation_grid.reset()
 
     # ----------------------------------------------------------------------------------- training
     def fit(
@@ -195,7 +199,9 @@ class TrainingLoop(StepSetup, ProgressView, LoopEvaluation):
         )
         sampler = elastic_sampler(plan.train.loader)
         if sampler is not None and sampler.groups is not None:  # elastic="exact": summed exactly
-            step: TrainingStep = ExactStep(parts, self.loss_function, sampler, self.world)
+            step: TrainingStep = ExactStep(
+                parts, self.loss_function, sampler, self.world, self.summation_grid
+            )
         else:
             step = self.steps.build(parts)
         return BatchLoop(

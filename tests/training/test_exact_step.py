@@ -1,5 +1,6 @@
-"""``elastic="exact"`` in one process: the exact sum, the groups each rank steps, and the refusals
-(tests/distributed/test_elastic.py checks bit-identity across 1, 2 and 3 processes)."""
+"""``elastic="exact"`` in one process: the groups each rank steps, resume, and the refusals
+(the sum itself: test_exact_sum.py; tests/distributed/test_elastic.py checks bit-identity across
+1, 2 and 3 processes)."""
 
 from __future__ import annotations
 
@@ -11,44 +12,13 @@ import torch
 from experiment import Experiment
 from experiment.errors import ConfigurationError
 from experiment.run.elastic import elastic_layout
+from experiment.store.checkpoints import load_newest_state
 from experiment.store.directory import RunDirectory
-from experiment.training.distributed import SINGLE, World
+from experiment.training.distributed import World
 from experiment.training.elastic_data import ElasticBatchSampler
-from experiment.training.exact_step import exact_sum, group_seed
+from experiment.training.exact_step import group_seed
 from experiment.training.strategy import choose_strategy
 from tests.support.training import Interrupt, InterruptAt, make_data, make_network
-
-
-def _float32(values: list[float]) -> torch.Tensor:
-    return torch.tensor(values, dtype=torch.float32).to(torch.float64)
-
-
-def test_exact_sum_does_not_depend_on_the_order_of_the_groups():
-    # A float64 sum in order loses the small term in one order and keeps it in the other.
-    groups = [_float32([1e30, 3.0]), _float32([1e-30, 5.0]), _float32([-1e30, 7.0])]
-    other = [groups[0], groups[2], groups[1]]
-    plain = [sum(g[0].item() for g in order) for order in (groups, other)]
-    assert plain[0] != plain[1]
-    forward, _ = exact_sum(groups, [1, 1], SINGLE, 3)
-    backward, _ = exact_sum(other, [1, 1], SINGLE, 3)
-    assert torch.equal(forward, backward)
-    assert forward.tolist() == [0.0, 15.0]
-
-
-def test_exact_sum_of_zero_gradients_is_zero():
-    total, present = exact_sum([torch.zeros(3, dtype=torch.float64)] * 2, [2, 1], SINGLE, 2)
-    assert total.tolist() == [0.0] * 3 and present.tolist() == [True, True]
-
-
-def test_exact_sum_takes_parameters_without_elements():
-    groups = [_float32([1.5, -2.0, 4.0]), _float32([0.25, 1.0, -4.0])]
-    assert exact_sum(groups, [2, 0, 1], SINGLE, 2)[0].tolist() == [1.75, -1.0, 0.0]
-
-
-def test_exact_sum_says_which_parameters_no_group_reached():
-    groups = [_float32([1.0, 0.0]), _float32([2.0, 0.0])]
-    total, present = exact_sum(groups, [1, 1], SINGLE, 2, torch.tensor([True, False]))
-    assert total.tolist() == [3.0, 0.0] and present.tolist() == [True, False]
 
 
 def test_exact_step_leaves_a_parameter_no_group_reached_without_gradient(tmp_path):
@@ -154,10 +124,14 @@ def test_exact_run_in_one_process_resumes_bit_identically(tmp_path):
         return exp
 
     whole = train(tmp_path / "whole")
-    train(tmp_path / "cut", stop=4)
+    cut = train(tmp_path / "cut", stop=4)
+    tree, _ = load_newest_state(RunDirectory(tmp_path / "cut"))
+    assert tree["nodes"]["summation_grid"] == {"exponents": cut.loop.summation_grid.exponents}
+    assert len(cut.loop.summation_grid.exponents) == 4  # two layers' weights and biases
     resumed = train(tmp_path / "cut")
     for key, value in whole.network.state_dict().items():
         assert torch.equal(value, resumed.network.state_dict()[key]), key
+    assert resumed.loop.summation_grid.exponents == whole.loop.summation_grid.exponents
 
 
 def test_exact_refuses_a_network_in_the_user_ddp():
