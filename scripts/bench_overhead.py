@@ -60,9 +60,10 @@ def digits() -> TensorDataset:
     )
 
 
-def build(seed: int = 0) -> tuple[nn.Module, torch.optim.Optimizer]:
+def build(seed: int = 0, hidden: int = 128) -> tuple[nn.Module, torch.optim.Optimizer]:
+    """The digits MLP (64-``hidden``-10 with dropout) and its SGD with momentum."""
     torch.manual_seed(seed)
-    network = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Dropout(0.2), nn.Linear(128, 10))
+    network = nn.Sequential(nn.Linear(64, hidden), nn.ReLU(), nn.Dropout(0.2), nn.Linear(hidden, 10))
     return network, torch.optim.SGD(network.parameters(), lr=0.1, momentum=0.9)
 
 

@@ -240,9 +240,11 @@ def test_bench_ddp_launches_torchrun_and_prints_its_ratios(script_runs: ScriptRu
 
 def test_bench_elastic_launches_torchrun_and_prints_its_ratios(script_runs: ScriptRuns) -> None:
     result = script_runs.result("bench_elastic.py", kind="run").succeeded()
-    assert "2 ranks (gloo) of 1 thread; 1 epochs (batch 32 per rank) per run, 1 runs each" in result.stdout
+    assert "2 ranks (gloo) of 1 thread; 64-128-10 MLP, 1 epochs (batch 32 per rank) per run, 1 runs each" in (
+        result.stdout
+    )
     sides = re.findall(r"^  (\S+(?: \S+)*)  +\d+\.\d us/step  ratio \d+\.\d{3}$", result.stdout, re.M)
-    assert sides == ["DDP", "elastic", "exact, 1 group(s) per rank"], result.describe()
+    assert sides == ["DDP", "elastic", "exact, 1 group(s) per rank (32 samples)"], result.describe()
     assert status_of(result.workdir / "run") == "finished"
 
 
