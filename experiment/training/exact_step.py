@@ -67,29 +67,38 @@ class ExactStep(BuiltInStep):
         index = (batch_number - 1) % len(sampler)
         kept = [p.grad for p in self._parameters]
         gradients, outputs, losses = [], [], []
-        reached = torch.zeros(len(self._parameters), dtype=torch.int64)  # local groups per parameter
+        reached = [0] * len(self._parameters)  # local groups that reached each parameter
         groups = sampler.groups_of(index)
         for group, start, stop, weight in groups:
             for parameter in self._parameters:
                 parameter.grad = None
             y_pred, loss = self._group(_rows(x, start, stop), _rows(y, start, stop), group, index, weight)
-            reached += torch.tensor([p.grad is not None for p in self._parameters])
-            gradients.append(self._flat_gradient())
+            grads = [p.grad for p in self._parameters]
+            reached = [count + (grad is not None) for count, grad in zip(reached, grads)]
+            gradients.append(self._flat_gradient(grads))
             outputs.append(y_pred.detach())
             losses.append(loss.detach() * (stop - start))
-        total, agreed = exact_sum(gradients, self._sizes, self.world, sampler.groups or 1, reached, self.grid)
-        for parameter, before, reduced, has in zip(
-            self._parameters, kept, total.split(self._sizes), agreed.tolist()
-        ):
+        total, agreed = exact_sum(
+            gradients, self._sizes, self.world, sampler.groups or 1, torch.tensor(reached), self.grid
+        )
+        self._set_gradients(total, agreed.tolist(), kept)
+        if ends:
+            self._optimizer_step(batch_number)
+        loss = torch.stack(losses).sum() / sum(stop - start for _, start, stop, _ in groups)
+        return loss, outputs[0] if len(outputs) == 1 else torch.cat(outputs), y
+
+    def _set_gradients(self, total: torch.Tensor, agreed: list[bool], kept: list[Any]) -> None:
+        """The summed gradients, cast to each parameter's dtype, added to those ``kept`` from
+        earlier micro-batches; a parameter that no group of any rank reached keeps its own."""
+        dtypes = {p.dtype for p in self._parameters}
+        if len(dtypes) == 1:  # one cast for all of them
+            total = total.to(dtypes.pop())
+        for parameter, before, reduced, has in zip(self._parameters, kept, total.split(self._sizes), agreed):
             if not has:  # no group of any rank reached it: no gradient, as in one backward
                 parameter.grad = before
                 continue
             value = reduced.view_as(parameter).to(parameter.dtype)
             parameter.grad = value if before is None else before + value
-        if ends:
-            self._optimizer_step(batch_number)
-        loss = torch.stack(losses).sum() / sum(stop - start for _, start, stop, _ in groups)
-        return loss, torch.cat(outputs), y
 
     def _group(self, x: Any, y: Any, group: int, index: int, weight: float) -> tuple[Any, torch.Tensor]:
         """Forward and backward of one group under its own random state; its output and loss."""
@@ -101,13 +110,17 @@ class ExactStep(BuiltInStep):
             self.groups.divide(loss * weight).backward()
         return y_pred, loss
 
-    def _flat_gradient(self) -> torch.Tensor:
-        """The group's gradients end to end in float64 (exactly; a parameter without one: zeros)."""
+    def _flat_gradient(self, grads: list[torch.Tensor | None]) -> torch.Tensor:
+        """A group's gradients ``grads`` end to end in float64 (exactly; a parameter without one:
+        zeros)."""
+        present = [grad for grad in grads if grad is not None]
+        if len(present) == len(grads) and len({grad.dtype for grad in present}) == 1:
+            return torch.cat([grad.reshape(-1) for grad in present]).to(torch.float64)  # one cast
         parts = [
             torch.zeros(p.numel(), dtype=torch.float64, device=p.device)
-            if p.grad is None
-            else p.grad.reshape(-1).to(torch.float64)
-            for p in self._parameters
+            if grad is None
+            else grad.reshape(-1).to(torch.float64)
+            for p, grad in zip(self._parameters, grads)
         ]
         return torch.cat(parts)
 

@@ -18,6 +18,7 @@ grew, or shrank far) the maxima are agreed by an ``all_reduce(MAX)``, the grid i
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
@@ -37,6 +38,25 @@ HEADROOM = 4
 REFIT_BELOW = 12
 
 
+@dataclasses.dataclass(frozen=True)
+class GridTensors:
+    """A grid as the sum uses it: the step of each element's grid, laid out as the gradients, and
+    per tensor the top that every group's ``M * max`` must stay under and the floor that one must
+    reach."""
+
+    step: torch.Tensor
+    top: torch.Tensor
+    floor: torch.Tensor
+
+    @classmethod
+    def of(cls, exponents: torch.Tensor, sizes: list[int]) -> GridTensors:
+        one = torch.ones(len(sizes), dtype=torch.float64, device=exponents.device)
+        step = torch.ldexp(one, exponents - GRID_BITS).repeat_interleave(
+            torch.tensor(sizes, device=exponents.device), output_size=sum(sizes)
+        )
+        return cls(step, torch.ldexp(one, exponents), torch.ldexp(one, exponents - REFIT_BELOW))
+
+
 class SummationGrid:
     """The exponents of the grids that an exact run's gradients are rounded on, one per parameter
     tensor; None before the first step. Kept with every commit, so that a resumed run chooses the
@@ -44,9 +64,18 @@ class SummationGrid:
 
     def __init__(self) -> None:
         self.exponents: list[int] | None = None
+        self._tensors: tuple[Any, GridTensors] | None = None  # of the exponents, until they change
 
     def reset(self) -> None:
         self.exponents = None
+
+    def tensors(self, sizes: list[int], device: torch.device) -> GridTensors:
+        """The kept grid for gradients laid out by ``sizes`` (built again only when it changes)."""
+        assert self.exponents is not None, "no grid is kept before the first step"
+        key = (tuple(self.exponents), tuple(sizes), device)
+        if self._tensors is None or self._tensors[0] != key:
+            self._tensors = (key, GridTensors.of(torch.tensor(self.exponents, device=device), sizes))
+        return self._tensors[1]
 
     def state_dict(self) -> dict[str, Any]:
         return {"exponents": None if self.exponents is None else list(self.exponents)}
@@ -102,15 +131,14 @@ def exact_sum(
         else reached.to(device=device, dtype=torch.float64)
     )
     if grid.exponents is not None:
-        exponents = torch.tensor(grid.exponents, device=device)
-        summed = world.total(
-            torch.cat(
-                [_rounded_sum(gradients, sizes, exponents), _fit_counts(maxima, exponents, groups), reached]
-            )
-        )
+        kept = grid.tensors(sizes, device)
+        scaled = maxima * groups
+        # Per tensor, exact counts of the local groups: above the top, at or over the floor, not zero.
+        fits = [(scaled >= kept.top).sum(dim=0), (scaled >= kept.floor).sum(dim=0), (maxima > 0).sum(dim=0)]
+        summed = world.total(torch.cat([_rounded_sum(gradients, kept.step), *fits, reached]))
         total, counts = summed.split([sum(sizes), 4 * len(sizes)])
-        above, near, nonzero, reached_anywhere = counts.view(4, -1)
-        if not bool(((above > 0) | ((nonzero > 0) & (near == 0))).any()):
+        above, over_floor, nonzero, reached_anywhere = counts.view(4, -1)
+        if not bool(((above > 0) | ((nonzero > 0) & (over_floor == 0))).any()):
             return total, reached_anywhere > 0
     local = (
         maxima.amax(dim=0) if len(gradients) else torch.zeros(len(sizes), dtype=torch.float64, device=device)
@@ -120,7 +148,7 @@ def exact_sum(
     _, exponents = torch.frexp(top)
     exponents = exponents + HEADROOM
     grid.exponents = exponents.tolist() if bool(torch.isfinite(top).all()) else None
-    return world.total(_rounded_sum(gradients, sizes, exponents)), agreed >= 0
+    return world.total(_rounded_sum(gradients, GridTensors.of(exponents, sizes).step)), agreed >= 0
 
 
 def _group_maxima(gradients: list[torch.Tensor], sizes: list[int], device: torch.device) -> torch.Tensor:
@@ -130,26 +158,15 @@ def _group_maxima(gradients: list[torch.Tensor], sizes: list[int], device: torch
     return torch.stack([_maxima(gradient, sizes) for gradient in gradients])
 
 
-def _fit_counts(maxima: torch.Tensor, exponents: torch.Tensor, groups: int) -> torch.Tensor:
-    """Per tensor, how many local groups lie above the grid's top, how many within
-    :data:`REFIT_BELOW` bits under it, and how many are not zero, end to end (exact counts)."""
-    scaled = maxima * groups
-    top = torch.ldexp(torch.ones_like(exponents, dtype=torch.float64), exponents)
-    near = torch.ldexp(torch.ones_like(exponents, dtype=torch.float64), exponents - REFIT_BELOW)
-    counts = [(scaled >= top).sum(dim=0), (scaled >= near).sum(dim=0), (maxima > 0).sum(dim=0)]
-    return torch.cat(counts).to(torch.float64)
-
-
-def _rounded_sum(gradients: list[torch.Tensor], sizes: list[int], exponents: torch.Tensor) -> torch.Tensor:
-    """The local sum of ``gradients`` rounded onto the grids of ``exponents`` (exact)."""
-    length = sum(sizes)
-    grid = torch.ldexp(torch.ones_like(exponents, dtype=torch.float64), exponents - GRID_BITS)
-    grid = grid.repeat_interleave(torch.tensor(sizes, device=grid.device), output_size=length)
-    total = torch.zeros(length, dtype=torch.float64, device=grid.device)
-    rounded = torch.empty_like(total)  # one buffer for every group: no temporaries per group
+def _rounded_sum(gradients: list[torch.Tensor], step: torch.Tensor) -> torch.Tensor:
+    """The local sum of ``gradients``, each rounded onto the grid of ``step`` (exact)."""
+    if len(gradients) == 1:
+        return torch.div(gradients[0], step).round_().mul_(step)
+    total = torch.zeros_like(step)
+    rounded = torch.empty_like(step)  # one buffer for every group: no temporaries per group
     for gradient in gradients:
-        torch.div(gradient, grid, out=rounded)
-        total.add_(rounded.round_().mul_(grid))
+        torch.div(gradient, step, out=rounded)
+        total.add_(rounded.round_().mul_(step))
     return total
 
 
