@@ -67,20 +67,15 @@ class ExactStep(BuiltInStep):
         index = (batch_number - 1) % len(sampler)
         kept = [p.grad for p in self._parameters]
         gradients, outputs, losses = [], [], []
-        reached = [0] * len(self._parameters)  # local groups that reached each parameter
         groups = sampler.groups_of(index)
         for group, start, stop, weight in groups:
             for parameter in self._parameters:
                 parameter.grad = None
             y_pred, loss = self._group(_rows(x, start, stop), _rows(y, start, stop), group, index, weight)
-            grads = [p.grad for p in self._parameters]
-            reached = [count + (grad is not None) for count, grad in zip(reached, grads)]
-            gradients.append(self._flat_gradient(grads))
+            gradients.append([p.grad for p in self._parameters])
             outputs.append(y_pred.detach())
             losses.append(loss.detach() * (stop - start))
-        total, agreed = exact_sum(
-            gradients, self._sizes, self.world, sampler.groups or 1, torch.tensor(reached), self.grid
-        )
+        total, agreed = exact_sum(gradients, self._sizes, self.world, sampler.groups or 1, self.grid)
         self._set_gradients(total, agreed.tolist(), kept)
         if ends:
             self._optimizer_step(batch_number)
@@ -109,20 +104,6 @@ class ExactStep(BuiltInStep):
                 loss = self.loss_function(y_pred, y)
             self.groups.divide(loss * weight).backward()
         return y_pred, loss
-
-    def _flat_gradient(self, grads: list[torch.Tensor | None]) -> torch.Tensor:
-        """A group's gradients ``grads`` end to end in float64 (exactly; a parameter without one:
-        zeros)."""
-        present = [grad for grad in grads if grad is not None]
-        if len(present) == len(grads) and len({grad.dtype for grad in present}) == 1:
-            return torch.cat([grad.reshape(-1) for grad in present]).to(torch.float64)  # one cast
-        parts = [
-            torch.zeros(p.numel(), dtype=torch.float64, device=p.device)
-            if grad is None
-            else grad.reshape(-1).to(torch.float64)
-            for p, grad in zip(self._parameters, grads)
-        ]
-        return torch.cat(parts)
 
 
 def _seed(seed: int, devices: list[torch.device]) -> None:

@@ -40,21 +40,25 @@ REFIT_BELOW = 12
 
 @dataclasses.dataclass(frozen=True)
 class GridTensors:
-    """A grid as the sum uses it: the step of each element's grid, laid out as the gradients, and
-    per tensor the top that every group's ``M * max`` must stay under and the floor that one must
-    reach."""
+    """A grid as the sum uses it: per tensor, the top that every group's ``M * max`` must stay
+    under, the floor that one must reach, and the powers of two that scale a gradient onto its grid
+    and back."""
 
-    step: torch.Tensor
     top: torch.Tensor
     floor: torch.Tensor
+    up: list[float]
+    down: list[float]
 
     @classmethod
-    def of(cls, exponents: torch.Tensor, sizes: list[int]) -> GridTensors:
-        one = torch.ones(len(sizes), dtype=torch.float64, device=exponents.device)
-        step = torch.ldexp(one, exponents - GRID_BITS).repeat_interleave(
-            torch.tensor(sizes, device=exponents.device), output_size=sum(sizes)
+    def of(cls, exponents: list[int], device: torch.device) -> GridTensors:
+        power = torch.tensor(exponents, device=device)
+        one = torch.ones(len(exponents), dtype=torch.float64, device=device)
+        return cls(
+            torch.ldexp(one, power),
+            torch.ldexp(one, power - REFIT_BELOW),
+            [2.0 ** (GRID_BITS - exponent) for exponent in exponents],
+            [2.0 ** (exponent - GRID_BITS) for exponent in exponents],
         )
-        return cls(step, torch.ldexp(one, exponents), torch.ldexp(one, exponents - REFIT_BELOW))
 
 
 class SummationGrid:
@@ -69,12 +73,12 @@ class SummationGrid:
     def reset(self) -> None:
         self.exponents = None
 
-    def tensors(self, sizes: list[int], device: torch.device) -> GridTensors:
-        """The kept grid for gradients laid out by ``sizes`` (built again only when it changes)."""
+    def tensors(self, device: torch.device) -> GridTensors:
+        """The kept grid as the sum uses it (built again only when it changes)."""
         assert self.exponents is not None, "no grid is kept before the first step"
-        key = (tuple(self.exponents), tuple(sizes), device)
+        key = (tuple(self.exponents), device)
         if self._tensors is None or self._tensors[0] != key:
-            self._tensors = (key, GridTensors.of(torch.tensor(self.exponents, device=device), sizes))
+            self._tensors = (key, GridTensors.of(self.exponents, device))
         return self._tensors[1]
 
     def state_dict(self) -> dict[str, Any]:
@@ -106,73 +110,98 @@ class SummationGrid:
 
 
 def exact_sum(
-    gradients: list[torch.Tensor],
+    gradients: list[list[torch.Tensor | None]],
     sizes: list[int],
     world: World,
     groups: int,
-    reached: torch.Tensor | None = None,
     grid: SummationGrid | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The sum over every group of every rank of the flat float64 ``gradients`` (one per local
-    group, the parameters' gradients laid end to end by ``sizes``), exact and so independent of
-    its order; and which parameters had a gradient on any rank.
+    """The sum over every group of every rank of ``gradients`` (per local group, each parameter's
+    gradient, None where the group did not reach it), exact and so independent of its order, as
+    one float64 tensor of the parameters laid end to end by ``sizes``; and which parameters had a
+    gradient on any rank.
 
     Args:
         groups: the number of groups of a global batch (``M``), which bounds the sum.
-        reached: how many local groups reached each parameter (None: all of them).
         grid: the kept grid, updated when it is refitted (None: agree the maxima every time).
     """
     grid = grid or SummationGrid()
-    device = gradients[0].device if gradients else torch.device("cpu")
+    device = next((g.device for grads in gradients for g in grads if g is not None), torch.device("cpu"))
     maxima = _group_maxima(gradients, sizes, device)
-    reached = (
-        torch.full((len(sizes),), float(len(gradients)), dtype=torch.float64, device=device)
-        if reached is None
-        else reached.to(device=device, dtype=torch.float64)
+    reached = torch.tensor(
+        [sum(grads[i] is not None for grads in gradients) for i in range(len(sizes))],
+        dtype=torch.float64,
+        device=device,
     )
     if grid.exponents is not None:
-        kept = grid.tensors(sizes, device)
+        kept = grid.tensors(device)
         scaled = maxima * groups
         # Per tensor, exact counts of the local groups: above the top, at or over the floor, not zero.
         fits = [(scaled >= kept.top).sum(dim=0), (scaled >= kept.floor).sum(dim=0), (maxima > 0).sum(dim=0)]
-        summed = world.total(torch.cat([_rounded_sum(gradients, kept.step), *fits, reached]))
+        local = _rounded_sum(gradients, sizes, grid.exponents, kept, device)
+        summed = world.total(torch.cat([local, *fits, reached]))
         total, counts = summed.split([sum(sizes), 4 * len(sizes)])
         above, over_floor, nonzero, reached_anywhere = counts.view(4, -1)
         if not bool(((above > 0) | ((nonzero > 0) & (over_floor == 0))).any()):
             return total, reached_anywhere > 0
-    local = (
-        maxima.amax(dim=0) if len(gradients) else torch.zeros(len(sizes), dtype=torch.float64, device=device)
-    )
-    agreed = world.maximum(torch.where(reached > 0, local, -1.0))  # -1: no gradient on this rank
+    largest = maxima.amax(dim=0) if gradients else torch.zeros(len(sizes), dtype=torch.float64, device=device)
+    agreed = world.maximum(torch.where(reached > 0, largest, -1.0))  # -1: no gradient on this rank
     top = agreed.clamp(min=0.0) * groups
-    _, exponents = torch.frexp(top)
-    exponents = exponents + HEADROOM
-    grid.exponents = exponents.tolist() if bool(torch.isfinite(top).all()) else None
-    return world.total(_rounded_sum(gradients, GridTensors.of(exponents, sizes).step)), agreed >= 0
+    exponents = (torch.frexp(top)[1] + HEADROOM).tolist()
+    grid.exponents = exponents if bool(torch.isfinite(top).all()) else None
+    fitted = GridTensors.of(exponents, device)
+    return world.total(_rounded_sum(gradients, sizes, exponents, fitted, device)), agreed >= 0
 
 
-def _group_maxima(gradients: list[torch.Tensor], sizes: list[int], device: torch.device) -> torch.Tensor:
-    """The largest magnitude of each parameter's part of each group's gradient: ``[groups, tensors]``."""
-    if not gradients:
-        return torch.zeros(0, len(sizes), dtype=torch.float64, device=device)
-    return torch.stack([_maxima(gradient, sizes) for gradient in gradients])
+def _group_maxima(
+    gradients: list[list[torch.Tensor | None]], sizes: list[int], device: torch.device
+) -> torch.Tensor:
+    """The largest magnitude of each group's gradient of each parameter: ``[groups, tensors]``
+    (zero where a group has none)."""
+    rows = []
+    for grads in gradients:
+        row = torch.zeros(len(sizes), dtype=torch.float64, device=device)
+        index = [i for i, grad in enumerate(grads) if grad is not None and sizes[i]]
+        if index:
+            norms = torch._foreach_norm([grads[i] for i in index], float("inf"))  # type: ignore[misc]
+            row[index] = torch.stack(norms).to(torch.float64)
+        rows.append(row)
+    return torch.stack(rows) if rows else torch.zeros(0, len(sizes), dtype=torch.float64, device=device)
 
 
-def _rounded_sum(gradients: list[torch.Tensor], step: torch.Tensor) -> torch.Tensor:
-    """The local sum of ``gradients``, each rounded onto the grid of ``step`` (exact)."""
-    if len(gradients) == 1:
-        return torch.div(gradients[0], step).round_().mul_(step)
-    total = torch.zeros_like(step)
-    rounded = torch.empty_like(step)  # one buffer for every group: no temporaries per group
-    for gradient in gradients:
-        torch.div(gradient, step, out=rounded)
-        total.add_(rounded.round_().mul_(step))
+#: The smallest exponent whose grid float32 arithmetic reaches exactly: below it the scale
+#: ``2**(52 - e)`` exceeds float32's range, and such a (tiny) gradient is rounded in float64.
+_FLOAT32_LOWEST = GRID_BITS - 126
+
+
+def _rounded_sum(
+    gradients: list[list[torch.Tensor | None]],
+    sizes: list[int],
+    exponents: list[int],
+    grid: GridTensors,
+    device: torch.device,
+) -> torch.Tensor:
+    """The local sum of ``gradients``, each rounded onto its parameter's grid, in float64 (exact).
+
+    A float32 gradient is rounded in float32: multiplying by a power of two, rounding to an integer
+    and multiplying back are exact there, so the result is the float64 rounding's, at half the bytes.
+    """
+    total = torch.zeros(sum(sizes), dtype=torch.float64, device=device)
+    parts = total.split(sizes)
+    for grads in gradients:
+        fast = [
+            i
+            for i, grad in enumerate(grads)
+            if grad is not None and grad.dtype == torch.float32 and exponents[i] >= _FLOAT32_LOWEST
+        ]
+        if fast:
+            rounded = torch._foreach_mul([grads[i] for i in fast], [grid.up[i] for i in fast])  # type: ignore[misc]
+            torch._foreach_round_(rounded)
+            torch._foreach_mul_(rounded, [grid.down[i] for i in fast])  # type: ignore[misc]
+            torch._foreach_add_([parts[i] for i in fast], [value.reshape(-1) for value in rounded])
+        done = set(fast)
+        for i, grad in enumerate(grads):
+            if grad is not None and i not in done:
+                wide = grad.reshape(-1).to(torch.float64)
+                parts[i].add_(wide.mul(grid.up[i]).round_().mul_(grid.down[i]))
     return total
-
-
-def _maxima(gradient: torch.Tensor, sizes: list[int]) -> torch.Tensor:
-    """The largest magnitude of each parameter's part of a flat ``gradient``."""
-    parts = gradient.split(sizes)
-    if all(sizes):
-        return torch.stack(torch._foreach_norm(parts, float("inf")))  # one fused pass
-    return torch.stack([part.abs().max() if part.numel() else part.new_zeros(()) for part in parts])
