@@ -30,7 +30,12 @@ from experiment.training.distributed import World
 
 #: What ``Experiment(elastic=...)`` accepts.
 ELASTIC_MODES = (False, True, "exact")
-#: Groups of a global batch in exact mode, by default, per process at creation.
+#: Exact mode's default groups: one per this many samples of a process's batch at creation, at
+#: least one and at most :data:`GROUPS_PER_PROCESS` per process. A group is one forward and backward:
+#: smaller ones cost more than the 1.10 times a DDP step that the default is held to (measured by
+#: scripts/bench_elastic.py; see the README).
+SAMPLES_PER_GROUP = 256
+#: The most groups per process at creation that exact mode chooses by default.
 GROUPS_PER_PROCESS = 4
 
 
@@ -114,7 +119,8 @@ def elastic_layout(
 ) -> ElasticLayout | None:
     """The layout of an elastic run: the recorded one, or, for a new run, a global batch of the
     per-process batch (``batch_size``, or a DataLoader's) times the number of processes, cut in
-    exact mode into ``groups`` groups (by default 4 per process, at most one per sample); None
+    exact mode into ``groups`` groups (by default one per :data:`SAMPLES_PER_GROUP` samples of the
+    per-process batch, one to :data:`GROUPS_PER_PROCESS` per process); None
     when the run is not elastic.
 
     Raises:
@@ -146,7 +152,7 @@ def elastic_layout(
             )
         size = int(per_process) * world.size
         if elastic == "exact":
-            groups = min(size, GROUPS_PER_PROCESS * world.size) if groups is None else groups
+            groups = default_groups(int(per_process), world.size) if groups is None else groups
         layout = ElasticLayout(elastic, size, groups if elastic == "exact" else None)
     units, what = (layout.global_batch, "sample(s)") if layout.groups is None else (layout.groups, "group(s)")
     if world.size > units:
@@ -156,6 +162,12 @@ def elastic_layout(
             "every global batch. Launch fewer processes."
         )
     return layout
+
+
+def default_groups(per_process: int, processes: int) -> int:
+    """Exact mode's groups when none are given: one per :data:`SAMPLES_PER_GROUP` samples of the
+    per-process batch, at least one and at most :data:`GROUPS_PER_PROCESS` per process."""
+    return processes * max(1, min(GROUPS_PER_PROCESS, per_process // SAMPLES_PER_GROUP))
 
 
 def rank_seed(seed: int, step: int, rank: int) -> int:

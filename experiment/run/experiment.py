@@ -92,8 +92,9 @@ class Experiment(Inference):
             the uninterrupted run. False (default): another number of processes is refused. Fixed
             when the run is created.
         elastic_groups: with ``elastic="exact"``, the groups each global batch is cut into, which
-            bounds the number of processes the run can later use; by default 4 per process at
-            creation, at most one per sample. Fixed when the run is created.
+            bounds the number of processes the run can later use; by default one per 256 samples
+            of a process's batch, one to four per process at creation (smaller groups cost more
+            than the rest of the step). Fixed when the run is created.
 
     Example:
         >>> exp = Experiment("runs/blobs", net, optimizer="adam", loss_function="cross_entropy",

@@ -75,10 +75,16 @@ def test_exact_layout_refuses_more_processes_than_groups(tmp_path):
         elastic_layout(RunDirectory(tmp_path / "run"), "exact", None, 8, World(3, 0), groups=2)
 
 
-def test_exact_layout_defaults_to_four_groups_per_process_at_most_one_per_sample(tmp_path):
+@pytest.mark.parametrize(
+    ("batch_size", "processes", "groups"),
+    [(8, 2, 2), (255, 2, 2), (256, 2, 2), (512, 2, 4), (1024, 3, 12), (4096, 2, 8), (1, 1, 1)],
+)
+def test_exact_layout_defaults_to_a_group_per_256_samples_one_to_four_per_process(
+    tmp_path, batch_size, processes, groups
+):
     directory = RunDirectory(tmp_path / "run")
-    assert elastic_layout(directory, "exact", None, 8, World(2, 0)).groups == 8
-    assert elastic_layout(directory, "exact", None, 3, World(2, 0)).groups == 6
+    layout = elastic_layout(directory, "exact", None, batch_size, World(processes, 0))
+    assert layout.groups == groups
 
 
 @pytest.mark.parametrize(
