@@ -7,9 +7,9 @@ batch, and its random state (dropout) seeded from ``(seed, pass, batch, group)``
 The groups' gradients are then summed exactly (:mod:`experiment.training.exact_sum`): the result,
 cast to the parameter's dtype, is the same bits for any number of processes (see SCALE.md §8).
 
-Costs: one forward and backward per group rather than per rank, a float64 copy of each group's
-gradient, and a float64 all-reduce per micro-batch instead of DDP's float32 one (three all-reduces
-on the steps where the summation grid is refitted).
+Costs: one forward and backward per group rather than per rank, each group's gradient kept until
+the sum and rounded (in float32, exactly), and a float64 all-reduce per micro-batch instead of
+DDP's float32 one (three all-reduces on the steps where the summation grid is refitted).
 """
 
 from __future__ import annotations

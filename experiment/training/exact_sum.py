@@ -5,7 +5,8 @@ Per parameter tensor, every group's gradient is rounded onto a grid ``q = 2**(e 
 ``M * max |g| < 2**e`` over every group (``M``: the groups of a global batch). A multiple of ``q``
 below ``2**53 * q`` is a float64 exactly, so every partial sum of the rounded gradients, on one rank
 or over the ranks, is exact. Only what lies below the grid is rounded, far under float32's precision
-(see SCALE.md §8).
+(see SCALE.md §8). A float32 gradient is rounded in float32 (scaling by powers of two and rounding
+to integers are exact there) and added into the float64 sum.
 
 The grid's exponents are kept from step to step in a :class:`SummationGrid` (a node of the run's
 state) so that a step needs one all-reduce, as DDP does: the float64 sum, with counts appended that
