@@ -1,8 +1,13 @@
-"""torchrun's own restarts (``--max-restarts``), after the loss of a node: the same
+"""torchrun's own restarts (``--max-restarts``), after a crash and after the loss of a node: the same
 script, started again by torchrun, resumes the run from its last commit and ends bit-identical to
-the uninterrupted run. It trains an ``elastic="exact"`` run with elastic_scenarios.py (a global
+the uninterrupted run. Both train an ``elastic="exact"`` run with elastic_scenarios.py (a global
 batch of 12 in 6 groups, 4 steps per epoch, 2 epochs, a commit every 2 steps), where one worker of
 torchrun's first attempt waits after step 7 (the last commit being step 6's) to be killed there.
+
+After a crash: a standalone launch of 2 workers, rank 1 SIGKILLed; torchrun restarts both, whose
+process group starts anew: by default through the store that torchrun's agent shares with its
+workers, which still holds the addresses of the failed attempt; with
+``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1``, through a store that rank 0 hosts, as in the first attempt.
 
 After the loss of a node: two torchrun agents on this machine play two nodes (``--nnodes=1:2
 --nproc-per-node=1``, a c10d rendezvous, ``--max-restarts=2``). The node of rank 0 (whose worker
@@ -24,6 +29,7 @@ round completes 1.5-2.5 s after that (about 40 s with torch's default timeouts).
 from __future__ import annotations
 
 import json
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -97,6 +103,24 @@ def assert_same_as_reference(run_dir: Path, resumed: dict[str, Any], reference: 
     recorded = json.loads((run_dir / "experiment.json").read_text())
     assert recorded["status"] == "finished", recorded.get("message")
     assert recorded["created_with"]["global_batch"] == 2 * BATCH_SIZE
+
+
+@pytest.mark.parametrize("shared_store", [True, False], ids=["agent-store", "own-store"])
+def test_torchrun_restart_after_a_crash_resumes_the_run_bit_identical(tmp_path, reference, shared_store):
+    workdir, run_dir = tmp_path / "work", tmp_path / "work" / "X"
+    env = {} if shared_store else {"TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
+    spec = SPEC.replace("pausing=0", "pausing=1")
+    launcher = ("--standalone", "--max-restarts=1")
+    with Torchrun(SCRIPT, str(workdir), spec, nproc=2, env=env, launcher=launcher) as launch:
+        launch.wait_until(
+            (workdir / "signals" / "X" / "ready").exists, TIMEOUT, f"rank 1 to finish step {PAUSE_AT}"
+        )
+        assert committed_step(run_dir) == 6, "the last commit before the kill is step 6's"
+        launch.signal_worker(1, signal.SIGKILL)
+        finished = launch.wait(TIMEOUT)
+    assert finished.returncode == 0 and not finished.timed_out, finished.describe()
+    assert_same_as_reference(run_dir, read_phase(workdir / "records" / "X-w2-rank0.json"), reference)
+    assert "changes" not in json.loads((run_dir / "experiment.json").read_text())
 
 
 @pytest.fixture
