@@ -217,8 +217,10 @@ def current_world(device: torch.device | None = None) -> World:
     in ``os.environ`` for the process group and for the user's code alike).
 
     The group is gloo on a CPU; with CUDA it is gloo for CPU tensors and NCCL for CUDA tensors. A
-    restarted torchrun attempt (``TORCHELASTIC_RESTART_COUNT`` > 0) joins through a store prefixed
-    with its attempt, since the addresses of the failed attempt are still in the store.
+    restarted torchrun attempt (``TORCHELASTIC_RESTART_COUNT`` > 0) whose workers share the store
+    of torchrun's agent (``TORCHELASTIC_USE_AGENT_STORE``, torch's default) joins through that store
+    prefixed with its attempt, since the addresses of the failed attempt are still in it; without it
+    (``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1``) rank 0 hosts a new store at each attempt, as in the first.
     """
     global _CURRENT
     os.environ.update(srun_variables(os.environ))
@@ -243,7 +245,8 @@ def current_world(device: torch.device | None = None) -> World:
 def _start_process_group(size: int) -> None:
     backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
     attempt = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
-    if attempt == 0:
+    # Only a store that torchrun's agent hosts outlives an attempt: a store of rank 0's is new.
+    if attempt == 0 or os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
         dist.init_process_group(backend)
         return
     store = dist.TCPStore(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -76,12 +77,16 @@ def run_phase(
     loader: bool = False,
     steps_per_epoch: int | None = None,
     strategy: str = "auto",
+    callbacks: Sequence[Callback] = (),
+    raise_errors: bool = False,
 ) -> dict[str, Any]:
     """Train (or resume) ``run_dir`` until optimizer step ``stop_at`` (0: to the end), as a
     restarted script does, in one thread (as torchrun's workers: the kernels must sum alike).
     Exact runs (``elastic="exact"``, ``groups`` per global batch) train a network with Dropout;
     ``accumulate`` global batches make an optimizer step; ``loader``: the data is given as a
-    shuffling DataLoader of ``batch_size`` rather than a tuple.
+    shuffling DataLoader of ``batch_size`` rather than a tuple; ``callbacks`` are added to the
+    recorder's; ``raise_errors``: an error of the library ends the phase (and a script, as a
+    user's would) instead of being recorded.
     Returns the steps recorded, the error met (its type and message), the warnings emitted and
     the final weights."""
     threads = torch.get_num_threads()
@@ -90,7 +95,18 @@ def run_phase(
     data = DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=True) if loader else (x, y)
     options = {"epochs": epochs, "batch_size": batch_size, "steps_per_epoch": steps_per_epoch}
     try:
-        return _phase(run_dir, data, options, stop_at, elastic, groups, accumulate, strategy)
+        return _phase(
+            run_dir,
+            data,
+            options,
+            stop_at,
+            elastic,
+            groups,
+            accumulate,
+            strategy,
+            callbacks=callbacks,
+            raise_errors=raise_errors,
+        )
     finally:
         torch.set_num_threads(threads)
 
@@ -103,12 +119,15 @@ def _phase(
     elastic: bool | str,
     groups: int | None,
     accumulate: int,
-    strategy: str = "auto",
+    strategy: str,
+    *,
+    callbacks: Sequence[Callback],
+    raise_errors: bool,
 ) -> dict[str, Any]:
     network = IndexedNet(dropout=0.3 if elastic == "exact" else 0.0)
     optimizer = torch.optim.AdamW(network.parameters(), lr=0.01)
     recorder = StepRecorder(network)
-    callbacks: list[Any] = [recorder] + ([InterruptAt(stop_at)] if stop_at else [])
+    every: list[Any] = [recorder, *callbacks] + ([InterruptAt(stop_at)] if stop_at else [])
     error = None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -128,13 +147,15 @@ def _phase(
                 data,
                 **options,
                 seed=SEED,
-                callbacks=callbacks,
+                callbacks=every,
                 checkpoint_every=2,
                 progress=False,
             )
         except Interrupt:
             pass
         except Exception as failure:  # reported to the test, which expects some
+            if raise_errors:
+                raise
             error = f"{type(failure).__name__}: {failure}"
     return {
         "steps": recorder.steps,

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,13 +52,20 @@ _FAILURE = re.compile(r"rank\s*:\s*(\d+) \(local_rank: \d+\)\s*\n\s*exitcode\s*:
 LAUNCH_TIMEOUT = 120.0
 
 
-def torchrun_command(script: Path, *args: str, nproc: int = 2) -> list[str]:
-    """The command line that runs ``script ARGS`` in ``nproc`` processes on this machine."""
+#: torchrun's options for a launch that is the whole run: one node, its own rendezvous.
+STANDALONE = ("--standalone",)
+
+
+def torchrun_command(
+    script: Path, *args: str, nproc: int = 2, launcher: Sequence[str] = STANDALONE
+) -> list[str]:
+    """The command line that runs ``script ARGS`` in ``nproc`` processes on this machine, with
+    torchrun's ``launcher`` options (its rendezvous, number of nodes and restarts)."""
     return [
         sys.executable,
         "-m",
         "torch.distributed.run",
-        "--standalone",
+        *launcher,
         f"--nproc-per-node={nproc}",
         str(script),
         *args,
@@ -106,6 +113,11 @@ class Torchrun:
         nproc: the number of workers (ranks) on this machine.
         env: extra environment variables of the launch.
         cwd: where it runs (the repository root by default).
+        launcher: torchrun's options before ``--nproc-per-node`` (by default ``--standalone``); a
+            launch given ``--nnodes`` and a rendezvous endpoint is one node of a run of several.
+
+    torchrun runs in a session of its own, as a node's agent does, so that :meth:`kill_node` can
+    take its whole process group.
     """
 
     def __init__(
@@ -115,18 +127,20 @@ class Torchrun:
         nproc: int = 2,
         env: dict[str, str] | None = None,
         cwd: Path = REPO_ROOT,
+        launcher: Sequence[str] = STANDALONE,
     ) -> None:
         self.nproc = nproc
         self._stdout = tempfile.TemporaryFile()  # noqa: SIM115 - closed in __exit__
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed in __exit__
         self.started = time.monotonic()
         self.process = subprocess.Popen(
-            torchrun_command(script, *args, nproc=nproc),
+            torchrun_command(script, *args, nproc=nproc, launcher=launcher),
             cwd=cwd,
             env=torchrun_env(**(env or {})),
             stdin=subprocess.DEVNULL,
             stdout=self._stdout,
             stderr=self._stderr,
+            start_new_session=True,
         )
         self._workers: dict[int, int] = {}
         self.timed_out = False
@@ -160,6 +174,17 @@ class Torchrun:
     def signal_worker(self, rank: int, signum: int) -> None:
         """Send ``signum`` to the worker of ``rank`` (alone: not torchrun, not the other workers)."""
         os.kill(self.wait_for_workers()[rank], signum)
+
+    def kill_node(self) -> None:
+        """SIGKILL this launch as a machine that goes away would end: torchrun's process group
+        first (so that it cannot restart its workers), then each worker's (torchrun starts them
+        in sessions of their own). torchrun is reaped; the workers, its children, are left to init."""
+        workers = set(self.worker_pids().values()) | _children(self.process.pid)
+        os.killpg(self.process.pid, signal.SIGKILL)
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+        self.process.wait()
 
     def wait_until(self, condition: Callable[[], bool], timeout: float, what: str) -> None:
         """Poll ``condition`` every few milliseconds until it holds.
