@@ -23,8 +23,9 @@ import pytest
 import torch
 
 from tests.distributed.test_torchrun_kills import exit_reports, pause_arguments, status
-from tests.support.killed_runs import Kill, KilledRuns, selected_kills
+from tests.support.killed_runs import Kill, KilledRuns
 from tests.support.run_comparison import run_differences
+from tests.support.selection import selected_parameters
 from tests.support.state_checks import snapshot_files
 from tests.support.torchrun import Torchrun, run_torchrun
 
@@ -155,7 +156,7 @@ SIGTERM = Kill("sigterm-to-rank-1", sigterm_to_rank_1_at_step_9)
 def runs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> KilledRuns:
     """The selected tests' kills, then their reruns: one launch per set of options, the one
     without any training the uninterrupted 2-rank run (the reference) first."""
-    kills = selected_kills(request)
+    kills = selected_parameters(request, "kill")
     return KilledRuns(SCRIPT, tmp_path_factory.mktemp("kills"), kills, options=FSDP, nproc=2, timeout=TIMEOUT)
 
 

@@ -22,8 +22,9 @@ from typing import Any
 
 import pytest
 
-from tests.support.killed_runs import Kill, KilledRuns, selected_kills
+from tests.support.killed_runs import Kill, KilledRuns
 from tests.support.run_comparison import run_differences
+from tests.support.selection import selected_parameters
 from tests.support.state_checks import assert_same_run, newest_state
 from tests.support.torchrun import Torchrun, run_torchrun
 
@@ -143,7 +144,11 @@ def runs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
     """The selected tests' kills, then their reruns: one launch per set of options, the one
     without any training the uninterrupted 2-rank run (the reference) first."""
     return KilledRuns(
-        SCRIPT, tmp_path_factory.mktemp("kills"), selected_kills(request), nproc=2, timeout=TIMEOUT
+        SCRIPT,
+        tmp_path_factory.mktemp("kills"),
+        selected_parameters(request, "kill"),
+        nproc=2,
+        timeout=TIMEOUT,
     )
 
 

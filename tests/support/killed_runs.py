@@ -121,13 +121,3 @@ class KilledRuns:
 
     def _run_dir(self, kill: Kill) -> Path:
         return self._root / kill.name / "run"
-
-
-def selected_kills(request: pytest.FixtureRequest) -> list[Kill]:
-    """The kills (the ``kill`` parameter) of the selected tests of the requesting module, in order."""
-    kills: dict[Kill, None] = {}
-    for item in request.session.items:
-        kill = getattr(getattr(item, "callspec", None), "params", {}).get("kill")
-        if getattr(item, "module", None) is request.module and isinstance(kill, Kill):
-            kills[kill] = None
-    return list(kills)
