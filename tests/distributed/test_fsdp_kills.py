@@ -3,10 +3,11 @@ command ends bit-identical to an uninterrupted run: every commit folder (its tre
 read whole), the best weights, log.tsv, TensorBoard and the status.
 
 train_script.py (with ``--strategy fsdp``) trains 3 epochs of 96 samples in batches of 8 per rank
-(2 ranks: 6 steps per epoch; 3 ranks: 4) with a step commit every 4 steps (3 with 3 ranks). Each
-test is two launches (the killed one and the rerun, about 10 s each on 2 cores); the uninterrupted
-2-rank run is one more launch, shared by the module; the refused relaunch of it with 3 ranks is one
-launch.
+(2 ranks: 6 steps per epoch; 3 ranks: 4) with a step commit every 4 steps (3 with 3 ranks). A
+launch takes about 10 s on 2 cores: each 2-rank test's killed launch (its :class:`Kill`, which
+asserts what the kill left) is its own, and their reruns are shared (tests/support/killed_runs.py),
+one launch per set of options, the synchronous one training the uninterrupted 2-rank run first;
+the refused relaunch of that run with 3 ranks is one launch, the 3-rank test two.
 """
 
 from __future__ import annotations
@@ -15,13 +16,16 @@ import json
 import re
 import shutil
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 
 from tests.distributed.test_torchrun_kills import exit_reports, pause_arguments, status
+from tests.support.killed_runs import Kill, KilledRuns
 from tests.support.run_comparison import run_differences
+from tests.support.selection import selected_parameters
 from tests.support.state_checks import snapshot_files
 from tests.support.torchrun import Torchrun, run_torchrun
 
@@ -33,6 +37,7 @@ EPOCHS = 3
 TIMEOUT = 90.0
 LOCK_FILES = (".lock", ".lock.holder")  # taken (and the holder rewritten) before anything is checked
 COMMIT_TEMPORARY = re.compile(r"^\.state-[0-9]+\.tmp$")
+ASYNC = ("--async-checkpoint",)
 
 
 def committed_step(run_dir: Path) -> int:
@@ -55,104 +60,71 @@ def rerun(run_dir: Path, *arguments: str, nproc: int = 2) -> None:
     assert launch.returncode == 0, launch.describe()
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run_dir = tmp_path_factory.mktemp("reference") / "run"
-    rerun(run_dir)
-    return run_dir
-
-
-def test_fsdp_sigkill_of_rank_1_mid_epoch_resumes_bit_identical(reference, tmp_path):
-    run_dir, signals = tmp_path / "run", tmp_path / "signals"
+# ------------------------------------------------------- the killed launches (the reruns are shared)
+def kill_rank_1_mid_epoch(run_dir: Path, options: tuple[str, ...]) -> None:
+    signals = run_dir.parent / "signals"
     signals.mkdir()
     # Step 9 is the third batch of epoch 2; steps 4, 6 (epoch 1's end) and 8 were committed.
-    with Torchrun(SCRIPT, str(run_dir), *FSDP, *pause_arguments(signals, 1, 9), nproc=2) as launch:
+    with Torchrun(SCRIPT, str(run_dir), *options, *pause_arguments(signals, 1, 9), nproc=2) as launch:
         launch.wait_until(lambda: (signals / "ready").exists(), TIMEOUT, "rank 1 to finish step 9")
         launch.signal_worker(1, signal.SIGKILL)
         killed = launch.wait(TIMEOUT)
     assert killed.returncode != 0 and not killed.timed_out, killed.describe()
     assert committed_step(run_dir) == 8, "the last commit before the kill is step 8's"
     assert status(run_dir) == "interrupted"
-    rerun(run_dir)
-    assert_same_as(reference, run_dir)
 
 
-@pytest.mark.parametrize("mode", ["sync", "async"])
-def test_fsdp_sigkill_of_rank_0_inside_a_commit_resumes_bit_identical(reference, tmp_path, mode):
-    """Rank 0's fsyncs of the library's files are slowed (its tree file, written after every rank's
-    shards and DCP's .metadata): the kill lands after DCP's save and before the rename, where the
-    temporary folder is complete by DCP's own rule. It is not a commit; the rerun removes it.
-    Asynchronous: the commit is written by the writer threads while training goes on; the
-    uninterrupted run committed synchronously (the files must be the same all the same)."""
-    run_dir = tmp_path / "run"
-    options = ["--async-checkpoint"] if mode == "async" else []
+def kill_rank_0_inside_its_third_commit(run_dir: Path, options: tuple[str, ...]) -> int:
+    """Returns the step committed before the kill."""
     seen: set[str] = set()
 
     def third_commit() -> bool:
         seen.update(temporaries(run_dir) if (run_dir / "checkpoints").is_dir() else [])
         return len(seen) >= 3
 
-    with Torchrun(SCRIPT, str(run_dir), *FSDP, "--fsync-delay", "0.3", *options, nproc=2) as launch:
+    with Torchrun(SCRIPT, str(run_dir), *options, "--fsync-delay", "0.3", nproc=2) as launch:
         launch.wait_until(third_commit, TIMEOUT, "the third commit folder")
         launch.signal_worker(0, signal.SIGKILL)
         killed = launch.wait(TIMEOUT)
     assert killed.returncode != 0 and not killed.timed_out, killed.describe()
     left = temporaries(run_dir)
     assert left, "the kill should land inside the commit, before its rename (a temporary folder left)"
-    committed = committed_step(run_dir)
-    rerun(run_dir, *options)
-    assert temporaries(run_dir) == [], "the rerun removes what the killed commit left"
-    assert_same_as(reference, run_dir, f"resumed from step {committed}: ")
+    return committed_step(run_dir)
 
 
-@pytest.mark.parametrize(
-    ("mode", "where", "committed"),
-    [("sync", "shards", 6), ("async", "shards", 6), ("sync", "saved", 8), ("async", "saved", 8)],
-)
-def test_fsdp_sigkill_of_rank_1_inside_a_commit_resumes_bit_identical(
-    reference, tmp_path, mode, where, committed
-):
-    """Rank 1 pauses inside the third commit (step 8's) and is killed there:
+def kill_rank_1_inside_its_third_commit(where: str, committed: int) -> Callable[[Path, tuple[str, ...]], int]:
+    """Rank 1 pauses inside its third commit (step 8's) at ``where`` and is killed there; the
+    newest commit is then step ``committed``'s."""
 
-    - "shards": once its shard files are written and fsynced, before DCP's closing collective
-      (where rank 0 writes .metadata). Rank 0 cannot complete the commit without it: its DCP
-      collective fails, it removes the temporary folder and exits (or, if torchrun's SIGTERM ends
-      it first, the rerun removes the folder); the newest commit stays step 6's.
-    - "saved": once DCP's save has returned on rank 1 (every shard and .metadata written). Rank 0
-      needs nothing more from it: it writes the tree file and renames the folder, then meets the
-      dead peer; step 8's commit is durable and the rerun resumes from it.
+    def drive(run_dir: Path, options: tuple[str, ...]) -> int:
+        signals = run_dir.parent / "signals"
+        signals.mkdir()
+        pause = [
+            "--pause-rank",
+            "1",
+            "--pause-in-commit",
+            "3",
+            "--pause-where",
+            where,
+            "--signal-dir",
+            str(signals),
+        ]
+        with Torchrun(SCRIPT, str(run_dir), *options, *pause, nproc=2) as launch:
+            launch.wait_until(lambda: (signals / "ready").exists(), TIMEOUT, "rank 1 inside the third commit")
+            launch.signal_worker(1, signal.SIGKILL)
+            killed = launch.wait(TIMEOUT)
+        assert killed.returncode != 0 and not killed.timed_out, killed.describe()
+        assert killed.failed_workers().get(1) == -signal.SIGKILL, killed.describe()
+        assert committed_step(run_dir) == committed, killed.describe()
+        return committed
 
-    Asynchronous: rank 1's writer thread pauses while its training thread goes on; rank 0's writer
-    thread and training thread both meet the dead peer."""
-    run_dir, signals = tmp_path / "run", tmp_path / "signals"
+    return drive
+
+
+def sigterm_to_rank_1_at_step_9(run_dir: Path, options: tuple[str, ...]) -> None:
+    signals, reports = run_dir.parent / "signals", run_dir.parent / "reports"
     signals.mkdir()
-    options = ["--async-checkpoint"] if mode == "async" else []
-    pause = [
-        "--pause-rank",
-        "1",
-        "--pause-in-commit",
-        "3",
-        "--pause-where",
-        where,
-        "--signal-dir",
-        str(signals),
-    ]
-    with Torchrun(SCRIPT, str(run_dir), *FSDP, *pause, *options, nproc=2) as launch:
-        launch.wait_until(lambda: (signals / "ready").exists(), TIMEOUT, "rank 1 inside the third commit")
-        launch.signal_worker(1, signal.SIGKILL)
-        killed = launch.wait(TIMEOUT)
-    assert killed.returncode != 0 and not killed.timed_out, killed.describe()
-    assert killed.failed_workers().get(1) == -signal.SIGKILL, killed.describe()
-    assert committed_step(run_dir) == committed, killed.describe()
-    rerun(run_dir, *options)
-    assert temporaries(run_dir) == [], "the rerun removes what the killed commit left"
-    assert_same_as(reference, run_dir, f"resumed from step {committed}: ")
-
-
-def test_fsdp_sigterm_to_one_rank_stops_every_rank_at_one_committed_step(reference, tmp_path):
-    run_dir, signals, reports = tmp_path / "run", tmp_path / "signals", tmp_path / "reports"
-    signals.mkdir()
-    arguments = [*FSDP, *pause_arguments(signals, 1, 9), "--report-dir", str(reports)]
+    arguments = [*options, *pause_arguments(signals, 1, 9), "--report-dir", str(reports)]
     with Torchrun(SCRIPT, str(run_dir), *arguments, nproc=2) as launch:
         launch.wait_until(lambda: (signals / "ready").exists(), TIMEOUT, "rank 1 to finish step 9")
         launch.signal_worker(1, signal.SIGTERM)
@@ -165,8 +137,71 @@ def test_fsdp_sigterm_to_one_rank_stops_every_rank_at_one_committed_step(referen
     assert len(steps) == 1, f"the ranks stopped at different steps: {ranks}"
     assert committed_step(run_dir) == steps.pop(), "the commit is at the step where every rank stopped"
     assert status(run_dir) == "interrupted"
-    rerun(run_dir)
-    assert_same_as(reference, run_dir)
+
+
+MID_EPOCH = Kill("rank-1-mid-epoch", kill_rank_1_mid_epoch)
+RANK_0_IN_A_COMMIT = [
+    Kill("sync", kill_rank_0_inside_its_third_commit),
+    Kill("async", kill_rank_0_inside_its_third_commit, ASYNC),
+]
+RANK_1_IN_A_COMMIT = [
+    Kill(f"{mode}-{where}-{committed}", kill_rank_1_inside_its_third_commit(where, committed), options)
+    for mode, options in (("sync", ()), ("async", ASYNC))
+    for where, committed in (("shards", 6), ("saved", 8))
+]
+SIGTERM = Kill("sigterm-to-rank-1", sigterm_to_rank_1_at_step_9)
+
+
+@pytest.fixture(scope="module")
+def runs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> KilledRuns:
+    """The selected tests' kills, then their reruns: one launch per set of options, the one
+    without any training the uninterrupted 2-rank run (the reference) first."""
+    kills = selected_parameters(request, "kill")
+    return KilledRuns(SCRIPT, tmp_path_factory.mktemp("kills"), kills, options=FSDP, nproc=2, timeout=TIMEOUT)
+
+
+@pytest.mark.parametrize("kill", [MID_EPOCH], ids=str)
+def test_fsdp_sigkill_of_rank_1_mid_epoch_resumes_bit_identical(runs: KilledRuns, kill: Kill) -> None:
+    assert_same_as(runs.reference(), runs.resumed(kill).run_dir)
+
+
+@pytest.mark.parametrize("kill", RANK_0_IN_A_COMMIT, ids=str)
+def test_fsdp_sigkill_of_rank_0_inside_a_commit_resumes_bit_identical(runs: KilledRuns, kill: Kill) -> None:
+    """Rank 0's fsyncs of the library's files are slowed (its tree file, written after every rank's
+    shards and DCP's .metadata): the kill lands after DCP's save and before the rename, where the
+    temporary folder is complete by DCP's own rule. It is not a commit; the rerun removes it.
+    Asynchronous: the commit is written by the writer threads while training goes on; the
+    uninterrupted run committed synchronously (the files must be the same all the same)."""
+    resumed = runs.resumed(kill)
+    assert temporaries(resumed.run_dir) == [], "the rerun removes what the killed commit left"
+    assert_same_as(runs.reference(), resumed.run_dir, f"resumed from step {resumed.seen}: ")
+
+
+@pytest.mark.parametrize("kill", RANK_1_IN_A_COMMIT, ids=str)
+def test_fsdp_sigkill_of_rank_1_inside_a_commit_resumes_bit_identical(runs: KilledRuns, kill: Kill) -> None:
+    """Rank 1 pauses inside the third commit (step 8's) and is killed there:
+
+    - "shards": once its shard files are written and fsynced, before DCP's closing collective
+      (where rank 0 writes .metadata). Rank 0 cannot complete the commit without it: its DCP
+      collective fails, it removes the temporary folder and exits (or, if torchrun's SIGTERM ends
+      it first, the rerun removes the folder); the newest commit stays step 6's.
+    - "saved": once DCP's save has returned on rank 1 (every shard and .metadata written). Rank 0
+      needs nothing more from it: it writes the tree file and renames the folder, then meets the
+      dead peer; step 8's commit is durable and the rerun resumes from it.
+
+    Asynchronous: rank 1's writer thread pauses while its training thread goes on; rank 0's writer
+    thread and training thread both meet the dead peer."""
+    resumed = runs.resumed(kill)
+    assert temporaries(resumed.run_dir) == [], "the rerun removes what the killed commit left"
+    assert_same_as(runs.reference(), resumed.run_dir, f"resumed from step {resumed.seen}: ")
+
+
+@pytest.mark.parametrize("kill", [SIGTERM], ids=str)
+def test_fsdp_sigterm_to_one_rank_stops_every_rank_at_one_committed_step(
+    runs: KilledRuns, kill: Kill
+) -> None:
+    run_dir = runs.resumed(kill).run_dir
+    assert_same_as(runs.reference(), run_dir)
     assert json.loads((run_dir / "experiment.json").read_text())["status"] == "finished"
 
 
@@ -193,11 +228,9 @@ def test_fsdp_three_ranks_sigkill_mid_epoch_resumes_bit_identical(tmp_path):
     assert_same_as(reference_dir, run_dir)
 
 
-def test_fsdp_run_of_two_ranks_relaunched_with_three_is_refused_on_every_rank_nothing_written(
-    reference, tmp_path
-):
+def test_fsdp_run_of_two_ranks_relaunched_with_three_is_refused_on_every_rank_nothing_written(runs, tmp_path):
     run_dir, reports = tmp_path / "run", tmp_path / "reports"
-    shutil.copytree(reference, run_dir)
+    shutil.copytree(runs.reference(), run_dir)
     before = snapshot_files(run_dir, ignore=LOCK_FILES)
     newest = re.escape(str(sorted((run_dir / "checkpoints").glob("state-*"))[-1]))
     arguments = [*FSDP, "--epochs", "4", "--report-dir", str(reports)]

@@ -1,9 +1,12 @@
 """A training script as a user runs it under torchrun, for the kill and signal tests.
 
-    torchrun --standalone --nproc-per-node=N tests/distributed/train_script.py RUN_DIR [options]
+    torchrun --standalone --nproc-per-node=N tests/distributed/train_script.py RUN_DIR [RUN_DIR ...] [options]
 
 It trains the network of workload.py (BatchNorm, Dropout, AdamW) on a shuffling DataLoader of 96
-samples in batches of 8 per rank, with step checkpoints, in RUN_DIR. Options:
+samples in batches of 8 per rank, with step checkpoints, in RUN_DIR (or resumes it). Several
+RUN_DIRs are trained or resumed one after the other in this process, each as a fresh script would
+(the shared rerun of the kill tests: tests/support/killed_runs.py); the pause and report options
+are meant for one. Options:
 
 - ``--pause-rank R --pause-at-step K --signal-dir DIR``: rank R, once step K is done, creates
   DIR/ready and waits (at most a minute) for DIR/go, so that the test can signal it at a known step.
@@ -144,7 +147,7 @@ def train(run_dir: Path, args: argparse.Namespace, step: LastStep) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("run_dirs", type=Path, nargs="+")
     parser.add_argument("--epochs", type=int, default=EPOCHS)
     parser.add_argument("--checkpoint-every", type=int, default=4)
     parser.add_argument("--pause-rank", type=int, default=None)
@@ -172,10 +175,12 @@ def main() -> None:
     pausing = rank == args.pause_rank
     if pausing and args.pause_in_commit is not None:
         pause_in_commit(args.pause_in_commit, args.signal_dir, args.pause_where)
-    step = LastStep(args.pause_at_step if pausing else None, args.signal_dir if pausing else None)
+    step = LastStep()
     report: dict[str, Any] = {"exit_code": 0, "global_step": None, "error": None}
     try:
-        train(args.run_dir, args, step)
+        for run_dir in args.run_dirs:
+            step = LastStep(args.pause_at_step if pausing else None, args.signal_dir if pausing else None)
+            train(run_dir, args, step)
         if args.init_group:
             dist.destroy_process_group()
     except SystemExit as exit:

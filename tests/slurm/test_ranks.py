@@ -1,38 +1,51 @@
 """Several processes in one job: ``srun -n2`` without torchrun (the library forms the process group
 from SLURM's variables) and torchrun inside a job. Either way a requeued run ends bit-identical to
-an uninterrupted two-process run under torchrun."""
+an uninterrupted two-process run under torchrun. Each driver steers its job while the other tests'
+jobs run (conftest.py); the test checks the job once it has ended."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.support.slurm import TrainJob, assert_same_job_run
 
 
-def test_srun_two_ranks_form_the_group_requeue_and_end_identical(
-    tmp_path: Path, reference_two_ranks: Path
-) -> None:
-    """``--signal=B:USR1``: the batch shell is srun, which passes USR1 on to both tasks."""
-    job = TrainJob(tmp_path, "exec srun {train} --pause-at 5", "--requeue", "-n2", "--signal=B:USR1@10")
+def srun_two_ranks_warned(folder: Path) -> TrainJob:
+    job = TrainJob(folder, "exec srun {train} --pause-at 5", "--requeue", "-n2", "--signal=B:USR1@10")
     job.wait_paused(5)
     job.signal("USR1")
     assert_stopped_together(job, after=5)
     fields = job.end()
     assert (fields["JobState"], fields["Restarts"]) == ("COMPLETED", "1"), job.log()
-    assert_same_job_run(reference_two_ranks, job.run_dir)
+    return job
 
 
-def test_torchrun_in_a_job_requeues_on_term_and_ends_identical(
-    tmp_path: Path, reference_two_ranks: Path
+@pytest.mark.slurm_job(driver=srun_two_ranks_warned)
+def test_srun_two_ranks_form_the_group_requeue_and_end_identical(
+    slurm_job: TrainJob, reference_two_ranks: Path
 ) -> None:
-    """``--signal=B:TERM@T``: torchrun's agent passes SIGTERM on to its workers (it would die of USR1)."""
-    job = TrainJob(tmp_path, "exec {torchrun} --pause-at 5", "--requeue", "--signal=B:TERM@10")
+    """``--signal=B:USR1``: the batch shell is srun, which passes USR1 on to both tasks."""
+    assert_same_job_run(reference_two_ranks, slurm_job.run_dir)
+
+
+def torchrun_in_a_job_terminated(folder: Path) -> TrainJob:
+    job = TrainJob(folder, "exec {torchrun} --pause-at 5", "--requeue", "--signal=B:TERM@10")
     job.wait_paused(5)
     job.signal("TERM")
     assert_stopped_together(job, after=5)
     fields = job.end()
     assert (fields["JobState"], fields["Restarts"]) == ("COMPLETED", "1"), job.log()
-    assert_same_job_run(reference_two_ranks, job.run_dir)
+    return job
+
+
+@pytest.mark.slurm_job(driver=torchrun_in_a_job_terminated)
+def test_torchrun_in_a_job_requeues_on_term_and_ends_identical(
+    slurm_job: TrainJob, reference_two_ranks: Path
+) -> None:
+    """``--signal=B:TERM@T``: torchrun's agent passes SIGTERM on to its workers (it would die of USR1)."""
+    assert_same_job_run(reference_two_ranks, slurm_job.run_dir)
 
 
 def assert_stopped_together(job: TrainJob, *, after: int) -> None:

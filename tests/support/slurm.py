@@ -1,5 +1,6 @@
 """The real one-node SLURM cluster of scripts/slurm_test_cluster.sh, seen from the tests: whether it
-runs (skip, or fail in CI), submitting a batch job, reading its state, and waiting for it.
+runs (skip, or fail in CI), submitting a batch job, reading its state, and waiting for it; and
+:class:`JobDrivers`, which steers the jobs of several tests at once.
 
 Job states are read with ``scontrol show job`` (the test cluster has no accounting, so no sacct);
 finished jobs stay visible for ``MinJobAge`` = 10 minutes.
@@ -13,8 +14,11 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -143,7 +147,7 @@ class TrainJob:
             cwd=folder,
         )
 
-    def wait_paused(self, step: int, timeout: float = 60) -> str:
+    def wait_paused(self, step: int, timeout: float = 180) -> str:
         """Wait until training pauses after ``step``; the restart count of the run that paused."""
         ready = self.pause_dir / f"ready-{step}"
         wait_until(ready.exists, timeout, f"step {step} of job {self.job_id}\n{self.log()}")
@@ -155,13 +159,13 @@ class TrainJob:
             ["scancel", f"--signal={name}", "--batch", job_id or self.job_id], check=True, timeout=30
         )
 
-    def exit_report(self, restart: int, rank: int = 0, timeout: float = 30) -> dict[str, Any]:
+    def exit_report(self, restart: int, rank: int = 0, timeout: float = 60) -> dict[str, Any]:
         """What rank ``rank`` of run ``restart`` wrote as it left: exit code and last step."""
         path = self.pause_dir / f"exit-{restart}-{rank}"
         wait_until(path.exists, timeout, f"{path.name} of job {self.job_id}\n{self.log()}")
         return json.loads(path.read_text())
 
-    def end(self, timeout: float = 90, job_id: str | None = None) -> dict[str, str]:
+    def end(self, timeout: float = 180, job_id: str | None = None) -> dict[str, str]:
         """The job's fields once it has ended."""
         return wait_for_state(job_id or self.job_id, ENDED, timeout)
 
@@ -186,3 +190,85 @@ def assert_same_job_run(reference_dir: Path, run_dir: Path) -> None:
     for tag, events in actual.items():
         assert [step for step, _ in events] == [step for step, _ in expected[tag]], (tag, events)
         assert tag == "time" or events == expected[tag], (tag, events, expected[tag])
+
+
+#: What a test's job driver is: it submits and steers its jobs in ``folder`` (each a
+#: :class:`TrainJob`), asserting what must be seen while they run, and returns what the test checks
+#: once they have ended.
+Driver = Callable[[Path], Any]
+
+
+@dataclass(frozen=True)
+class Start:
+    """When a driver starts: ``first`` (before the others, which start once its job has paused: a
+    job racing a time limit starts on an idle machine), with the others, or ``alone`` (once every
+    other driver has ended, one at a time: preemption needs the node to itself)."""
+
+    first: bool = False
+    alone: bool = False
+
+
+class JobDrivers:
+    """The drivers of the selected tests' jobs, each in a thread of its own, started together (in
+    the order :class:`Start` says): the jobs spend most of their time waiting (for SLURM's requeue,
+    a time limit), so that they wait at the same time instead of one after the other.
+    :meth:`result` waits for one driver and raises what failed in it; the jobs of a driver that
+    failed are cancelled, so that they disturb no other test.
+    """
+
+    def __init__(self, root: Path, drivers: Iterable[tuple[Driver, Start]]) -> None:
+        chosen = dict(drivers)  # a driver shared by several tests (parameters) runs once
+        self._root = root
+        self._pool = ThreadPoolExecutor(max_workers=max(len(chosen), 1), thread_name_prefix="slurm-job")
+        self._alone = threading.Lock()
+        self._futures: dict[Driver, Future[Any]] = {}
+        for driver in (driver for driver, start in chosen.items() if start.first):
+            self._futures[driver] = self._pool.submit(self._run, driver)
+            self._wait_paused(driver)
+        for driver in (driver for driver, start in chosen.items() if not (start.first or start.alone)):
+            self._futures[driver] = self._pool.submit(self._run, driver)
+        others = list(self._futures.values())
+        for driver in (driver for driver, start in chosen.items() if start.alone):
+            self._futures[driver] = self._pool.submit(self._run_alone, others, driver)
+
+    def result(self, driver: Driver) -> Any:
+        """What ``driver`` returned, once it has; what it raised (a failed assertion) is raised."""
+        return self._futures[driver].result()
+
+    def close(self) -> None:
+        """Wait for every driver (each ends by its own timeouts)."""
+        self._pool.shutdown(wait=True)
+
+    def _folder(self, driver: Driver) -> Path:
+        return self._root / driver.__name__
+
+    def _wait_paused(self, driver: Driver, timeout: float = 120) -> None:
+        """Until a job of ``driver`` has paused at a step (TrainJob's ready file) or it has ended."""
+        deadline = time.monotonic() + timeout
+        folder, future = self._folder(driver), self._futures[driver]
+        while not (future.done() or any(folder.glob("**/ready-*"))) and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+    def _run(self, driver: Driver) -> Any:
+        folder = self._folder(driver)
+        try:
+            return driver(folder)
+        except BaseException:
+            cancel_jobs_under(folder)
+            raise
+
+    def _run_alone(self, others: list[Future[Any]], driver: Driver) -> Any:
+        wait(others)
+        with self._alone:
+            return self._run(driver)
+
+
+def cancel_jobs_under(folder: Path) -> None:
+    """Cancel every job whose working directory is ``folder`` or inside it (none without SLURM)."""
+    if shutil.which("squeue") is None:
+        return
+    answer = subprocess.run(["squeue", "-h", "-o", "%A %Z"], capture_output=True, text=True, timeout=30)
+    for line in answer.stdout.splitlines():
+        job_id, _, workdir = line.partition(" ")
+        if Path(workdir) == folder or folder in Path(workdir).parents:
+            cancel(job_id)
