@@ -8,8 +8,8 @@
 #
 # Run as root, without systemd. The configuration and every obstacle it works around are described
 # in CLUSTER.md (shared notes): linuxproc process tracking (no cgroup freezer here), CPUs as the
-# consumable (several test jobs at once), a 10 s credential expiry and a 5 s scheduler tick (a
-# requeue cycle of 12-15 s instead of about 3 min), two partitions for preemption.
+# consumable (several test jobs at once), a 5 s credential expiry (2 is refused) and a 1 s scheduler
+# tick (a requeue cycle of about 6 s instead of about 3 min), two partitions for preemption.
 set -euo pipefail
 
 state_dir="${SLURM_TEST_STATE:-/var/lib/slurm-test}"
