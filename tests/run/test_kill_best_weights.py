@@ -6,19 +6,11 @@ tests/support/kill_child.py), so the kill lands in the window every time: the ne
 epoch's end and its best file is missing. Resuming writes the file from the state, and the run ends
 bit for bit as an uninterrupted one, best weights included (the held epoch is the run's best, so
 its file is kept to the end and compared).
-
-Each configuration's runs (reference, killed, resumed) are one child after the other; the two
-configurations run at once, in threads (the children train in one thread each), and each test
-waits for its own.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
-from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 
@@ -27,7 +19,6 @@ from experiment.store.directory import RunDirectory
 from tests.support import kill
 from tests.support.kill_child import Child
 from tests.support.run_comparison import run_differences, tree_differences
-from tests.support.selection import selected_parameters
 
 pytestmark = pytest.mark.slow
 
@@ -40,8 +31,8 @@ CONFIGS = [
 ]
 
 
-def kill_before_best_weights(tmp_path: Path, config: kill.Config) -> None:
-    """The reference, the killed run and its resume, with every assertion of the test."""
+@pytest.mark.parametrize("config", CONFIGS, ids=["step-checkpoints", "epoch-checkpoints"])
+def test_kill_before_best_weights_of_committed_epoch_resumes_bit_identical(tmp_path, config):
     script = kill.write_training_script(tmp_path)
     plain = dataclasses.replace(config, hold_best_write=None)
     reference, run_dir = tmp_path / "reference", tmp_path / "run"
@@ -55,9 +46,7 @@ def kill_before_best_weights(tmp_path: Path, config: kill.Config) -> None:
         assert child.wait_best_held()
         child.kill()
 
-    newest = load_newest_state(RunDirectory(run_dir))
-    assert newest is not None, "the killed run committed nothing"
-    tree, _ = newest
+    tree, _ = load_newest_state(RunDirectory(run_dir))
     progress = tree["nodes"]["progress"]
     assert (tree["reason"], progress["epochs_completed"], progress["steps_in_epoch"]) == ("epoch", held, 0)
     assert tree["nodes"]["best"]["epoch"] == held
@@ -71,24 +60,3 @@ def kill_before_best_weights(tmp_path: Path, config: kill.Config) -> None:
         child.wait_exit()
 
     assert run_differences(reference, run_dir, config.epochs) == []
-
-
-@pytest.fixture(scope="module")
-def runs(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[dict[int, Future[None]]]:
-    """:func:`kill_before_best_weights` of each selected configuration, started at once (by id)."""
-    pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="kill-best")
-    started = {
-        id(config): pool.submit(kill_before_best_weights, tmp_path_factory.mktemp("kill-best"), config)
-        for config in selected_parameters(request, "config")
-    }
-    yield started
-    pool.shutdown(wait=True, cancel_futures=True)
-
-
-@pytest.mark.parametrize("config", CONFIGS, ids=["step-checkpoints", "epoch-checkpoints"])
-def test_kill_before_best_weights_of_committed_epoch_resumes_bit_identical(
-    runs: dict[int, Future[None]], config: kill.Config
-) -> None:
-    runs[id(config)].result()  # raises what failed in its runs
