@@ -12,14 +12,20 @@ import pytest
 from tests.support.slurm import TrainJob, assert_same_job_run
 
 
-def srun_two_ranks_warned(folder: Path) -> TrainJob:
-    job = TrainJob(folder, "exec srun {train} --pause-at 5", "--requeue", "-n2", "--signal=B:USR1@10")
+def two_ranks_signalled(folder: Path, command: str, signal: str, *options: str) -> TrainJob:
+    """A 2-rank job of ``command`` (with sbatch ``options``) paused at step 5 and sent ``signal``
+    (``--signal=B:SIGNAL@10``): both ranks stop together, the job is requeued once and completes."""
+    job = TrainJob(folder, f"exec {command} --pause-at 5", "--requeue", *options, f"--signal=B:{signal}@10")
     job.wait_paused(5)
-    job.signal("USR1")
+    job.signal(signal)
     assert_stopped_together(job, after=5)
     fields = job.end()
     assert (fields["JobState"], fields["Restarts"]) == ("COMPLETED", "1"), job.log()
     return job
+
+
+def srun_two_ranks_warned(folder: Path) -> TrainJob:
+    return two_ranks_signalled(folder, "srun {train}", "USR1", "-n2")  # srun starts two tasks
 
 
 @pytest.mark.slurm_job(driver=srun_two_ranks_warned)
@@ -31,13 +37,7 @@ def test_srun_two_ranks_form_the_group_requeue_and_end_identical(
 
 
 def torchrun_in_a_job_terminated(folder: Path) -> TrainJob:
-    job = TrainJob(folder, "exec {torchrun} --pause-at 5", "--requeue", "--signal=B:TERM@10")
-    job.wait_paused(5)
-    job.signal("TERM")
-    assert_stopped_together(job, after=5)
-    fields = job.end()
-    assert (fields["JobState"], fields["Restarts"]) == ("COMPLETED", "1"), job.log()
-    return job
+    return two_ranks_signalled(folder, "{torchrun}", "TERM")
 
 
 @pytest.mark.slurm_job(driver=torchrun_in_a_job_terminated)
